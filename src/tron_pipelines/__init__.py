@@ -1,0 +1,17 @@
+"""tron_pipelines: TR0N conditional generation from any unconditional generator and any encoder, diffusers-style.
+
+Importing the package imports every component module: diffusers resolves the classes recorded in a saved pipeline's
+``model_index.json`` only among modules that are already imported.
+"""
+
+from .models import (
+    ClassifierOutput,
+    ConvClassifier,
+    ConvGenerator,
+    LatentSpec,
+    TranslatorLoss,
+    TranslatorModel,
+    TranslatorOutput,
+    TronGenerator,
+)
+from .version import __version__

@@ -1,0 +1,3 @@
+from .classifier import ClassifierOutput, ConvClassifier
+from .generator import LATENT_PRIORS, ConvGenerator, LatentSpec, TronGenerator, sample_normal_prior
+from .translator import TranslatorLoss, TranslatorModel, TranslatorOutput
