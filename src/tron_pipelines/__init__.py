@@ -14,4 +14,9 @@ from .models import (
     TranslatorOutput,
     TronGenerator,
 )
+from .encoders import EncoderAdapter
+from .energies import ConditionTerm, DiffAugment, TronEnergy, cosine_energy, cross_entropy_energy, gaussian_prior_energy
+from .pipelines import TronPipeline, TronPipelineOutput
+from .pretrained import embedded_pipelines
+from .schedulers import GradientDescentScheduler, LangevinScheduler, LangevinSchedulerOutput
 from .version import __version__

@@ -1,0 +1,210 @@
+"""Energies E(z, c) that Langevin dynamics minimises, built from small composable callables.
+
+* `cosine_energy` / `cross_entropy_energy`: per-sample energy of encoder features against a condition.
+* `DiffAugment`: differentiable augmentations (color, translation, resize, cutout), N copies per image in one call.
+* `gaussian_prior_energy`: ``0.5 * ||z||^2``, an optional pull towards the generator's prior.
+* `ConditionTerm` + `TronEnergy`: a weighted sum over several conditions; a negative weight pushes away from a
+  condition (negative prompts).
+
+All energies return one value per sample ``(B,)`` so that gradients of ``energy.sum()`` never mix samples.
+"""
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+
+AUGMENTATIONS = ("color", "translation", "resize", "cutout")
+
+
+def cosine_energy(features: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """``-mean_n cos(features[b, n], condition[b])``: features ``(B, N, E)``, condition ``(B, E)`` -> ``(B,)`` in [-1, 1]."""
+    return -F.cosine_similarity(features.float(), condition.float().unsqueeze(1), dim=-1).mean(dim=1)
+
+
+def cross_entropy_energy(logits: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of class ``logits`` ``(B, N, C)`` against target probabilities ``(B, C)`` (one-hot for a class
+    label), averaged over the N copies -> ``(B,)``, >= 0."""
+    return -(condition.float().unsqueeze(1) * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean(dim=1)
+
+
+FEATURE_ENERGIES = {"cosine": cosine_energy, "cross_entropy": cross_entropy_energy}
+
+
+def gaussian_prior_energy(latents: torch.Tensor) -> torch.Tensor:
+    """``0.5 * ||z||^2`` per sample for latents ``(B, D)``: minus the log-density of N(0, I) up to a constant."""
+    return 0.5 * latents.float().pow(2).sum(dim=1)
+
+
+def _uniform(shape, generator, device, low=0.0, high=1.0) -> torch.Tensor:
+    # Gaussian draws mapped through the normal CDF: diffusers' randn_tensor gives per-sample generator semantics.
+    return low + (high - low) * torch.special.ndtr(randn_tensor(shape, generator=generator, device=device, dtype=torch.float32))
+
+
+class DiffAugment:
+    """Differentiable augmentations of TR0N's augmented CLIP score (DiffAugment policy 'color,translation,resize,
+    cutout'), applied to images in ``[-1, 1]`` where filled zeros are mid-grey.
+
+    brightness +U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5); translation by up to
+    ``translation_ratio`` of the side; resize by U(``resize_range``) about the centre (both as one bilinear affine
+    warp, zero-filled); cutout of a square of ``cutout_ratio`` of the side at a random centre. Unlike the original, the
+    resize ratio is drawn per copy and all randomness comes from the torch generator(s), so results are reproducible
+    and independent of batch composition.
+    """
+
+    def __init__(
+        self,
+        policy: tuple[str, ...] = AUGMENTATIONS,
+        translation_ratio: float = 0.125,
+        resize_range: tuple[float, float] = (0.8, 1.2),
+        cutout_ratio: float = 0.5,
+    ):
+        unknown = set(policy) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"`policy` has unknown augmentations {sorted(unknown)}; known: {AUGMENTATIONS}.")
+        self.policy = tuple(policy)
+        self.translation_ratio = translation_ratio
+        self.resize_range = resize_range
+        self.cutout_ratio = cutout_ratio
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        num_augmentations: int,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, N, C, H, W)``: N independently augmented copies of every image."""
+        batch, channels, height, width = images.shape
+        device = images.device
+        # One (B, N, k) draw per parameter: with a generator list, sample b's draws come from generator b only.
+        draws = _uniform((batch, num_augmentations, 8), generator, device)
+        copies = images.unsqueeze(1).expand(-1, num_augmentations, -1, -1, -1).reshape(-1, channels, height, width)
+        draws = draws.reshape(-1, 8).to(images.dtype)
+        if "color" in self.policy:
+            copies = copies + (draws[:, 0] - 0.5).view(-1, 1, 1, 1)
+            channel_mean = copies.mean(dim=1, keepdim=True)
+            copies = (copies - channel_mean) * (2.0 * draws[:, 1]).view(-1, 1, 1, 1) + channel_mean
+            image_mean = copies.mean(dim=(1, 2, 3), keepdim=True)
+            copies = (copies - image_mean) * (0.5 + draws[:, 2]).view(-1, 1, 1, 1) + image_mean
+        if "translation" in self.policy or "resize" in self.policy:
+            copies = self._warp(copies, draws)
+        if "cutout" in self.policy:
+            copies = copies * self._cutout_mask(draws, height, width, copies.dtype)
+        return copies.view(batch, num_augmentations, channels, height, width)
+
+    def _warp(self, copies: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones_like(draws[:, 0])
+        scale = ones
+        if "resize" in self.policy:
+            low, high = self.resize_range
+            scale = low + (high - low) * draws[:, 3]
+        shift_x = shift_y = torch.zeros_like(ones)
+        if "translation" in self.policy:
+            # Normalised coordinates span 2, so a shift of `ratio * side` pixels is `2 * ratio` there.
+            shift_x = (draws[:, 4] * 2 - 1) * 2 * self.translation_ratio
+            shift_y = (draws[:, 5] * 2 - 1) * 2 * self.translation_ratio
+        zeros = torch.zeros_like(ones)
+        # Output coordinate p reads input (p - shift) / scale: zoom about the centre, then translate.
+        theta = torch.stack(
+            [torch.stack([1 / scale, zeros, -shift_x / scale], -1), torch.stack([zeros, 1 / scale, -shift_y / scale], -1)], 1
+        )
+        grid = F.affine_grid(theta, list(copies.shape), align_corners=False)
+        return F.grid_sample(copies, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _cutout_mask(self, draws: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        half_h, half_w = self.cutout_ratio * height / 2, self.cutout_ratio * width / 2
+        centre_y = (draws[:, 6] * height).view(-1, 1, 1)
+        centre_x = (draws[:, 7] * width).view(-1, 1, 1)
+        rows = torch.arange(height, device=draws.device, dtype=draws.dtype).view(1, -1, 1) + 0.5
+        cols = torch.arange(width, device=draws.device, dtype=draws.dtype).view(1, 1, -1) + 0.5
+        inside = ((rows - centre_y).abs() < half_h) & ((cols - centre_x).abs() < half_w)
+        return (~inside).to(dtype).unsqueeze(1)
+
+
+@dataclass
+class ConditionTerm:
+    """One condition in a weighted energy: ``weight * E(f(G(z)), condition)``.
+
+    Args:
+        condition: ``(B, condition_dim)`` condition vectors, one per sample.
+        weight: Scalar weight; negative to push away from the condition (a negative prompt).
+    """
+
+    condition: torch.Tensor
+    weight: float = 1.0
+
+
+class TronEnergy:
+    """``E(z) = sum_i w_i * E_feat(f(aug(G(z))), c_i) + prior_weight * 0.5 * ||z_main||^2`` per sample.
+
+    Args:
+        generator_model: A `TronGenerator` (maps packed latents to images in [-1, 1]).
+        encoder: An `EncoderAdapter`.
+        feature_energy: ``"cosine"`` (CLIP) or ``"cross_entropy"`` (classifiers), or a callable
+            ``(features (B, N, E), condition (B, E)) -> (B,)``.
+        terms: The conditions and their weights.
+        num_augmentations: Augmented copies per image (0 scores the plain image once).
+        augment: The augmentation to use; `DiffAugment()` by default.
+        prior_weight: Weight of the Gaussian prior term on the main latent (0 disables it).
+        autocast_dtype: Run G and f under `torch.autocast` in this dtype (e.g. ``torch.bfloat16``), or ``None``.
+    """
+
+    def __init__(
+        self,
+        generator_model,
+        encoder,
+        feature_energy,
+        terms: list[ConditionTerm],
+        num_augmentations: int = 0,
+        augment: DiffAugment | None = None,
+        prior_weight: float = 0.0,
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.generator_model = generator_model
+        self.encoder = encoder
+        self.feature_energy = FEATURE_ENERGIES[feature_energy] if isinstance(feature_energy, str) else feature_energy
+        self.terms = terms
+        self.num_augmentations = num_augmentations
+        self.augment = augment or DiffAugment()
+        self.prior_weight = prior_weight
+        self.autocast_dtype = autocast_dtype
+
+    def features(self, latents: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features ``(B, N, E)`` of the (augmented) images of packed ``latents`` ``(B, total_latent_dim)``,
+        and the un-augmented images ``(B, C, H, W)`` in [-1, 1]."""
+        autocast = (
+            torch.autocast(latents.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None else nullcontext()
+        )
+        with autocast:
+            images = self.generator_model.generate(latents.to(self.generator_model.dtype))
+            if self.num_augmentations > 0:
+                copies = self.augment(images, self.num_augmentations, generator)
+            else:
+                copies = images.unsqueeze(1)
+            batch, copies_per_image = copies.shape[:2]
+            pixel_values = self.encoder.preprocess_generated(copies.flatten(0, 1))
+            features = self.encoder.features(pixel_values).float().view(batch, copies_per_image, -1)
+        return features, images
+
+    def __call__(self, latents: torch.Tensor, generator=None, return_images: bool = False):
+        """Energy per sample ``(B,)`` (float32) of packed latents; with ``return_images``, also G's images."""
+        features, images = self.features(latents, generator)
+        energy = sum(term.weight * self.feature_energy(features, term.condition) for term in self.terms)
+        if self.prior_weight:
+            main = latents[:, : self.generator_model.latent_dim]
+            energy = energy + self.prior_weight * gaussian_prior_energy(main)
+        return (energy, images) if return_images else energy
+
+
+__all__ = [
+    "AUGMENTATIONS",
+    "ConditionTerm",
+    "DiffAugment",
+    "FEATURE_ENERGIES",
+    "TronEnergy",
+    "cosine_energy",
+    "cross_entropy_energy",
+    "gaussian_prior_energy",
+]

@@ -1,0 +1,2 @@
+from .scheduling_gradient_descent import GradientDescentScheduler, GradientDescentSchedulerOutput
+from .scheduling_langevin import LangevinScheduler, LangevinSchedulerOutput

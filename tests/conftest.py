@@ -1,0 +1,110 @@
+"""Tiny random components, built in-process, for offline tests."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
+
+from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
+
+torch.set_num_threads(2)
+
+WORDS = ["a", "photo", "of", "the", "number", "bold", "thin", "seven", "three", "red", "car", "cat", "dog", "leaning", "right", "left"]
+
+
+def tiny_tokenizer(tmp_path_factory) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer over a handful of words (every word one merged token)."""
+    import json
+
+    letters = sorted({c for w in WORDS for c in w})
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for token in letters + [c + "</w>" for c in letters]:
+        vocab.setdefault(token, len(vocab))
+    merges = []
+    for word in WORDS:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merge = (pieces[0], pieces[1])
+            if " ".join(merge) not in merges:
+                merges.append(" ".join(merge))
+            pieces = ["".join(merge)] + pieces[2:]
+            vocab.setdefault(pieces[0], len(vocab))
+    folder = tmp_path_factory.mktemp("tokenizer")
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    return tiny_tokenizer(tmp_path_factory)
+
+
+def tiny_clip(vocab_size: int, seed: int = 0) -> CLIPModel:
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=CLIPTextConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        ).to_dict(),
+        vision_config=CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=4,
+        ).to_dict(),
+        projection_dim=16,
+    )
+    return CLIPModel(config).eval()
+
+
+def tiny_generator(seed: int = 0, **kwargs) -> ConvGenerator:
+    torch.manual_seed(seed)
+    config = dict(latent_dim=8, out_channels=3, base_channels=8, base_resolution=4, channel_multipliers=(2, 1))
+    config.update(kwargs)
+    return ConvGenerator(**config).eval()
+
+
+@pytest.fixture
+def clip_components(tokenizer):
+    generator = tiny_generator()
+    torch.manual_seed(1)
+    translator = TranslatorModel(condition_dim=16, latent_dim=8, num_components=3, hidden_dim=32).eval()
+    return {
+        "translator": translator,
+        "generator": generator,
+        "encoder": tiny_clip(len(tokenizer)),
+        "scheduler": LangevinScheduler(step_size=0.5, noise_std=0.01, momentum=0.5),
+        "tokenizer": tokenizer,
+        "image_processor": CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+    }
+
+
+@pytest.fixture
+def clip_pipe(clip_components):
+    pipe = TronPipeline(**clip_components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def classifier_components():
+    generator = tiny_generator(out_channels=1)
+    torch.manual_seed(2)
+    classifier = ConvClassifier(num_classes=4, in_channels=1, image_size=16, channels=(8, 16)).eval()
+    translator = TranslatorModel(condition_dim=4, latent_dim=8, num_components=3, hidden_dim=16).eval()
+    return {
+        "translator": translator,
+        "generator": generator,
+        "encoder": classifier,
+        "scheduler": LangevinScheduler(step_size=0.5, noise_std=0.01),
+    }
+
+
+@pytest.fixture
+def classifier_pipe(classifier_components):
+    pipe = TronPipeline(**classifier_components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
