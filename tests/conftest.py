@@ -64,7 +64,23 @@ def tiny_generator(seed: int = 0, **kwargs) -> ConvGenerator:
     torch.manual_seed(seed)
     config = dict(latent_dim=8, out_channels=3, base_channels=8, base_resolution=4, channel_multipliers=(2, 1))
     config.update(kwargs)
-    return ConvGenerator(**config).eval()
+    generator = ConvGenerator(**config)
+    calibrate_batch_norm(generator, torch.randn(256, config["latent_dim"]))
+    return generator
+
+
+def calibrate_batch_norm(model, inputs):
+    """Set batch-norm statistics to those of `inputs`, as training would, and switch to eval mode.
+
+    Fresh statistics (mean 0, var 1) make a random model's output nearly constant, so energies would hardly vary.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(inputs)
+    return model.eval()
 
 
 @pytest.fixture
@@ -93,7 +109,11 @@ def clip_pipe(clip_components):
 def classifier_components():
     generator = tiny_generator(out_channels=1)
     torch.manual_seed(2)
-    classifier = ConvClassifier(num_classes=4, in_channels=1, image_size=16, channels=(8, 16)).eval()
+    classifier = ConvClassifier(num_classes=4, in_channels=1, image_size=16, channels=(8, 16))
+    with torch.no_grad():
+        classifier.head.weight.mul_(3.0)  # confident, varied logits, like a trained classifier
+        images = generator.generate(torch.randn(256, 8))
+    calibrate_batch_norm(classifier, (images + 1) / 2 / 0.5 - 1)
     translator = TranslatorModel(condition_dim=4, latent_dim=8, num_components=3, hidden_dim=16).eval()
     return {
         "translator": translator,

@@ -5,6 +5,8 @@ Importing the package imports every component module: diffusers resolves the cla
 """
 
 from .models import (
+    BigGANDeepGenerator,
+    BigGANGenerator,
     ClassifierOutput,
     ConvClassifier,
     ConvGenerator,

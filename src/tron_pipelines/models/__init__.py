@@ -1,3 +1,5 @@
+from .biggan import BigGANGenerator
+from .biggan_deep import BigGANDeepGenerator
 from .classifier import ClassifierOutput, ConvClassifier
 from .generator import LATENT_PRIORS, ConvGenerator, LatentSpec, TronGenerator, sample_normal_prior
 from .translator import TranslatorLoss, TranslatorModel, TranslatorOutput

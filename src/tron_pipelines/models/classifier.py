@@ -54,11 +54,11 @@ class ConvClassifier(ModelMixin, ConfigMixin):
             layers += [nn.Conv2d(previous, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
             previous = width
         self.features = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(dropout)
+        self.head_dropout = nn.Dropout(dropout)
         self.head = nn.Linear(previous, num_classes)
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> ClassifierOutput | tuple:
-        logits = self.head(self.dropout(self.features(pixel_values).mean(dim=(2, 3))))
+        logits = self.head(self.head_dropout(self.features(pixel_values).mean(dim=(2, 3))))
         if not return_dict:
             return (logits,)
         return ClassifierOutput(logits=logits)

@@ -1,0 +1,207 @@
+"""Command-line arguments of ``tron train-translator`` and ``tron generate-pairs``, named like diffusers' training examples.
+
+Only argparse is imported here, so that ``tron --help`` does not load the training stack.
+"""
+
+import argparse
+import shlex
+
+CONDITION_NOISES = ("none", "isotropic", "covariance", "adaptive")
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+PAIR_DTYPES = ("float32", "float16")
+
+
+def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where pairs come from: the pipeline, the cache and the condition route (shared by both commands)."""
+    group = parser.add_argument_group("pairs")
+    group.add_argument(
+        "--pipeline", type=str, required=True,
+        help="Saved TronPipeline (folder, embedded name or Hub repo id) providing the generator and the encoder. Its "
+        "translator, if any, is not used.",
+    )
+    group.add_argument(
+        "--pairs_dir", type=str, default=None,
+        help="Folder of a pair cache (sharded safetensors + manifest.json). With --num_pairs the cache is generated "
+        "there first (or finished, if it was interrupted); alone, an existing cache is read.",
+    )
+    group.add_argument(
+        "--num_pairs", type=int, default=None,
+        help="Number of synthetic pairs (per epoch, when pairs are made on the fly because --pairs_dir is not given).",
+    )
+    group.add_argument("--pairs_per_shard", type=int, default=65536, help="Pairs per cache shard file.")
+    group.add_argument(
+        "--generation_batch_size", type=int, default=64,
+        help="Images rendered and encoded at once when making pairs (part of a cache's identity).",
+    )
+    group.add_argument("--pairs_dtype", type=str, default="float32", choices=PAIR_DTYPES, help="Storage type of a cache.")
+    group.add_argument(
+        "--condition_fn", type=str, default=None,
+        help="'package.module:function' computing conditions from generated images, fn(images in [-1, 1], "
+        "encoder_adapter) -> (B, condition_dim), e.g. the caption route (text embedding of a caption of G(z)). "
+        "Default: the encoder's embedding (or class probabilities) of the image.",
+    )
+    group.add_argument("--condition_name", type=str, default=None, help="Name of the condition route in manifests (default: the function's name).")
+    group.add_argument("--seed", type=int, default=0, help="Seed of the pairs, the translator's initialisation and the data order.")
+    group.add_argument(
+        "--mixed_precision", type=str, default=None, choices=MIXED_PRECISIONS,
+        help="Mixed precision through Accelerate (default: the `accelerate config` value, else 'no'). bf16 needs "
+        "PyTorch >= 1.10 and an Ampere GPU or a recent CPU.",
+    )
+
+
+def add_generate_pairs_arguments(parser: argparse.ArgumentParser) -> None:
+    add_pair_arguments(parser)
+
+
+def add_train_translator_arguments(parser: argparse.ArgumentParser) -> None:
+    add_pair_arguments(parser)
+    model = parser.add_argument_group("translator")
+    model.add_argument("--output_dir", type=str, default="tron-translator", help="Where the pipeline, the checkpoints and the logs go.")
+    model.add_argument("--overwrite_output_dir", action="store_true", help="Train into a non-empty --output_dir (its old checkpoints are removed).")
+    model.add_argument(
+        "--translator_name_or_path", type=str, default=None,
+        help="Start from this translator (a translator folder, or a pipeline folder with translator/) instead of a new one.",
+    )
+    model.add_argument("--num_components", type=int, default=10, help="Mixture components K of a new translator.")
+    model.add_argument("--hidden_dim", type=int, default=None, help="Trunk width of a new translator (default 4 x condition size).")
+    model.add_argument("--init_std", type=float, default=0.01, help="Initial std of a new translator's components (the method's 0.01).")
+
+    loss = parser.add_argument_group("loss and condition noise")
+    loss.add_argument("--nll_weight", type=float, default=1e-4, help="Weight alpha of the NLL against the auxiliary-latent MSE.")
+    loss.add_argument(
+        "--condition_noise", type=str, default="none", choices=CONDITION_NOISES,
+        help="Training-only noise on the conditions, to mimic text embeddings with image embeddings: 'isotropic' "
+        "(c + s n, n ~ N(0, I)), 'covariance' (n ~ N(0, Sigma), Sigma of the cached conditions), 'adaptive' (n rescaled "
+        "to the norm of c). The method uses 0.5 (LAION CLIP) or 0.2 (OpenAI CLIP) for image-embedding pairs, none for "
+        "caption pairs and image-conditioned translators.",
+    )
+    loss.add_argument("--condition_noise_scale", type=float, default=0.2, help="Scale s of the condition noise.")
+
+    optimization = parser.add_argument_group("optimisation")
+    optimization.add_argument("--train_batch_size", type=int, default=16, help="Pairs per device per step (the method's 16).")
+    optimization.add_argument("--num_train_epochs", type=int, default=10, help="Epochs, unless --max_train_steps is given.")
+    optimization.add_argument("--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides --num_train_epochs).")
+    optimization.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimisation step.")
+    optimization.add_argument("--learning_rate", type=float, default=1e-4, help="AdamW learning rate of the network (the method's 1e-4).")
+    optimization.add_argument(
+        "--std_learning_rate", type=float, default=1e-2,
+        help="AdamW learning rate of the per-dimension log-std. With one small learning rate the std barely moves from "
+        "its 0.01 initialisation (Adam moves a parameter by about lr per step), so samples come out far too narrow.",
+    )
+    optimization.add_argument("--lr_scheduler", type=str, default="cosine", choices=LR_SCHEDULERS, help="diffusers' get_scheduler name.")
+    optimization.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warmup steps of the learning rates.")
+    optimization.add_argument("--adam_beta1", type=float, default=0.9)
+    optimization.add_argument("--adam_beta2", type=float, default=0.999)
+    optimization.add_argument("--adam_weight_decay", type=float, default=0.0, help="Weight decay of the network (never of the log-std).")
+    optimization.add_argument("--adam_epsilon", type=float, default=1e-8)
+    optimization.add_argument("--max_grad_norm", type=float, default=1.0, help="Global gradient-norm clip (0 disables).")
+    optimization.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights and save it.")
+    optimization.add_argument("--ema_max_decay", type=float, default=0.9999)
+    optimization.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    optimization.add_argument("--ema_power", type=float, default=3 / 4)
+
+    run = parser.add_argument_group("checkpoints, validation and logging")
+    run.add_argument("--checkpointing_steps", type=int, default=500, help="Save a resumable checkpoint every N steps.")
+    run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
+    run.add_argument(
+        "--resume_from_checkpoint", type=str, default=None,
+        help="'latest' (the newest checkpoint in --output_dir, or a fresh start when there is none) or a checkpoint path.",
+    )
+    run.add_argument("--validation_steps", type=int, default=500, help="Validate every N steps (and at the start and the end).")
+    run.add_argument("--num_validation_pairs", type=int, default=256, help="Held-out pairs for the validation NLL.")
+    run.add_argument(
+        "--num_validation_conditions", type=int, default=16,
+        help="Validation conditions whose translator-only samples are scored by the energy (0 skips it).",
+    )
+    run.add_argument("--skip_pair_checksums", action="store_true", help="Do not hash a cache's shards on opening (headers are still checked).")
+    run.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
+    run.add_argument(
+        "--report_to", type=str, default="auto",
+        help="Accelerate tracker ('tensorboard', 'wandb', ...); 'auto' uses tensorboard when installed; 'none' only prints.",
+    )
+    run.add_argument("--push_to_hub", action="store_true", help="Upload the trained pipeline and its model card to the Hub.")
+    run.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id (default: the --output_dir folder name).")
+    run.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the stored login).")
+
+
+def build_train_translator_parser(prog: str = "tron train-translator") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Train a TR0N translator on synthetic pairs with Accelerate.")
+    add_train_translator_arguments(parser)
+    return parser
+
+
+def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``tron train-translator`` arguments (``sys.argv[1:]`` when ``argv`` is None)."""
+    return build_train_translator_parser().parse_args(argv)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def check_pair_args(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` naming the argument for impossible pair settings."""
+    _require(args.num_pairs is None or args.num_pairs >= 1, f"`--num_pairs` must be >= 1, got {args.num_pairs}.")
+    _require(args.pairs_per_shard >= 1, f"`--pairs_per_shard` must be >= 1, got {args.pairs_per_shard}.")
+    _require(args.generation_batch_size >= 1, f"`--generation_batch_size` must be >= 1, got {args.generation_batch_size}.")
+    _require(args.seed >= 0, f"`--seed` must be >= 0, got {args.seed}.")
+
+
+def check_generate_pairs_args(args: argparse.Namespace) -> None:
+    check_pair_args(args)
+    _require(args.pairs_dir is not None, "`--pairs_dir` is required: where the cache is written.")
+    _require(args.num_pairs is not None, "`--num_pairs` is required: how many pairs the cache holds.")
+
+
+def check_train_args(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` naming the argument for impossible training settings (before anything is loaded)."""
+    check_pair_args(args)
+    _require(
+        args.pairs_dir is not None or args.num_pairs is not None,
+        "Give `--pairs_dir` (a pair cache) or `--num_pairs` (pairs made on the fly), or both (a cache generated first).",
+    )
+    for name in ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_validation_pairs", "num_components"):
+        _require(getattr(args, name) >= 1, f"`--{name}` must be >= 1, got {getattr(args, name)}.")
+    for name in ("max_train_steps", "checkpoints_total_limit", "hidden_dim"):
+        value = getattr(args, name)
+        _require(value is None or value >= 1, f"`--{name}` must be >= 1, got {value}.")
+    _require(args.lr_warmup_steps >= 0, f"`--lr_warmup_steps` must be >= 0, got {args.lr_warmup_steps}.")
+    _require(
+        0 <= args.num_validation_conditions <= args.num_validation_pairs,
+        f"`--num_validation_conditions` must be between 0 and --num_validation_pairs ({args.num_validation_pairs}), got {args.num_validation_conditions}.",
+    )
+    for name in ("learning_rate", "std_learning_rate", "init_std", "nll_weight"):
+        _require(getattr(args, name) > 0, f"`--{name}` must be > 0, got {getattr(args, name)}.")
+    _require(args.max_grad_norm >= 0, f"`--max_grad_norm` must be >= 0 (0 disables clipping), got {args.max_grad_norm}.")
+    _require(
+        args.condition_noise == "none" or args.condition_noise_scale > 0,
+        f"`--condition_noise_scale` must be > 0 with --condition_noise {args.condition_noise}, got {args.condition_noise_scale}.",
+    )
+
+
+def command_line(args: argparse.Namespace, command: str = "tron train-translator") -> str:
+    """A shell command that repeats ``args``: the command and every argument that differs from its default (the Hub
+    token never appears)."""
+    defaults = vars(build_train_translator_parser().parse_args(["--pipeline", ""]))
+    words = command.split()
+    for name, default in defaults.items():
+        value = getattr(args, name, default)
+        if name == "hub_token" or (value == default and name != "pipeline"):
+            continue
+        words += [f"--{name}"] if value is True else [f"--{name}", str(value)]
+    return shlex.join(words)
+
+
+__all__ = [
+    "add_pair_arguments",
+    "add_generate_pairs_arguments",
+    "add_train_translator_arguments",
+    "build_train_translator_parser",
+    "parse_train_args",
+    "check_pair_args",
+    "check_generate_pairs_args",
+    "check_train_args",
+    "command_line",
+]

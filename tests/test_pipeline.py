@@ -1,0 +1,372 @@
+import inspect
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers.utils import make_image_grid
+
+from tron_pipelines import GradientDescentScheduler, LangevinScheduler, TronPipeline, TronPipelineOutput
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def call(pipe, **kwargs):
+    defaults = dict(num_inference_steps=3, num_augmentations=2, generator=seeded(0), output_type="np")
+    defaults.update(kwargs)
+    return pipe(**defaults)
+
+
+# Signature and outputs --------------------------------------------------------------------------------------
+def test_call_signature_follows_diffusers():
+    parameters = inspect.signature(TronPipeline.__call__).parameters
+    assert list(parameters)[1] == "prompt"
+    for name in ("num_inference_steps", "num_images_per_prompt", "generator", "latents", "output_type", "return_dict"):
+        assert parameters[name].default is not inspect.Parameter.empty
+    assert parameters["initialization"].default == "translator"
+    assert parameters["callback_on_step_end_tensor_inputs"].default == ["latents"]
+
+
+def test_components_match_constructor(clip_pipe):
+    init_names = set(inspect.signature(TronPipeline.__init__).parameters) - {"self"}
+    assert set(clip_pipe.components) == {n for n in init_names if not n.startswith("default_")}
+
+
+def test_output_shapes_and_ranges(clip_pipe):
+    out = call(clip_pipe, prompt=["a bold seven", "a red car"], num_images_per_prompt=2)
+    assert isinstance(out, TronPipelineOutput)
+    assert out.images.shape == (4, 16, 16, 3)
+    assert out.images.min() >= 0 and out.images.max() <= 1
+    assert out.latents.shape == (4, 8) and out.latents.dtype == torch.float32
+    assert out.energies.shape == (4,) and torch.isfinite(out.energies).all()
+
+
+@pytest.mark.parametrize("num_prompts,per_prompt", [(1, 1), (1, 2), (2, 1), (2, 2)])
+def test_batch_size_is_prompts_times_images(clip_pipe, num_prompts, per_prompt):
+    out = call(clip_pipe, prompt=["a cat"] * num_prompts, num_images_per_prompt=per_prompt, num_inference_steps=1)
+    assert len(out.images) == num_prompts * per_prompt
+
+
+def test_output_types_agree(clip_pipe):
+    np_out = call(clip_pipe, prompt="a cat", output_type="np").images
+    pt_out = call(clip_pipe, prompt="a cat", output_type="pt").images
+    pil_out = call(clip_pipe, prompt="a cat", output_type="pil").images
+    latent_out = call(clip_pipe, prompt="a cat", output_type="latent")
+    np.testing.assert_allclose(pt_out.permute(0, 2, 3, 1).numpy(), np_out, atol=1e-6)
+    assert isinstance(pil_out[0], PIL.Image.Image)
+    assert np.abs(np.asarray(pil_out[0], dtype=np.float32) - np.round(np_out[0] * 255)).max() <= 2
+    torch.testing.assert_close(latent_out.images, latent_out.latents)
+
+
+def test_grey_generator_gives_grey_pil(classifier_pipe):
+    out = classifier_pipe(class_labels=[0, 3], num_inference_steps=1, generator=seeded(0))
+    assert out.images[0].mode == "L"
+    grid = make_image_grid(out.images, rows=1, cols=2)
+    assert grid.size == (32, 16)
+
+
+def test_dict_and_tuple_agree(clip_pipe):
+    as_dict = call(clip_pipe, prompt="a cat", return_energy_trace=True)
+    as_tuple = call(clip_pipe, prompt="a cat", return_dict=False, return_energy_trace=True)
+    np.testing.assert_array_equal(as_dict.images, as_tuple[0])
+    np.testing.assert_array_equal(as_dict[0], as_tuple[0])
+    torch.testing.assert_close(as_dict.latents, as_tuple[1])
+    torch.testing.assert_close(as_dict.energies, as_tuple[2])
+    torch.testing.assert_close(as_dict.energy_trace, as_tuple[3])
+    assert as_dict.energy_trace.shape == (3, 1)
+
+
+# Determinism and batching -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("initialization", ["translator", "translator_mean", "prior"])
+def test_same_seed_same_images(clip_pipe, initialization):
+    first = call(clip_pipe, prompt="a cat", initialization=initialization)
+    second = call(clip_pipe, prompt="a cat", initialization=initialization)
+    np.testing.assert_array_equal(first.images, second.images)
+    different = call(clip_pipe, prompt="a cat", initialization=initialization, generator=seeded(1))
+    assert not np.array_equal(first.images, different.images)
+
+
+@pytest.mark.parametrize("initialization", ["translator", "translator_mean", "prior"])
+def test_batch_equals_single_runs(clip_pipe, initialization):
+    prompts = ["a bold seven", "a photo of the number three leaning right " * 6, "dog"]
+    with pytest.warns(UserWarning, match="truncated"):
+        batch = call(clip_pipe, prompt=prompts, initialization=initialization, generator=[seeded(s) for s in range(3)])
+    for index, prompt in enumerate(prompts):
+        single = call(clip_pipe, prompt=prompt, initialization=initialization, generator=seeded(index))
+        np.testing.assert_allclose(batch.images[index], single.images[0], atol=1e-4)
+        torch.testing.assert_close(batch.energies[index], single.energies[0], atol=1e-4, rtol=1e-4)
+
+
+def test_translator_mode_differs_within_prompt_mean_mode_does_not(clip_pipe):
+    drawn = call(clip_pipe, prompt="a cat", num_images_per_prompt=3, num_inference_steps=0)
+    mixed = call(clip_pipe, prompt="a cat", num_images_per_prompt=3, num_inference_steps=0, initialization="translator_mean")
+    assert not torch.allclose(drawn.latents[0], drawn.latents[1])
+    torch.testing.assert_close(mixed.latents[0], mixed.latents[1])
+
+
+def test_zero_steps_returns_translator_output(clip_pipe):
+    out = call(clip_pipe, prompt="a cat", num_inference_steps=0, initialization="translator_mean")
+    condition = clip_pipe.encoder_adapter.encode_prompts(["a cat"], torch.device("cpu"))
+    mixture = clip_pipe.translator(condition)
+    expected = (mixture.mixture_logits.softmax(-1).unsqueeze(-1) * mixture.means).sum(1)
+    torch.testing.assert_close(out.latents, expected)
+
+
+# Langevin behaviour ------------------------------------------------------------------------------------------
+def test_energy_decreases_over_langevin(clip_pipe):
+    # Targets G can reach: embeddings of generated images. A random tiny CLIP maps all images to within ~0.98 cosine
+    # of each other, hence the small absolute margin.
+    target_latents = torch.randn(2, 8, generator=seeded(9))
+    targets = clip_pipe.encoder_adapter.encode_generated(clip_pipe.generator.generate(target_latents))
+    clip_pipe.scheduler = LangevinScheduler.from_config(
+        clip_pipe.scheduler.config, step_size=3.0, noise_std=0.0, momentum=0.0, max_grad_norm=None
+    )
+    out = call(clip_pipe, condition_embeds=targets, num_inference_steps=25, num_augmentations=0, return_energy_trace=True)
+    assert (out.energies < out.energy_trace[0] - 0.003).all(), (out.energy_trace[0], out.energies)
+    assert (out.energy_trace[1:] <= out.energy_trace[:-1] + 1e-5).float().mean() > 0.9
+
+
+def test_classifier_energy_decreases(classifier_pipe):
+    classifier_pipe.scheduler = LangevinScheduler.from_config(
+        classifier_pipe.scheduler.config, step_size=1.0, noise_std=0.0, max_grad_norm=None
+    )
+    out = call(classifier_pipe, class_labels=[0, 1, 2, 3], num_inference_steps=20, num_augmentations=0, return_energy_trace=True)
+    assert (out.energies < out.energy_trace[0] - 0.01).all(), (out.energy_trace[0], out.energies)
+
+
+def test_gradient_descent_scheduler_swaps_in(clip_pipe):
+    clip_pipe.scheduler = GradientDescentScheduler.from_config(clip_pipe.scheduler.config)
+    assert clip_pipe.scheduler.config.step_size == 0.5
+    first = call(clip_pipe, prompt="a cat", num_augmentations=0, initialization="translator_mean")
+    second = call(clip_pipe, prompt="a cat", num_augmentations=0, initialization="translator_mean", generator=seeded(5))
+    np.testing.assert_array_equal(first.images, second.images)  # no noise anywhere
+
+
+def test_no_parameter_gradients_and_grad_mode_restored(clip_pipe):
+    call(clip_pipe, prompt="a cat")
+    for module in (clip_pipe.translator, clip_pipe.generator, clip_pipe.encoder):
+        assert all(p.grad is None for p in module.parameters())
+    assert torch.is_grad_enabled()
+
+
+def test_inference_mode_is_refused(clip_pipe):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        call(clip_pipe, prompt="a cat")
+
+
+def test_nonfinite_gradient_is_reported_or_skipped(clip_pipe):
+    def poison(pipe, step, timestep, tensors):
+        latents = tensors["latents"].clone()
+        if step == 1:
+            latents[1] = float("nan")
+        return {"latents": latents}
+
+    with pytest.raises(FloatingPointError, match="step 2 for sample 1"):
+        call(clip_pipe, prompt=["a cat", "a dog"], callback_on_step_end=poison, num_inference_steps=4)
+    clip_pipe.scheduler = LangevinScheduler.from_config(clip_pipe.scheduler.config, skip_nonfinite=True)
+    with pytest.raises(FloatingPointError, match="non-finite images"):
+        call(clip_pipe, prompt=["a cat", "a dog"], callback_on_step_end=poison, num_inference_steps=4)
+
+
+def test_negative_prompt_and_prior_weight_change_the_energy(clip_pipe):
+    plain = call(clip_pipe, prompt="a cat", num_inference_steps=0)
+    negative = call(clip_pipe, prompt="a cat", negative_prompt="a dog", num_inference_steps=0)
+    prior = call(clip_pipe, prompt="a cat", prior_weight=0.1, num_inference_steps=0)
+    torch.testing.assert_close(negative.latents, plain.latents)
+    assert not torch.allclose(negative.energies, plain.energies)
+    expected = plain.energies + 0.1 * 0.5 * plain.latents.pow(2).sum(1)
+    torch.testing.assert_close(prior.energies, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_image_condition(clip_pipe):
+    picture = PIL.Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8))
+    out = call(clip_pipe, image=[picture, picture], num_inference_steps=1)
+    assert out.images.shape[0] == 2
+    torch.testing.assert_close(out.energies[0], out.energies[1], atol=0.2, rtol=0)
+
+
+def test_condition_embeds_bypass_the_encoder(clip_pipe):
+    embeds = clip_pipe.encoder_adapter.encode_prompts(["a cat"], torch.device("cpu"))
+    np.testing.assert_array_equal(call(clip_pipe, condition_embeds=embeds).images, call(clip_pipe, prompt="a cat").images)
+
+
+def test_latents_argument_skips_initialisation(clip_pipe):
+    latents = torch.randn(2, 8, generator=seeded(3))
+    out = call(clip_pipe, prompt=["a cat", "a dog"], latents=latents, num_inference_steps=0, initialization="translator_mean")
+    torch.testing.assert_close(out.latents, latents)
+
+
+def test_bfloat16_autocast_keeps_float32_latents(clip_pipe):
+    out = call(clip_pipe, prompt="a cat", autocast_dtype=torch.bfloat16)
+    reference = call(clip_pipe, prompt="a cat")
+    assert out.latents.dtype == torch.float32 and out.energies.dtype == torch.float32
+    assert (out.latents - reference.latents).abs().max() < 0.1
+
+
+def test_pipeline_to_bfloat16(clip_pipe):
+    clip_pipe.to(dtype=torch.bfloat16)
+    assert clip_pipe.generator.dtype == torch.bfloat16 and clip_pipe.encoder.dtype == torch.bfloat16
+    out = call(clip_pipe, prompt="a cat")
+    assert out.latents.dtype == torch.float32 and torch.isfinite(out.energies).all()
+
+
+def test_sequential_offload_is_refused(clip_pipe):
+    with pytest.raises(NotImplementedError, match="backward"):
+        clip_pipe.enable_sequential_cpu_offload()
+
+
+# Callbacks ---------------------------------------------------------------------------------------------------
+def test_callback_receives_requested_tensors(clip_pipe):
+    seen = []
+
+    def callback(pipe, step, timestep, tensors):
+        seen.append(sorted(tensors))
+        return tensors
+
+    call(clip_pipe, prompt="a cat", callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents", "energies"])
+    assert seen == [["energies", "latents"]] * 3
+    seen.clear()
+    call(clip_pipe, prompt="a cat", callback_on_step_end=callback, callback_on_step_end_tensor_inputs=clip_pipe._callback_tensor_inputs)
+    assert seen[0] == sorted(clip_pipe._callback_tensor_inputs)
+
+
+@pytest.mark.parametrize("initialization", ["translator", "translator_mean"])
+def test_callback_can_replace_latents(clip_pipe, initialization):
+    def zero_last(pipe, step, timestep, tensors):
+        if step == pipe.num_timesteps - 1:
+            tensors["latents"] = torch.zeros_like(tensors["latents"])
+        return tensors
+
+    out = call(clip_pipe, prompt="a cat", initialization=initialization, callback_on_step_end=zero_last, output_type="latent")
+    assert out.images.abs().sum() == 0
+
+
+def test_interrupt_stops_updates(clip_pipe):
+    def interrupt(pipe, step, timestep, tensors):
+        pipe._interrupt = True
+        return tensors
+
+    out = call(clip_pipe, prompt="a cat", num_inference_steps=5, callback_on_step_end=interrupt, return_energy_trace=True)
+    assert out.energy_trace.shape[0] == 1
+
+
+# Bad input ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({}, ValueError, "Give one condition"),
+        ({"prompt": "a cat", "condition_embeds": torch.zeros(1, 16)}, ValueError, "`prompt` and `condition_embeds`"),
+        ({"class_labels": 1}, ValueError, "classifier encoder"),
+        ({"prompt": 3}, TypeError, "`prompt`"),
+        ({"prompt": ["a", "b"], "negative_prompt": ["x", "y", "z"]}, ValueError, "negative_prompt"),
+        ({"prompt": "a cat", "generator": [torch.Generator()] * 2}, ValueError, "list of 2 generators"),
+        ({"prompt": "a cat", "num_inference_steps": -1}, ValueError, "num_inference_steps"),
+        ({"prompt": "a cat", "num_images_per_prompt": 0}, ValueError, "num_images_per_prompt"),
+        ({"prompt": "a cat", "latents": torch.zeros(1, 7)}, ValueError, r"`latents` must have shape \(1, 8\)"),
+        ({"prompt": "a cat", "latents": torch.zeros(1, 8, dtype=torch.long)}, ValueError, "floating-point"),
+        ({"prompt": "a cat", "initialization": "zeros"}, ValueError, "initialization"),
+        ({"prompt": "a cat", "output_type": "jpeg"}, ValueError, "output_type"),
+        ({"prompt": "a cat", "num_augmentations": -2}, ValueError, "num_augmentations"),
+        ({"condition_embeds": torch.zeros(2, 5)}, ValueError, r"shape \(batch, 16\)"),
+        ({"prompt": "a cat", "callback_on_step_end_tensor_inputs": ["secret"]}, ValueError, "secret"),
+    ],
+)
+def test_bad_input_to_clip_pipeline(clip_pipe, kwargs, error, match, monkeypatch):
+    # Every check must fire before any model runs.
+    monkeypatch.setattr(clip_pipe.generator, "forward", lambda *a, **k: pytest.fail("generator ran"))
+    monkeypatch.setattr(clip_pipe.encoder, "forward", lambda *a, **k: pytest.fail("encoder ran"))
+    with pytest.raises(error, match=match):
+        clip_pipe(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"prompt": "a cat"}, "needs a text encoder"),
+        ({"class_labels": [1, 4]}, r"\[4\] out of range"),
+        ({"class_labels": [-1]}, "out of range"),
+    ],
+)
+def test_bad_input_to_classifier_pipeline(classifier_pipe, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        classifier_pipe(**kwargs)
+
+
+def test_mismatched_components_are_rejected(clip_components):
+    from tron_pipelines import TranslatorModel
+
+    clip_components["translator"] = TranslatorModel(condition_dim=10, latent_dim=8, num_components=2, hidden_dim=8)
+    with pytest.raises(ValueError, match="10-dim conditions"):
+        TronPipeline(**clip_components)("a cat")
+
+
+# Interpolation ------------------------------------------------------------------------------------------------
+def test_interpolation_frames(clip_pipe):
+    frames = clip_pipe.interpolate(prompt=["a cat", "a dog"], num_frames=4, generator=seeded(0), num_inference_steps=1)
+    assert len(frames.images) == 4 and isinstance(frames.images[0], PIL.Image.Image)
+    ends = clip_pipe.encoder_adapter.encode_prompts(["a cat", "a dog"], torch.device("cpu"))
+    start = clip_pipe(condition_embeds=ends[:1], num_inference_steps=0, generator=None, output_type="latent")
+    assert start.latents.shape == (1, 8)
+    make_image_grid(frames.images, rows=1, cols=4)
+    with pytest.raises(ValueError, match="exactly two"):
+        clip_pipe.interpolate(prompt=["a cat"])
+
+
+def test_interpolation_shares_noise(clip_pipe):
+    embeds = clip_pipe.encoder_adapter.encode_prompts(["a cat"], torch.device("cpu")).repeat(2, 1)
+    frames = clip_pipe.interpolate(condition_embeds=embeds, num_frames=3, generator=seeded(0), output_type="np", num_inference_steps=2)
+    np.testing.assert_allclose(frames.images[0], frames.images[2], atol=1e-6)
+
+
+# Save / load --------------------------------------------------------------------------------------------------
+def test_save_and_reload_gives_same_images(clip_pipe, tmp_path):
+    before = call(clip_pipe, prompt=["a cat", "a bold seven"])
+    clip_pipe.save_pretrained(tmp_path)
+    reloaded = TronPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    after = call(reloaded, prompt=["a cat", "a bold seven"])
+    np.testing.assert_allclose(before.images, after.images, atol=5e-4)
+    assert type(reloaded.scheduler) is LangevinScheduler
+    assert reloaded.scheduler.config.momentum == 0.5
+
+
+def test_optional_components_stay_none(classifier_pipe, tmp_path):
+    classifier_pipe.save_pretrained(tmp_path)
+    reloaded = TronPipeline.from_pretrained(tmp_path, default_num_inference_steps=3)
+    assert reloaded.tokenizer is None and reloaded.image_processor is None
+    assert reloaded.config.default_num_inference_steps == 3
+    np.testing.assert_allclose(
+        call(classifier_pipe, class_labels=[1]).images, call(reloaded, class_labels=[1]).images, atol=5e-4
+    )
+
+
+def test_from_pretrained_dtype(clip_pipe, tmp_path):
+    clip_pipe.save_pretrained(tmp_path)
+    reloaded = TronPipeline.from_pretrained(tmp_path, dtype={"generator": torch.bfloat16, "default": torch.float32})
+    assert reloaded.generator.dtype == torch.bfloat16 and reloaded.translator.dtype == torch.float32
+
+
+def test_fresh_process_loads_saved_pipeline(classifier_pipe, tmp_path):
+    classifier_pipe.save_pretrained(tmp_path)
+    expected = call(classifier_pipe, class_labels=[2], output_type="latent").latents
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import torch, tron_pipelines
+        pipe = tron_pipelines.TronPipeline.from_pretrained({str(tmp_path)!r})
+        pipe.set_progress_bar_config(disable=True)
+        out = pipe(class_labels=[2], num_inference_steps=3, num_augmentations=2,
+                   generator=torch.Generator().manual_seed(0), output_type="latent")
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+        assert torch.allclose(out.latents, expected, atol=1e-5), (out.latents, expected)
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")

@@ -1,0 +1,205 @@
+import json
+import math
+
+import pytest
+import torch
+
+from tron_pipelines import GradientDescentScheduler, LangevinScheduler
+from tron_pipelines.schedulers.scheduling_langevin import annealing_factor
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def run(scheduler, steps=4, batch=3, seed=0, generator=None, with_auxiliary=True):
+    torch.manual_seed(seed)
+    sample = torch.randn(batch, 5)
+    auxiliary = torch.randn(batch, 2) if with_auxiliary else None
+    scheduler.set_timesteps(steps)
+    generator = generator if generator is not None else seeded(seed)
+    for t in scheduler.timesteps:
+        grad = 2 * sample  # energy |x|^2
+        aux_grad = 2 * auxiliary if with_auxiliary else None
+        out = scheduler.step(grad, t, sample, generator=generator, auxiliary_output=aux_grad, auxiliary_sample=auxiliary)
+        sample, auxiliary = out.prev_sample, out.prev_auxiliary_sample
+    return sample, auxiliary
+
+
+def comparable(config):
+    return json.loads(json.dumps({k: v for k, v in config.items() if k != "_use_default_values"}))
+
+
+CONFIGS = [
+    {},
+    {"momentum": 0.99, "step_size": 5.0, "noise_std": 0.01, "clamp_threshold": 2.0},
+    {"noise_std": None, "momentum": 0.0, "max_grad_norm": None},
+    {"annealing": "cosine", "annealing_min_ratio": 0.0},
+    {"annealing": "linear", "auxiliary_learning_rate": 0.1},
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_save_reload_gives_same_steps(config, tmp_path):
+    scheduler = LangevinScheduler(**config)
+    scheduler.save_pretrained(tmp_path)
+    reloaded = LangevinScheduler.from_pretrained(tmp_path)
+    for a, b in zip(run(scheduler), run(reloaded)):
+        torch.testing.assert_close(a, b)
+    assert comparable(reloaded.config) == comparable(scheduler.config)
+
+
+def test_interface_and_shapes():
+    scheduler = LangevinScheduler()
+    assert scheduler.init_noise_sigma == 1.0 and scheduler.order == 1
+    sample = torch.randn(2, 3, 4)
+    assert scheduler.scale_model_input(sample, 0) is sample
+    scheduler.set_timesteps(3)
+    assert scheduler.timesteps.tolist() == [2, 1, 0]
+    out = scheduler.step(torch.ones_like(sample), 2, sample, generator=seeded())
+    assert out.prev_sample.shape == sample.shape and out.prev_auxiliary_sample is None
+    scheduler.set_timesteps(3)
+    first = scheduler.step(torch.ones_like(sample), 2, sample, generator=seeded(), return_dict=False)
+    torch.testing.assert_close(first[0], out.prev_sample)
+
+
+def test_plain_langevin_update_and_default_noise():
+    scheduler = LangevinScheduler(step_size=0.02, noise_std=None, momentum=0.0, max_grad_norm=None)
+    scheduler.set_timesteps(1)
+    sample, grad = torch.zeros(1, 4), torch.ones(1, 4)
+    noise = torch.randn(1, 4, generator=seeded(3))
+    out = scheduler.step(grad, 0, sample, generator=seeded(3))
+    torch.testing.assert_close(out.prev_sample, -0.02 * grad + math.sqrt(0.04) * noise)
+
+
+def test_heavy_ball_momentum_matches_the_method():
+    scheduler = LangevinScheduler(step_size=1.0, noise_std=0.0, momentum=0.9, max_grad_norm=None)
+    scheduler.set_timesteps(2)
+    sample = torch.zeros(1, 1)
+    grad = torch.ones(1, 1)
+    sample = scheduler.step(grad, 1, sample).prev_sample  # buf = g
+    sample = scheduler.step(grad, 0, sample).prev_sample  # buf = 0.9 g + g
+    torch.testing.assert_close(sample, torch.tensor([[-1.0 - 1.9]]))
+
+
+def test_set_timesteps_resets_state():
+    scheduler = LangevinScheduler(momentum=0.9)
+    first = run(scheduler)
+    second = run(scheduler)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+
+
+def test_gradient_clipping_is_per_sample():
+    scheduler = LangevinScheduler(step_size=1.0, noise_std=0.0, max_grad_norm=1.0)
+    scheduler.set_timesteps(1)
+    grad = torch.tensor([[30.0, 40.0], [0.3, 0.4]])
+    out = scheduler.step(grad, 0, torch.zeros(2, 2))
+    torch.testing.assert_close(out.prev_sample, torch.tensor([[-0.6, -0.8], [-0.3, -0.4]]), atol=1e-5, rtol=0)
+
+
+def test_batch_item_matches_single_run_with_generator_list():
+    scheduler = LangevinScheduler(momentum=0.5, noise_std=0.1)
+    torch.manual_seed(0)
+    batch_sample, _ = run(scheduler, batch=3, generator=[seeded(10), seeded(11), seeded(12)])
+    torch.manual_seed(0)
+    full = torch.randn(3, 5)
+    scheduler.set_timesteps(4)
+    sample = full[1:2]
+    auxiliary = None
+    generator = seeded(11)
+    for t in scheduler.timesteps:
+        sample = scheduler.step(2 * sample, t, sample, generator=generator).prev_sample
+    torch.testing.assert_close(batch_sample[1:2], sample)
+
+
+def test_clamp_threshold():
+    scheduler = LangevinScheduler(step_size=10.0, noise_std=0.0, clamp_threshold=2.0, max_grad_norm=None)
+    scheduler.set_timesteps(1)
+    out = scheduler.step(torch.tensor([[-1.0, 1.0]]), 0, torch.zeros(1, 2))
+    torch.testing.assert_close(out.prev_sample, torch.tensor([[2.0, -2.0]]))
+
+
+def test_adam_matches_torch_adam():
+    scheduler = LangevinScheduler(auxiliary_learning_rate=0.05, max_grad_norm=None)
+    value = torch.randn(2, 3, generator=seeded(1))
+    parameter = torch.nn.Parameter(value.clone())
+    optimizer = torch.optim.Adam([parameter], lr=0.05)
+    scheduler.set_timesteps(5)
+    for t in scheduler.timesteps:
+        grad = torch.sin(3 * value)
+        value = scheduler.step(torch.zeros(2, 1), t, torch.zeros(2, 1), auxiliary_output=grad, auxiliary_sample=value).prev_auxiliary_sample
+        parameter.grad = torch.sin(3 * parameter.detach())
+        optimizer.step()
+    torch.testing.assert_close(value, parameter.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_nonfinite_samples_are_frozen():
+    scheduler = LangevinScheduler(noise_std=0.1)
+    scheduler.set_timesteps(1)
+    sample = torch.randn(2, 3)
+    grad = torch.ones(2, 3)
+    grad[1, 0] = float("nan")
+    out = scheduler.step(grad, 0, sample, generator=seeded())
+    assert out.finite.tolist() == [True, False]
+    torch.testing.assert_close(out.prev_sample[1], sample[1])
+    assert not torch.equal(out.prev_sample[0], sample[0])
+
+
+def test_annealing_schedules():
+    assert annealing_factor("constant", 5, 10, 0.1) == 1.0
+    assert annealing_factor("linear", 0, 11, 0.1) == 1.0
+    assert annealing_factor("linear", 10, 11, 0.1) == pytest.approx(0.1)
+    assert annealing_factor("cosine", 5, 11, 0.0) == pytest.approx(0.5)
+    scheduler = LangevinScheduler(step_size=1.0, noise_std=0.5, annealing="linear", annealing_min_ratio=0.5)
+    scheduler.set_timesteps(3)
+    assert scheduler.current_step_size_and_noise() == (1.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"step_size": -1.0}, "step_size"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"annealing": "exp"}, "annealing"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm"),
+        ({"noise_std": -0.1}, "noise_std"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LangevinScheduler(**kwargs)
+
+
+def test_bad_step_use():
+    scheduler = LangevinScheduler()
+    with pytest.raises(ValueError, match="set_timesteps"):
+        scheduler.step(torch.zeros(1, 2), 0, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        scheduler.set_timesteps(-1)
+    scheduler.set_timesteps(1)
+    with pytest.raises(ValueError, match="differ in shape"):
+        scheduler.step(torch.zeros(1, 3), 0, torch.zeros(1, 2))
+    scheduler.step(torch.zeros(1, 2), 0, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="All 1 steps"):
+        scheduler.step(torch.zeros(1, 2), 0, torch.zeros(1, 2))
+
+
+def test_config_attribute_access_warns():
+    scheduler = LangevinScheduler()
+    with pytest.warns(FutureWarning):
+        assert scheduler.step_size == 0.1
+    with pytest.raises(AttributeError):
+        scheduler.does_not_exist
+
+
+def test_gradient_descent_from_langevin_config():
+    langevin = LangevinScheduler(step_size=0.5, clamp_threshold=1.0, max_grad_norm=None, momentum=0.9)
+    descent = GradientDescentScheduler.from_config(langevin.config)
+    assert descent.config.step_size == 0.5 and descent.config.clamp_threshold == 1.0
+    descent.set_timesteps(1)
+    out = descent.step(torch.tensor([[1.0, -4.0]]), 0, torch.zeros(1, 2), auxiliary_output=torch.ones(1, 1), auxiliary_sample=torch.zeros(1, 1))
+    torch.testing.assert_close(out.prev_sample, torch.tensor([[-0.5, 1.0]]))
+    torch.testing.assert_close(out.prev_auxiliary_sample, torch.tensor([[-5e-3]]))
+    back = LangevinScheduler.from_config(descent.config)
+    assert back.config.step_size == 0.5
