@@ -1,0 +1,37 @@
+"""Convert an official TR0N translator checkpoint into a complete `TronPipeline` folder.
+
+Example (the method's BigGAN-512 + CLIP ViT-B/32 translator):
+
+    python conversion_scripts/convert_biggan_pytorch_to_diffusers.py --checkpoint_path biggan-512.pth --resolution 512 --dump_path biggan-512
+    python conversion_scripts/convert_tr0n_original_to_diffusers.py \
+        --checkpoint_path outputs/tr0n-biggan/model_best.pth --generator biggan-512 \
+        --encoder openai/clip-vit-base-patch32 --latent_threshold 2.0 --preset biggan --dump_path tron-biggan
+"""
+
+import argparse
+
+from tron_pipelines.conversion.biggan import save_pretrained_atomically
+from tron_pipelines.conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder, load_generator, load_tr0n_translator
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint_path", required=True, help="Official checkpoint (model_best.pth or checkpoint-epoch{N}.pth).")
+    parser.add_argument("--generator", required=True, help="Folder of a converted generator (e.g. BigGANGenerator).")
+    parser.add_argument("--encoder", required=True, help="CLIP Hub id or folder (with tokenizer and image processor).")
+    parser.add_argument("--latent_threshold", type=float, default=None, help="tau of tau*tanh on the means: 2.0 for BigGAN translators, omit for StyleGAN/NVAE.")
+    parser.add_argument("--preset", default="biggan", choices=sorted(SAMPLING_PRESETS), help="Sampling settings of the method's scripts.")
+    parser.add_argument("--dump_path", required=True, help="Output pipeline folder (written atomically).")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    translator = load_tr0n_translator(args.checkpoint_path, args.latent_threshold)
+    encoder, tokenizer, image_processor = load_encoder(args.encoder)
+    pipe = assemble_pipeline(translator, load_generator(args.generator), encoder, tokenizer, image_processor, args.preset)
+    print(f"Saved the pipeline to {save_pretrained_atomically(pipe, args.dump_path)}")
+
+
+if __name__ == "__main__":
+    main()
