@@ -11,6 +11,7 @@ from .models import (
     ConvClassifier,
     ConvGenerator,
     LatentSpec,
+    OpenCLIPEncoder,
     TranslatorLoss,
     TranslatorModel,
     TranslatorOutput,

@@ -54,7 +54,8 @@ class EncoderAdapter:
             vision = getattr(config, "vision_config", config)
             self.condition_dim = getattr(config, "projection_dim", None) or config.embed_dim
             default_size, default_channels = getattr(vision, "image_size", 224), getattr(vision, "num_channels", 3)
-            default_mean, default_std = CLIP_MEAN, CLIP_STD
+            default_mean = getattr(config, "image_mean", None) or CLIP_MEAN
+            default_std = getattr(config, "image_std", None) or CLIP_STD
         else:
             self.kind = "classifier"
             self.condition_dim = getattr(config, "num_classes", None) or config.num_labels
