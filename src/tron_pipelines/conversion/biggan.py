@@ -21,6 +21,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -142,9 +143,9 @@ def biggan_deep_config_from_pytorch_pretrained(package_config: dict) -> dict:
     if missing:
         raise ValueError(f"The pytorch-pretrained-biggan config lacks {missing}.")
     layers = [(bool(upsample), int(c_in), int(c_out)) for upsample, c_in, c_out in package_config["layers"]]
-    multipliers = [layers[0][1]] + [c_out for _, _, c_out in layers]
-    if any(c_in != previous for (_, c_in, _), previous in zip(layers, multipliers)):
+    if any(current[2] != following[1] for current, following in pairwise(layers)):
         raise ValueError(f"Each layer must take the channels of the previous one, got layers {layers}.")
+    multipliers = [layers[0][1]] + [c_out for _, _, c_out in layers]
     if multipliers[0] != 16 or multipliers[-1] != 1:
         raise ValueError(f"pytorch-pretrained-biggan needs layers from 16x to 1x channels, got {layers}.")
     if any(c_out not in (c_in, c_in / 2) for _, c_in, c_out in layers):

@@ -48,9 +48,7 @@ def sample_class_embeddings(
     if isinstance(generator, list):
         if len(generator) != batch_size:
             raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
-        indices = torch.cat(
-            [torch.randint(num_classes, (1,), generator=g, device=g.device).cpu() for g in generator]
-        )
+        indices = torch.cat([torch.randint(num_classes, (1,), generator=g, device=g.device).cpu() for g in generator])
     else:
         index_device = generator.device if generator is not None else "cpu"
         indices = torch.randint(num_classes, (batch_size,), generator=generator, device=index_device)
@@ -242,27 +240,27 @@ class BigGANGenerator(TronGenerator, ConfigMixin):
     def resolution(self) -> int:
         return BOTTOM_WIDTH * 2 ** len(self.blocks)
 
-    def forward(self, latents: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+    def forward(self, noise: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
         """Render images.
 
         Args:
-            latents: ``(B, latent_dim)`` noise ``z``.
+            noise: ``(B, latent_dim)`` noise ``z``, split into ``len(blocks) + 1`` equal chunks.
             class_embeddings: ``(B, class_embed_dim)`` continuous class embedding ``y`` (e.g. rows of
                 ``class_embedding.weight``), used as is.
 
         Returns:
             ``(B, 3, resolution, resolution)`` images in ``[-1, 1]``.
         """
-        if latents.ndim != 2 or latents.shape[1] != self.config.latent_dim:
-            raise ValueError(f"`latents` must be (batch, {self.config.latent_dim}), got {tuple(latents.shape)}.")
-        if class_embeddings.shape != (latents.shape[0], self.config.class_embed_dim):
+        if noise.ndim != 2 or noise.shape[1] != self.config.latent_dim:
+            raise ValueError(f"`noise` must be (batch, {self.config.latent_dim}), got {tuple(noise.shape)}.")
+        if class_embeddings.shape != (noise.shape[0], self.config.class_embed_dim):
             raise ValueError(
-                f"`class_embeddings` must be ({latents.shape[0]}, {self.config.class_embed_dim}), "
+                f"`class_embeddings` must be ({noise.shape[0]}, {self.config.class_embed_dim}), "
                 f"got {tuple(class_embeddings.shape)}."
             )
-        first_chunk, *block_chunks = latents.chunk(len(self.blocks) + 1, dim=1)
-        hidden_states = self.input_projection(first_chunk).view(latents.shape[0], -1, BOTTOM_WIDTH, BOTTOM_WIDTH)
-        for index, (block, chunk) in enumerate(zip(self.blocks, block_chunks)):
+        first_chunk, *block_chunks = noise.chunk(len(self.blocks) + 1, dim=1)
+        hidden_states = self.input_projection(first_chunk).view(noise.shape[0], -1, BOTTOM_WIDTH, BOTTOM_WIDTH)
+        for index, (block, chunk) in enumerate(zip(self.blocks, block_chunks, strict=True)):
             hidden_states = block(hidden_states, torch.cat([class_embeddings, chunk], dim=1))
             if index == self.attention_block_index:
                 hidden_states = self.attention(hidden_states)
@@ -287,9 +285,7 @@ class BigGANGenerator(TronGenerator, ConfigMixin):
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
         z_spec = self.main_latent
-        noise = sample_normal_prior(
-            (batch_size, z_spec.dim), z_spec.prior, z_spec.threshold, generator, device, dtype
-        )
+        noise = sample_normal_prior((batch_size, z_spec.dim), z_spec.prior, z_spec.threshold, generator, device, dtype)
         class_embeddings = sample_class_embeddings(
             self.class_embedding.weight, batch_size, generator, noise.device, dtype
         )

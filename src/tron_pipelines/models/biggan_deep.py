@@ -11,6 +11,7 @@ the continuous class embedding ``y = one_hot(class) @ class_embedding.weight``.
 """
 
 import math
+from itertools import pairwise
 
 import torch
 import torch.nn as nn
@@ -28,9 +29,9 @@ def select_truncation_statistics(table: torch.Tensor, truncation: float) -> torc
     Row ``i`` holds the statistics measured at truncation ``i / (num_truncations - 1)``. This follows
     `pytorch_pretrained_biggan` exactly, including its float arithmetic, so outputs match it: on a grid point the row
     is used as is; between grid points ``i`` and ``i + 1`` at fractional position ``f`` it returns
-    ``f * row_i + (1 - f) * row_{i+1}``, which weights the *farther* grid point more (and on the few grid points whose
-    division rounds just below an integer, e.g. 0.58, it picks the row below). Prefer truncations that are exact grid
-    points (multiples of 0.02 for the released checkpoints: 0.4, 0.5, 1.0, ...).
+    ``f * row_i + (1 - f) * row_{i+1}``, which weights the *farther* grid point more; on the few grid points whose
+    division is inexact in floating point (0.14, 0.28, 0.56, 0.58, 0.94 for 51 rows) that makes it return a
+    neighbouring row. Prefer other multiples of the grid step (0.02 for the released checkpoints: 0.4, 0.5, 1.0, ...).
     """
     step = 1.0 / (table.shape[0] - 1)
     fraction, index = math.modf(truncation / step)
@@ -187,12 +188,10 @@ class BigGANDeepGenerator(TronGenerator, ConfigMixin):
             raise ValueError(f"`latent_prior` must be one of {LATENT_PRIORS}, got {latent_prior!r}.")
         num_blocks = len(channel_multipliers) - 1
         if num_blocks < 1 or len(upsample_blocks) != num_blocks:
-            raise ValueError(
-                f"`upsample_blocks` needs one flag per block ({num_blocks}), got {len(upsample_blocks)}."
-            )
+            raise ValueError(f"`upsample_blocks` needs one flag per block ({num_blocks}), got {len(upsample_blocks)}.")
         if not 0 <= attention_block_index < num_blocks:
             raise ValueError(f"`attention_block_index` must be in [0, {num_blocks}), got {attention_block_index}.")
-        if any(out_mult > in_mult for in_mult, out_mult in zip(channel_multipliers, channel_multipliers[1:])):
+        if any(out_mult > in_mult for in_mult, out_mult in pairwise(channel_multipliers)):
             raise ValueError(f"Blocks can only keep or reduce channels, got {tuple(channel_multipliers)}.")
         self._check_truncation(default_truncation)
         channels = [channel_width * multiplier for multiplier in channel_multipliers]
@@ -230,9 +229,7 @@ class BigGANDeepGenerator(TronGenerator, ConfigMixin):
         """``(B, num_classes)`` one-hot (or soft) class vectors -> ``(B, class_embed_dim)`` class embeddings ``y``."""
         return class_vector @ self.class_embedding.weight
 
-    def forward(
-        self, noise: torch.Tensor, class_vector: torch.Tensor, truncation: float | None = None
-    ) -> torch.Tensor:
+    def forward(self, noise: torch.Tensor, class_vector: torch.Tensor, truncation: float | None = None) -> torch.Tensor:
         """Same call as `pytorch_pretrained_biggan.BigGAN`: ``model(noise, class_vector, truncation)``.
 
         Args:
@@ -288,9 +285,7 @@ class BigGANDeepGenerator(TronGenerator, ConfigMixin):
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
         z_spec = self.main_latent
-        noise = sample_normal_prior(
-            (batch_size, z_spec.dim), z_spec.prior, z_spec.threshold, generator, device, dtype
-        )
+        noise = sample_normal_prior((batch_size, z_spec.dim), z_spec.prior, z_spec.threshold, generator, device, dtype)
         class_embeddings = sample_class_embeddings(
             self.class_embedding.weight, batch_size, generator, noise.device, dtype
         )

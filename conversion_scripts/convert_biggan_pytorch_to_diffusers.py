@@ -1,0 +1,50 @@
+"""Convert the official TR0N BigGAN checkpoint (BigGAN-PyTorch layout, 256/512 px) to a `BigGANGenerator` folder.
+
+Example:
+    python conversion_scripts/convert_biggan_pytorch_to_diffusers.py \
+        --checkpoint_path weights/biggan-512.pth --resolution 512 --dump_path checkpoints/biggan-512
+
+``--checkpoint_path`` is a bare generator state dict (the official TR0N's
+``tr0n/modules/BigGAN_utils/weights/biggan-{256,512}.pth``), read with ``torch.load(..., weights_only=True)``. Spectral
+norm is folded into the weights. The result is written with `save_pretrained` (safetensors) into a temporary sibling
+folder that is renamed to ``--dump_path`` once complete.
+"""
+
+import argparse
+import sys
+
+from tron_pipelines.conversion.biggan import (
+    BIGGAN_PYTORCH_SN_EPS,
+    CheckpointMismatchError,
+    load_biggan_pytorch,
+    save_pretrained_atomically,
+)
+from tron_pipelines.models.biggan import BIGGAN_ARCHITECTURES
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint_path", required=True, help="BigGAN-PyTorch generator state dict (.pth).")
+    parser.add_argument("--resolution", type=int, required=True, choices=sorted(BIGGAN_ARCHITECTURES))
+    parser.add_argument("--dump_path", required=True, help="Output folder (replaced if it exists).")
+    parser.add_argument(
+        "--sn_eps",
+        type=float,
+        default=BIGGAN_PYTORCH_SN_EPS,
+        help="Spectral-norm epsilon of the power iteration (1e-8 in the official TR0N).",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        model = load_biggan_pytorch(args.checkpoint_path, args.resolution, sn_eps=args.sn_eps)
+    except CheckpointMismatchError as error:
+        sys.exit(f"error: {error}")
+    path = save_pretrained_atomically(model, args.dump_path)
+    print(f"Saved BigGANGenerator ({model.resolution} px) to {path}")
+
+
+if __name__ == "__main__":
+    main()
