@@ -13,7 +13,7 @@ import os
 from huggingface_hub import create_repo, upload_folder
 
 from tron_pipelines import TranslatorModel
-from tron_pipelines.conversion.biggan import save_pretrained_atomically
+from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
 from tron_pipelines.conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder, load_generator, pipeline_model_card
 
 

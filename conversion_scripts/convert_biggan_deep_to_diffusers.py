@@ -11,11 +11,8 @@ Example:
 import argparse
 import sys
 
-from tron_pipelines.conversion.biggan import (
-    CheckpointMismatchError,
-    load_pytorch_pretrained_biggan,
-    save_pretrained_atomically,
-)
+from tron_pipelines.conversion.biggan import load_pytorch_pretrained_biggan
+from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
 
 
 def parse_args(argv=None):

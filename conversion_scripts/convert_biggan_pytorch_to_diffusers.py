@@ -13,12 +13,8 @@ folder that is renamed to ``--dump_path`` once complete.
 import argparse
 import sys
 
-from tron_pipelines.conversion.biggan import (
-    BIGGAN_PYTORCH_SN_EPS,
-    CheckpointMismatchError,
-    load_biggan_pytorch,
-    save_pretrained_atomically,
-)
+from tron_pipelines.conversion.biggan import BIGGAN_PYTORCH_SN_EPS, load_biggan_pytorch
+from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
 from tron_pipelines.models.biggan import BIGGAN_ARCHITECTURES
 
 

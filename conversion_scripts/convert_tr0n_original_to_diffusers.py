@@ -10,7 +10,7 @@ Example (the method's BigGAN-512 + CLIP ViT-B/32 translator):
 
 import argparse
 
-from tron_pipelines.conversion.biggan import save_pretrained_atomically
+from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
 from tron_pipelines.conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder, load_generator, load_tr0n_translator
 
 

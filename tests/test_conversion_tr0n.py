@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tron_pipelines import TronPipeline
-from tron_pipelines.conversion.biggan import CheckpointMismatchError
+from tron_pipelines.conversion.checkpoints import CheckpointMismatchError
 from tron_pipelines.conversion.tr0n import convert_tr0n_translator, load_tr0n_translator
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "conversion_scripts"

@@ -17,80 +17,19 @@ keys is rejected with a `CheckpointMismatchError` that lists all of them.
 import json
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import ModelMixin
 
 from ..models.biggan import BIGGAN_ARCHITECTURES, BOTTOM_WIDTH, BigGANGenerator
 from ..models.biggan_deep import BigGANDeepGenerator
+from .checkpoints import TargetTensor, convert_state_dict
 
 # Spectral-norm epsilon of the official TR0N generator (BigGAN-PyTorch's parser default, kept by `get_G`).
 BIGGAN_PYTORCH_SN_EPS = 1e-8
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's keys or shapes do not match the expected architecture."""
-
-
-@dataclass(frozen=True)
-class _TargetTensor:
-    """One tensor of the converted model, built from one or more checkpoint tensors.
-
-    ``sources`` maps checkpoint keys to their expected shapes, in the order ``build`` takes them. ``optional`` keys
-    (same format) are allowed but unused, e.g. BigGAN-PyTorch's logged singular values ``sv0``.
-    """
-
-    target: str
-    sources: dict[str, tuple[int, ...]]
-    build: Callable[..., torch.Tensor] = lambda tensor: tensor
-    optional: dict[str, tuple[int, ...]] = field(default_factory=dict)
-
-
-def _check_checkpoint(state_dict: dict[str, torch.Tensor], layout: list[_TargetTensor], description: str) -> None:
-    """Raise a `CheckpointMismatchError` listing every missing, mis-shaped and unexpected key."""
-    expected = {key: shape for entry in layout for key, shape in entry.sources.items()}
-    allowed = {**expected, **{key: shape for entry in layout for key, shape in entry.optional.items()}}
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in allowed]
-    not_tensors = [key for key in state_dict if key in allowed and not isinstance(state_dict[key], torch.Tensor)]
-    mis_shaped = [
-        f"{key}: expected {allowed[key]}, found {tuple(state_dict[key].shape)}"
-        for key in state_dict
-        if key in allowed and key not in not_tensors and tuple(state_dict[key].shape) != allowed[key]
-    ]
-    problems = []
-    for title, items in (
-        ("missing keys", missing),
-        ("mis-shaped keys", mis_shaped),
-        ("keys that are not tensors", not_tensors),
-        ("unexpected keys", unexpected),
-    ):
-        if items:
-            problems.append(f"{len(items)} {title}:\n" + "\n".join(f"  {item}" for item in items))
-    if problems:
-        raise CheckpointMismatchError(f"The checkpoint does not match {description}.\n" + "\n".join(problems))
-
-
-def _convert(
-    state_dict: dict[str, torch.Tensor], layout: list[_TargetTensor], model: ModelMixin, description: str
-) -> ModelMixin:
-    _check_checkpoint(state_dict, layout, description)
-    with torch.no_grad():
-        converted = {
-            entry.target: entry.build(*(state_dict[key].to(torch.float32) for key in entry.sources)).contiguous()
-            for entry in layout
-        }
-    # `model` was built on the meta device: `assign` installs the converted tensors as its parameters and buffers, and
-    # `strict` checks that the layout produced every one of them, no more.
-    model.load_state_dict(converted, strict=True, assign=True)
-    return model.eval()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -172,7 +111,7 @@ def biggan_deep_config_from_pytorch_pretrained(package_config: dict) -> dict:
 
 def _torch_spectral_norm_weight(
     target: str, source: str, shape: tuple[int, ...], transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-) -> _TargetTensor:
+) -> TargetTensor:
     """``{source}.weight_orig/weight_u/weight_v`` -> folded ``target``, optionally transformed after folding."""
 
     def build(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -184,16 +123,16 @@ def _torch_spectral_norm_weight(
         f"{source}.weight_u": (shape[0],),
         f"{source}.weight_v": (math.prod(shape[1:]),),
     }
-    return _TargetTensor(target, sources, build)
+    return TargetTensor(target, sources, build)
 
 
-def _pytorch_pretrained_biggan_layout(model: BigGANDeepGenerator) -> list[_TargetTensor]:
+def _pytorch_pretrained_biggan_layout(model: BigGANDeepGenerator) -> list[TargetTensor]:
     config = model.config
     targets = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     layout = []
 
     def copy(target: str, source: str) -> None:
-        layout.append(_TargetTensor(target, {source: targets[target]}))
+        layout.append(TargetTensor(target, {source: targets[target]}))
 
     def folded(target: str, source: str) -> None:
         layout.append(_torch_spectral_norm_weight(target, source, targets[target]))
@@ -201,7 +140,7 @@ def _pytorch_pretrained_biggan_layout(model: BigGANDeepGenerator) -> list[_Targe
     # nn.Linear(num_classes, dim, bias=False) in the package; a (num_classes, dim) table here.
     embedding_shape = targets["class_embedding.weight"]
     layout.append(
-        _TargetTensor("class_embedding.weight", {"embeddings.weight": embedding_shape[::-1]}, lambda w: w.t())
+        TargetTensor("class_embedding.weight", {"embeddings.weight": embedding_shape[::-1]}, lambda w: w.t())
     )
 
     # The package reshapes the projection's output as (4, 4, C) (TF's channels-last order) and permutes it to
@@ -221,7 +160,7 @@ def _pytorch_pretrained_biggan_layout(model: BigGANDeepGenerator) -> list[_Targe
         )
     )
     layout.append(
-        _TargetTensor(
+        TargetTensor(
             "input_projection.bias", {"generator.gen_z.bias": targets["input_projection.bias"]}, channels_first_rows
         )
     )
@@ -249,7 +188,7 @@ def _pytorch_pretrained_biggan_layout(model: BigGANDeepGenerator) -> list[_Targe
     ):
         folded(f"attention.{target_name}.weight", f"{attention_source}.{source_name}")
     layout.append(
-        _TargetTensor("attention.residual_scale", {f"{attention_source}.gamma": (1,)}, lambda gamma: gamma.reshape(()))
+        TargetTensor("attention.residual_scale", {f"{attention_source}.gamma": (1,)}, lambda gamma: gamma.reshape(()))
     )
 
     copy("output_norm.truncation_means", "generator.bn.running_means")
@@ -265,7 +204,7 @@ def _pytorch_pretrained_biggan_layout(model: BigGANDeepGenerator) -> list[_Targe
         _torch_spectral_norm_weight("to_rgb.weight", "generator.conv_to_rgb", rgb_source_shape, lambda w: w[:3])
     )
     layout.append(
-        _TargetTensor("to_rgb.bias", {"generator.conv_to_rgb.bias": (rgb_in_channels,)}, lambda bias: bias[:3])
+        TargetTensor("to_rgb.bias", {"generator.conv_to_rgb.bias": (rgb_in_channels,)}, lambda bias: bias[:3])
     )
     return layout
 
@@ -292,7 +231,7 @@ def convert_pytorch_pretrained_biggan(
         model = BigGANDeepGenerator(**config)
     layout = _pytorch_pretrained_biggan_layout(model)
     resolution = model.resolution
-    return _convert(state_dict, layout, model, f"pytorch-pretrained-biggan BigGAN-deep {resolution} px ({config})")
+    return convert_state_dict(state_dict, layout, model, f"pytorch-pretrained-biggan BigGAN-deep {resolution} px ({config})")
 
 
 def load_pytorch_pretrained_biggan(folder: str | os.PathLike, **config_overrides) -> BigGANDeepGenerator:
@@ -311,9 +250,9 @@ def load_pytorch_pretrained_biggan(folder: str | os.PathLike, **config_overrides
 # BigGAN-PyTorch (official TR0N) -> BigGANGenerator
 
 
-def _biggan_pytorch_spectral_norm_weight(target: str, source: str, shape: tuple[int, ...], eps: float) -> _TargetTensor:
+def _biggan_pytorch_spectral_norm_weight(target: str, source: str, shape: tuple[int, ...], eps: float) -> TargetTensor:
     """``{source}.weight/u0`` (+ optional ``sv0``) -> folded ``target``."""
-    return _TargetTensor(
+    return TargetTensor(
         target,
         {f"{source}.weight": shape, f"{source}.u0": (1, shape[0])},
         lambda weight, u0: fold_biggan_pytorch_spectral_norm(weight, u0, eps),
@@ -321,12 +260,12 @@ def _biggan_pytorch_spectral_norm_weight(target: str, source: str, shape: tuple[
     )
 
 
-def _biggan_pytorch_layout(model: BigGANGenerator, sn_eps: float) -> list[_TargetTensor]:
+def _biggan_pytorch_layout(model: BigGANGenerator, sn_eps: float) -> list[TargetTensor]:
     targets = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     layout = []
 
     def copy(target: str, source: str) -> None:
-        layout.append(_TargetTensor(target, {source: targets[target]}))
+        layout.append(TargetTensor(target, {source: targets[target]}))
 
     def folded(target: str, source: str) -> None:
         layout.append(_biggan_pytorch_spectral_norm_weight(target, source, targets[target], sn_eps))
@@ -393,7 +332,7 @@ def convert_biggan_pytorch(
     with torch.device("meta"):
         model = BigGANGenerator(**config)
     layout = _biggan_pytorch_layout(model, sn_eps)
-    return _convert(state_dict, layout, model, f"BigGAN-PyTorch BigGAN {resolution} px ({config})")
+    return convert_state_dict(state_dict, layout, model, f"BigGAN-PyTorch BigGAN {resolution} px ({config})")
 
 
 def load_biggan_pytorch(
@@ -406,41 +345,8 @@ def load_biggan_pytorch(
     return convert_biggan_pytorch(state_dict, resolution, sn_eps=sn_eps, **config_overrides)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Saving
-
-
-def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) -> Path:
-    """`save_pretrained` (safetensors) into a temporary sibling folder, then rename it to ``dump_path``.
-
-    ``dump_path`` is either absent or complete: `save_pretrained` writes in place, so a crash would otherwise leave a
-    half-written folder. An existing ``dump_path`` folder is replaced (moved aside, then deleted once the new one is in
-    place).
-    """
-    dump_path = Path(dump_path).absolute()
-    if dump_path.exists() and not dump_path.is_dir():
-        raise FileExistsError(f"{dump_path} exists and is not a folder.")
-    dump_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = uuid.uuid4().hex[:8]
-    staging = dump_path.with_name(f".{dump_path.name}.partial-{suffix}")
-    previous = dump_path.with_name(f".{dump_path.name}.previous-{suffix}")
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        if dump_path.exists():
-            os.replace(dump_path, previous)
-        os.replace(staging, dump_path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if previous.exists() and not dump_path.exists():
-            os.replace(previous, dump_path)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
-    return dump_path
-
-
 __all__ = [
     "BIGGAN_PYTORCH_SN_EPS",
-    "CheckpointMismatchError",
     "biggan_deep_config_from_pytorch_pretrained",
     "convert_biggan_pytorch",
     "convert_pytorch_pretrained_biggan",
@@ -448,5 +354,4 @@ __all__ = [
     "fold_torch_spectral_norm",
     "load_biggan_pytorch",
     "load_pytorch_pretrained_biggan",
-    "save_pretrained_atomically",
 ]

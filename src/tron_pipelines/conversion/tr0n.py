@@ -15,7 +15,7 @@ import torch
 
 from ..models.translator import TranslatorModel
 from ..schedulers import LangevinScheduler
-from .biggan import CheckpointMismatchError, _convert, _TargetTensor, save_pretrained_atomically
+from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict
 
 # Sampling settings of the method's scripts (tr0n-method.md, section 7); `LangevinScheduler` arguments plus the
 # pipeline defaults. Our default initialisation draws from the mixture instead of mixing the means.
@@ -78,12 +78,12 @@ def convert_tr0n_translator(state_dict: dict[str, torch.Tensor], latent_threshol
     prefix = _latent_prefix(state_dict)
     c, h, d, k = config["condition_dim"], config["hidden_dim"], config["latent_dim"], config["num_components"]
     linear = lambda target, source, n_out, n_in: [  # noqa: E731
-        _TargetTensor(f"{target}.weight", {f"{source}.weight": (n_out, n_in)}),
-        _TargetTensor(f"{target}.bias", {f"{source}.bias": (n_out,)}),
+        TargetTensor(f"{target}.weight", {f"{source}.weight": (n_out, n_in)}),
+        TargetTensor(f"{target}.bias", {f"{source}.bias": (n_out,)}),
     ]
     layout = [
         # The original std is exp(log_std) + 1e-6 with log_std of shape (1, 1, D); ours adds the same 1e-6.
-        _TargetTensor("log_stds", {f"{prefix}_log_stds": (1, 1, d)}, lambda t: t.reshape(d)),
+        TargetTensor("log_stds", {f"{prefix}_log_stds": (1, 1, d)}, lambda t: t.reshape(d)),
         *linear("trunk_in", "shared1", h, c),
         *linear("trunk_hidden", "shared2", h, h),
         # Rows are component-major (k * D + j), exactly the order of our `view(B, K, D)`.
@@ -94,7 +94,7 @@ def convert_tr0n_translator(state_dict: dict[str, torch.Tensor], latent_threshol
         layout += linear("auxiliary_heads.y", "y_layer", config["auxiliary_latent_dims"]["y"], h)
     with torch.device("meta"):
         model = TranslatorModel(**config)
-    return _convert(state_dict, layout, model, "a TR0N translator")
+    return convert_state_dict(state_dict, layout, model, "a TR0N translator")
 
 
 def load_tr0n_translator(checkpoint_path: str | os.PathLike, latent_threshold: float | None) -> TranslatorModel:

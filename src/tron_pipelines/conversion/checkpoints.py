@@ -1,0 +1,103 @@
+"""Shared machinery of the checkpoint converters: explicit key-by-key layouts, one error that lists every mismatch,
+and atomic saving."""
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import ModelMixin
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's keys or shapes do not match the expected architecture."""
+
+
+@dataclass(frozen=True)
+class TargetTensor:
+    """One tensor of the converted model, built from one or more checkpoint tensors.
+
+    ``sources`` maps checkpoint keys to their expected shapes, in the order ``build`` takes them. ``optional`` keys
+    (same format) are allowed but unused, e.g. BigGAN-PyTorch's logged singular values ``sv0``.
+    """
+
+    target: str
+    sources: dict[str, tuple[int, ...]]
+    build: Callable[..., torch.Tensor] = lambda tensor: tensor
+    optional: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def check_checkpoint(state_dict: dict[str, torch.Tensor], layout: list[TargetTensor], description: str) -> None:
+    """Raise a `CheckpointMismatchError` listing every missing, mis-shaped and unexpected key."""
+    expected = {key: shape for entry in layout for key, shape in entry.sources.items()}
+    allowed = {**expected, **{key: shape for entry in layout for key, shape in entry.optional.items()}}
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in allowed]
+    not_tensors = [key for key in state_dict if key in allowed and not isinstance(state_dict[key], torch.Tensor)]
+    mis_shaped = [
+        f"{key}: expected {allowed[key]}, found {tuple(state_dict[key].shape)}"
+        for key in state_dict
+        if key in allowed and key not in not_tensors and tuple(state_dict[key].shape) != allowed[key]
+    ]
+    problems = []
+    for title, items in (
+        ("missing keys", missing),
+        ("mis-shaped keys", mis_shaped),
+        ("keys that are not tensors", not_tensors),
+        ("unexpected keys", unexpected),
+    ):
+        if items:
+            problems.append(f"{len(items)} {title}:\n" + "\n".join(f"  {item}" for item in items))
+    if problems:
+        raise CheckpointMismatchError(f"The checkpoint does not match {description}.\n" + "\n".join(problems))
+
+
+def convert_state_dict(
+    state_dict: dict[str, torch.Tensor], layout: list[TargetTensor], model: ModelMixin, description: str
+) -> ModelMixin:
+    check_checkpoint(state_dict, layout, description)
+    with torch.no_grad():
+        converted = {
+            entry.target: entry.build(*(state_dict[key].to(torch.float32) for key in entry.sources)).contiguous()
+            for entry in layout
+        }
+    # `model` was built on the meta device: `assign` installs the converted tensors as its parameters and buffers, and
+    # `strict` checks that the layout produced every one of them, no more.
+    model.load_state_dict(converted, strict=True, assign=True)
+    return model.eval()
+
+
+
+
+def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) -> Path:
+    """`save_pretrained` (safetensors) into a temporary sibling folder, then rename it to ``dump_path``.
+
+    ``dump_path`` is either absent or complete: `save_pretrained` writes in place, so a crash would otherwise leave a
+    half-written folder. An existing ``dump_path`` folder is replaced (moved aside, then deleted once the new one is in
+    place).
+    """
+    dump_path = Path(dump_path).absolute()
+    if dump_path.exists() and not dump_path.is_dir():
+        raise FileExistsError(f"{dump_path} exists and is not a folder.")
+    dump_path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = uuid.uuid4().hex[:8]
+    staging = dump_path.with_name(f".{dump_path.name}.partial-{suffix}")
+    previous = dump_path.with_name(f".{dump_path.name}.previous-{suffix}")
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        if dump_path.exists():
+            os.replace(dump_path, previous)
+        os.replace(staging, dump_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if previous.exists() and not dump_path.exists():
+            os.replace(previous, dump_path)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+    return dump_path
+
+
+__all__ = ["CheckpointMismatchError", "TargetTensor", "check_checkpoint", "convert_state_dict", "save_pretrained_atomically"]
