@@ -1,0 +1,64 @@
+"""The flagship configuration in miniature: BigGAN-deep (converted from pytorch-pretrained-biggan) + CLIP + translator."""
+
+import numpy as np
+import pytest
+import torch
+from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
+from tron_pipelines import TranslatorModel, TronPipeline
+from tron_pipelines.conversion.biggan import convert_pytorch_pretrained_biggan
+from tron_pipelines.conversion.tr0n import assemble_pipeline
+
+TINY_DEEP = BigGANConfig(
+    output_dim=32, z_dim=16, class_embed_dim=16, channel_width=4, num_classes=10,
+    layers=[(True, 16, 8), (True, 8, 4), (True, 4, 2), (False, 2, 1)], attention_layer_position=1, eps=1e-4, n_stats=51,
+)
+
+
+@pytest.fixture
+def biggan_pipe(clip_components):
+    torch.manual_seed(0)
+    generator = convert_pytorch_pretrained_biggan(BigGAN(TINY_DEEP).eval().state_dict(), TINY_DEEP.to_dict())
+    translator = TranslatorModel(
+        condition_dim=16, latent_dim=generator.latent_dim, num_components=10, hidden_dim=32,
+        latent_threshold=generator.main_latent.threshold,
+        auxiliary_latent_dims={spec.name: spec.dim for spec in generator.auxiliary_latents},
+    )
+    pipe = assemble_pipeline(
+        translator.eval(), generator, clip_components["encoder"], clip_components["tokenizer"],
+        clip_components["image_processor"], preset="biggan",
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_assembled_with_the_method_settings(biggan_pipe):
+    assert [spec.name for spec in biggan_pipe.generator.latent_specs] == ["z", "y"]
+    config = biggan_pipe.scheduler.config
+    assert (config.step_size, config.noise_std, config.momentum, config.clamp_threshold) == (5.0, 0.01, 0.99, 2.0)
+    assert biggan_pipe.config.default_num_inference_steps == 100 and biggan_pipe.config.default_num_augmentations == 50
+
+
+@pytest.mark.parametrize("initialization", ["translator", "translator_mean"])
+def test_langevin_lowers_clip_energy_from_translator_init(biggan_pipe, initialization):
+    out = biggan_pipe(
+        "a red car", num_images_per_prompt=2, num_inference_steps=15, num_augmentations=4,
+        initialization=initialization, generator=[torch.Generator().manual_seed(s) for s in range(2)],
+        return_energy_trace=True, output_type="np",
+    )
+    assert out.images.shape == (2, 32, 32, 3)
+    assert out.latents.shape == (2, 16 + 16)
+    assert out.latents[:, :16].abs().max() <= 2.0  # the clamp of the method's BigGAN setting
+    start, end = out.energy_trace[:3].mean(), out.energy_trace[-3:].mean()
+    assert end < start, (out.energy_trace[:, 0], out.energies)
+
+
+def test_round_trip_and_text_sampling(biggan_pipe, tmp_path):
+    kwargs = dict(prompt=["a photo of a red car", "a cat"], num_inference_steps=3, num_augmentations=2, output_type="np")
+    before = biggan_pipe(generator=torch.Generator().manual_seed(0), **kwargs)
+    biggan_pipe.save_pretrained(tmp_path)
+    reloaded = TronPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    after = reloaded(generator=torch.Generator().manual_seed(0), **kwargs)
+    np.testing.assert_allclose(before.images, after.images, atol=5e-4)
+    assert type(reloaded.generator).__name__ == "BigGANDeepGenerator"
