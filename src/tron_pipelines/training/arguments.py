@@ -85,9 +85,14 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser) -> None:
     optimization.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimisation step.")
     optimization.add_argument("--learning_rate", type=float, default=1e-4, help="AdamW learning rate of the network (the method's 1e-4).")
     optimization.add_argument(
-        "--std_learning_rate", type=float, default=1e-2,
+        "--std_learning_rate", type=float, default=2e-2,
         help="AdamW learning rate of the per-dimension log-std. With one small learning rate the std barely moves from "
         "its 0.01 initialisation (Adam moves a parameter by about lr per step), so samples come out far too narrow.",
+    )
+    optimization.add_argument(
+        "--std_adam_beta2", type=float, default=0.9,
+        help="Adam beta2 of the log-std. Its gradient shrinks like 1/std^2 as the std grows; with a long second-moment "
+        "memory (0.999) the early, huge gradients keep its steps tiny for thousands of steps.",
     )
     optimization.add_argument("--lr_scheduler", type=str, default="cosine", choices=LR_SCHEDULERS, help="diffusers' get_scheduler name.")
     optimization.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warmup steps of the learning rates.")

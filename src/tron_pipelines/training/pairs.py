@@ -16,6 +16,7 @@ renamed, and carry a SHA-256 of their data in their header: a half-written or co
 import hashlib
 import importlib
 import json
+import mmap
 import os
 import struct
 import time
@@ -575,18 +576,21 @@ class PairCache(torch.utils.data.Dataset):
             for shard in self.manifest["shards"]:
                 path = self.pairs_dir / shard["file"]
                 header, data_start = _read_header(path)
-                maps.append(
-                    {
-                        name: np.memmap(
-                            path,
-                            dtype=CACHE_DTYPES[self.manifest["tensors"][name]["dtype"]][1],
-                            mode="r",
-                            offset=data_start + header[name]["data_offsets"][0],
-                            shape=tuple(header[name]["shape"]),
-                        )
-                        for name in TENSOR_NAMES
-                    }
-                )
+                with open(path, "rb") as file:
+                    mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                if hasattr(mapping, "madvise"):
+                    # Batches are random rows: no readahead, which would read (and map) whole neighbourhoods.
+                    mapping.madvise(mmap.MADV_RANDOM)
+                arrays = {}
+                for name in TENSOR_NAMES:
+                    rows, dim = header[name]["shape"]
+                    arrays[name] = np.frombuffer(
+                        mapping,
+                        dtype=CACHE_DTYPES[self.manifest["tensors"][name]["dtype"]][1],
+                        count=rows * dim,
+                        offset=data_start + header[name]["data_offsets"][0],
+                    ).reshape(rows, dim)
+                maps.append(arrays)
             self._maps = maps
         return self._maps
 
@@ -631,11 +635,57 @@ class PairCache(torch.utils.data.Dataset):
                     yield torch.from_numpy(array.astype(np.float32, copy=False))
 
 
+def open_pair_cache(pairs_dir: str | os.PathLike, verify_checksums: bool = True, accelerator=None) -> PairCache:
+    """Open a cache, the checksum verification split over the processes of ``accelerator`` (each hashes the shards
+    ``i % num_processes == process_index``); every process raises the same `PairCacheError` if a shard is bad."""
+    num_processes = accelerator.num_processes if accelerator is not None else 1
+    if not verify_checksums or num_processes == 1:
+        return PairCache(pairs_dir, verify_checksums=verify_checksums)
+    manifest = read_manifest(pairs_dir)
+    problems = []
+    if manifest is not None and manifest.get("complete"):
+        for shard in manifest["shards"][accelerator.process_index :: num_processes]:
+            problem = check_shard(Path(pairs_dir) / shard["file"], shard, manifest)
+            if problem is not None:
+                problems.append((shard["file"], problem))
+    problems = sorted(gather_object(problems))
+    if problems:
+        name, problem = problems[0]
+        raise PairCacheError(
+            f"Pair cache shard {str(Path(pairs_dir) / name)!r} is unusable: {problem}. Run `tron generate-pairs` again "
+            "with the same arguments to regenerate it."
+        )
+    return PairCache(pairs_dir, verify_checksums=False)
+
+
+def generate_pairs_command(args) -> PairCache:
+    """``tron generate-pairs``: write a pair cache with every process of an `accelerate launch` (args from
+    `add_generate_pairs_arguments`)."""
+    from accelerate import Accelerator
+
+    from .arguments import check_generate_pairs_args
+
+    check_generate_pairs_args(args)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    pipeline = load_training_pipeline(args.pipeline)
+    condition_fn = load_condition_fn(args.condition_fn) if args.condition_fn else None
+    pipeline.to(accelerator.device)
+    source = PairSource.from_pipeline(pipeline, condition_fn, args.condition_name)
+    cache = generate_pairs(
+        source, args.pairs_dir, args.num_pairs, args.pairs_per_shard, args.seed, args.generation_batch_size,
+        args.pairs_dtype, accelerator=accelerator,
+    )
+    accelerator.print(f"Pair cache {args.pairs_dir!r}: {len(cache)} pairs in {cache.manifest['num_shards']} shard(s), complete.")
+    return cache
+
+
 __all__ = [
     "PairSource",
     "PairCache",
     "PairCacheError",
     "generate_pairs",
+    "generate_pairs_command",
+    "open_pair_cache",
     "load_training_pipeline",
     "load_condition_fn",
     "check_shard",

@@ -1,0 +1,78 @@
+"""The ``tron`` command line.
+
+    tron --version
+    tron generate-pairs --pipeline <pipeline> --pairs_dir pairs --num_pairs 1000000
+    tron train-translator --pipeline <pipeline> --pairs_dir pairs --output_dir tron-translator
+    accelerate launch --num_processes 8 -m tron_pipelines.cli train-translator ...
+
+Each subcommand is added by one ``register_<name>(subparsers)`` function that declares its arguments and sets
+``handler``, a function of the parsed arguments that imports what the command needs only when it runs.
+"""
+
+import argparse
+
+from .version import __version__
+
+
+def _run_train_translator(args: argparse.Namespace):
+    from .training.train import train_translator
+
+    return train_translator(args)
+
+
+def _run_generate_pairs(args: argparse.Namespace):
+    from .training.pairs import generate_pairs_command
+
+    return generate_pairs_command(args)
+
+
+def register_train_translator(subparsers) -> None:
+    from .training.arguments import add_train_translator_arguments
+
+    parser = subparsers.add_parser(
+        "train-translator",
+        help="Train a translator on synthetic pairs (Accelerate: one CPU, one GPU or many).",
+        description="Train TR0N's translator on pairs (z ~ p(z), c = f(G(z))) from a pipeline's generator and encoder. "
+        "Run under `accelerate launch` for several processes.",
+    )
+    add_train_translator_arguments(parser)
+    parser.set_defaults(handler=_run_train_translator)
+
+
+def register_generate_pairs(subparsers) -> None:
+    from .training.arguments import add_generate_pairs_arguments
+
+    parser = subparsers.add_parser(
+        "generate-pairs",
+        help="Write a resumable cache of synthetic pairs (sharded safetensors + manifest).",
+        description="Generate synthetic pairs (z ~ p(z), c = f(G(z))) into a sharded cache; every process of an "
+        "`accelerate launch` writes its own shards, and re-running finishes an interrupted cache.",
+    )
+    add_generate_pairs_arguments(parser)
+    parser.set_defaults(handler=_run_generate_pairs)
+
+
+SUBCOMMANDS = [register_train_translator, register_generate_pairs]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tron", description="TR0N: conditional generation from any generator and any encoder.")
+    parser.add_argument("--version", action="version", version=f"tron_pipelines {__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    args.handler(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Translator training: synthetic pairs, the Accelerate training loop and model cards.
+
+``import tron_pipelines`` does not import this package, and this package imports its modules on first use, so the
+``tron`` command line can register its arguments without loading the training stack.
+
+    >>> from tron_pipelines.training import PairCache, generate_pairs, train_translator
+"""
+
+import importlib
+
+_EXPORTS = {
+    "arguments": ("build_train_translator_parser", "parse_train_args", "check_train_args", "command_line"),
+    "pairs": (
+        "PairSource",
+        "PairCache",
+        "PairCacheError",
+        "generate_pairs",
+        "open_pair_cache",
+        "load_training_pipeline",
+        "load_condition_fn",
+        "check_shard",
+        "read_manifest",
+        "derive_seed",
+        "module_fingerprint",
+    ),
+    "train": (
+        "train_translator",
+        "TrainingResult",
+        "TranslatorObjective",
+        "ConditionNoise",
+        "TrainingBatches",
+        "estimate_condition_covariance",
+        "evaluate_translator",
+        "files_to_upload",
+    ),
+    "model_card": ("save_model_card",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
