@@ -1,6 +1,7 @@
 """The ``tron`` command line.
 
     tron --version
+    tron generate "a bold seven leaning right" --num-images 8 --seed 0 --out samples
     tron generate-pairs --pipeline <pipeline> --pairs_dir pairs --num_pairs 1000000
     tron train-translator --pipeline <pipeline> --pairs_dir pairs --output_dir tron-translator
     accelerate launch --num_processes 8 -m tron_pipelines.cli train-translator ...
@@ -11,6 +12,7 @@ Each subcommand is added by one ``register_<name>(subparsers)`` function that de
 
 import argparse
 
+from .generate_command import register_generate
 from .version import __version__
 
 
@@ -52,7 +54,7 @@ def register_generate_pairs(subparsers) -> None:
     parser.set_defaults(handler=_run_generate_pairs)
 
 
-SUBCOMMANDS = [register_train_translator, register_generate_pairs]
+SUBCOMMANDS = [register_generate, register_train_translator, register_generate_pairs]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,142 @@
+"""``tron generate``: sample images from a pipeline (an embedded one by default) and write PNGs, a grid and a manifest.
+
+    tron generate "a bold seven leaning right" --num-images 8 --seed 0 --out samples
+    tron generate --pipeline tron-mnist --class-label 3 --num-images 8 --out threes
+"""
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+DEFAULT_PIPELINE = "tron-mnist-text"
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, no traceback."""
+
+
+def register_generate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="Generate images for a prompt or a class label (offline with the embedded pipelines).",
+        description="Generate images with a TR0N pipeline: a local folder, an embedded name (tron-mnist, "
+        "tron-mnist-text) or a Hub id. Writes OUT/0.png ..., OUT/grid.png and OUT/manifest.json.",
+    )
+    parser.add_argument("prompt", nargs="?", default=None, help="Text condition (text pipelines).")
+    parser.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"Pipeline folder, embedded name or Hub id (default {DEFAULT_PIPELINE}).")
+    parser.add_argument("--class-label", type=int, default=None, help="Class condition (class pipelines).")
+    parser.add_argument("--num-images", type=int, default=8, help="Images to generate (default 8).")
+    parser.add_argument("--seed", type=int, default=0, help="Image i uses seed + i, so each image is reproducible alone.")
+    parser.add_argument("--steps", type=int, default=None, help="Langevin steps (default: the pipeline's).")
+    parser.add_argument("--init", default="translator", choices=["translator", "translator_mean", "prior"], help="Initialisation of the latents.")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda.")
+    parser.add_argument("--out", default="tron-samples", help="Output folder (created if needed).")
+    parser.set_defaults(handler=run_generate)
+
+
+def _writable_folder(path: str) -> Path:
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise CommandError(f"--out {path}: cannot write there ({error.strerror or error}).") from None
+    return folder
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Write through ``write(temporary_path)`` and rename, so ``path`` is never left half-written."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def _load_pipeline(name: str, device: str):
+    import torch
+
+    from .pipelines import TronPipeline
+    from .pretrained import embedded_pipelines
+
+    try:
+        pipe = TronPipeline.from_pretrained(name)
+    except Exception as error:  # noqa: BLE001 - any loading failure is reported as one line
+        raise CommandError(
+            f"--pipeline {name!r}: not a pipeline folder, not an embedded pipeline ({', '.join(embedded_pipelines()) or 'none'}), "
+            f"and not loadable from the Hub ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})."
+        ) from None
+    try:
+        return pipe.to(torch.device(device))
+    except (RuntimeError, AssertionError) as error:
+        raise CommandError(f"--device {device}: {error}") from None
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    try:
+        _generate(args)
+    except CommandError as error:
+        raise SystemExit(f"tron generate: error: {error}") from None
+
+
+def _generate(args: argparse.Namespace) -> None:
+    if args.num_images < 1:
+        raise CommandError(f"--num-images must be >= 1, got {args.num_images}.")
+    if (args.prompt is None) == (args.class_label is None):
+        raise CommandError("give either a prompt or --class-label.")
+    folder = _writable_folder(args.out)
+    pipe = _load_pipeline(args.pipeline, args.device)
+
+    import torch
+
+    generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_images)]
+    condition = {"prompt": args.prompt} if args.prompt is not None else {"class_labels": args.class_label}
+    try:
+        out = pipe(
+            **condition,
+            num_images_per_prompt=args.num_images,
+            num_inference_steps=args.steps,
+            initialization=args.init,
+            generator=generators,
+        )
+    except (ValueError, TypeError) as error:
+        raise CommandError(_in_cli_terms(str(error))) from None
+
+    entries = []
+    for index, (image, energy) in enumerate(zip(out.images, out.energies.tolist())):
+        name = f"{index}.png"
+        _replace_atomically(folder / name, lambda path, image=image: image.save(path, format="PNG"))
+        label = {"prompt": args.prompt} if args.prompt is not None else {"class_label": args.class_label}
+        entries.append({"file": name, **label, "seed": args.seed + index, "energy": energy})
+    columns = min(args.num_images, 8)
+    grid = _grid(out.images, columns)
+    _replace_atomically(folder / "grid.png", lambda path: grid.save(path, format="PNG"))
+    manifest = {
+        "pipeline": args.pipeline,
+        "num_inference_steps": pipe.num_timesteps,
+        "initialization": args.init,
+        "images": entries,
+    }
+    _replace_atomically(folder / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=2)))
+    print(f"Wrote {args.num_images} images, grid.png and manifest.json to {folder}")
+
+
+# The pipeline's errors name its arguments; say which command-line option they came from.
+_OPTION_NAMES = {"`class_labels`": "--class-label", "`num_inference_steps`": "--steps", "`initialization`": "--init"}
+
+
+def _in_cli_terms(message: str) -> str:
+    for argument, option in _OPTION_NAMES.items():
+        message = message.replace(argument, option)
+    return message
+
+
+def _grid(images, columns):
+    """One grid image, ``columns`` wide; a short last row is filled with black."""
+    from diffusers.utils import make_image_grid
+    from PIL import Image
+
+    blank = Image.new(images[0].mode, images[0].size)
+    padded = list(images) + [blank] * (-len(images) % columns)
+    return make_image_grid(padded, rows=len(padded) // columns, cols=columns)
