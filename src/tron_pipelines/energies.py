@@ -11,12 +11,15 @@ All energies return one value per sample ``(B,)`` so that gradients of ``energy.
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
 AUGMENTATIONS = ("color", "translation", "resize", "cutout")
+# Uniform draws per augmented copy: brightness, saturation, contrast, resize, shift x, shift y, cutout centre y and x.
+PARAMETERS_PER_COPY = 8
 
 
 def cosine_energy(features: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -76,12 +79,30 @@ class DiffAugment:
         generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, N, C, H, W)``: N independently augmented copies of every image."""
+        return self.apply(images, self.sample_parameters(images.shape[0], num_augmentations, generator, images.device))
+
+    @staticmethod
+    def sample_parameters(
+        batch_size: int,
+        num_augmentations: int,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """All random draws of `apply` for ``batch_size`` images: uniforms ``(B, N, 8)`` in ``(0, 1)``, float32.
+
+        Drawing them apart from `apply` keeps the random number generators out of the differentiable (and possibly
+        compiled) part of the energy. One ``(B, N, 8)`` draw: with a generator list, sample b's draws come from
+        generator b only.
+        """
+        return _uniform((batch_size, num_augmentations, PARAMETERS_PER_COPY), generator, device)
+
+    def apply(self, images: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, N, C, H, W)``: the copies described by ``parameters`` ``(B, N, 8)`` (from
+        `sample_parameters`). Deterministic and differentiable w.r.t. ``images``."""
         batch, channels, height, width = images.shape
-        device = images.device
-        # One (B, N, k) draw per parameter: with a generator list, sample b's draws come from generator b only.
-        draws = _uniform((batch, num_augmentations, 8), generator, device)
+        num_augmentations = parameters.shape[1]
         copies = images.unsqueeze(1).expand(-1, num_augmentations, -1, -1, -1).reshape(-1, channels, height, width)
-        draws = draws.reshape(-1, 8).to(images.dtype)
+        draws = parameters.reshape(-1, PARAMETERS_PER_COPY).to(images.dtype)
         if "color" in self.policy:
             copies = copies + (draws[:, 0] - 0.5).view(-1, 1, 1, 1)
             channel_mean = copies.mean(dim=1, keepdim=True)
@@ -139,6 +160,10 @@ class ConditionTerm:
 class TronEnergy:
     """``E(z) = sum_i w_i * E_feat(f(aug(G(z))), c_i) + prior_weight * 0.5 * ||z_main||^2`` per sample.
 
+    A call draws the augmentation parameters from the generator(s) first and then runs `evaluate`, which is
+    deterministic and free of random number generators, so it can be compiled with `torch.compile` as one graph from
+    the latents to the energies (see `TronPipeline.enable_energy_compile`).
+
     Args:
         generator_model: A `TronGenerator` (maps packed latents to images in [-1, 1]).
         encoder: An `EncoderAdapter`.
@@ -149,6 +174,8 @@ class TronEnergy:
         augment: The augmentation to use; `DiffAugment()` by default.
         prior_weight: Weight of the Gaussian prior term on the main latent (0 disables it).
         autocast_dtype: Run G and f under `torch.autocast` in this dtype (e.g. ``torch.bfloat16``), or ``None``.
+        evaluate_fn: Stand-in for `TronEnergy.evaluate` with the same signature ``(energy, latents, parameters)``,
+            typically ``torch.compile(TronEnergy.evaluate)``; ``None`` runs `evaluate` eagerly.
     """
 
     def __init__(
@@ -161,6 +188,7 @@ class TronEnergy:
         augment: DiffAugment | None = None,
         prior_weight: float = 0.0,
         autocast_dtype: torch.dtype | None = None,
+        evaluate_fn: Callable | None = None,
     ):
         self.generator_model = generator_model
         self.encoder = encoder
@@ -170,31 +198,42 @@ class TronEnergy:
         self.augment = augment or DiffAugment()
         self.prior_weight = prior_weight
         self.autocast_dtype = autocast_dtype
+        self.evaluate_fn = evaluate_fn or TronEnergy.evaluate
 
-    def features(self, latents: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder features ``(B, N, E)`` of the (augmented) images of packed ``latents`` ``(B, total_latent_dim)``,
-        and the un-augmented images ``(B, C, H, W)`` in [-1, 1]."""
+    def sample_augmentations(self, latents: torch.Tensor, generator=None) -> torch.Tensor | None:
+        """The augmentation parameters of one evaluation of ``latents`` ``(B, ...)``, or ``None`` without
+        augmentations."""
+        if self.num_augmentations == 0:
+            return None
+        return self.augment.sample_parameters(latents.shape[0], self.num_augmentations, generator, latents.device)
+
+    def features(self, latents: torch.Tensor, augmentations: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features ``(B, N, E)`` of the images of packed ``latents`` ``(B, total_latent_dim)``, augmented as
+        ``augmentations`` ``(B, N, 8)`` says (``None``: the plain image, N = 1), and the un-augmented images
+        ``(B, C, H, W)`` in [-1, 1]."""
         autocast = (
             torch.autocast(latents.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None else nullcontext()
         )
         with autocast:
             images = self.generator_model.generate(latents.to(self.generator_model.dtype))
-            if self.num_augmentations > 0:
-                copies = self.augment(images, self.num_augmentations, generator)
-            else:
-                copies = images.unsqueeze(1)
+            copies = images.unsqueeze(1) if augmentations is None else self.augment.apply(images, augmentations)
             batch, copies_per_image = copies.shape[:2]
             pixel_values = self.encoder.preprocess_generated(copies.flatten(0, 1))
             features = self.encoder.features(pixel_values).float().view(batch, copies_per_image, -1)
         return features, images
 
-    def __call__(self, latents: torch.Tensor, generator=None, return_images: bool = False):
-        """Energy per sample ``(B,)`` (float32) of packed latents; with ``return_images``, also G's images."""
-        features, images = self.features(latents, generator)
+    def evaluate(self, latents: torch.Tensor, augmentations: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energy per sample ``(B,)`` (float32) and G's images for given augmentation parameters; no randomness."""
+        features, images = self.features(latents, augmentations)
         energy = sum(term.weight * self.feature_energy(features, term.condition) for term in self.terms)
         if self.prior_weight:
             main = latents[:, : self.generator_model.latent_dim]
             energy = energy + self.prior_weight * gaussian_prior_energy(main)
+        return energy, images
+
+    def __call__(self, latents: torch.Tensor, generator=None, return_images: bool = False):
+        """Energy per sample ``(B,)`` (float32) of packed latents; with ``return_images``, also G's images."""
+        energy, images = self.evaluate_fn(self, latents, self.sample_augmentations(latents, generator))
         return (energy, images) if return_images else energy
 
 
@@ -203,6 +242,7 @@ __all__ = [
     "ConditionTerm",
     "DiffAugment",
     "FEATURE_ENERGIES",
+    "PARAMETERS_PER_COPY",
     "TronEnergy",
     "cosine_energy",
     "cross_entropy_energy",

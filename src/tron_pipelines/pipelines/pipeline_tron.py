@@ -135,6 +135,8 @@ class TronPipeline(DiffusionPipeline):
         )
         # Turns G's [-1, 1] output into PIL / numpy / torch images; a helper, not a component.
         self.postprocessor = VaeImageProcessor(do_resize=False)
+        # Set by `enable_energy_compile`: a compiled `TronEnergy.evaluate`, or None to run the energy eagerly.
+        self._compiled_energy = None
 
     # Loading --------------------------------------------------------------------------------------------------
     @classmethod
@@ -165,6 +167,33 @@ class TronPipeline(DiffusionPipeline):
             "the encoder, and accelerate's per-layer hooks move a layer's weights off the device right after its forward "
             "pass, before the backward pass needs them. Use `enable_model_cpu_offload()` (whole models) instead."
         )
+
+    # Speed ------------------------------------------------------------------------------------------------------
+    def enable_energy_compile(self, **compile_kwargs):
+        r"""Compile the energy path, G -> augmentations -> f -> E(z, c), with `torch.compile` for later calls.
+
+        The whole path becomes one graph (and its backward one more), so operations are fused across the generator,
+        the augmentations and the encoder; the random draws stay outside the graph, so results keep their seeds. The
+        first call compiles (about a minute on 2 CPU cores for the MNIST models, more for large ones), and a new
+        batch size or dtype may compile again; later calls reuse the graphs. Energies agree with the eager path up to
+        float rounding. Not saved with the pipeline; `disable_energy_compile` undoes it.
+
+        Args:
+            **compile_kwargs: Passed to `torch.compile`, e.g. ``mode="max-autotune"``, ``backend="inductor"``,
+                ``dynamic=False``.
+
+        Example:
+            ```py
+            >>> pipe.enable_energy_compile(mode="max-autotune")
+            >>> pipe(class_labels=[3] * 32, generator=torch.Generator().manual_seed(0))  # compiles
+            >>> pipe(class_labels=[5] * 32)  # reuses the compiled graphs
+            ```
+        """
+        self._compiled_energy = torch.compile(TronEnergy.evaluate, **compile_kwargs)
+
+    def disable_energy_compile(self):
+        """Run the energy eagerly again (undoes `enable_energy_compile`)."""
+        self._compiled_energy = None
 
     # Properties mirroring diffusers' pipelines -------------------------------------------------------------------
     @property
@@ -434,6 +463,7 @@ class TronPipeline(DiffusionPipeline):
             augment=DiffAugment(),
             prior_weight=prior_weight,
             autocast_dtype=autocast_dtype,
+            evaluate_fn=self._compiled_energy,
         )
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
