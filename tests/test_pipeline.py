@@ -370,3 +370,16 @@ def test_fresh_process_loads_saved_pipeline(classifier_pipe, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_augmentation_policy_is_a_saved_setting(clip_components, tmp_path):
+    with pytest.raises(ValueError, match="blur"):
+        TronPipeline(**clip_components, augmentation_policy=["translation", "blur"])
+    pipe = TronPipeline(**clip_components, augmentation_policy=["translation"])
+    pipe.save_pretrained(tmp_path)
+    reloaded = TronPipeline.from_pretrained(tmp_path)
+    assert reloaded.config.augmentation_policy == ["translation"]
+    pipe.set_progress_bar_config(disable=True)
+    translated = call(pipe, prompt="a cat")
+    default = call(TronPipeline(**clip_components), prompt="a cat")
+    assert not np.allclose(translated.images, default.images)

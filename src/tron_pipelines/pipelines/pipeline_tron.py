@@ -16,7 +16,7 @@ from diffusers.utils import replace_example_docstring
 from huggingface_hub import snapshot_download
 
 from ..encoders import EncoderAdapter
-from ..energies import ConditionTerm, DiffAugment, TronEnergy
+from ..energies import AUGMENTATIONS, ConditionTerm, DiffAugment, TronEnergy
 from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
 from ..pretrained import resolve_pretrained_path
@@ -104,6 +104,9 @@ class TronPipeline(DiffusionPipeline):
     Settings saved in ``model_index.json`` (override them in ``from_pretrained(..., name=value)``):
         default_num_inference_steps: Langevin steps when the call gives none.
         default_num_augmentations: Augmented copies per image in the energy when the call gives none.
+        augmentation_policy: The `DiffAugment` operations of the energy, a subset of ``("color", "translation",
+            "resize", "cutout")`` (the method uses all four for CLIP on natural images; small digits keep only
+            translation).
     """
 
     model_cpu_offload_seq = "encoder->translator->generator"
@@ -120,6 +123,7 @@ class TronPipeline(DiffusionPipeline):
         image_processor=None,
         default_num_inference_steps: int = 10,
         default_num_augmentations: int = 8,
+        augmentation_policy: list[str] | tuple[str, ...] = AUGMENTATIONS,
     ):
         super().__init__()
         self.register_modules(
@@ -131,7 +135,9 @@ class TronPipeline(DiffusionPipeline):
             image_processor=image_processor,
         )
         self.register_to_config(
-            default_num_inference_steps=default_num_inference_steps, default_num_augmentations=default_num_augmentations
+            default_num_inference_steps=default_num_inference_steps,
+            default_num_augmentations=default_num_augmentations,
+            augmentation_policy=list(DiffAugment(policy=tuple(augmentation_policy)).policy),
         )
         # Turns G's [-1, 1] output into PIL / numpy / torch images; a helper, not a component.
         self.postprocessor = VaeImageProcessor(do_resize=False)
@@ -460,7 +466,7 @@ class TronPipeline(DiffusionPipeline):
             "cosine" if adapter.kind == "clip" else "cross_entropy",
             terms,
             num_augmentations=num_augmentations,
-            augment=DiffAugment(),
+            augment=DiffAugment(policy=tuple(self.config.augmentation_policy)),
             prior_weight=prior_weight,
             autocast_dtype=autocast_dtype,
             evaluate_fn=self._compiled_energy,
