@@ -1,0 +1,30 @@
+"""The pipelines shipped inside the package load offline and generate."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tron_pipelines import TronPipeline, embedded_pipelines
+from tron_pipelines.cli import main
+
+
+def test_both_pipelines_ship():
+    assert embedded_pipelines() == ["tron-mnist", "tron-mnist-text"]
+
+
+@pytest.mark.parametrize("name,condition", [("tron-mnist", {"class_labels": [0, 7]}), ("tron-mnist-text", {"prompt": ["a bold seven", "a thin two leaning left"]})])
+def test_embedded_pipeline_generates(name, condition):
+    pipe = TronPipeline.from_pretrained(name)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(**condition, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (2, 28, 28, 1)
+    assert 0.0 <= out.images.min() and out.images.max() <= 1.0 and np.isfinite(out.energies.numpy()).all()
+
+
+def test_readme_command_writes_a_grid(tmp_path):
+    assert main(["generate", "a bold seven leaning right", "--num-images", "2", "--seed", "0", "--steps", "2", "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["pipeline"] == "tron-mnist-text" and len(manifest["images"]) == 2
+    assert (tmp_path / "grid.png").is_file()
