@@ -7,7 +7,7 @@ latents: the noise ``z`` and a *continuous* 128-d class embedding ``y`` that is 
 statistics, one self-attention block, and spectral norm folded into plain weights by the converter
 (`tron_pipelines.conversion.biggan.convert_biggan_pytorch`).
 
-`BigGANSelfAttention` and `sample_class_embeddings` are shared with `tron_pipelines.models.biggan_deep`.
+`BigGANSelfAttention` and `ClassEmbeddingPriorMixin` are shared with `tron_pipelines.models.biggan_deep`.
 """
 
 import torch
@@ -54,6 +54,29 @@ def sample_class_embeddings(
         indices = torch.randint(num_classes, (batch_size,), generator=generator, device=index_device)
     rows = embedding_table.detach()[indices.to(embedding_table.device)]
     return rows.to(device=device if device is not None else embedding_table.device, dtype=dtype)
+
+
+class ClassEmbeddingPriorMixin:
+    """`sample_latents` for generators whose auxiliary latent ``y`` is a class embedding (table ``class_embedding``)."""
+
+    def sample_latents(
+        self,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Packed ``[z, y]`` ``(batch_size, latent_dim + class_embed_dim)``: ``z`` from its prior, ``y`` a row of the
+        class embedding table of a uniformly drawn class (TR0N's synthetic pairs). Per generator, ``z`` is drawn
+        before the class."""
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
+        z_spec = self.main_latent
+        noise = sample_normal_prior((batch_size, z_spec.dim), z_spec.prior, z_spec.threshold, generator, device, dtype)
+        class_embeddings = sample_class_embeddings(
+            self.class_embedding.weight, batch_size, generator, noise.device, dtype
+        )
+        return torch.cat([noise, class_embeddings], dim=1)
 
 
 class BigGANSelfAttention(nn.Module):
@@ -160,7 +183,7 @@ class BigGANResBlock(nn.Module):
         return hidden_states + self.shortcut(residual)
 
 
-class BigGANGenerator(TronGenerator, ConfigMixin):
+class BigGANGenerator(ClassEmbeddingPriorMixin, TronGenerator, ConfigMixin):
     """BigGAN generator of the official TR0N (TF-Hub BigGAN in BigGAN-PyTorch's layout), inference only.
 
     ``z`` is split into ``num_blocks + 1`` equal chunks: the first feeds the input projection, chunk ``i + 1``
@@ -272,25 +295,6 @@ class BigGANGenerator(TronGenerator, ConfigMixin):
         parts = self.split_latents(latents)
         return self(parts["z"], parts["y"])
 
-    def sample_latents(
-        self,
-        batch_size: int,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """Packed ``[z, y]`` ``(batch_size, latent_dim + class_embed_dim)``: ``z`` from its prior, ``y`` a row of the
-        class embedding table of a uniformly drawn class (TR0N's synthetic pairs). Per generator, ``z`` is drawn
-        before the class."""
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
-        z_spec = self.main_latent
-        noise = sample_normal_prior((batch_size, z_spec.dim), z_spec.prior, z_spec.threshold, generator, device, dtype)
-        class_embeddings = sample_class_embeddings(
-            self.class_embedding.weight, batch_size, generator, noise.device, dtype
-        )
-        return torch.cat([noise, class_embeddings], dim=1)
-
 
 __all__ = [
     "BIGGAN_ARCHITECTURES",
@@ -299,5 +303,6 @@ __all__ = [
     "BigGANConditionalBatchNorm",
     "BigGANFrozenBatchNorm",
     "BigGANSelfAttention",
+    "ClassEmbeddingPriorMixin",
     "sample_class_embeddings",
 ]

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from diffusers import ModelMixin  # noqa: F401  (diffusers' loader looks the base class up in this module)
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
-from .biggan import BOTTOM_WIDTH, BigGANSelfAttention, sample_class_embeddings
-from .generator import LATENT_PRIORS, LatentSpec, TronGenerator, sample_normal_prior
+from .biggan import BOTTOM_WIDTH, BigGANSelfAttention, ClassEmbeddingPriorMixin
+from .generator import LATENT_PRIORS, LatentSpec, TronGenerator
 
 
 def select_truncation_statistics(table: torch.Tensor, truncation: float) -> torch.Tensor:
@@ -136,7 +136,7 @@ class BigGANDeepBlock(nn.Module):
         return hidden_states + residual
 
 
-class BigGANDeepGenerator(TronGenerator, ConfigMixin):
+class BigGANDeepGenerator(ClassEmbeddingPriorMixin, TronGenerator, ConfigMixin):
     """BigGAN-deep generator (DeepMind's checkpoints as shipped by `pytorch-pretrained-biggan`), inference only.
 
     Every block is conditioned on the same vector ``[z, y]`` (``z`` first). The class embedding ``y`` is
@@ -272,24 +272,6 @@ class BigGANDeepGenerator(TronGenerator, ConfigMixin):
         parts = self.split_latents(latents)
         truncation = self.config.default_truncation
         return self.synthesize(truncation * parts["z"], parts["y"], truncation)
-
-    def sample_latents(
-        self,
-        batch_size: int,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """Packed ``[z, y]`` ``(batch_size, latent_dim + class_embed_dim)``: ``z`` from its prior, ``y`` the embedding
-        of a uniformly drawn class. Per generator, ``z`` is drawn before the class."""
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
-        z_spec = self.main_latent
-        noise = sample_normal_prior((batch_size, z_spec.dim), z_spec.prior, z_spec.threshold, generator, device, dtype)
-        class_embeddings = sample_class_embeddings(
-            self.class_embedding.weight, batch_size, generator, noise.device, dtype
-        )
-        return torch.cat([noise, class_embeddings], dim=1)
 
 
 __all__ = [
