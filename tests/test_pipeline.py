@@ -33,8 +33,9 @@ def test_call_signature_follows_diffusers():
 
 
 def test_components_match_constructor(clip_pipe):
-    init_names = set(inspect.signature(TronPipeline.__init__).parameters) - {"self"}
-    assert set(clip_pipe.components) == {n for n in init_names if not n.startswith("default_")}
+    settings = {"default_num_inference_steps", "default_num_augmentations", "augmentation_policy"}
+    init_names = set(inspect.signature(TronPipeline.__init__).parameters) - {"self"} - settings
+    assert set(clip_pipe.components) == init_names
 
 
 def test_output_shapes_and_ranges(clip_pipe):
@@ -374,11 +375,11 @@ def test_fresh_process_loads_saved_pipeline(classifier_pipe, tmp_path):
 
 def test_augmentation_policy_is_a_saved_setting(clip_components, tmp_path):
     with pytest.raises(ValueError, match="blur"):
-        TronPipeline(**clip_components, augmentation_policy=["translation", "blur"])
-    pipe = TronPipeline(**clip_components, augmentation_policy=["translation"])
+        TronPipeline(**clip_components, augmentation_policy="translation,blur")
+    pipe = TronPipeline(**clip_components, augmentation_policy="translation")
     pipe.save_pretrained(tmp_path)
     reloaded = TronPipeline.from_pretrained(tmp_path)
-    assert reloaded.config.augmentation_policy == ["translation"]
+    assert reloaded.config.augmentation_policy == "translation"
     pipe.set_progress_bar_config(disable=True)
     translated = call(pipe, prompt="a cat")
     default = call(TronPipeline(**clip_components), prompt="a cat")

@@ -26,13 +26,13 @@ SAMPLING = {
         "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
         "default_num_inference_steps": 10,
         "default_num_augmentations": 4,
-        "augmentation_policy": ["translation"],
+        "augmentation_policy": "translation",
     },
     "tron-mnist-text": {
         "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
         "default_num_inference_steps": 10,
         "default_num_augmentations": 0,
-        "augmentation_policy": ["translation"],
+        "augmentation_policy": "translation",
     },
 }
 

@@ -104,9 +104,10 @@ class TronPipeline(DiffusionPipeline):
     Settings saved in ``model_index.json`` (override them in ``from_pretrained(..., name=value)``):
         default_num_inference_steps: Langevin steps when the call gives none.
         default_num_augmentations: Augmented copies per image in the energy when the call gives none.
-        augmentation_policy: The `DiffAugment` operations of the energy, a subset of ``("color", "translation",
-            "resize", "cutout")`` (the method uses all four for CLIP on natural images; small digits keep only
-            translation).
+        augmentation_policy: The `DiffAugment` operations of the energy, comma-separated, from ``"color"``,
+            ``"translation"``, ``"resize"``, ``"cutout"`` (the method uses all four for CLIP on natural images; small
+            digits keep only translation). A string, because diffusers reads two-item lists in ``model_index.json``
+            as components.
     """
 
     model_cpu_offload_seq = "encoder->translator->generator"
@@ -123,7 +124,7 @@ class TronPipeline(DiffusionPipeline):
         image_processor=None,
         default_num_inference_steps: int = 10,
         default_num_augmentations: int = 8,
-        augmentation_policy: list[str] | tuple[str, ...] = AUGMENTATIONS,
+        augmentation_policy: str = ",".join(AUGMENTATIONS),
     ):
         super().__init__()
         self.register_modules(
@@ -137,7 +138,7 @@ class TronPipeline(DiffusionPipeline):
         self.register_to_config(
             default_num_inference_steps=default_num_inference_steps,
             default_num_augmentations=default_num_augmentations,
-            augmentation_policy=list(DiffAugment(policy=tuple(augmentation_policy)).policy),
+            augmentation_policy=",".join(DiffAugment(policy=tuple(augmentation_policy.split(","))).policy),
         )
         # Turns G's [-1, 1] output into PIL / numpy / torch images; a helper, not a component.
         self.postprocessor = VaeImageProcessor(do_resize=False)
@@ -466,7 +467,7 @@ class TronPipeline(DiffusionPipeline):
             "cosine" if adapter.kind == "clip" else "cross_entropy",
             terms,
             num_augmentations=num_augmentations,
-            augment=DiffAugment(policy=tuple(self.config.augmentation_policy)),
+            augment=DiffAugment(policy=tuple(self.config.augmentation_policy.split(","))),
             prior_weight=prior_weight,
             autocast_dtype=autocast_dtype,
             evaluate_fn=self._compiled_energy,
