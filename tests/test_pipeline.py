@@ -384,3 +384,11 @@ def test_augmentation_policy_is_a_saved_setting(clip_components, tmp_path):
     translated = call(pipe, prompt="a cat")
     default = call(TronPipeline(**clip_components), prompt="a cat")
     assert not np.allclose(translated.images, default.images)
+
+
+def test_array_and_pil_image_conditions_agree(clip_pipe):
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    adapter = clip_pipe.encoder_adapter
+    from_pil = adapter.encode_images(PIL.Image.fromarray(pixels), torch.device("cpu"))
+    from_array = adapter.encode_images(pixels.astype(np.float32) / 255.0, torch.device("cpu"))
+    torch.testing.assert_close(from_pil, from_array, atol=1e-4, rtol=1e-4)

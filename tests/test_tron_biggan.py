@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+from pytorch_pretrained_biggan import BigGANConfig
+from test_biggan import random_package_biggan
 
 from tron_pipelines import TranslatorModel, TronPipeline
 from tron_pipelines.conversion.biggan import convert_pytorch_pretrained_biggan
@@ -17,8 +18,9 @@ TINY_DEEP = BigGANConfig(
 
 @pytest.fixture
 def biggan_pipe(clip_components):
+    # The package leaves some tensors uninitialised (torch.empty): fill them as a released checkpoint would look.
+    generator = convert_pytorch_pretrained_biggan(random_package_biggan(TINY_DEEP).state_dict(), TINY_DEEP.to_dict())
     torch.manual_seed(0)
-    generator = convert_pytorch_pretrained_biggan(BigGAN(TINY_DEEP).eval().state_dict(), TINY_DEEP.to_dict())
     translator = TranslatorModel(
         condition_dim=16, latent_dim=generator.latent_dim, num_components=10, hidden_dim=32,
         latent_threshold=generator.main_latent.threshold,

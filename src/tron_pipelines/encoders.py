@@ -145,7 +145,9 @@ class EncoderAdapter:
         if isinstance(images, (PIL.Image.Image, np.ndarray, torch.Tensor)):
             images = [images] if isinstance(images, PIL.Image.Image) or images.ndim == 3 else images
         if self.image_processor is not None:
-            pixel_values = self.image_processor(images=list(images), return_tensors="pt").pixel_values
+            # Arrays and tensors are documented as [0, 1]; only 8-bit PIL images still need the processor's 1/255.
+            already_scaled = not all(isinstance(image, PIL.Image.Image) for image in images)
+            pixel_values = self.image_processor(images=list(images), return_tensors="pt", do_rescale=not already_scaled).pixel_values
         else:
             pixel_values = self.preprocess_generated(_to_tensor01(images) * 2.0 - 1.0)
         return self.conditions_from_features(self.features(pixel_values.to(device)))
