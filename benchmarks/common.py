@@ -1,0 +1,91 @@
+"""Small helpers shared by the benchmark sections: timing, seeds, tables, JSON and plots."""
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer measures it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> tuple[float, object]:
+    """``(seconds, result)`` of one call of ``fn``, GPU work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, object]:
+    """Median wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones (the machine is shared, so the
+    median of several runs is the figure reported), and the result of the last call."""
+    for _ in range(warmup):
+        fn()
+    seconds, result = [], None
+    for _ in range(repeats):
+        elapsed, result = timed(fn, device)
+        seconds.append(elapsed)
+    return statistics.median(seconds), result
+
+
+def seeded_generators(seeds, device: torch.device) -> list[torch.Generator]:
+    """One generator per image: the batched and the one-at-a-time paths then draw exactly the same numbers."""
+    return [torch.Generator(device).manual_seed(int(seed)) for seed in seeds]
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Markdown table of ``rows``; ``columns`` are ``(key, header, format)`` with a `format` spec such as ``".3f"``."""
+
+    def cell(row, key, spec):
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "–"
+        return format(value, spec) if spec else str(value)
+
+    lines = ["| " + " | ".join(header for _, header, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row, key, spec) for key, _, spec in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (torch.device, torch.dtype, Path)):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Cannot write {type(value).__name__} to JSON.")
+
+
+def new_figure(num_panels: int, width: float = 4.2, height: float = 3.2):
+    """A row of ``num_panels`` matplotlib axes (Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, num_panels, figsize=(width * num_panels, height), squeeze=False)
+    return figure, list(axes[0])
+
+
+def save_figure(figure, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path.name

@@ -1,0 +1,428 @@
+"""Quality vs steps and vs seconds for five initialisations sharing one Langevin sampler (the paper's central claim).
+
+Arms, each for T in the step list:
+
+* ``translator``: a draw from the translator's mixture, then T Langevin steps (this package's default);
+* ``translator_mean``: all K translator means mixed per dimension (the method's initialisation), then T steps;
+* ``prior``: z ~ p(z), then T steps (optimisation-only, no translator);
+* ``best_of_n_prior``: random search, N = T + 1 prior draws scored by the energy, keep the lowest, no Langevin
+  (the same number of G and f forward passes as T steps, without the backward passes);
+* ``fusedream``: the lowest-energy of many prior draws, then T steps (FuseDream's recipe: search, then optimise).
+
+The Langevin step size and noise are chosen by a grid for the ``prior`` arm first (on seeds not used for the
+evaluation) and reused by every arm, so the optimisation-only baseline is not handicapped. With a constant step
+size, the latents after T steps of a longer run equal those of a T-step run (same draws, same order), so each arm
+runs once for the largest T and snapshots the latents on the way.
+
+All snapshots are scored the same way: the energy with the same augmentation draws for every arm, and, with an
+evaluation model, accuracy, within-class diversity and Fréchet distance (`metrics.MnistEvaluator`).
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import format_table, new_figure, save_figure, seeded_generators
+from metrics import MnistEvaluator
+from workloads import Workload, mnist_prompts
+
+from tron_pipelines import LangevinScheduler
+
+ARMS = ("translator", "translator_mean", "prior", "best_of_n_prior", "fusedream")
+LANGEVIN_INITIALIZATIONS = {"translator": "translator", "translator_mean": "translator_mean", "prior": "prior"}
+# Seed blocks: evaluation images, grid tuning images, prior candidates, and the augmentations of the final scoring.
+EVALUATION_SEED, TUNING_SEED, CANDIDATE_SEED, SCORING_SEED = 1_000, 500_000, 2_000_000, 900_000
+
+
+@dataclass
+class QualitySettings:
+    """Sizes of the quality benchmark.
+
+    Attributes:
+        samples_per_condition: Images per class (class pipelines) or per prompt (text pipelines).
+        step_counts: The T values; the largest is the length of every Langevin run.
+        grid_step_sizes / grid_noise_stds: The tuning grid of the ``prior`` arm.
+        tuning_samples_per_condition: Images per condition for each grid point.
+        fusedream_candidates: Prior draws searched by the ``fusedream`` arm.
+        one_prompt_per_digit: Text pipelines: one prompt per digit, cycling through the plain, thin, bold, left and
+            right prompts, instead of all five per digit.
+    """
+
+    samples_per_condition: int = 32
+    step_counts: list[int] = field(default_factory=lambda: [0, 5, 10, 25, 50, 100])
+    grid_step_sizes: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0])
+    grid_noise_stds: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1])
+    tuning_samples_per_condition: int = 4
+    fusedream_candidates: int = 101
+    one_prompt_per_digit: bool = False
+
+
+@dataclass
+class Conditions:
+    """One row of pipeline conditions per image, and what the metrics need to know about them."""
+
+    call_kwargs: dict
+    labels: np.ndarray
+    requests: list[dict] | None = None
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, indices) -> dict:
+        """Pipeline keyword arguments for the images at ``indices``."""
+        indices = list(indices)
+        return {key: [value[i] for i in indices] for key, value in self.call_kwargs.items()}
+
+
+def make_conditions(workload: Workload, samples_per_condition: int, one_prompt_per_digit: bool = False) -> Conditions:
+    """Every class (or benchmark prompt) ``samples_per_condition`` times, condition-major."""
+    if workload.kind == "class":
+        labels = np.repeat(np.arange(workload.num_classes), samples_per_condition)
+        return Conditions({"class_labels": labels.tolist()}, labels, names=[str(k) for k in range(workload.num_classes)])
+    if workload.kind == "text":
+        prompts, requests = mnist_prompts()
+        chosen = np.arange(len(prompts))
+        if one_prompt_per_digit:
+            kinds = len(prompts) // len(set(request["label"] for request in requests))
+            chosen = np.array([digit * kinds + digit % kinds for digit in range(len(prompts) // kinds)])
+        prompts, requests = [prompts[i] for i in chosen], [requests[i] for i in chosen]
+        order = np.repeat(np.arange(len(prompts)), samples_per_condition)
+        return Conditions(
+            {"prompt": [prompts[i] for i in order]},
+            np.array([requests[i]["label"] for i in order]),
+            requests=[requests[i] for i in order],
+            names=prompts,
+        )
+    raise ValueError(f"The quality benchmark needs a class or text pipeline, got a {workload.kind!r} workload.")
+
+
+# Running the arms -------------------------------------------------------------------------------------------------
+def langevin_snapshots(workload: Workload, conditions: Conditions, seeds: list[int], step_counts: list[int],
+                       initialization: str = "translator", latents: torch.Tensor | None = None) -> dict:
+    """Latents after each T in ``step_counts`` and the seconds it took to get them (rendering included).
+
+    Returns ``{T: {"latents": (B, total_latent_dim), "seconds": float}}``.
+    """
+    pipe, device = workload.pipe, workload.device
+    common = dict(conditions.call_kwargs, initialization=initialization, latents=latents, output_type="latent")
+    snapshots = {}
+    start = time.perf_counter()
+    initial = pipe(**common, num_inference_steps=0, generator=seeded_generators(seeds, device))
+    snapshots[0] = {"latents": initial.latents, "seconds": time.perf_counter() - start}
+    positive = sorted(t for t in step_counts if t > 0)
+    if not positive:
+        return snapshots
+    if pipe.scheduler.config.get("annealing", "constant") != "constant":
+        # Annealed schedules depend on the run length: one run per T.
+        for steps in positive:
+            start = time.perf_counter()
+            out = pipe(**common, num_inference_steps=steps, generator=seeded_generators(seeds, device))
+            snapshots[steps] = {"latents": out.latents, "seconds": time.perf_counter() - start}
+        return snapshots
+    wanted, elapsed = set(positive), {}
+
+    def snapshot(pipeline, step_index, timestep, tensors):
+        if step_index + 1 in wanted:
+            elapsed[step_index + 1] = time.perf_counter() - start
+            snapshots[step_index + 1] = {"latents": tensors["latents"].clone()}
+        return {}
+
+    start = time.perf_counter()
+    pipe(**common, num_inference_steps=positive[-1], generator=seeded_generators(seeds, device), callback_on_step_end=snapshot)
+    # The time after the last step is rendering and final scoring; every T would pay it once.
+    rendering = time.perf_counter() - start - elapsed[positive[-1]]
+    for steps in positive:
+        snapshots[steps]["seconds"] = elapsed[steps] + rendering
+    return snapshots
+
+
+def prior_candidates(workload: Workload, conditions: Conditions, seeds: list[int], num_candidates: int) -> dict:
+    """``num_candidates`` prior draws per image and their energies (the same energy Langevin follows).
+
+    Returns ``{"latents": (B, M, total_latent_dim), "energies": (B, M), "seconds": float}``.
+    """
+    pipe, device = workload.pipe, workload.device
+    start = time.perf_counter()
+    latents, energies = [], []
+    for index, seed in enumerate(seeds):
+        draws = pipe.generator.sample_latents(
+            num_candidates, generator=torch.Generator(device).manual_seed(CANDIDATE_SEED + seed), device=device
+        )
+        # One condition, num_candidates images: the condition is repeated for each candidate.
+        out = pipe(**conditions.subset([index]), num_images_per_prompt=num_candidates, latents=draws,
+                   num_inference_steps=0, output_type="latent", generator=torch.Generator(device).manual_seed(seed))
+        latents.append(draws)
+        energies.append(out.energies)
+    return {"latents": torch.stack(latents), "energies": torch.stack(energies), "seconds": time.perf_counter() - start}
+
+
+def best_of_n_snapshots(candidates: dict, step_counts: list[int]) -> dict:
+    """Random search: for each T, the lowest-energy of the first T + 1 candidates of every image."""
+    snapshots = {}
+    total = candidates["energies"].shape[1]
+    for steps in step_counts:
+        count = min(steps + 1, total)
+        best = candidates["energies"][:, :count].argmin(dim=1)
+        snapshots[steps] = {
+            "latents": candidates["latents"][torch.arange(len(best)), best],
+            "seconds": candidates["seconds"] * count / total,
+        }
+    return snapshots
+
+
+def run_arms(workload: Workload, conditions: Conditions, seeds: list[int], settings: QualitySettings) -> dict:
+    """``{arm: {T: {"latents", "seconds"}}}`` for all five arms."""
+    step_counts = settings.step_counts
+    runs = {arm: langevin_snapshots(workload, conditions, seeds, step_counts, initialization)
+            for arm, initialization in LANGEVIN_INITIALIZATIONS.items()}
+    num_candidates = max(max(step_counts) + 1, settings.fusedream_candidates)
+    candidates = prior_candidates(workload, conditions, seeds, num_candidates)
+    runs["best_of_n_prior"] = best_of_n_snapshots(candidates, step_counts)
+    searched = best_of_n_snapshots(
+        {**candidates, "latents": candidates["latents"][:, : settings.fusedream_candidates],
+         "energies": candidates["energies"][:, : settings.fusedream_candidates],
+         "seconds": candidates["seconds"] * settings.fusedream_candidates / num_candidates},
+        [settings.fusedream_candidates - 1],
+    )[settings.fusedream_candidates - 1]
+    fusedream = langevin_snapshots(workload, conditions, seeds, step_counts, latents=searched["latents"])
+    for snapshot in fusedream.values():
+        snapshot["seconds"] += searched["seconds"]
+    runs["fusedream"] = fusedream
+    return runs
+
+
+# Scoring ----------------------------------------------------------------------------------------------------------
+def render_and_score(workload: Workload, conditions: Conditions, latents: torch.Tensor,
+                     evaluator: MnistEvaluator | None) -> tuple[dict, np.ndarray]:
+    """Images of ``latents``, their mean energy (augmentations drawn from fixed seeds, the same for every arm) and
+    the evaluation metrics. Returns ``(metrics, images (B, H, W, C) in [0, 1])``."""
+    pipe, device = workload.pipe, workload.device
+    seeds = [SCORING_SEED + i for i in range(len(conditions))]
+    out = pipe(**conditions.call_kwargs, latents=latents, num_inference_steps=0, output_type="np",
+               generator=seeded_generators(seeds, device))
+    metrics = {"energy": out.energies.mean().item()}
+    if evaluator is not None:
+        if conditions.requests is not None:
+            metrics.update(evaluator.score_prompts(out.images, conditions.requests))
+        else:
+            metrics.update(evaluator.score(out.images, conditions.labels))
+    return metrics, out.images
+
+
+def score_runs(workload: Workload, conditions: Conditions, runs: dict, evaluator: MnistEvaluator | None,
+               keep_images_at: set[int]) -> tuple[list[dict], dict]:
+    """One row per (arm, T) with the metrics and seconds; the images of the T in ``keep_images_at``."""
+    rows, images = [], {}
+    for arm, snapshots in runs.items():
+        for steps, snapshot in sorted(snapshots.items()):
+            metrics, rendered = render_and_score(workload, conditions, snapshot["latents"], evaluator)
+            rows.append({"arm": arm, "steps": steps, "seconds": snapshot["seconds"], **metrics})
+            if steps in keep_images_at:
+                images[(arm, steps)] = rendered
+    return rows, images
+
+
+# Tuning -----------------------------------------------------------------------------------------------------------
+def tune_prior_baseline(workload: Workload, settings: QualitySettings, evaluator: MnistEvaluator | None) -> dict:
+    """Grid over step size and noise for the ``prior`` arm at the largest T, on tuning seeds. The best point has the
+    highest evaluation accuracy (the baseline's best case for the claim), ties broken by the lower energy; without
+    an evaluation model, the lowest energy."""
+    # Text: one prompt per digit (all five prompt kinds still appear) keeps the grid affordable.
+    conditions = make_conditions(workload, settings.tuning_samples_per_condition, one_prompt_per_digit=True)
+    seeds = [TUNING_SEED + i for i in range(len(conditions))]
+    steps = max(settings.step_counts)
+    base_config = workload.pipe.scheduler.config
+    original = workload.pipe.scheduler
+    rows = []
+    try:
+        for step_size in settings.grid_step_sizes:
+            for noise_std in settings.grid_noise_stds:
+                workload.pipe.scheduler = LangevinScheduler.from_config(base_config, step_size=step_size, noise_std=noise_std)
+                snapshots = langevin_snapshots(workload, conditions, seeds, [steps], "prior")
+                metrics, _ = render_and_score(workload, conditions, snapshots[steps]["latents"], evaluator)
+                rows.append({"step_size": step_size, "noise_std": noise_std, "steps": steps, **metrics})
+    finally:
+        workload.pipe.scheduler = original
+    if evaluator is not None:
+        best = max(rows, key=lambda row: (row["accuracy"], -row["energy"]))
+        criterion = "highest accuracy of the prior arm at the largest T, ties to the lower energy"
+    else:
+        best = min(rows, key=lambda row: row["energy"])
+        criterion = "lowest energy of the prior arm at the largest T"
+    return {"rows": rows, "best": {"step_size": best["step_size"], "noise_std": best["noise_std"]}, "criterion": criterion,
+            "num_images": len(conditions), "base_config": dict(base_config)}
+
+
+# Section ----------------------------------------------------------------------------------------------------------
+def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvaluator | None, output_dir: Path) -> dict:
+    """Tune, run the five arms, score every (arm, T), and the pipeline's own defaults; write grids and plots."""
+    pipe = workload.pipe
+    started = time.perf_counter()
+    tuning = tune_prior_baseline(workload, settings, evaluator)
+    conditions = make_conditions(workload, settings.samples_per_condition, settings.one_prompt_per_digit)
+    seeds = [EVALUATION_SEED + i for i in range(len(conditions))]
+    default_steps = pipe.config.default_num_inference_steps
+
+    # The pipeline as shipped: its own scheduler settings, default initialisation and default steps.
+    defaults_run = langevin_snapshots(workload, conditions, seeds, [default_steps], "translator")
+    defaults, _ = render_and_score(workload, conditions, defaults_run[default_steps]["latents"], evaluator)
+    defaults.update({"arm": "pipeline defaults (translator)", "steps": default_steps,
+                     "seconds": defaults_run[default_steps]["seconds"]})
+
+    original = pipe.scheduler
+    pipe.scheduler = LangevinScheduler.from_config(pipe.scheduler.config, **tuning["best"])
+    try:
+        runs = run_arms(workload, conditions, seeds, settings)
+    finally:
+        pipe.scheduler = original
+    keep = {0, default_steps, max(settings.step_counts)}
+    rows, images = score_runs(workload, conditions, runs, evaluator, keep)
+
+    result = {
+        "workload": workload.name,
+        "pipeline": workload.description,
+        "kind": workload.kind,
+        "num_images": len(conditions),
+        "settings": vars(settings),
+        "tuning": tuning,
+        "tuned_scheduler": dict(LangevinScheduler.from_config(pipe.scheduler.config, **tuning["best"]).config),
+        "defaults": defaults,
+        "rows": rows,
+        "seconds": None,
+    }
+    if evaluator is not None:
+        result["real_digits"] = evaluator.real_baseline(conditions.labels)
+        result["real_digits"]["held_out_accuracy"] = evaluator.real_accuracy
+        result["claim"] = paper_claim(rows, default_steps, max(settings.step_counts))
+    prefix = f"quality_{workload.kind}"
+    result["plots"] = [plot_quality(rows, output_dir / f"{prefix}_vs_steps.png", "steps"),
+                       plot_quality(rows, output_dir / f"{prefix}_vs_seconds.png", "seconds")]
+    result["sample_grids"] = save_sample_grids(images, conditions, output_dir, prefix)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def paper_claim(rows: list[dict], translator_steps: int, prior_steps: int) -> dict:
+    """Translator initialisation after ``translator_steps`` vs prior initialisation after ``prior_steps``: lower or
+    equal energy and Fréchet distance, higher or equal accuracy and within-class diversity. Also the fewest steps
+    after which each translator arm matches the prior's energy and accuracy."""
+    lookup = {(row["arm"], row["steps"]): row for row in rows}
+    prior = lookup[("prior", prior_steps)]
+    lower_is_better = {"energy": True, "accuracy": False, "diversity_ratio": False, "frechet_distance": True}
+    claim = {}
+    for arm in ("translator", "translator_mean"):
+        ours = lookup.get((arm, translator_steps))
+        if ours is None:
+            continue
+        checks = {key: (ours[key] <= prior[key]) if lower else (ours[key] >= prior[key]) for key, lower in lower_is_better.items()}
+        matching = [row["steps"] for row in rows if row["arm"] == arm
+                    and row["energy"] <= prior["energy"] and row["accuracy"] >= prior["accuracy"]]
+        claim[f"{arm}@{translator_steps} vs prior@{prior_steps}"] = {
+            "holds": all(checks.values()),
+            "checks": checks,
+            "ours": {key: ours[key] for key in [*checks, "diversity_ratio_correct"]},
+            "prior": {key: prior[key] for key in [*checks, "diversity_ratio_correct"]},
+            "fewest_steps_matching_prior_energy_and_accuracy": min(matching, default=None),
+        }
+    return claim
+
+
+# Output -----------------------------------------------------------------------------------------------------------
+METRIC_LABELS = {
+    "energy": "energy E (lower is better)",
+    "accuracy": "evaluation accuracy",
+    "diversity_ratio": "within-class diversity / real",
+    "diversity_ratio_correct": "diversity / real, correct digits only",
+    "frechet_distance": "Fréchet distance",
+    "stroke_weight_obeyed": "stroke weight obeyed",
+    "slant_obeyed": "slant obeyed",
+}
+
+
+def plot_quality(rows: list[dict], path: Path, x_key: str) -> str:
+    metrics = [m for m in METRIC_LABELS if m in rows[0]]
+    figure, axes = new_figure(len(metrics), width=3.6)
+    for axis, metric in zip(axes, metrics):
+        for arm in ARMS:
+            points = sorted((row[x_key], row[metric]) for row in rows if row["arm"] == arm)
+            if points:
+                axis.plot(*zip(*points), "o-", markersize=3, label=arm)
+        axis.set_xlabel("Langevin steps T" if x_key == "steps" else "wall-clock seconds (whole batch)")
+        if x_key == "seconds":
+            axis.set_xscale("log")
+        axis.set_title(METRIC_LABELS[metric], fontsize=9)
+    axes[0].legend(fontsize=7)
+    return save_figure(figure, path)
+
+
+def save_sample_grids(images: dict, conditions: Conditions, output_dir: Path, prefix: str,
+                      max_rows: int = 10, max_columns: int = 8) -> list[str]:
+    """One PNG per T with a panel per arm: a row per class (or per prompt, ``max_rows`` spread over the prompts),
+    up to ``max_columns`` samples each."""
+    keys = list(dict.fromkeys(conditions.names))
+    per_condition = len(conditions) // len(keys)
+    shown = keys[:max_rows] if conditions.requests is None else _spread(keys, max_rows)
+    columns = min(per_condition, max_columns)
+    names = []
+    for steps in sorted({steps for _, steps in images}):
+        arms = [arm for arm in ARMS if (arm, steps) in images]
+        figure, axes = new_figure(len(arms), width=columns * 0.42 + (1.6 if conditions.requests else 0.6),
+                                  height=len(shown) * 0.42 + 0.5)
+        for axis, arm in zip(axes, arms):
+            rendered = images[(arm, steps)].mean(axis=-1)
+            rows = []
+            for name in shown:
+                start = keys.index(name) * per_condition
+                rows.append(np.concatenate(list(rendered[start : start + columns]), axis=1))
+            axis.imshow(np.concatenate(rows, axis=0), cmap="gray", vmin=0, vmax=1)
+            side = rendered.shape[1]
+            axis.set_yticks([side * (i + 0.5) for i in range(len(shown))], shown if axis is axes[0] else [], fontsize=7)
+            axis.set_xticks([])
+            axis.set_title(arm, fontsize=8)
+        figure.suptitle(f"T = {steps} Langevin steps (best-of-N: N = T + 1 draws)", fontsize=9)
+        names.append(save_figure(figure, output_dir / f"{prefix}_samples_T{steps}.png"))
+    return names
+
+
+def _spread(items: list, count: int) -> list:
+    indices = np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int)
+    return [items[i] for i in indices]
+
+
+QUALITY_COLUMNS = [
+    ("arm", "arm", ""), ("steps", "T", "d"), ("seconds", "seconds", ".1f"), ("energy", "energy", ".3f"),
+    ("accuracy", "accuracy", ".3f"), ("diversity_ratio", "diversity / real", ".3f"),
+    ("diversity_ratio_correct", "diversity / real (correct only)", ".3f"), ("frechet_distance", "FD", ".1f"),
+]
+TEXT_COLUMNS = QUALITY_COLUMNS + [("stroke_weight_obeyed", "stroke obeyed", ".3f"), ("slant_obeyed", "slant obeyed", ".3f")]
+
+
+def quality_tables(result: dict) -> str:
+    """Markdown tables of a quality result: tuning grid, pipeline defaults, every (arm, T), real digits, claim."""
+    columns = TEXT_COLUMNS if result["kind"] == "text" else QUALITY_COLUMNS
+    has_metrics = "accuracy" in result["rows"][0]
+    columns = columns if has_metrics else columns[:4]
+    grid_columns = [("step_size", "step size", "g"), ("noise_std", "noise std", "g")] + columns[3:]
+    parts = [
+        f"Tuning grid (prior arm, T={result['tuning']['rows'][0]['steps']}, {result['tuning']['num_images']} images; "
+        f"chosen: {result['tuning']['best']}, by {result['tuning']['criterion']}):",
+        format_table(result["tuning"]["rows"], grid_columns),
+        f"\nPipeline as shipped ({result['num_images']} images):",
+        format_table([result["defaults"]], columns),
+        f"\nAll arms with the tuned sampler ({result['num_images']} images):",
+        format_table(result["rows"], columns),
+    ]
+    if "real_digits" in result:
+        real = dict(result["real_digits"], arm="real training digits (same class counts)", steps=None, seconds=None, energy=None)
+        parts += ["\nReference:", format_table([real], columns)]
+        for name, claim in result["claim"].items():
+            parts.append(f"\nClaim {name}: {'holds' if claim['holds'] else 'does not hold'} {claim['checks']}; "
+                         f"fewest steps matching prior@{name.split('@')[-1]} on energy and accuracy: "
+                         f"{claim['fewest_steps_matching_prior_energy_and_accuracy']}")
+    return "\n".join(parts)
+
+
+__all__ = ["QualitySettings", "quality", "quality_tables", "ARMS"]

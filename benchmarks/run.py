@@ -1,0 +1,229 @@
+"""TR0N benchmark suite: quality vs steps against the baselines, throughput, overhead, memory and speed features.
+
+    python benchmarks/run.py --quick                                  # everything, small sizes (< 10 min on 2 cores)
+    python benchmarks/run.py                                          # everything, full sizes
+    python benchmarks/run.py throughput overhead --device cuda --speed_workloads biggan-deep-256-clip
+
+Sections (all by default): ``quality`` (five initialisations x T steps, with the evaluation model), ``throughput``
+(batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step breakdown), ``memory`` (peak
+vs batch size and steps, memory after every step) and ``features`` (bf16/fp16 autocast, channels_last,
+torch.compile). Each section prints its tables and writes ``<section>.json`` (and PNG plots) to ``--output_dir``;
+``report.md`` collects all tables.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from common import format_table, write_json  # noqa: E402
+from workloads import SYNTHETIC_WORKLOADS, load_workload  # noqa: E402
+
+SECTIONS = ("quality", "throughput", "overhead", "memory", "features")
+QUICK = {
+    "batch_sizes": [1, 8, 32],
+    "repeats": 3,
+    "memory_batches": [1, 32],
+    "memory_steps": [50],
+    "trace_steps": 50,
+    "quality": {"samples_per_condition": 3, "grid_step_sizes": [0.3, 1.0], "grid_noise_stds": [0.01, 0.05],
+                "tuning_samples_per_condition": 1},
+    "text": {"samples_per_condition": 2, "one_prompt_per_digit": True},
+}
+FULL = {
+    "batch_sizes": [1, 2, 4, 8, 16, 32, 64],
+    "repeats": 5,
+    "memory_batches": [1, 8, 32, 64],
+    "memory_steps": [1, 10, 50, 100],
+    "trace_steps": 100,
+    "quality": {},
+    "text": {"samples_per_condition": 8},
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sections", nargs="*", help=f"Sections to run, of {', '.join(SECTIONS)} (default: all).")
+    parser.add_argument("--pipeline", default="tron-mnist", help="Class pipeline: embedded name or folder.")
+    parser.add_argument("--text_pipeline", default="tron-mnist-text",
+                        help="Text pipeline for the quality section; skipped with a note when it cannot be loaded.")
+    parser.add_argument("--speed_workloads", nargs="+", default=None,
+                        help=f"Workloads of the speed sections: pipelines or {SYNTHETIC_WORKLOADS} "
+                             "(default: --pipeline and biggan-tiny).")
+    parser.add_argument("--eval_classifier", default=None, help="Evaluation classifier folder (default: outputs/mnist/eval_classifier).")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="Small sizes: the whole suite in under 10 minutes on 2 CPU cores.")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="Benchmark torch.compile in `features` (default: on, off with --quick: the first compile "
+                             "takes minutes on 2 cores).")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=None, help="Throughput batch sizes (default: by mode).")
+    parser.add_argument("--repeats", type=int, default=None, help="Timed runs per measurement (default: by mode).")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads.")
+    parser.add_argument("--output_dir", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--probe_batch", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--probe_steps", type=int, default=10, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = set(args.sections) - set(SECTIONS) - {"memory-probe"}
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    args.sections = args.sections or list(SECTIONS)
+    return args
+
+
+def environment(args) -> dict:
+    """What produced the numbers: machine, versions, commit, load."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    info = {
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": commit,
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+    }
+    if args.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.sections == ["memory-probe"]:
+        from speed import peak_memory_of_call
+
+        print(json.dumps(peak_memory_of_call(load_workload(args.pipeline, args.device), args.probe_batch, args.probe_steps)))
+        return
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.batch_sizes:
+        sizes["batch_sizes"] = args.batch_sizes
+    if args.repeats:
+        sizes["repeats"] = args.repeats
+    include_compile = (not args.quick) if args.compile is None else args.compile
+    started = time.perf_counter()
+    env = environment(args)
+    report = [f"# TR0N benchmarks\n\n`{env['command']}` at commit {env['commit']}, {env['date']}, device {args.device}, "
+              f"torch {env['torch']}, {env['threads']} threads, load average at start {env['load_average_at_start']}.\n"]
+    speed_names = args.speed_workloads or [args.pipeline, "biggan-tiny"]
+
+    def emit(title, text):
+        print(f"\n## {title}\n\n{text}", flush=True)
+        report.append(f"## {title}\n\n{text}\n")
+
+    if "quality" in args.sections:
+        run_quality(args, sizes, output_dir, emit)
+    speed_sections = [s for s in ("throughput", "overhead", "memory", "features") if s in args.sections]
+    if speed_sections:
+        run_speed(args, sizes, speed_names, speed_sections, include_compile, output_dir, emit)
+
+    env["load_average_at_end"] = os.getloadavg()
+    env["seconds"] = time.perf_counter() - started
+    write_json(output_dir / "environment.json", env)
+    report.append(f"Total: {env['seconds']:.0f} s; load average at end {env['load_average_at_end']}.\n")
+    (output_dir / "report.md").write_text("\n".join(report))
+    print(f"\nTotal {env['seconds']:.0f} s. Results in {output_dir}.")
+
+
+def run_quality(args, sizes, output_dir: Path, emit) -> None:
+    from metrics import DEFAULT_EVAL_CLASSIFIER, MnistEvaluator
+    from quality import QualitySettings, quality, quality_tables
+
+    evaluator_dir = args.eval_classifier or DEFAULT_EVAL_CLASSIFIER
+    evaluator = MnistEvaluator(evaluator_dir) if Path(evaluator_dir).is_dir() else None
+    results = {}
+    for name, overrides in ((args.pipeline, {}), (args.text_pipeline, sizes["text"])):
+        try:
+            workload = load_workload(name, args.device)
+        except (OSError, ValueError) as error:
+            emit(f"Quality: {name}", f"Skipped: cannot load `{name}` ({type(error).__name__}: {str(error)[:200]}).")
+            continue
+        settings = QualitySettings(**{**sizes["quality"], **overrides})
+        result = quality(workload, settings, evaluator, output_dir)
+        results[workload.kind] = result
+        emit(f"Quality: {workload.name} ({workload.kind}, {result['seconds']:.0f} s)", quality_tables(result))
+    write_json(output_dir / "quality.json", results)
+
+
+def run_speed(args, sizes, names, sections, include_compile, output_dir: Path, emit) -> None:
+    import speed
+
+    repeats, results = sizes["repeats"], {section: [] for section in sections}
+    for name in names:
+        workload = load_workload(name, args.device)
+        steps = workload.pipe.config.default_num_inference_steps
+        if "throughput" in sections:
+            # The default configuration at every batch size; then batch 32 only: without augmentations (one image is
+            # then a batch of one for f), and with speed features on both sides.
+            variants = [(sizes["batch_sizes"], None, "float32 eager"), ([32], None, "channels_last + bf16 autocast")]
+            if not args.quick:
+                variants[1:1] = [([32], 0, "float32 eager"), ([32], None, "channels_last")]
+            workload_results = []
+            for batch_sizes, num_augmentations, feature in variants:
+                result = speed.throughput(workload, batch_sizes, steps, repeats, num_augmentations=num_augmentations, feature=feature)
+                workload_results.append(result)
+                emit(f"Throughput: {workload.name}, {feature}, N={result['num_augmentations']} augmentations, {steps} steps",
+                     format_table(result["rows"], [("batch_size", "batch", "d"), ("batched_images_per_second", "batched img/s", ".1f"),
+                                                   ("loop_images_per_second", "one-at-a-time img/s", ".1f"), ("speedup", "speed-up", ".2f")])
+                     + f"\n\nBatched vs one-at-a-time at batch {result['loop_batch']}, same seeds: {result['agreement']}; "
+                     f"batched run vs itself with the initial latents moved by 1e-6: {result['sensitivity_to_1e-6_latent_change']}")
+            summary = speed.best_settings_speedup(workload_results, 32)
+            emit(f"Throughput summary: {workload.name}, batch 32",
+                 f"fastest batched setting `{summary['batched_feature']}` {summary['batched_images_per_second']:.1f} img/s vs fastest "
+                 f"one-at-a-time setting `{summary['loop_feature']}` {summary['loop_images_per_second']:.1f} img/s: "
+                 f"**{summary['speedup']:.2f}x** (default settings: {summary['default_speedup']:.2f}x).")
+            results["throughput"].extend(workload_results)
+            results.setdefault("throughput_summary", []).append(summary)
+        if "overhead" in sections:
+            result = speed.overhead(workload, 32, steps, repeats)
+            results["overhead"].append(result)
+            stages = [{"stage": k, "ms": v * 1e3} for k, v in result["stage_seconds_per_step"].items()]
+            emit(f"Overhead: {workload.name}, batch 32, {steps} steps",
+                 f"pipeline {result['pipeline_seconds']:.3f} s / bare forward+backward {result['bare_seconds']:.3f} s = "
+                 f"**{result['overhead_ratio']:.3f}** (median of per-run ratios {result['median_pairwise_ratio']:.3f}); "
+                 f"fixed cost (0-step call) {result['fixed_seconds']:.3f} s; host syncs in a call: {result['host_syncs_in_call']}.\n\n"
+                 + format_table(stages + [{"stage": "bare fwd+bwd step", "ms": result["bare_per_step_seconds"] * 1e3},
+                                          {"stage": "pipeline step", "ms": result["per_step_seconds"] * 1e3}],
+                                [("stage", "per-step stage", ""), ("ms", "ms", ".2f")]))
+        if "memory" in sections:
+            result = speed.memory(workload, sizes["memory_batches"], sizes["memory_steps"], 32, steps, sizes["trace_steps"], args.threads)
+            results["memory"].append(result)
+            trace = result["per_step"]
+            emit(f"Memory: {workload.name} ({result['measure']})",
+                 format_table(result["by_batch"] + result["by_steps"], [("batch_size", "batch", "d"), ("steps", "steps", "d"), ("peak_MiB", "peak MiB", ".1f")])
+                 + f"\n\nAfter each of {trace['steps']} steps at batch {trace['batch_size']}: first {trace['MiB_per_step'][0]:.1f} MiB, "
+                 f"last {trace['MiB_per_step'][-1]:.1f} MiB, slope over the second half {trace['growth_MiB_per_step_second_half']:.3f} MiB/step.")
+        if "features" in sections:
+            result = speed.speed_features(workload, 32, steps, max(2, repeats - 1), include_compile)
+            results["features"].append(result)
+            emit(f"Speed features: {workload.name}, batch 32, {steps} steps",
+                 format_table(result["rows"], [("feature", "feature", ""), ("images_per_second", "img/s", ".1f"), ("speedup", "speed-up", ".2f"),
+                                               ("mean_energy", "mean E", ".4f"), ("median_abs_energy_change", "median |ΔE|", ".1e"),
+                                               ("max_abs_energy_change", "max |ΔE|", ".1e"), ("first_call_seconds", "first call s", ".1f")])
+                 + "\n\nΔE: change of each image's final energy against float32 eager with the same seeds.")
+        del workload
+    plots = {"throughput": speed.plot_throughput, "overhead": speed.plot_overhead, "memory": speed.plot_memory}
+    if "throughput_summary" in results:
+        write_json(output_dir / "throughput_summary.json", results.pop("throughput_summary"))
+    for section, result in results.items():
+        if section in plots and result:
+            plots[section](result if section != "throughput" else [r for r in result if len(r["rows"]) > 1],
+                           output_dir / f"{section}.png")
+        write_json(output_dir / f"{section}.json", result)
+
+
+if __name__ == "__main__":
+    main()

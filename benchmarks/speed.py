@@ -1,0 +1,449 @@
+"""Speed sections: throughput against the one-at-a-time loop, overhead against the bare forward+backward passes with
+a per-step breakdown, memory against batch size and steps, and the optional speed features.
+
+Every timing is the median of several runs (the machine is shared); batched and one-at-a-time runs use one
+generator per image with the same seeds, so they do exactly the same work and give the same images.
+"""
+
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import median_seconds, new_figure, save_figure, seeded_generators, timed
+from workloads import Workload
+
+from tron_pipelines.energies import FEATURE_ENERGIES, DiffAugment, TronEnergy, ConditionTerm
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+
+
+# Speed features ---------------------------------------------------------------------------------------------------
+# name -> (pipeline call keyword arguments, model setup). Setups: channels_last memory format for G and f, and
+# `TronPipeline.enable_energy_compile`.
+FEATURES = {
+    "float32 eager": ({}, ()),
+    "bf16 autocast": ({"autocast_dtype": torch.bfloat16}, ()),
+    "fp16 autocast": ({"autocast_dtype": torch.float16}, ()),
+    "channels_last": ({}, ("channels_last",)),
+    "channels_last + bf16 autocast": ({"autocast_dtype": torch.bfloat16}, ("channels_last",)),
+    "torch.compile": ({}, ("compile",)),
+    "torch.compile + channels_last + bf16 autocast": ({"autocast_dtype": torch.bfloat16}, ("compile", "channels_last")),
+}
+
+
+@contextmanager
+def speed_feature(workload: Workload, name: str):
+    """Apply feature ``name`` to the workload's pipeline for the block; yields the extra call keyword arguments."""
+    call_kwargs, setups = FEATURES[name]
+    pipe = workload.pipe
+    if "channels_last" in setups:
+        pipe.generator.to(memory_format=torch.channels_last)
+        pipe.encoder.to(memory_format=torch.channels_last)
+    if "compile" in setups:
+        pipe.enable_energy_compile()
+    try:
+        yield call_kwargs
+    finally:
+        if "channels_last" in setups:
+            pipe.generator.to(memory_format=torch.contiguous_format)
+            pipe.encoder.to(memory_format=torch.contiguous_format)
+        if "compile" in setups:
+            pipe.disable_energy_compile()
+
+
+# Calls ------------------------------------------------------------------------------------------------------------
+def batched_call(workload: Workload, batch_size: int, steps: int, seed: int = 0, **call_kwargs):
+    """One pipeline call for ``batch_size`` images, image ``i`` seeded with ``seed + i``."""
+    generators = seeded_generators(range(seed, seed + batch_size), workload.device)
+    return workload.pipe(
+        **workload.condition_kwargs(batch_size), num_inference_steps=steps, generator=generators, output_type="pt", **call_kwargs
+    )
+
+
+def one_at_a_time(workload: Workload, batch_size: int, steps: int, seed: int = 0, **call_kwargs) -> dict:
+    """The official implementation's approach: one pipeline call per image, in sequence, with the same conditions
+    and seeds as `batched_call`. Returns the stacked ``images``, ``latents`` and ``energies``."""
+    outputs = [
+        workload.pipe(
+            **workload.condition_kwargs(1, start=index), num_inference_steps=steps,
+            generator=seeded_generators([seed + index], workload.device), output_type="pt", **call_kwargs,
+        )
+        for index in range(batch_size)
+    ]
+    return {name: torch.cat([getattr(out, name) for out in outputs]) for name in ("images", "latents", "energies")}
+
+
+def bare_inputs(workload: Workload, batch_size: int, seed: int = 0) -> dict:
+    """What the bare passes need: the call's conditions, its initial packed latents, the feature energy."""
+    pipe, device = workload.pipe, workload.device
+    adapter = pipe.encoder_adapter
+    kwargs = workload.condition_kwargs(batch_size)
+    conditions = pipe.encode_condition(
+        adapter, kwargs.get("prompt"), None, kwargs.get("class_labels"), kwargs.get("condition_embeds"), device
+    )
+    initial = pipe(**kwargs, num_inference_steps=0, generator=torch.Generator(device).manual_seed(seed), output_type="latent")
+    return {
+        "adapter": adapter,
+        "conditions": conditions,
+        "latents": initial.latents,
+        "feature_energy": FEATURE_ENERGIES["cosine" if adapter.kind == "clip" else "cross_entropy"],
+        # The pipeline's own augmentations (a comma-separated setting of the pipeline).
+        "augment": DiffAugment(policy=tuple(pipe.config.augmentation_policy.split(","))),
+    }
+
+
+def bare_forward_backward(workload: Workload, inputs: dict, steps: int, num_augmentations: int, seed: int = 0):
+    """The floor the pipeline is measured against: ``steps`` times G forward, augmentations, f's preprocessing and
+    forward, the energy and ``torch.autograd.grad``, with no pipeline around them."""
+    pipe, device = workload.pipe, workload.device
+    adapter, conditions, feature_energy = inputs["adapter"], inputs["conditions"], inputs["feature_energy"]
+    augment, generator = inputs["augment"], torch.Generator(device).manual_seed(seed)
+    latents = inputs["latents"]
+    grad = None
+    with torch.enable_grad():
+        for _ in range(steps):
+            leaf = latents.detach().requires_grad_(True)
+            images = pipe.generator.generate(leaf)
+            copies = augment(images, num_augmentations, generator) if num_augmentations else images.unsqueeze(1)
+            features = adapter.features(adapter.preprocess_generated(copies.flatten(0, 1)))
+            energy = feature_energy(features.float().view(len(leaf), copies.shape[1], -1), conditions)
+            (grad,) = torch.autograd.grad(energy.sum(), leaf)
+    return grad
+
+
+# Throughput -------------------------------------------------------------------------------------------------------
+def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: int, loop_batch: int = 32,
+               num_augmentations: int | None = None, feature: str = "float32 eager") -> dict:
+    """Images per second of one batched call for each batch size, against the one-at-a-time loop over
+    ``loop_batch`` images (its rate does not depend on the batch size), and how far their images differ. Both sides
+    run with the same speed ``feature``."""
+    device = workload.device
+    with speed_feature(workload, feature) as extra:
+        if num_augmentations is not None:
+            extra = {**extra, "num_augmentations": num_augmentations}
+        one_at_a_time(workload, 1, steps, **extra)  # warm-up: one image is enough
+        # Each loop is already an average over loop_batch calls: one run fewer than the batched measurements.
+        loop_seconds, single = median_seconds(lambda: one_at_a_time(workload, loop_batch, steps, **extra), device,
+                                              max(1, repeats - 1), warmup=0)
+        loop_rate = loop_batch / loop_seconds
+        rows, outputs = [], {}
+        for batch_size in batch_sizes:
+            seconds, outputs[batch_size] = median_seconds(lambda: batched_call(workload, batch_size, steps, **extra), device, repeats)
+            rows.append({
+                "batch_size": batch_size, "batched_seconds": seconds, "batched_images_per_second": batch_size / seconds,
+                "loop_images_per_second": loop_rate, "speedup": batch_size / seconds / loop_rate,
+            })
+        batched = outputs[loop_batch] if loop_batch in outputs else batched_call(workload, loop_batch, steps, **extra)
+        sensitivity = perturbation_sensitivity(workload, loop_batch, steps, **extra)
+    # Per image: the largest pixel difference. Float rounding differs with the batch size (different kernels), and
+    # Langevin amplifies it for the odd sample whose gradient direction is unstable, hence the median and a count;
+    # `sensitivity` shows the same amplification of a 1e-6 change of the initial latents within one path.
+    image_differences = (batched.images - single["images"]).flatten(1).abs().amax(dim=1)
+    return {
+        "workload": workload.name,
+        "feature": feature,
+        "steps": steps,
+        "num_augmentations": workload.pipe.config.default_num_augmentations if num_augmentations is None else num_augmentations,
+        "loop_batch": loop_batch,
+        "loop_seconds": loop_seconds,
+        "rows": rows,
+        "agreement": {
+            "median_max_abs_image_difference": image_differences.median().item(),
+            "max_abs_image_difference": image_differences.max().item(),
+            "images_within_1e-3": int((image_differences < 1e-3).sum()),
+            "max_abs_energy_difference": (batched.energies - single["energies"]).abs().max().item(),
+        },
+        "sensitivity_to_1e-6_latent_change": sensitivity,
+    }
+
+
+def perturbation_sensitivity(workload: Workload, batch_size: int, steps: int, seed: int = 0, **call_kwargs) -> dict:
+    """How much the batched path itself moves when the initial latents move by 1e-6: the scale below which
+    batched-vs-one-at-a-time differences are float rounding amplified by the dynamics, not a coupling of samples."""
+    device = workload.device
+    initial = batched_call(workload, batch_size, 0, seed, **call_kwargs).latents
+    nudge = 1e-6 * torch.randn(initial.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    runs = [batched_call(workload, batch_size, steps, seed, latents=latents, **call_kwargs).images for latents in (initial, initial + nudge)]
+    differences = (runs[0] - runs[1]).flatten(1).abs().amax(dim=1)
+    return {
+        "median_max_abs_image_difference": differences.median().item(),
+        "max_abs_image_difference": differences.max().item(),
+        "images_within_1e-3": int((differences < 1e-3).sum()),
+    }
+
+
+def best_settings_speedup(results: list[dict], batch_size: int) -> dict:
+    """Fastest batched setting vs fastest one-at-a-time setting at ``batch_size``, over the `throughput` results of
+    one workload with the pipeline's own number of augmentations (speed features help the two sides differently)."""
+    default_augmentations = max(result["num_augmentations"] for result in results)
+    candidates = [(result, row) for result in results if result["num_augmentations"] == default_augmentations
+                  for row in result["rows"] if row["batch_size"] == batch_size]
+    batched_result, batched_row = max(candidates, key=lambda pair: pair[1]["batched_images_per_second"])
+    loop_result, loop_row = max(candidates, key=lambda pair: pair[1]["loop_images_per_second"])
+    default = next(row for result, row in candidates if result["feature"] == "float32 eager")
+    return {
+        "workload": results[0]["workload"], "batch_size": batch_size, "num_augmentations": default_augmentations,
+        "batched_feature": batched_result["feature"], "batched_images_per_second": batched_row["batched_images_per_second"],
+        "loop_feature": loop_result["feature"], "loop_images_per_second": loop_row["loop_images_per_second"],
+        "speedup": batched_row["batched_images_per_second"] / loop_row["loop_images_per_second"],
+        "default_speedup": default["speedup"],
+    }
+
+
+# Overhead and per-step breakdown ------------------------------------------------------------------------------------
+def overhead(workload: Workload, batch_size: int, steps: int, repeats: int) -> dict:
+    """Pipeline call time over the bare forward+backward time of the same batch and steps, interleaved so that both
+    see the same machine load, and the per-step time of each stage."""
+    pipe, device = workload.pipe, workload.device
+    num_augmentations = pipe.config.default_num_augmentations
+    kwargs = workload.condition_kwargs(batch_size)
+    inputs = bare_inputs(workload, batch_size)
+
+    def pipeline_call(num_steps):
+        return pipe(**kwargs, num_inference_steps=num_steps, generator=torch.Generator(device).manual_seed(0), output_type="pt")
+
+    pipeline_call(steps), bare_forward_backward(workload, inputs, steps, num_augmentations)  # warm-up
+    pipeline_times, bare_times, zero_step_times = [], [], []
+    for _ in range(repeats):
+        pipeline_times.append(timed(lambda: pipeline_call(steps), device)[0])
+        bare_times.append(timed(lambda: bare_forward_backward(workload, inputs, steps, num_augmentations), device)[0])
+        zero_step_times.append(timed(lambda: pipeline_call(0), device)[0])
+    pipeline_seconds, bare_seconds = statistics.median(pipeline_times), statistics.median(bare_times)
+    zero_step_seconds = statistics.median(zero_step_times)
+    stages = step_breakdown(workload, inputs, batch_size, num_augmentations, steps, repeats)
+    per_step_pipeline = (pipeline_seconds - zero_step_seconds) / steps
+    stages["pipeline bookkeeping"] = max(per_step_pipeline - sum(stages.values()), 0.0)
+    return {
+        "workload": workload.name,
+        "batch_size": batch_size,
+        "steps": steps,
+        "num_augmentations": num_augmentations,
+        "pipeline_seconds": pipeline_seconds,
+        "bare_seconds": bare_seconds,
+        "overhead_ratio": pipeline_seconds / bare_seconds,
+        "median_pairwise_ratio": statistics.median(p / b for p, b in zip(pipeline_times, bare_times)),
+        "fixed_seconds": zero_step_seconds,
+        "per_step_seconds": per_step_pipeline,
+        "bare_per_step_seconds": bare_seconds / steps,
+        "stage_seconds_per_step": stages,
+        "host_syncs_in_call": count_host_syncs(lambda: pipeline_call(steps), device),
+    }
+
+
+def step_breakdown(workload: Workload, inputs: dict, batch_size: int, num_augmentations: int, steps: int,
+                   repeats: int) -> dict[str, float]:
+    """Median seconds per Langevin step of each stage, timed one by one (with a GPU sync between stages) in a loop
+    that does what the pipeline's loop does."""
+    pipe, device = workload.pipe, workload.device
+    adapter = inputs["adapter"]
+    energy = TronEnergy(
+        pipe.generator, adapter, inputs["feature_energy"], [ConditionTerm(inputs["conditions"], 1.0)],
+        num_augmentations=num_augmentations, augment=inputs["augment"],
+    )
+    scheduler = copy.deepcopy(pipe.scheduler)
+    generator = torch.Generator(device).manual_seed(0)
+    samples = {name: [] for name in ("generator", "augmentation", "encoder + energy", "backward", "scheduler")}
+
+    def clock(name, fn):
+        seconds, result = timed(fn, device)
+        samples[name].append(seconds)
+        return result
+
+    state = pipe.prepare_latent_state(inputs["conditions"], "translator", generator, None, device)
+    for _ in range(max(1, repeats)):
+        scheduler.set_timesteps(steps, device=device)
+        for t in scheduler.timesteps:
+            with torch.enable_grad():
+                leaves = [state.langevin.detach().requires_grad_(True)]
+                if state.auxiliary is not None:
+                    leaves.append(state.auxiliary.detach().requires_grad_(True))
+                packed = state.packed(*leaves)
+                images = clock("generator", lambda: pipe.generator.generate(packed))
+                copies = clock("augmentation", lambda: energy.augment.apply(
+                    images, energy.sample_augmentations(packed, generator)) if num_augmentations else images.unsqueeze(1))
+
+                def encode():
+                    features = adapter.features(adapter.preprocess_generated(copies.flatten(0, 1)))
+                    return energy.feature_energy(features.float().view(batch_size, copies.shape[1], -1), inputs["conditions"])
+
+                energies = clock("encoder + energy", encode)
+                grads = clock("backward", lambda: torch.autograd.grad(energies.sum(), leaves))
+            step = clock("scheduler", lambda: scheduler.step(
+                grads[0], t, state.langevin, generator=generator,
+                auxiliary_output=grads[1] if len(grads) > 1 else None, auxiliary_sample=state.auxiliary,
+            ))
+            state = type(state)(step.prev_sample, step.prev_auxiliary_sample, state.num_components)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def count_host_syncs(fn, device: torch.device) -> int | None:
+    """Host-device synchronisations during ``fn`` (CUDA's sync debug mode); ``None`` on CPU, where there are none."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+# Memory -----------------------------------------------------------------------------------------------------------
+def peak_memory_of_call(workload: Workload, batch_size: int, steps: int) -> dict:
+    """Peak memory of one call above what the process held before it: resident set size on CPU (the kernel's
+    high-water mark, reset through ``/proc/self/clear_refs``), max allocated on GPU."""
+    device = workload.device
+    batched_call(workload, 1, 1)  # lazy initialisation is not the call's memory
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        batched_call(workload, batch_size, steps)
+        torch.cuda.synchronize()
+        return {"batch_size": batch_size, "steps": steps, "peak_MiB": (torch.cuda.max_memory_allocated() - before) / 2**20}
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = _proc_status_kib("VmRSS")
+    batched_call(workload, batch_size, steps)
+    return {"batch_size": batch_size, "steps": steps, "peak_MiB": (_proc_status_kib("VmHWM") - before) / 1024}
+
+
+def _proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}.")
+
+
+def memory_probe_in_subprocess(workload_name: str, device: str, batch_size: int, steps: int, threads: int) -> dict:
+    """`peak_memory_of_call` in a fresh process: memory a process already holds (freed but cached by the
+    allocator) would otherwise hide part of the next measurement."""
+    command = [
+        sys.executable, str(BENCHMARKS_DIR / "run.py"), "memory-probe", "--pipeline", workload_name, "--device", device,
+        "--probe_batch", str(batch_size), "--probe_steps", str(steps), "--threads", str(threads),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    if result.returncode != 0:
+        raise RuntimeError(f"Memory probe failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def memory_per_step(workload: Workload, batch_size: int, steps: int) -> dict:
+    """Memory after every step of one long call (RSS on CPU, allocated on GPU): flat when no autograd graph or
+    other state is kept from step to step. The slope is fitted over the second half of the steps."""
+    device = workload.device
+    trace = []
+    batched_call(workload, batch_size, 2)  # the allocator's first growth at this batch size is not per-step memory
+
+    def record(pipe, step, timestep, tensors):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            trace.append(torch.cuda.memory_allocated() / 2**20)
+        else:
+            trace.append(_proc_status_kib("VmRSS") / 1024)
+        return {}
+
+    batched_call(workload, batch_size, steps, callback_on_step_end=record)
+    half = np.arange(len(trace) // 2, len(trace))
+    slope = float(np.polyfit(half, np.asarray(trace)[half], 1)[0]) if len(half) > 1 else float("nan")
+    return {
+        "batch_size": batch_size, "steps": steps, "MiB_per_step": trace, "growth_MiB_per_step_second_half": slope,
+        "growth_first_to_last_MiB": trace[-1] - trace[0], "measure": "allocated" if device.type == "cuda" else "RSS",
+    }
+
+
+def memory(workload: Workload, batch_sizes: list[int], step_counts: list[int], reference_batch: int,
+           reference_steps: int, trace_steps: int, threads: int) -> dict:
+    """Peak memory of a call vs batch size (at ``reference_steps``) and vs steps (at ``reference_batch``), each in a
+    fresh process, and the per-step memory trace of one long call."""
+    device = str(workload.device)
+    by_batch = [memory_probe_in_subprocess(workload.name_or_path, device, b, reference_steps, threads) for b in batch_sizes]
+    by_steps = [memory_probe_in_subprocess(workload.name_or_path, device, reference_batch, s, threads) for s in step_counts]
+    return {
+        "workload": workload.name,
+        "measure": "max allocated (GPU)" if device.startswith("cuda") else "peak RSS above the pre-call RSS (CPU)",
+        "by_batch": by_batch,
+        "by_steps": by_steps,
+        "per_step": memory_per_step(workload, reference_batch, trace_steps),
+    }
+
+
+# Speed features section -------------------------------------------------------------------------------------------
+def speed_features(workload: Workload, batch_size: int, steps: int, repeats: int, include_compile: bool) -> dict:
+    """Images per second at ``batch_size`` for each optional speed feature, and how far its energies move from the
+    float32 eager run with the same seeds (autocast changes numerics; channels_last and compile only rounding)."""
+    device = workload.device
+    names = [name for name in FEATURES if ("fp16" not in name or device.type == "cuda")
+             and ("compile" not in name or include_compile)]
+    reference = batched_call(workload, batch_size, steps).energies
+    rows = []
+    for name in names:
+        with speed_feature(workload, name) as call_kwargs:
+            first_call_seconds, _ = timed(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device)
+            seconds, output = median_seconds(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device, repeats, warmup=0)
+            energies = output.energies
+        rows.append({
+            "feature": name, "images_per_second": batch_size / seconds, "seconds": seconds,
+            "mean_energy": energies.mean().item(),
+            "median_abs_energy_change": (energies - reference).abs().median().item(),
+            "max_abs_energy_change": (energies - reference).abs().max().item(),
+            "first_call_seconds": first_call_seconds,
+        })
+    base = rows[0]["images_per_second"]
+    for row in rows:
+        row["speedup"] = row["images_per_second"] / base
+    return {"workload": workload.name, "batch_size": batch_size, "steps": steps, "rows": rows}
+
+
+# Plots ------------------------------------------------------------------------------------------------------------
+def plot_throughput(results: list[dict], path: Path) -> str:
+    figure, axes = new_figure(len(results))
+    for axis, result in zip(axes, results):
+        batch_sizes = [row["batch_size"] for row in result["rows"]]
+        axis.plot(batch_sizes, [row["batched_images_per_second"] for row in result["rows"]], "o-", label="batched pipeline")
+        axis.plot(batch_sizes, [row["loop_images_per_second"] for row in result["rows"]], "s--", label="one at a time")
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("batch size")
+        axis.set_ylabel("images / s")
+        axis.set_title(f"{result['workload']}, {result['steps']} steps, N={result['num_augmentations']}", fontsize=9)
+        axis.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def plot_overhead(results: list[dict], path: Path) -> str:
+    figure, axes = new_figure(len(results))
+    for axis, result in zip(axes, results):
+        stages = result["stage_seconds_per_step"]
+        bottom = 0.0
+        for name, seconds in stages.items():
+            axis.bar(["pipeline step"], [seconds * 1e3], bottom=bottom, label=name)
+            bottom += seconds * 1e3
+        axis.bar(["bare fwd+bwd step"], [result["bare_per_step_seconds"] * 1e3], color="grey")
+        axis.set_ylabel("ms per step")
+        axis.set_title(f"{result['workload']}, batch {result['batch_size']}: ratio {result['overhead_ratio']:.2f}", fontsize=9)
+        axis.legend(fontsize=7)
+    return save_figure(figure, path)
+
+
+def plot_memory(results: list[dict], path: Path) -> str:
+    figure, axes = new_figure(3)
+    for result in results:
+        axes[0].plot([r["batch_size"] for r in result["by_batch"]], [r["peak_MiB"] for r in result["by_batch"]], "o-", label=result["workload"])
+        axes[1].plot([r["steps"] for r in result["by_steps"]], [r["peak_MiB"] for r in result["by_steps"]], "o-", label=result["workload"])
+        trace = result["per_step"]["MiB_per_step"]
+        axes[2].plot(range(1, len(trace) + 1), trace, label=f"{result['workload']} (batch {result['per_step']['batch_size']})")
+    axes[0].set(xlabel="batch size", ylabel="peak MiB above pre-call", title="peak vs batch size")
+    axes[1].set(xlabel="Langevin steps", ylabel="peak MiB above pre-call", title="peak vs steps")
+    axes[2].set(xlabel="step", ylabel=f"{results[0]['per_step']['measure']} MiB", title="memory after each step")
+    for axis in axes:
+        axis.legend(fontsize=7)
+    return save_figure(figure, path)

@@ -1,0 +1,218 @@
+"""Pipelines the benchmarks run on, and the conditions each one is asked for.
+
+* a saved or embedded pipeline (``--pipeline``, default the embedded ``tron-mnist``);
+* ``biggan-tiny``: a small BigGAN + a small random CLIP, random weights, runs anywhere in seconds;
+* ``biggan-deep-256-clip``: full-size BigGAN-deep-256 + CLIP ViT-B/32 with random weights (a GPU workload: compute
+  does not depend on the weights, so random weights give the real cost).
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+from tron_pipelines import BigGANDeepGenerator, BigGANGenerator, LangevinScheduler, TranslatorModel, TronPipeline
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MNIST_EXAMPLES = REPO_ROOT / "examples" / "mnist"
+SYNTHETIC_WORKLOADS = ("biggan-tiny", "biggan-deep-256-clip")
+
+
+@dataclass
+class Workload:
+    """A pipeline plus how to make a batch of conditions for it.
+
+    Attributes:
+        name: Label used in tables and file names.
+        pipe: The pipeline (on its device, progress bar off).
+        name_or_path: What `load_workload` was given (to load the same workload in another process).
+        kind: ``"class"`` (class labels), ``"text"`` (prompts) or ``"embeds"`` (random condition vectors).
+        description: Where the pipeline came from.
+        num_classes: Classes of a class pipeline.
+        prompts: Prompts cycled through by a text pipeline.
+        condition_pool: Condition vectors cycled through by an ``"embeds"`` workload.
+    """
+
+    name: str
+    pipe: TronPipeline
+    kind: str
+    description: str
+    name_or_path: str = ""
+    num_classes: int = 0
+    prompts: list[str] = field(default_factory=list)
+    condition_pool: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    def condition_kwargs(self, batch_size: int, start: int = 0) -> dict:
+        """Pipeline keyword arguments for ``batch_size`` conditions, entries ``start .. start + batch_size - 1`` of
+        this workload's cycle (so a batch and its one-at-a-time split ask for the same conditions)."""
+        indices = [(start + i) for i in range(batch_size)]
+        if self.kind == "class":
+            return {"class_labels": [i % self.num_classes for i in indices]}
+        if self.kind == "text":
+            return {"prompt": [self.prompts[i % len(self.prompts)] for i in indices]}
+        pool = self.condition_pool
+        return {"condition_embeds": pool[torch.tensor([i % len(pool) for i in indices])]}
+
+
+def load_workload(name_or_path: str, device: str | torch.device = "cpu") -> Workload:
+    """A synthetic workload by name, or any pipeline `TronPipeline.from_pretrained` can load."""
+    device = torch.device(device)
+    if name_or_path == "biggan-tiny":
+        workload = biggan_tiny_workload()
+    elif name_or_path == "biggan-deep-256-clip":
+        workload = biggan_deep_256_clip_workload()
+    else:
+        pipe = TronPipeline.from_pretrained(name_or_path)
+        adapter = pipe.encoder_adapter
+        if adapter.kind == "classifier":
+            workload = Workload(Path(str(name_or_path)).name, pipe, "class", str(name_or_path), num_classes=adapter.num_classes)
+        else:
+            workload = Workload(Path(str(name_or_path)).name, pipe, "text", str(name_or_path), prompts=mnist_prompts()[0])
+    workload.name_or_path = str(name_or_path)
+    workload.pipe.to(device)
+    workload.pipe.set_progress_bar_config(disable=True)
+    if workload.condition_pool is not None:
+        workload.condition_pool = workload.condition_pool.to(device)
+    return workload
+
+
+def _random_clip(projection_dim: int, image_size: int, patch_size: int, hidden_size: int, layers: int, heads: int) -> CLIPModel:
+    config = CLIPConfig(
+        text_config=CLIPTextConfig(
+            vocab_size=64, hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=layers,
+            num_attention_heads=heads, max_position_embeddings=16,
+        ).to_dict(),
+        vision_config=CLIPVisionConfig(
+            hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
+            image_size=image_size, patch_size=patch_size,
+        ).to_dict(),
+        projection_dim=projection_dim,
+    )
+    return CLIPModel(config).eval()
+
+
+def _condition_pool(pipe: TronPipeline, size: int, seed: int) -> torch.Tensor:
+    """CLIP embeddings of the generator's own images: conditions G can actually satisfy."""
+    with torch.no_grad():
+        latents = pipe.generator.sample_latents(size, generator=torch.Generator().manual_seed(seed))
+        return pipe.encoder_adapter.encode_generated(pipe.generator.generate(latents))
+
+
+def biggan_tiny_workload(seed: int = 0) -> Workload:
+    """BigGAN (32 px, 4 residual blocks of 32-64 channels, self-attention at 16 px) + a 2-layer CLIP ViT on 32 px.
+
+    Random weights: the architecture of TR0N's BigGAN + CLIP setting at a size a CPU runs in milliseconds.
+    """
+    torch.manual_seed(seed)
+    generator = BigGANGenerator(
+        latent_dim=40, class_embed_dim=32, num_classes=10, channel_width=16, channel_multipliers=(4, 4, 2, 1),
+        attention_resolution=16,
+    ).eval()
+    _calibrate_frozen_batch_norm(generator)
+    encoder = _random_clip(projection_dim=64, image_size=32, patch_size=8, hidden_size=64, layers=2, heads=4)
+    translator = TranslatorModel(
+        condition_dim=64, latent_dim=40, num_components=10, latent_threshold=2.0, auxiliary_latent_dims={"y": 32}
+    ).eval()
+    scheduler = LangevinScheduler(step_size=5.0, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, clamp_threshold=2.0)
+    pipe = TronPipeline(translator, generator, encoder, scheduler, default_num_inference_steps=10, default_num_augmentations=8)
+    return Workload("biggan-tiny", pipe, "embeds", "BigGAN 32px + CLIP ViT (2 layers), random weights",
+                    condition_pool=_condition_pool(pipe, 64, seed + 1))
+
+
+def biggan_deep_256_clip_workload(seed: int = 0) -> Workload:
+    """Full-size BigGAN-deep-256 (the released config) + CLIP ViT-B/32 (transformers' default config), random weights.
+
+    Conditions are random unit vectors scaled like CLIP embeddings; encoding generated images at full size would
+    cost more than the benchmark itself on a CPU.
+    """
+    torch.manual_seed(seed)
+    # pytorch-pretrained-biggan's biggan-deep-256 config.json, translated by
+    # `tron_pipelines.conversion.biggan.biggan_deep_config_from_pytorch_pretrained`.
+    generator = BigGANDeepGenerator(
+        latent_dim=128, class_embed_dim=128, num_classes=1000, channel_width=128,
+        channel_multipliers=(16, 16, 16, 16, 8, 8, 8, 8, 4, 4, 2, 2, 1),
+        upsample_blocks=(False, True) * 6, attention_block_index=8, num_truncations=51, eps=1e-4,
+    ).eval()
+    encoder = CLIPModel(CLIPConfig()).eval()
+    translator = TranslatorModel(
+        condition_dim=512, latent_dim=128, num_components=10, latent_threshold=2.0, auxiliary_latent_dims={"y": 128}
+    ).eval()
+    scheduler = LangevinScheduler(step_size=5.0, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, clamp_threshold=2.0)
+    pipe = TronPipeline(translator, generator, encoder, scheduler, default_num_inference_steps=10, default_num_augmentations=8)
+    pool = torch.nn.functional.normalize(torch.randn(64, 512, generator=torch.Generator().manual_seed(seed + 1)), dim=1) * 10
+    return Workload("biggan-deep-256-clip", pipe, "embeds", "BigGAN-deep-256 + CLIP ViT-B/32, random weights",
+                    condition_pool=pool)
+
+
+def _calibrate_frozen_batch_norm(generator: BigGANGenerator) -> None:
+    """Give a random BigGAN's frozen batch norms the statistics of its own activations (fresh statistics make the
+    output almost constant, so energies would hardly vary)."""
+    hooks, statistics = [], {}
+
+    def record(module, inputs, output):
+        hidden = inputs[0]
+        statistics[module] = (hidden.mean(dim=(0, 2, 3)), hidden.var(dim=(0, 2, 3)))
+
+    norms = [m for m in generator.modules() if hasattr(m, "running_mean") and hasattr(m, "running_var")]
+    for norm in norms:
+        hooks.append(norm.register_forward_hook(record))
+    with torch.no_grad():
+        # Deeper norms see the outputs of already calibrated ones: calibrate front to back, one pass per norm.
+        for norm in norms:
+            generator.generate(generator.sample_latents(64, generator=torch.Generator().manual_seed(0)))
+            mean, variance = statistics[norm]
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(variance)
+    for hook in hooks:
+        hook.remove()
+
+
+# MNIST ------------------------------------------------------------------------------------------------------------
+def import_mnist_data():
+    """``examples/mnist/data.py`` (split, attribute measures, evaluation classifier, Fréchet distance)."""
+    if str(MNIST_EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(MNIST_EXAMPLES))
+    import data
+
+    return data
+
+
+def mnist_prompts() -> tuple[list[str], list[dict]]:
+    """Prompts of the text benchmark and what each asks for: per digit one plain prompt, both stroke weights and
+    both slants, in the phrasing the small CLIP was trained on (``examples/mnist/train_clip.py``).
+
+    Returns ``(prompts, requests)`` with requests ``{"label", "stroke_weight", "slant"}`` (attribute codes of
+    `data.STROKE_WEIGHTS` / `data.SLANTS`, or `data.UNSPECIFIED`).
+    """
+    data = import_mnist_data()
+    prompts, requests = [], []
+    for label, word in enumerate(data.DIGIT_WORDS):
+        article = "an" if word == "eight" else "a"
+        asks = [
+            (f"{article} {word}", data.UNSPECIFIED, data.UNSPECIFIED),
+            (f"a thin {word}", data.STROKE_WEIGHTS.index("thin"), data.UNSPECIFIED),
+            (f"a bold {word}", data.STROKE_WEIGHTS.index("bold"), data.UNSPECIFIED),
+            (f"{article} {word} leaning left", data.UNSPECIFIED, data.SLANTS.index("left")),
+            (f"{article} {word} leaning right", data.UNSPECIFIED, data.SLANTS.index("right")),
+        ]
+        for prompt, stroke, slant in asks:
+            prompts.append(prompt)
+            requests.append({"label": label, "stroke_weight": stroke, "slant": slant})
+    return prompts, requests
+
+
+__all__ = [
+    "Workload",
+    "load_workload",
+    "biggan_tiny_workload",
+    "biggan_deep_256_clip_workload",
+    "import_mnist_data",
+    "mnist_prompts",
+    "SYNTHETIC_WORKLOADS",
+]
