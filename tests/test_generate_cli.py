@@ -56,6 +56,8 @@ def test_each_image_is_reproducible_alone(class_pipeline_dir, tmp_path):
         (["a bold seven"], "prompt"),
         (["--class-label", "1", "--num-images", "0"], "--num-images"),
         ([], "either a prompt or --class-label"),
+        (["--class-label", "1", "--candidates", "0"], "--candidates must be an integer >= 1"),
+        (["--class-label", "1", "--candidates", "2", "--init", "translator_mean"], "--init translator_mean"),
     ],
 )
 def test_bad_input_is_one_line(class_pipeline_dir, tmp_path, args, message):

@@ -33,7 +33,7 @@ def test_call_signature_follows_diffusers():
 
 
 def test_components_match_constructor(clip_pipe):
-    settings = {"default_num_inference_steps", "default_num_augmentations", "augmentation_policy"}
+    settings = {"default_num_inference_steps", "default_num_augmentations", "default_num_candidates", "augmentation_policy"}
     init_names = set(inspect.signature(TronPipeline.__init__).parameters) - {"self"} - settings
     assert set(clip_pipe.components) == init_names
 
@@ -108,6 +108,51 @@ def test_translator_mode_differs_within_prompt_mean_mode_does_not(clip_pipe):
     mixed = call(clip_pipe, prompt="a cat", num_images_per_prompt=3, num_inference_steps=0, initialization="translator_mean")
     assert not torch.allclose(drawn.latents[0], drawn.latents[1])
     torch.testing.assert_close(mixed.latents[0], mixed.latents[1])
+
+
+@pytest.mark.parametrize("initialization", ["translator", "prior"])
+def test_candidate_search_keeps_the_lowest_energy_draw(classifier_pipe, initialization):
+    # With one generator per image, candidate c of an image is that generator's c-th draw: reproduce them one by one.
+    labels, num_candidates = [0, 1, 2, 3], 4
+    searched = classifier_pipe(class_labels=labels, num_candidates=num_candidates, num_inference_steps=0, num_augmentations=0,
+                               initialization=initialization, generator=[seeded(s) for s in range(4)], output_type="latent")
+    adapter = classifier_pipe.encoder_adapter
+    conditions = adapter.encode_class_labels(labels, torch.device("cpu"))
+    generators = [seeded(s) for s in range(4)]
+    draws, energies = [], []
+    for _ in range(num_candidates):
+        state = classifier_pipe.prepare_latent_state(conditions, initialization, generators, None, torch.device("cpu"))
+        draws.append(state.packed())
+        out = classifier_pipe(class_labels=labels, latents=state.packed(), num_inference_steps=0, num_augmentations=0, output_type="latent")
+        energies.append(out.energies)
+    draws, energies = torch.stack(draws, 1), torch.stack(energies, 1)
+    best = energies.argmin(1)
+    assert (best > 0).any(), "the test needs an image whose best draw is not the first"
+    torch.testing.assert_close(searched.latents, draws[torch.arange(4), best])
+    torch.testing.assert_close(searched.energies, energies.min(1).values)
+
+
+def test_candidate_search_batch_equals_single_runs(classifier_pipe):
+    batch = call(classifier_pipe, class_labels=[0, 1, 2], num_candidates=3, generator=[seeded(s) for s in range(3)])
+    for index in range(3):
+        single = call(classifier_pipe, class_labels=[index], num_candidates=3, generator=seeded(index))
+        np.testing.assert_allclose(batch.images[index], single.images[0], atol=1e-4)
+
+
+def test_default_num_candidates_is_a_saved_setting(classifier_components, tmp_path):
+    TronPipeline(**classifier_components, default_num_candidates=3).save_pretrained(tmp_path)
+    reloaded = TronPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert reloaded.config.default_num_candidates == 3
+    by_default = call(reloaded, class_labels=[1], num_inference_steps=0)
+    explicit = call(reloaded, class_labels=[1], num_inference_steps=0, num_candidates=3)
+    single = call(reloaded, class_labels=[1], num_inference_steps=0, num_candidates=1)
+    torch.testing.assert_close(by_default.latents, explicit.latents)
+    assert not torch.equal(by_default.latents, single.latents)
+    # Nothing to search: given latents and the deterministic mean mixing run with the default, without an error.
+    given = call(reloaded, class_labels=[1], num_inference_steps=0, latents=single.latents)
+    torch.testing.assert_close(given.latents, single.latents)
+    call(reloaded, class_labels=[1], num_inference_steps=0, initialization="translator_mean")
 
 
 def test_zero_steps_returns_translator_output(clip_pipe):
@@ -273,6 +318,9 @@ def test_interrupt_stops_updates(clip_pipe):
         ({"prompt": "a cat", "initialization": "zeros"}, ValueError, "initialization"),
         ({"prompt": "a cat", "output_type": "jpeg"}, ValueError, "output_type"),
         ({"prompt": "a cat", "num_augmentations": -2}, ValueError, "num_augmentations"),
+        ({"prompt": "a cat", "num_candidates": 0}, ValueError, "num_candidates"),
+        ({"prompt": "a cat", "num_candidates": 2, "latents": torch.zeros(1, 8)}, ValueError, "given `latents`"),
+        ({"prompt": "a cat", "num_candidates": 2, "initialization": "translator_mean"}, ValueError, "random initialisation"),
         ({"condition_embeds": torch.zeros(2, 5)}, ValueError, r"shape \(batch, 16\)"),
         ({"prompt": "a cat", "callback_on_step_end_tensor_inputs": ["secret"]}, ValueError, "secret"),
     ],

@@ -30,6 +30,8 @@ def register_generate(subparsers) -> None:
     parser.add_argument("--num-images", type=int, default=8, help="Images to generate (default 8).")
     parser.add_argument("--seed", type=int, default=0, help="Image i uses seed + i, so each image is reproducible alone.")
     parser.add_argument("--steps", type=int, default=None, help="Langevin steps (default: the pipeline's).")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="Initial draws per image; the lowest-energy one is refined (default: the pipeline's).")
     parser.add_argument("--init", default="translator", choices=["translator", "translator_mean", "prior"], help="Initialisation of the latents.")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda.")
     parser.add_argument("--out", default="tron-samples", help="Output folder (created if needed).")
@@ -98,6 +100,7 @@ def _generate(args: argparse.Namespace) -> None:
             num_images_per_prompt=args.num_images,
             num_inference_steps=args.steps,
             initialization=args.init,
+            num_candidates=args.candidates,
             generator=generators,
         )
     except (ValueError, TypeError) as error:
@@ -116,6 +119,7 @@ def _generate(args: argparse.Namespace) -> None:
         "pipeline": args.pipeline,
         "num_inference_steps": pipe.num_timesteps,
         "initialization": args.init,
+        "num_candidates": args.candidates,  # null: the pipeline's default
         "images": entries,
     }
     _replace_atomically(folder / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=2)))
@@ -123,7 +127,10 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 # The pipeline's errors name its arguments; say which command-line option they came from.
-_OPTION_NAMES = {"`class_labels`": "--class-label", "`num_inference_steps`": "--steps", "`initialization`": "--init"}
+_OPTION_NAMES = {
+    "`class_labels`": "--class-label", "`num_inference_steps`": "--steps", "`initialization`": "--init",
+    "`num_candidates`": "--candidates", "initialization='translator_mean'": "--init translator_mean",
+}
 
 
 def _in_cli_terms(message: str) -> str:
