@@ -20,18 +20,23 @@ from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
 from tron_pipelines.training.arguments import parse_train_args
 from tron_pipelines.training.train import train_translator
 
-# Sampling settings chosen on the held-out evaluation classifier (see the model cards for the measurements).
+# Sampling settings chosen with the evaluation classifier on tuning seeds (500000 + i), not the benchmark's evaluation
+# seeds; the model cards give the measurements. The translators' mixtures are almost as wide as the prior (the GAN's
+# classes are entangled in z), so a best-of-N search over translator draws does most of the work, and
+# Langevin refines the winner.
 SAMPLING = {
     "tron-mnist": {
         "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
         "default_num_inference_steps": 10,
-        "default_num_augmentations": 4,
+        "default_num_augmentations": 0,
+        "default_num_candidates": 4,
         "augmentation_policy": "translation",
     },
     "tron-mnist-text": {
         "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
         "default_num_inference_steps": 10,
-        "default_num_augmentations": 0,
+        "default_num_augmentations": 4,
+        "default_num_candidates": 16,
         "augmentation_policy": "translation",
     },
 }
@@ -67,6 +72,10 @@ def main():
     parser.add_argument("--work_dir", default="outputs/build")
     parser.add_argument("--output_root", default="src/tron_pipelines/pretrained")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reassemble", action="store_true",
+        help="Skip training: reassemble from the translators already trained in --work_dir (after changing SAMPLING).",
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     work = Path(args.work_dir)
@@ -77,8 +86,13 @@ def main():
             ["--pipeline", str(base_dir), "--pairs_dir", str(work / f"pairs-{name}"), "--output_dir", str(work / f"trained-{name}"),
              "--seed", str(args.seed), *TRAINING_ARGS, *CONDITION_NOISE[name]]
         )
-        result = train_translator(train_args)
-        trained = TronPipeline.from_pretrained(result.output_dir)
+        if args.reassemble:
+            trained = TronPipeline.from_pretrained(train_args.output_dir)
+            report = f"reassembled from {train_args.output_dir}"
+        else:
+            result = train_translator(train_args)
+            trained = TronPipeline.from_pretrained(result.output_dir)
+            report = f"translator validation {result.metrics}"
         settings = SAMPLING[name]
         pipe = TronPipeline(
             translator=trained.translator, generator=trained.generator, encoder=trained.encoder,
@@ -86,10 +100,11 @@ def main():
             image_processor=trained.image_processor,
             default_num_inference_steps=settings["default_num_inference_steps"],
             default_num_augmentations=settings["default_num_augmentations"],
+            default_num_candidates=settings["default_num_candidates"],
             augmentation_policy=settings["augmentation_policy"],
         )
         folder = save_pretrained_atomically(pipe, Path(args.output_root) / name)
-        print(f"{name}: translator validation {result.metrics}; saved to {folder}")
+        print(f"{name}: {report}; saved to {folder}")
 
 
 if __name__ == "__main__":
