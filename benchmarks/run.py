@@ -4,7 +4,7 @@
     python benchmarks/run.py                                          # everything, full sizes
     python benchmarks/run.py throughput overhead --device cuda --speed_workloads biggan-deep-256-clip
 
-Sections (all by default): ``quality`` (five initialisations x T steps, with the evaluation model), ``throughput``
+Sections (all by default): ``quality`` (initialisations x T steps, with the evaluation model), ``throughput``
 (batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step breakdown), ``memory`` (peak
 vs batch size and steps, memory after every step) and ``features`` (bf16/fp16 autocast, channels_last,
 torch.compile). Each section prints its tables and writes ``<section>.json`` (and PNG plots) to ``--output_dir``;
@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--speed_workloads", nargs="+", default=None,
                         help=f"Workloads of the speed sections: pipelines or {SYNTHETIC_WORKLOADS} "
                              "(default: --pipeline and biggan-tiny).")
-    parser.add_argument("--eval_classifier", default=None, help="Evaluation classifier folder (default: outputs/mnist/eval_classifier).")
+    parser.add_argument("--eval_classifier", default=None, help="Evaluation classifier folder (default: benchmarks/assets/mnist-eval-classifier, committed).")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="Small sizes: the whole suite in under 10 minutes on 2 CPU cores.")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

@@ -101,12 +101,19 @@ def bare_inputs(workload: Workload, batch_size: int, seed: int = 0) -> dict:
 
 
 def bare_forward_backward(workload: Workload, inputs: dict, steps: int, num_augmentations: int, seed: int = 0):
-    """The floor the pipeline is measured against: ``steps`` times G forward, augmentations, f's preprocessing and
-    forward, the energy and ``torch.autograd.grad``, with no pipeline around them."""
+    """The floor the pipeline is measured against: the forward passes of G, f and the energy that score the
+    pipeline's ``default_num_candidates`` initial draws (none for a single draw), then ``steps`` times G forward,
+    augmentations, f's preprocessing and forward, the energy and ``torch.autograd.grad``, with no pipeline around
+    them."""
     pipe, device = workload.pipe, workload.device
     adapter, conditions, feature_energy = inputs["adapter"], inputs["conditions"], inputs["feature_energy"]
     augment, generator = inputs["augment"], torch.Generator(device).manual_seed(seed)
     latents = inputs["latents"]
+    num_candidates = pipe.config.default_num_candidates
+    with torch.no_grad():
+        for _ in range(num_candidates if num_candidates > 1 else 0):
+            features = adapter.features(adapter.preprocess_generated(pipe.generator.generate(latents)))
+            feature_energy(features.float().unsqueeze(1), conditions)
     grad = None
     with torch.enable_grad():
         for _ in range(steps):

@@ -1,0 +1,60 @@
+"""The benchmark suite's scoring and claim logic, and a tiny end-to-end quality run on the embedded class pipeline
+(the suite itself is run by `python benchmarks/run.py`, not by the tests)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from metrics import MnistEvaluator  # noqa: E402
+from quality import QualitySettings, paper_claim, quality, quality_tables  # noqa: E402
+from workloads import load_workload  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return MnistEvaluator()
+
+
+def test_real_digits_score_as_real(evaluator):
+    split = evaluator.split
+    scores = evaluator.score(split.held_out_images[:200], split.held_out_labels[:200])
+    assert scores["accuracy"] > 0.95
+    assert 0.85 < scores["diversity_ratio"] < 1.15
+    assert 0 < scores["frechet_distance_std"] < scores["frechet_distance"]
+    collapsed = evaluator.score(np.repeat(split.held_out_images[:1], 20, axis=0), np.repeat(split.held_out_labels[:1], 20))
+    assert collapsed["accuracy"] in (0.0, 1.0) and collapsed["diversity_ratio"] == 0.0
+
+
+def _row(arm, steps, energy, accuracy, diversity, frechet, frechet_std=1.0):
+    return {"arm": arm, "steps": steps, "energy": energy, "accuracy": accuracy, "diversity_ratio": diversity,
+            "diversity_ratio_correct": diversity, "frechet_distance": frechet, "frechet_distance_std": frechet_std}
+
+
+def test_claim_judges_diversity_by_distance_from_real_digits_and_fd_within_noise():
+    prior = _row("prior", 100, 0.1, 0.6, 1.2, 40.0)  # more "diverse" than real digits because it is often wrong
+    rows = [prior, _row("translator", 10, 0.05, 0.9, 0.95, 41.0), _row("translator_mean", 10, 0.01, 1.0, 0.3, 40.0),
+            _row("translator_search", 10, 0.05, 0.9, 0.95, 45.0)]
+    claim = paper_claim(rows, 10, 100, real_diversity=1.0)
+    assert claim["translator@10 vs prior@100"]["holds"]  # FD 41 vs 40 is within sqrt(2) of bootstrap noise
+    assert claim["translator_mean@10 vs prior@100"]["checks"]["diversity_gap"] is False  # collapse is not diversity
+    assert claim["translator_search@10 vs prior@100"]["checks"]["frechet_distance"] is False
+    assert claim["translator@10 vs prior@100"]["fewest_steps_matching_prior_energy_and_accuracy"] == 10
+
+
+def test_quality_section_runs_every_arm(evaluator, tmp_path):
+    workload = load_workload("tron-mnist")
+    settings = QualitySettings(samples_per_condition=2, step_counts=[0, 2], grid_step_sizes=[1.0], grid_noise_stds=[0.01],
+                               tuning_samples_per_condition=1, fusedream_candidates=3)
+    result = quality(workload, settings, evaluator, tmp_path)
+    arms = {row["arm"] for row in result["rows"]}
+    assert arms == {"translator", "translator_search", "translator_mean", "prior", "best_of_n_prior", "fusedream"}
+    assert all(len([r for r in result["rows"] if r["arm"] == arm]) == 2 for arm in arms)
+    assert result["defaults"]["num_images"] == 20
+    assert any(name.startswith("pipeline defaults") for name in result["claim"])
+    assert "Claim pipeline defaults (translator, best of 4)@10 vs prior@2" in quality_tables(result)
+    assert all((tmp_path / name).is_file() for name in result["plots"] + result["sample_grids"])
