@@ -80,8 +80,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def environment(args) -> dict:
     """What produced the numbers: machine, versions, commit, load."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    def git(*arguments):
+        return subprocess.run(["git", *arguments], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " + uncommitted changes"
     info = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
