@@ -451,8 +451,9 @@ class TronPipeline(DiffusionPipeline):
             initialization: ``"translator"`` (default): draw a component and a latent from the translator's mixture,
                 so images of one condition differ from the start. ``"translator_mean"``: the method's initialisation,
                 all K means mixed per dimension by softmax weights, refined jointly; deterministic per condition, so
-                diversity comes only from Langevin noise (on MNIST: identical images before Langevin, within-class
-                diversity 0.45 of real digits after 10 steps vs 0.94 for ``"translator"`` at equal accuracy).
+                diversity comes only from Langevin noise (embedded `tron-mnist`: identical images before Langevin,
+                within-class diversity 0.32 of real digits after 10 steps vs 1.00 for ``"translator"``; see
+                docs/benchmarks.md).
                 ``"prior"``: start from G's prior p(z), the baseline without a translator.
             num_augmentations: Augmented copies per image in the energy (the method uses 50 for CLIP); 0 scores the
                 plain image. Defaults to the pipeline's ``default_num_augmentations``.
