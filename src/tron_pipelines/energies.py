@@ -231,6 +231,10 @@ class TronEnergy:
             energy = energy + self.prior_weight * gaussian_prior_energy(main)
         return energy, images
 
+    def unaugmented(self, latents: torch.Tensor) -> torch.Tensor:
+        """Energy per sample ``(B,)`` (float32) of the plain images of packed ``latents``; draws no random numbers."""
+        return self.evaluate_fn(self, latents, None)[0]
+
     def __call__(self, latents: torch.Tensor, generator=None, return_images: bool = False):
         """Energy per sample ``(B,)`` (float32) of packed latents; with ``return_images``, also G's images."""
         energy, images = self.evaluate_fn(self, latents, self.sample_augmentations(latents, generator))

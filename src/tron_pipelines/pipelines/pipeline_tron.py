@@ -378,13 +378,11 @@ class TronPipeline(DiffusionPipeline):
         and drawing them consumes no augmentation randomness. Candidates are drawn one batch at a time, so memory
         does not grow with ``num_candidates``.
         """
-        best, best_energy = None, None
-        for _ in range(num_candidates):
+        best = self.prepare_latent_state(condition_embeds, initialization, generator, None, device)
+        best_energy = energy_fn.unaugmented(best.packed())
+        for _ in range(num_candidates - 1):
             candidate = self.prepare_latent_state(condition_embeds, initialization, generator, None, device)
-            energy, _ = energy_fn.evaluate_fn(energy_fn, candidate.packed(), None)
-            if best is None:
-                best, best_energy = candidate, energy
-                continue
+            energy = energy_fn.unaugmented(candidate.packed())
             # A non-finite best is replaced by anything; a non-finite candidate never wins (NaN < x is False).
             better = (energy < best_energy) | ~torch.isfinite(best_energy)
             best = LangevinState(
