@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from data import NUM_CLASSES, EvalClassifier, frechet_distance, load_mnist, load_split
+from data import NUM_CLASSES, EvalClassifier, frechet_distance, load_mnist, load_split, recompute_batchnorm_statistics
 from PIL import Image
 
 from tron_pipelines import ConvGenerator
@@ -78,25 +78,6 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
     """``ema = decay * ema + (1 - decay) * model`` for parameters; buffers are recomputed at the end anyway."""
     for ema_parameter, parameter in zip(ema_model.parameters(), model.parameters()):
         ema_parameter.lerp_(parameter, 1.0 - decay)
-
-
-@torch.no_grad()
-def recompute_batchnorm_statistics(generator: ConvGenerator, num_samples: int, batch_size: int, seed: int) -> None:
-    """Replace the running statistics of every BatchNorm in `generator` by their exact average over `num_samples`
-    prior samples drawn in batches of `batch_size` (the batch size used in training, so the per-batch statistics the
-    network was trained with are what gets averaged), then leave the generator in eval mode."""
-    norms = [module for module in generator.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative moving average = plain mean over all batches seen
-    generator.train()
-    noise = torch.Generator().manual_seed(seed)
-    for _ in range(math.ceil(num_samples / batch_size)):
-        generator(generator.sample_latents(batch_size, generator=noise))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    generator.eval()
 
 
 def save_sample_grid(images: torch.Tensor, path: Path, columns: int = 10) -> None:
@@ -176,7 +157,11 @@ def main(argv=None) -> dict:
             losses = f"d_loss {discriminator_loss.item():.3f} g_loss {generator_loss.item():.3f}"
             print(f"step {step}/{args.max_steps} {losses}", flush=True)
 
-    recompute_batchnorm_statistics(ema_generator, args.bn_recompute_samples, args.batch_size, args.seed)
+    # Prior samples in batches of the training batch size, so the per-batch statistics G was trained with are what
+    # gets averaged.
+    noise = torch.Generator().manual_seed(args.seed)
+    num_batches = math.ceil(args.bn_recompute_samples / args.batch_size)
+    recompute_batchnorm_statistics(ema_generator, (ema_generator.sample_latents(args.batch_size, generator=noise) for _ in range(num_batches)))
     ema_generator.save_pretrained(output_dir)
     reloaded = ConvGenerator.from_pretrained(output_dir).eval()
     grid_samples = reloaded.sample(100, generator=torch.Generator().manual_seed(args.seed))
