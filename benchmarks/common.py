@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 
 def synchronize(device: torch.device) -> None:
@@ -34,6 +36,38 @@ def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 1) -> t
         elapsed, result = timed(fn, device)
         seconds.append(elapsed)
     return statistics.median(seconds), result
+
+
+class FlopCounter(TorchDispatchMode):
+    """Counts the floating-point operations of the matrix products and convolutions run inside it, forward and
+    backward, with the per-operator formulas of `torch.utils.flop_counter` (its own `FlopCounterMode` also tracks
+    modules through backward hooks, which `torch.autograd.grad` refuses). Elementwise work is not counted, so the
+    count is a lower bound on the work done.
+
+    Example: ``with FlopCounter() as counter: pipe(...)``, then ``counter.total``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """This machine's float32 rate on one large square matrix product, in GFLOP/s (the best of ``repeats``): the
+    practical ceiling for any float32 workload made of matrix products and convolutions."""
+    generator = torch.Generator(device).manual_seed(0)
+    left, right = (torch.randn(size, size, generator=generator, device=device) for _ in range(2))
+    torch.mm(left, right)
+    seconds = min(timed(lambda: torch.mm(left, right), device)[0] for _ in range(repeats))
+    return 2 * size**3 / seconds / 1e9
 
 
 def seeded_generators(seeds, device: torch.device) -> list[torch.Generator]:

@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import format_table, write_json  # noqa: E402
+from common import format_table, matmul_gflops, write_json  # noqa: E402
 from workloads import SYNTHETIC_WORKLOADS, load_workload  # noqa: E402
 
 SECTIONS = ("quality", "throughput", "overhead", "memory", "features")
@@ -166,6 +166,8 @@ def run_speed(args, sizes, names, sections, include_compile, output_dir: Path, e
     import speed
 
     repeats, results = sizes["repeats"], {section: [] for section in sections}
+    if "throughput" in sections:
+        matmul_rate = matmul_gflops(torch.device(args.device))
     for name in names:
         workload = load_workload(name, args.device)
         steps = workload.pipe.config.default_num_inference_steps
@@ -182,15 +184,22 @@ def run_speed(args, sizes, names, sections, include_compile, output_dir: Path, e
                 result = speed.throughput(workload, batch_sizes, steps, repeats, num_augmentations=num_augmentations, feature=feature)
                 workload_results.append(result)
                 emit(f"Throughput: {workload.name}, {feature}, N={result['num_augmentations']} augmentations, {steps} steps",
-                     format_table(result["rows"], [("batch_size", "batch", "d"), ("batched_images_per_second", "batched img/s", ".1f"),
-                                                   ("loop_images_per_second", "one-at-a-time img/s", ".1f"), ("speedup", "speed-up", ".2f")])
+                     format_table([dict(row, rounds=" ".join(f"{r:.2f}" for r in row["speedup_per_round"])) for row in result["rows"]],
+                                  [("batch_size", "batch", "d"), ("batched_images_per_second", "batched img/s", ".1f"),
+                                   ("loop_images_per_second", "one-at-a-time img/s", ".1f"), ("speedup", "speed-up", ".2f"),
+                                   ("rounds", "speed-up per round", ""), ("batched_gflops_per_second", "batched GFLOP/s", ".1f")])
                      + f"\n\nBatched vs one-at-a-time at batch {result['loop_batch']}, same seeds: {result['agreement']}; "
                      f"batched run vs itself with the initial latents moved by 1e-6: {result['sensitivity_to_1e-6_latent_change']}")
-            summary = speed.best_settings_speedup(workload_results, 32)
+            summary = speed.best_settings_speedup(workload_results, 32, matmul_rate)
             emit(f"Throughput summary: {workload.name}, batch 32",
                  f"fastest batched setting `{summary['batched_feature']}` {summary['batched_images_per_second']:.1f} img/s vs fastest "
                  f"one-at-a-time setting `{summary['loop_feature']}` {summary['loop_images_per_second']:.1f} img/s: "
-                 f"**{summary['speedup']:.2f}x** (default settings: {summary['default_speedup']:.2f}x).")
+                 f"**{summary['speedup']:.2f}x** (default settings: {summary['default_speedup']:.2f}x).\n\n"
+                 f"Work per image: {workload_results[0]['gflops_per_image']:.3f} GFLOP of matrix products and convolutions. "
+                 f"Default settings: batched {summary['default_batched_gflops_per_second']:.1f} GFLOP/s "
+                 f"(**{summary['default_share_of_matmul_rate']:.0%}** of this machine's float32 matrix-product rate, "
+                 f"{summary['matmul_gflops']:.1f} GFLOP/s), one-at-a-time {summary['default_loop_gflops_per_second']:.1f} GFLOP/s; "
+                 f"a batched call at the full matrix-product rate would be **{summary['float32_ceiling_speedup']:.2f}x** the loop.")
             results["throughput"].extend(workload_results)
             results.setdefault("throughput_summary", []).append(summary)
         if "overhead" in sections:

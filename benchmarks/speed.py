@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import median_seconds, new_figure, save_figure, seeded_generators, timed
+from common import FlopCounter, median_seconds, new_figure, save_figure, seeded_generators, timed
 from workloads import Workload
 
 from tron_pipelines.energies import FEATURE_ENERGIES, DiffAugment, TronEnergy, ConditionTerm
@@ -131,25 +131,46 @@ def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: 
                num_augmentations: int | None = None, feature: str = "float32 eager") -> dict:
     """Images per second of one batched call for each batch size, against the one-at-a-time loop over
     ``loop_batch`` images (its rate does not depend on the batch size), and how far their images differ. Both sides
-    run with the same speed ``feature``."""
+    run with the same speed ``feature``. The matrix-product and convolution work of one image (`FlopCounter`) turns
+    each rate into GFLOP/s, to compare with what the machine can do at all (`common.matmul_gflops`).
+
+    The measurement runs in ``repeats`` rounds of one loop and one batched call per batch size, back to back; each
+    speed-up is the median of its per-round ratios, so a change of machine speed between rounds (other tenants of a
+    shared machine) moves both sides of a ratio alike. The rates are the medians over the rounds."""
     device = workload.device
     with speed_feature(workload, feature) as extra:
         if num_augmentations is not None:
             extra = {**extra, "num_augmentations": num_augmentations}
         one_at_a_time(workload, 1, steps, **extra)  # warm-up: one image is enough
-        # Each loop is already an average over loop_batch calls: one run fewer than the batched measurements.
-        loop_seconds, single = median_seconds(lambda: one_at_a_time(workload, loop_batch, steps, **extra), device,
-                                              max(1, repeats - 1), warmup=0)
-        loop_rate = loop_batch / loop_seconds
-        rows, outputs = [], {}
         for batch_size in batch_sizes:
-            seconds, outputs[batch_size] = median_seconds(lambda: batched_call(workload, batch_size, steps, **extra), device, repeats)
+            batched_call(workload, batch_size, steps, **extra)
+        loop_times, batched_times, outputs = [], {batch_size: [] for batch_size in batch_sizes}, {}
+        for _ in range(repeats):
+            seconds, single = timed(lambda: one_at_a_time(workload, loop_batch, steps, **extra), device)
+            loop_times.append(seconds)
+            for batch_size in batch_sizes:
+                seconds, outputs[batch_size] = timed(lambda: batched_call(workload, batch_size, steps, **extra), device)
+                batched_times[batch_size].append(seconds)
+        loop_seconds = statistics.median(loop_times)
+        loop_rate = loop_batch / loop_seconds
+        rows = []
+        for batch_size, times in batched_times.items():
+            seconds = statistics.median(times)
             rows.append({
                 "batch_size": batch_size, "batched_seconds": seconds, "batched_images_per_second": batch_size / seconds,
-                "loop_images_per_second": loop_rate, "speedup": batch_size / seconds / loop_rate,
+                "loop_images_per_second": loop_rate,
+                "speedup": statistics.median(batch_size * loop / (loop_batch * batched) for loop, batched in zip(loop_times, times)),
+                "speedup_per_round": [batch_size * loop / (loop_batch * batched) for loop, batched in zip(loop_times, times)],
             })
         batched = outputs[loop_batch] if loop_batch in outputs else batched_call(workload, loop_batch, steps, **extra)
         sensitivity = perturbation_sensitivity(workload, loop_batch, steps, **extra)
+        # The same work per image at any batch size, so one image is enough to count it.
+        with FlopCounter() as counter:
+            batched_call(workload, 1, steps, **extra)
+    gflops_per_image = counter.total / 1e9
+    for row in rows:
+        row["batched_gflops_per_second"] = row["batched_images_per_second"] * gflops_per_image
+        row["loop_gflops_per_second"] = loop_rate * gflops_per_image
     # Per image: the largest pixel difference. Float rounding differs with the batch size (different kernels), and
     # Langevin amplifies it for the odd sample whose gradient direction is unstable, hence the median and a count;
     # `sensitivity` shows the same amplification of a 1e-6 change of the initial latents within one path.
@@ -161,6 +182,7 @@ def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: 
         "num_augmentations": workload.pipe.config.default_num_augmentations if num_augmentations is None else num_augmentations,
         "loop_batch": loop_batch,
         "loop_seconds": loop_seconds,
+        "gflops_per_image": gflops_per_image,
         "rows": rows,
         "agreement": {
             "median_max_abs_image_difference": image_differences.median().item(),
@@ -187,9 +209,13 @@ def perturbation_sensitivity(workload: Workload, batch_size: int, steps: int, se
     }
 
 
-def best_settings_speedup(results: list[dict], batch_size: int) -> dict:
+def best_settings_speedup(results: list[dict], batch_size: int, matmul_gflops: float) -> dict:
     """Fastest batched setting vs fastest one-at-a-time setting at ``batch_size``, over the `throughput` results of
-    one workload with the pipeline's own number of augmentations (speed features help the two sides differently)."""
+    one workload with the pipeline's own number of augmentations (speed features help the two sides differently).
+
+    Also how the default (float32 eager) batched call uses the machine: its GFLOP/s as a share of the float32
+    matrix-product rate ``matmul_gflops``, and the speed-up over the loop that a batched call running at that full
+    rate would have (the float32 ceiling of batching on this machine)."""
     default_augmentations = max(result["num_augmentations"] for result in results)
     candidates = [(result, row) for result in results if result["num_augmentations"] == default_augmentations
                   for row in result["rows"] if row["batch_size"] == batch_size]
@@ -202,6 +228,11 @@ def best_settings_speedup(results: list[dict], batch_size: int) -> dict:
         "loop_feature": loop_result["feature"], "loop_images_per_second": loop_row["loop_images_per_second"],
         "speedup": batched_row["batched_images_per_second"] / loop_row["loop_images_per_second"],
         "default_speedup": default["speedup"],
+        "matmul_gflops": matmul_gflops,
+        "default_batched_gflops_per_second": default["batched_gflops_per_second"],
+        "default_share_of_matmul_rate": default["batched_gflops_per_second"] / matmul_gflops,
+        "default_loop_gflops_per_second": default["loop_gflops_per_second"],
+        "float32_ceiling_speedup": matmul_gflops / default["loop_gflops_per_second"],
     }
 
 

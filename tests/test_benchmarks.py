@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+from common import FlopCounter  # noqa: E402
 from metrics import MnistEvaluator  # noqa: E402
 from quality import QualitySettings, paper_claim, quality, quality_tables  # noqa: E402
 from workloads import load_workload  # noqa: E402
@@ -44,6 +46,19 @@ def test_claim_judges_diversity_by_distance_from_real_digits_and_fd_within_noise
     assert claim["translator_mean@10 vs prior@100"]["checks"]["diversity_gap"] is False  # collapse is not diversity
     assert claim["translator_search@10 vs prior@100"]["checks"]["frechet_distance"] is False
     assert claim["translator@10 vs prior@100"]["fewest_steps_matching_prior_energy_and_accuracy"] == 10
+
+
+def test_flop_counter_counts_forward_and_input_gradient_under_autograd_grad():
+    layer = torch.nn.Linear(8, 4).requires_grad_(False)
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1).requires_grad_(False)
+    inputs = torch.randn(2, 8, requires_grad=True)
+    images = torch.randn(2, 3, 6, 6, requires_grad=True)
+    with FlopCounter() as counter, torch.enable_grad():
+        torch.autograd.grad(layer(inputs).sum() + conv(images).sum(), [inputs, images])
+    linear_macs = 2 * 8 * 4
+    conv_macs = 2 * 5 * 6 * 6 * 3 * 3 * 3
+    # Forward and input gradient only: the frozen weights get no gradient, so no weight-gradient products run.
+    assert counter.total == 2 * (2 * linear_macs) + 2 * (2 * conv_macs)
 
 
 def test_quality_section_runs_every_arm(evaluator, tmp_path):
