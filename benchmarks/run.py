@@ -176,7 +176,7 @@ def run_speed(args, sizes, names, sections, include_compile, output_dir: Path, e
             # pipeline uses some (one image is then a batch of one for f), and with speed features on both sides.
             variants = [(sizes["batch_sizes"], None, "float32 eager"), ([32], None, "channels_last + bf16 autocast")]
             if not args.quick:
-                variants[1:1] = [([32], None, "channels_last")]
+                variants[1:1] = [([32], None, "channels_last"), ([32], None, "fused batch norm + channels_last")]
                 if workload.pipe.config.default_num_augmentations:
                     variants.insert(1, ([32], 0, "float32 eager"))
             workload_results = []

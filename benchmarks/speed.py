@@ -26,14 +26,16 @@ BENCHMARKS_DIR = Path(__file__).resolve().parent
 
 
 # Speed features ---------------------------------------------------------------------------------------------------
-# name -> (pipeline call keyword arguments, model setup). Setups: channels_last memory format for G and f, and
-# `TronPipeline.enable_energy_compile`.
+# name -> (pipeline call keyword arguments, model setup). Setups: `TronPipeline.fuse_batch_norm`, channels_last
+# memory format for G and f, and `TronPipeline.enable_energy_compile`.
 FEATURES = {
     "float32 eager": ({}, ()),
     "bf16 autocast": ({"autocast_dtype": torch.bfloat16}, ()),
     "fp16 autocast": ({"autocast_dtype": torch.float16}, ()),
     "channels_last": ({}, ("channels_last",)),
     "channels_last + bf16 autocast": ({"autocast_dtype": torch.bfloat16}, ("channels_last",)),
+    "fused batch norm": ({}, ("fuse_batch_norm",)),
+    "fused batch norm + channels_last": ({}, ("fuse_batch_norm", "channels_last")),
     "torch.compile": ({}, ("compile",)),
     "torch.compile + channels_last + bf16 autocast": ({"autocast_dtype": torch.bfloat16}, ("compile", "channels_last")),
 }
@@ -44,6 +46,8 @@ def speed_feature(workload: Workload, name: str):
     """Apply feature ``name`` to the workload's pipeline for the block; yields the extra call keyword arguments."""
     call_kwargs, setups = FEATURES[name]
     pipe = workload.pipe
+    if "fuse_batch_norm" in setups:
+        pipe.fuse_batch_norm()
     if "channels_last" in setups:
         pipe.generator.to(memory_format=torch.channels_last)
         pipe.encoder.to(memory_format=torch.channels_last)
@@ -57,6 +61,8 @@ def speed_feature(workload: Workload, name: str):
             pipe.encoder.to(memory_format=torch.contiguous_format)
         if "compile" in setups:
             pipe.disable_energy_compile()
+        if "fuse_batch_norm" in setups:
+            pipe.unfuse_batch_norm()
 
 
 # Calls ------------------------------------------------------------------------------------------------------------
@@ -418,7 +424,8 @@ def memory(workload: Workload, batch_sizes: list[int], step_counts: list[int], r
 # Speed features section -------------------------------------------------------------------------------------------
 def speed_features(workload: Workload, batch_size: int, steps: int, repeats: int, include_compile: bool) -> dict:
     """Images per second at ``batch_size`` for each optional speed feature, and how far its energies move from the
-    float32 eager run with the same seeds (autocast changes numerics; channels_last and compile only rounding)."""
+    float32 eager run with the same seeds (autocast changes numerics; channels_last, fused batch norm and compile only
+    rounding)."""
     device = workload.device
     names = [name for name in FEATURES if ("fp16" not in name or device.type == "cuda")
              and ("compile" not in name or include_compile)]

@@ -1,5 +1,6 @@
 """Properties the speed features and the benchmark suite rely on: batching changes no result, mixed precision keeps
-float32 state, compiled and channels_last energies equal eager ones, and no autograd graph outlives its step."""
+float32 state, compiled, channels_last and batch-norm-folded energies equal eager ones, and no autograd graph outlives
+its step."""
 
 import gc
 import os
@@ -135,6 +136,53 @@ def test_channels_last_models_give_the_same_result(classifier_pipe):
     out = call(classifier_pipe, class_labels=[0, 1, 2], generator=seeded(0))
     torch.testing.assert_close(out.energies, reference.energies, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.images, reference.images, atol=1e-4, rtol=0)
+
+
+# Folded batch norms -----------------------------------------------------------------------------------------------
+def _batch_norms(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_fused_batch_norm_gives_the_same_result_and_unfuses_exactly(classifier_pipe):
+    reference = call(classifier_pipe, class_labels=[0, 1, 2], generator=seeded(0))
+    originals = {name: {k: v.clone() for k, v in getattr(classifier_pipe, name).state_dict().items()} for name in ("generator", "encoder")}
+    expected = len(_batch_norms(classifier_pipe.generator)) + len(_batch_norms(classifier_pipe.encoder))
+    assert classifier_pipe.fuse_batch_norm() == expected == 5  # G: Linear+BN1d, 2 x ConvTranspose+BN; f: 2 x Conv+BN
+    assert not _batch_norms(classifier_pipe.generator) and not _batch_norms(classifier_pipe.encoder)
+    out = call(classifier_pipe, class_labels=[0, 1, 2], generator=seeded(0))
+    torch.testing.assert_close(out.energies, reference.energies, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.images, reference.images, atol=1e-4, rtol=0)
+    classifier_pipe.unfuse_batch_norm()
+    for name, state in originals.items():
+        restored = getattr(classifier_pipe, name).state_dict()
+        assert restored.keys() == state.keys() and all(torch.equal(restored[k], v) for k, v in state.items())
+    assert classifier_pipe.fuse_batch_norm(encoder=False) == 3
+
+
+def test_save_pretrained_while_fused_writes_the_original_weights(classifier_pipe, tmp_path):
+    from tron_pipelines import TronPipeline
+
+    original = {k: v.clone() for k, v in classifier_pipe.generator.state_dict().items()}
+    classifier_pipe.fuse_batch_norm()
+    classifier_pipe.save_pretrained(tmp_path / "saved")
+    assert not _batch_norms(classifier_pipe.generator)  # still folded after the save
+    loaded = TronPipeline.from_pretrained(tmp_path / "saved").generator.state_dict()
+    assert loaded.keys() == original.keys() and all(torch.equal(loaded[k], v) for k, v in original.items())
+
+
+def test_fuse_batch_norm_refuses_training_mode_and_warns_when_nothing_folds(classifier_pipe, clip_pipe, caplog):
+    classifier_pipe.encoder.train()
+    with pytest.raises(ValueError, match="training mode"):
+        classifier_pipe.fuse_batch_norm()
+    assert _batch_norms(classifier_pipe.generator)  # nothing changed before the error
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.enable_propagation()
+    try:
+        assert clip_pipe.fuse_batch_norm(generator=False) == 0  # CLIP has LayerNorms only
+    finally:
+        diffusers_logging.disable_propagation()
+    assert "nothing folded" in caplog.text
 
 
 # Memory -----------------------------------------------------------------------------------------------------------
