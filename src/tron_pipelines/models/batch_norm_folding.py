@@ -5,6 +5,8 @@ per-channel affine map, and the pair computes exactly what one layer with rescal
 computes (up to float rounding). Folding saves the BatchNorm's pass over the activations in the forward and the
 backward pass of every Langevin step. Conditional BatchNorms (BigGAN's, whose scale depends on the class embedding)
 and normalisations of other kinds (CLIP's LayerNorm) are not affine maps fixed in advance and are left alone.
+As in torch's own fusers, a ``Linear`` followed by a ``BatchNorm1d`` is folded as the usual ``(batch, features)``
+pair, where the BatchNorm normalises the Linear's output features.
 """
 
 from dataclasses import dataclass
