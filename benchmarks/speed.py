@@ -107,29 +107,31 @@ def bare_inputs(workload: Workload, batch_size: int, seed: int = 0) -> dict:
 
 
 def bare_forward_backward(workload: Workload, inputs: dict, steps: int, num_augmentations: int, seed: int = 0):
-    """The floor the pipeline is measured against: the forward passes of G, f and the energy that score the
-    pipeline's ``default_num_candidates`` initial draws (none for a single draw), then ``steps`` times G forward,
-    augmentations, f's preprocessing and forward, the energy and ``torch.autograd.grad``, with no pipeline around
-    them."""
+    """The floor the pipeline is measured against, the passes through G and f a call needs with no pipeline around
+    them: the forwards that score the pipeline's ``default_num_candidates`` initial draws (none for a single draw);
+    ``steps`` times G forward, augmentations, f's preprocessing and forward, the energy and
+    ``torch.autograd.grad``; and the forward that renders the final images and scores their energies."""
     pipe, device = workload.pipe, workload.device
     adapter, conditions, feature_energy = inputs["adapter"], inputs["conditions"], inputs["feature_energy"]
     augment, generator = inputs["augment"], torch.Generator(device).manual_seed(seed)
     latents = inputs["latents"]
+
+    def energy(latents, num_copies):
+        images = pipe.generator.generate(latents)
+        copies = augment(images, num_copies, generator) if num_copies else images.unsqueeze(1)
+        features = adapter.features(adapter.preprocess_generated(copies.flatten(0, 1)))
+        return feature_energy(features.float().view(len(latents), copies.shape[1], -1), conditions), images
+
     num_candidates = pipe.config.default_num_candidates
     with torch.no_grad():
         for _ in range(num_candidates if num_candidates > 1 else 0):
-            features = adapter.features(adapter.preprocess_generated(pipe.generator.generate(latents)))
-            feature_energy(features.float().unsqueeze(1), conditions)
-    grad = None
+            energy(latents, 0)
     with torch.enable_grad():
         for _ in range(steps):
             leaf = latents.detach().requires_grad_(True)
-            images = pipe.generator.generate(leaf)
-            copies = augment(images, num_augmentations, generator) if num_augmentations else images.unsqueeze(1)
-            features = adapter.features(adapter.preprocess_generated(copies.flatten(0, 1)))
-            energy = feature_energy(features.float().view(len(leaf), copies.shape[1], -1), conditions)
-            (grad,) = torch.autograd.grad(energy.sum(), leaf)
-    return grad
+            torch.autograd.grad(energy(leaf, num_augmentations)[0].sum(), leaf)
+    with torch.no_grad():
+        return energy(latents, num_augmentations)
 
 
 # Throughput -------------------------------------------------------------------------------------------------------
@@ -255,13 +257,14 @@ def overhead(workload: Workload, batch_size: int, steps: int, repeats: int) -> d
         return pipe(**kwargs, num_inference_steps=num_steps, generator=torch.Generator(device).manual_seed(0), output_type="pt")
 
     pipeline_call(steps), bare_forward_backward(workload, inputs, steps, num_augmentations)  # warm-up
-    pipeline_times, bare_times, zero_step_times = [], [], []
+    pipeline_times, bare_times, zero_step_times, bare_zero_step_times = [], [], [], []
     for _ in range(repeats):
         pipeline_times.append(timed(lambda: pipeline_call(steps), device)[0])
         bare_times.append(timed(lambda: bare_forward_backward(workload, inputs, steps, num_augmentations), device)[0])
         zero_step_times.append(timed(lambda: pipeline_call(0), device)[0])
+        bare_zero_step_times.append(timed(lambda: bare_forward_backward(workload, inputs, 0, num_augmentations), device)[0])
     pipeline_seconds, bare_seconds = statistics.median(pipeline_times), statistics.median(bare_times)
-    zero_step_seconds = statistics.median(zero_step_times)
+    zero_step_seconds, bare_zero_step_seconds = statistics.median(zero_step_times), statistics.median(bare_zero_step_times)
     stages = step_breakdown(workload, inputs, batch_size, num_augmentations, steps, repeats)
     per_step_pipeline = (pipeline_seconds - zero_step_seconds) / steps
     stages["pipeline bookkeeping"] = max(per_step_pipeline - sum(stages.values()), 0.0)
@@ -275,8 +278,9 @@ def overhead(workload: Workload, batch_size: int, steps: int, repeats: int) -> d
         "overhead_ratio": pipeline_seconds / bare_seconds,
         "median_pairwise_ratio": statistics.median(p / b for p, b in zip(pipeline_times, bare_times)),
         "fixed_seconds": zero_step_seconds,
+        "bare_fixed_seconds": bare_zero_step_seconds,
         "per_step_seconds": per_step_pipeline,
-        "bare_per_step_seconds": bare_seconds / steps,
+        "bare_per_step_seconds": (bare_seconds - bare_zero_step_seconds) / steps,
         "stage_seconds_per_step": stages,
         "host_syncs_in_call": count_host_syncs(lambda: pipeline_call(steps), device),
     }
