@@ -157,6 +157,11 @@ def test_fused_batch_norm_gives_the_same_result_and_unfuses_exactly(classifier_p
         restored = getattr(classifier_pipe, name).state_dict()
         assert restored.keys() == state.keys() and all(torch.equal(restored[k], v) for k, v in state.items())
     assert classifier_pipe.fuse_batch_norm(encoder=False) == 3
+    # A model moved while folded gets its original layers back where it is now.
+    classifier_pipe.generator.to(torch.float64)
+    classifier_pipe.unfuse_batch_norm()
+    assert {p.dtype for p in classifier_pipe.generator.parameters()} == {torch.float64}
+    assert all(b.dtype == torch.float64 for m in _batch_norms(classifier_pipe.generator) for b in (m.running_mean, m.running_var))
 
 
 def test_save_pretrained_while_fused_writes_the_original_weights(classifier_pipe, tmp_path):
