@@ -41,8 +41,9 @@ def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 1) -> t
 class FlopCounter(TorchDispatchMode):
     """Counts the floating-point operations of the matrix products and convolutions run inside it, forward and
     backward, with the per-operator formulas of `torch.utils.flop_counter` (its own `FlopCounterMode` also tracks
-    modules through backward hooks, which `torch.autograd.grad` refuses). Elementwise work is not counted, so the
-    count is a lower bound on the work done.
+    modules through backward hooks, which `torch.autograd.grad` refuses). Elementwise work is not counted, and
+    neither is attention on CPU (its fused kernel has no formula there), so the count is a lower bound on the work
+    done.
 
     Example: ``with FlopCounter() as counter: pipe(...)``, then ``counter.total``.
     """

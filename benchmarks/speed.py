@@ -21,6 +21,7 @@ from common import FlopCounter, median_seconds, new_figure, save_figure, seeded_
 from workloads import Workload
 
 from tron_pipelines.energies import FEATURE_ENERGIES, DiffAugment, TronEnergy, ConditionTerm
+from tron_pipelines.models.batch_norm_folding import foldable_pairs
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 
@@ -39,6 +40,15 @@ FEATURES = {
     "torch.compile": ({}, ("compile",)),
     "torch.compile + channels_last + bf16 autocast": ({"autocast_dtype": torch.bfloat16}, ("compile", "channels_last")),
 }
+
+
+def applicable_features(workload: Workload, include_compile: bool = True) -> list[str]:
+    """The `FEATURES` that can change anything on this workload and device: fp16 autocast only on GPUs, BatchNorm
+    folding only where G or f has a BatchNorm to fold, compile only when asked for."""
+    pipe = workload.pipe
+    has_folds = any(foldable_pairs(model) for model in (pipe.generator, pipe.encoder))
+    return [name for name in FEATURES if ("fp16" not in name or workload.device.type == "cuda")
+            and ("fused batch norm" not in name or has_folds) and ("compile" not in name or include_compile)]
 
 
 @contextmanager
@@ -220,6 +230,8 @@ def perturbation_sensitivity(workload: Workload, batch_size: int, steps: int, se
 def best_settings_speedup(results: list[dict], batch_size: int, matmul_gflops: float) -> dict:
     """Fastest batched setting vs fastest one-at-a-time setting at ``batch_size``, over the `throughput` results of
     one workload with the pipeline's own number of augmentations (speed features help the two sides differently).
+    The two settings were timed in different rounds, so this speed-up is a ratio of median rates; the default
+    settings' speed-up is, like every row's, the median of back-to-back ratios.
 
     Also how the default (float32 eager) batched call uses the machine: its GFLOP/s as a share of the float32
     matrix-product rate ``matmul_gflops``, and the speed-up over the loop that a batched call running at that full
@@ -431,8 +443,7 @@ def speed_features(workload: Workload, batch_size: int, steps: int, repeats: int
     float32 eager run with the same seeds (autocast changes numerics; channels_last, fused batch norm and compile only
     rounding)."""
     device = workload.device
-    names = [name for name in FEATURES if ("fp16" not in name or device.type == "cuda")
-             and ("compile" not in name or include_compile)]
+    names = applicable_features(workload, include_compile)
     reference = batched_call(workload, batch_size, steps).energies
     rows = []
     for name in names:

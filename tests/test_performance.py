@@ -169,25 +169,38 @@ def test_save_pretrained_while_fused_writes_the_original_weights(classifier_pipe
 
     original = {k: v.clone() for k, v in classifier_pipe.generator.state_dict().items()}
     classifier_pipe.fuse_batch_norm()
-    classifier_pipe.save_pretrained(tmp_path / "saved")
+    # The models carry their folds: a pipeline built from the same components saves and unfuses them too.
+    rebuilt = TronPipeline(**classifier_pipe.components)
+    rebuilt.save_pretrained(tmp_path / "saved")
     assert not _batch_norms(classifier_pipe.generator)  # still folded after the save
     loaded = TronPipeline.from_pretrained(tmp_path / "saved").generator.state_dict()
     assert loaded.keys() == original.keys() and all(torch.equal(loaded[k], v) for k, v in original.items())
+    rebuilt.unfuse_batch_norm()
+    assert len(_batch_norms(classifier_pipe.generator)) == 3
 
 
 def test_fuse_batch_norm_refuses_training_mode_and_warns_when_nothing_folds(classifier_pipe, clip_pipe, caplog):
     classifier_pipe.encoder.train()
     with pytest.raises(ValueError, match="training mode"):
         classifier_pipe.fuse_batch_norm()
-    assert _batch_norms(classifier_pipe.generator)  # nothing changed before the error
+    classifier_pipe.encoder.eval()
+    classifier_pipe.encoder.features[1].train()  # one BatchNorm left training inside an eval model
+    with pytest.raises(ValueError, match="training mode"):
+        classifier_pipe.fuse_batch_norm()
+    # Both models are checked before either is changed.
+    assert len(_batch_norms(classifier_pipe.generator)) == 3 and len(_batch_norms(classifier_pipe.encoder)) == 2
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.enable_propagation()
     try:
         assert clip_pipe.fuse_batch_norm(generator=False) == 0  # CLIP has LayerNorms only
+        assert "no BatchNorm directly after" in caplog.text
+        classifier_pipe.encoder.features[1].eval()
+        assert classifier_pipe.fuse_batch_norm() == 5
+        assert classifier_pipe.fuse_batch_norm() == 0
+        assert "folded already" in caplog.text
     finally:
         diffusers_logging.disable_propagation()
-    assert "nothing folded" in caplog.text
 
 
 # Memory -----------------------------------------------------------------------------------------------------------

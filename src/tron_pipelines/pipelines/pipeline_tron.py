@@ -17,7 +17,7 @@ from huggingface_hub import snapshot_download
 
 from ..encoders import EncoderAdapter
 from ..energies import AUGMENTATIONS, ConditionTerm, DiffAugment, TronEnergy
-from ..models.batch_norm_folding import fold_batch_norms
+from ..models.batch_norm_folding import fold_batch_norms, folds_of, refold_batch_norms, unfold_batch_norms
 from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
 from ..pretrained import resolve_pretrained_path
@@ -155,8 +155,6 @@ class TronPipeline(DiffusionPipeline):
         self.postprocessor = VaeImageProcessor(do_resize=False)
         # Set by `enable_energy_compile`: a compiled `TronEnergy.evaluate`, or None to run the energy eagerly.
         self._compiled_energy = None
-        # Set by `fuse_batch_norm`: the folds to undo, in the order they were made.
-        self._batch_norm_folds = []
 
     # Loading --------------------------------------------------------------------------------------------------
     @classmethod
@@ -220,56 +218,56 @@ class TronPipeline(DiffusionPipeline):
 
         G and f never train during sampling, so such a pair is one affine layer: folding it removes a pass over the
         activations from the forward and the backward pass of every Langevin step (embedded `tron-mnist`, batch 32 on
-        2 CPU cores: about 1.4x the images per second; see docs/benchmarks.md). Energies and images agree with the
-        unfused models up to float rounding, which Langevin may amplify for a few images, so it is off by default.
-        Only pairs that follow each other in an ``nn.Sequential`` are found; conditional BatchNorms (BigGAN's) and
-        LayerNorms (CLIP's) are not fixed affine maps and stay as they are.
+        2 CPU cores: about 1.1x the images per second alone, 1.4x with channels_last; see docs/benchmarks.md).
+        Energies and images agree with the unfused models up to float rounding, which Langevin may amplify for a few
+        images, so it is off by default. Only pairs that follow each other in an ``nn.Sequential`` are found;
+        conditional BatchNorms (BigGAN's) and LayerNorms (CLIP's) are not fixed affine maps and stay as they are.
 
-        The models are changed in place: their ``state_dict`` has the folded weights until `unfuse_batch_norm`.
-        `save_pretrained` (and `push_to_hub`) still write the original weights. Changing G's or f's weights while
-        folded is not supported: unfuse first.
+        The models are changed in place and remember their folds, so `unfuse_batch_norm` works from any pipeline
+        holding them; their ``state_dict`` has the folded weights until then. `save_pretrained` (and `push_to_hub`)
+        of a pipeline still write the original weights; a model's own ``save_pretrained`` does not: unfuse first.
+        Changing G's or f's weights while folded is not supported either.
 
         Args:
             generator: Fold G's BatchNorms.
             encoder: Fold f's BatchNorms.
 
         Returns:
-            The number of BatchNorm layers folded by this call (0, with a warning, when there are none).
+            The number of BatchNorm layers folded by this call (0, with a warning, when there are none left).
+
+        Raises:
+            ValueError: A chosen model, or a BatchNorm to fold, is in training mode or keeps no running statistics;
+                nothing is folded then.
 
         Example:
             ```py
             >>> pipe = TronPipeline.from_pretrained("tron-mnist")
-            >>> pipe.fuse_batch_norm()  # 5 for tron-mnist: 2 in G, 3 in f
+            >>> pipe.fuse_batch_norm()  # 6 for tron-mnist: 3 in G, 3 in f
             >>> images = pipe(class_labels=list(range(10))).images
             ```
         """
         models = {name: model for name, model, chosen in (("generator", self.generator, generator), ("encoder", self.encoder, encoder)) if chosen}
-        training = [name for name, model in models.items() if model.training]
-        if training:
-            raise ValueError(f"{training} in training mode: BatchNorm uses batch statistics there and cannot be folded; call `.eval()` first.")
-        folds = [fold for model in models.values() for fold in fold_batch_norms(model)]
-        if not folds:
-            logger.warning(f"fuse_batch_norm: no BatchNorm directly after a linear or convolution layer in {list(models)}; nothing folded.")
-        self._batch_norm_folds.extend(folds)
-        return len(folds)
+        count = fold_batch_norms(*models.values())
+        if not count:
+            folded_already = [name for name, model in models.items() if folds_of(model)]
+            reason = f"{folded_already} folded already" if folded_already else "no BatchNorm directly after a linear or convolution layer"
+            logger.warning(f"fuse_batch_norm: nothing folded in {list(models)}: {reason}.")
+        return count
 
     def unfuse_batch_norm(self):
         """Put back the BatchNorm layers folded by `fuse_batch_norm` (a no-op when none are folded)."""
-        for fold in reversed(self._batch_norm_folds):
-            fold.undo()
-        self._batch_norm_folds = []
+        unfold_batch_norms(self.generator, self.encoder)
 
     def save_pretrained(self, *args, **kwargs):
         """`DiffusionPipeline.save_pretrained`, writing G's and f's original weights even while `fuse_batch_norm` is
         in effect (the folds are undone for the save and made again after it)."""
-        folds = self._batch_norm_folds
-        self.unfuse_batch_norm()
+        folds = {model: folds_of(model) for model in (self.generator, self.encoder)}
+        unfold_batch_norms(*folds)
         try:
             return super().save_pretrained(*args, **kwargs)
         finally:
-            for fold in folds:
-                fold.redo()
-            self._batch_norm_folds = folds
+            for model, model_folds in folds.items():
+                refold_batch_norms(model, model_folds)
 
     # Properties mirroring diffusers' pipelines -------------------------------------------------------------------
     @property
