@@ -111,7 +111,8 @@ def fold_batch_norms(*models: nn.Module) -> int:
             fold = BatchNormFold(container, index, layer, batch_norm, folded, folded.weight.dtype)
             fold.redo()
             folds.append(fold)
-        setattr(model, FOLDS_ATTRIBUTE, folds_of(model) + folds)
+        if folds:
+            setattr(model, FOLDS_ATTRIBUTE, folds_of(model) + folds)
     return sum(len(model_pairs) for _, model_pairs in pairs)
 
 
@@ -120,14 +121,16 @@ def unfold_batch_norms(*models: nn.Module) -> None:
     for model in models:
         for fold in reversed(folds_of(model)):
             fold.undo()
-        setattr(model, FOLDS_ATTRIBUTE, [])
+        if hasattr(model, FOLDS_ATTRIBUTE):
+            delattr(model, FOLDS_ATTRIBUTE)
 
 
 def refold_batch_norms(model: nn.Module, folds: list[BatchNormFold]) -> None:
     """Make ``folds`` (taken with `folds_of` before `unfold_batch_norms`) again on ``model``, as they were."""
     for fold in folds:
         fold.redo()
-    setattr(model, FOLDS_ATTRIBUTE, list(folds))
+    if folds:
+        setattr(model, FOLDS_ATTRIBUTE, list(folds))
 
 
 __all__ = ["BatchNormFold", "fold_batch_norms", "foldable_pairs", "folds_of", "refold_batch_norms", "unfold_batch_norms"]
