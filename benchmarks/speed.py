@@ -20,7 +20,7 @@ import torch
 from common import FlopCounter, median_seconds, new_figure, save_figure, seeded_generators, timed
 from workloads import Workload
 
-from tron_pipelines.energies import FEATURE_ENERGIES, DiffAugment, TronEnergy, ConditionTerm
+from tron_pipelines.energies import FEATURE_ENERGIES, ConditionTerm, TronEnergy
 from tron_pipelines.models.batch_norm_folding import foldable_pairs
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
@@ -102,17 +102,14 @@ def bare_inputs(workload: Workload, batch_size: int, seed: int = 0) -> dict:
     pipe, device = workload.pipe, workload.device
     adapter = pipe.encoder_adapter
     kwargs = workload.condition_kwargs(batch_size)
-    conditions = pipe.encode_condition(
-        adapter, kwargs.get("prompt"), None, kwargs.get("class_labels"), kwargs.get("condition_embeds"), device
-    )
+    conditions = pipe.encode_condition(adapter, device=device, **kwargs)
     initial = pipe(**kwargs, num_inference_steps=0, generator=torch.Generator(device).manual_seed(seed), output_type="latent")
     return {
         "adapter": adapter,
         "conditions": conditions,
         "latents": initial.latents,
-        "feature_energy": FEATURE_ENERGIES["cosine" if adapter.kind == "clip" else "cross_entropy"],
-        # The pipeline's own augmentations (a comma-separated setting of the pipeline).
-        "augment": DiffAugment(policy=tuple(pipe.config.augmentation_policy.split(","))),
+        "feature_energy": FEATURE_ENERGIES[adapter.feature_energy],
+        "augment": pipe.augmentation,
     }
 
 

@@ -71,6 +71,12 @@ class EncoderAdapter:
         self.image_std = tuple(std if std is not None else default_std)[: self.channels]
 
     @property
+    def feature_energy(self) -> str:
+        """The `energies.FEATURE_ENERGIES` entry that scores this encoder's features: ``"cosine"`` for CLIP
+        embeddings, ``"cross_entropy"`` for classifier logits."""
+        return "cosine" if self.kind == "clip" else "cross_entropy"
+
+    @property
     def num_classes(self) -> int | None:
         return self.condition_dim if self.kind == "classifier" else None
 

@@ -282,6 +282,11 @@ class TronPipeline(DiffusionPipeline):
     def encoder_adapter(self) -> EncoderAdapter:
         return EncoderAdapter(self.encoder, self.tokenizer, self.image_processor)
 
+    @property
+    def augmentation(self) -> DiffAugment:
+        """The energy's augmentations, as the ``augmentation_policy`` setting names them."""
+        return DiffAugment(policy=tuple(self.config.augmentation_policy.split(",")))
+
     # Input checks --------------------------------------------------------------------------------------------
     def check_components(self, adapter: EncoderAdapter):
         """Raise ``ValueError`` when translator, generator and encoder do not fit together."""
@@ -573,10 +578,10 @@ class TronPipeline(DiffusionPipeline):
         energy_fn = TronEnergy(
             self.generator,
             adapter,
-            "cosine" if adapter.kind == "clip" else "cross_entropy",
+            adapter.feature_energy,
             terms,
             num_augmentations=num_augmentations,
-            augment=DiffAugment(policy=tuple(self.config.augmentation_policy.split(","))),
+            augment=self.augmentation,
             prior_weight=prior_weight,
             autocast_dtype=autocast_dtype,
             evaluate_fn=self._compiled_energy,
