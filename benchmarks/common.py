@@ -96,8 +96,6 @@ def write_json(path: Path, payload) -> None:
 
 
 def _json_default(value):
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
     if isinstance(value, (torch.device, torch.dtype, Path)):
         return str(value)
     if hasattr(value, "tolist"):

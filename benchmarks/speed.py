@@ -58,17 +58,18 @@ def speed_feature(workload: Workload, name: str):
     pipe = workload.pipe
     if "fuse_batch_norm" in setups:
         pipe.fuse_batch_norm()
+    models = (pipe.generator, pipe.encoder)
     if "channels_last" in setups:
-        pipe.generator.to(memory_format=torch.channels_last)
-        pipe.encoder.to(memory_format=torch.channels_last)
+        for model in models:
+            model.to(memory_format=torch.channels_last)
     if "compile" in setups:
         pipe.enable_energy_compile()
     try:
         yield call_kwargs
     finally:
         if "channels_last" in setups:
-            pipe.generator.to(memory_format=torch.contiguous_format)
-            pipe.encoder.to(memory_format=torch.contiguous_format)
+            for model in models:
+                model.to(memory_format=torch.contiguous_format)
         if "compile" in setups:
             pipe.disable_energy_compile()
         if "fuse_batch_norm" in setups:
@@ -171,11 +172,10 @@ def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: 
         rows = []
         for batch_size, times in batched_times.items():
             seconds = statistics.median(times)
+            ratios = [batch_size * loop / (loop_batch * batched) for loop, batched in zip(loop_times, times)]
             rows.append({
                 "batch_size": batch_size, "batched_seconds": seconds, "batched_images_per_second": batch_size / seconds,
-                "loop_images_per_second": loop_rate,
-                "speedup": statistics.median(batch_size * loop / (loop_batch * batched) for loop, batched in zip(loop_times, times)),
-                "speedup_per_round": [batch_size * loop / (loop_batch * batched) for loop, batched in zip(loop_times, times)],
+                "loop_images_per_second": loop_rate, "speedup": statistics.median(ratios), "speedup_per_round": ratios,
             })
         batched = outputs[loop_batch] if loop_batch in outputs else batched_call(workload, loop_batch, steps, **extra)
         sensitivity = perturbation_sensitivity(workload, loop_batch, steps, **extra)
@@ -186,10 +186,9 @@ def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: 
     for row in rows:
         row["batched_gflops_per_second"] = row["batched_images_per_second"] * gflops_per_image
         row["loop_gflops_per_second"] = loop_rate * gflops_per_image
-    # Per image: the largest pixel difference. Float rounding differs with the batch size (different kernels), and
-    # Langevin amplifies it for the odd sample whose gradient direction is unstable, hence the median and a count;
-    # `sensitivity` shows the same amplification of a 1e-6 change of the initial latents within one path.
-    image_differences = (batched.images - single["images"]).flatten(1).abs().amax(dim=1)
+    # Float rounding differs with the batch size (different kernels), and Langevin amplifies it for the odd sample
+    # whose gradient direction is unstable; `sensitivity` shows the same amplification of a 1e-6 change of the
+    # initial latents within one path.
     return {
         "workload": workload.name,
         "feature": feature,
@@ -200,9 +199,7 @@ def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: 
         "gflops_per_image": gflops_per_image,
         "rows": rows,
         "agreement": {
-            "median_max_abs_image_difference": image_differences.median().item(),
-            "max_abs_image_difference": image_differences.max().item(),
-            "images_within_1e-3": int((image_differences < 1e-3).sum()),
+            **image_differences(batched.images, single["images"]),
             "max_abs_energy_difference": (batched.energies - single["energies"]).abs().max().item(),
         },
         "sensitivity_to_1e-6_latent_change": sensitivity,
@@ -216,7 +213,13 @@ def perturbation_sensitivity(workload: Workload, batch_size: int, steps: int, se
     initial = batched_call(workload, batch_size, 0, seed, **call_kwargs).latents
     nudge = 1e-6 * torch.randn(initial.shape, generator=torch.Generator().manual_seed(seed)).to(device)
     runs = [batched_call(workload, batch_size, steps, seed, latents=latents, **call_kwargs).images for latents in (initial, initial + nudge)]
-    differences = (runs[0] - runs[1]).flatten(1).abs().amax(dim=1)
+    return image_differences(*runs)
+
+
+def image_differences(images: torch.Tensor, others: torch.Tensor) -> dict:
+    """Per image, the largest pixel difference between two runs ``(B, ...)``; summarised by the median, the maximum
+    and a count under 1e-3, because Langevin amplifies rounding for the odd sample only."""
+    differences = (images - others).flatten(1).abs().amax(dim=1)
     return {
         "median_max_abs_image_difference": differences.median().item(),
         "max_abs_image_difference": differences.max().item(),
@@ -423,8 +426,16 @@ def memory(workload: Workload, batch_sizes: list[int], step_counts: list[int], r
     """Peak memory of a call vs batch size (at ``reference_steps``) and vs steps (at ``reference_batch``), each in a
     fresh process, and the per-step memory trace of one long call."""
     device = str(workload.device)
-    by_batch = [memory_probe_in_subprocess(workload.name_or_path, device, b, reference_steps, threads) for b in batch_sizes]
-    by_steps = [memory_probe_in_subprocess(workload.name_or_path, device, reference_batch, s, threads) for s in step_counts]
+    probes = {}
+
+    def probe(batch_size, steps):
+        # The two sweeps meet at (reference_batch, reference_steps): one fresh process is enough for it.
+        if (batch_size, steps) not in probes:
+            probes[batch_size, steps] = memory_probe_in_subprocess(workload.name_or_path, device, batch_size, steps, threads)
+        return probes[batch_size, steps]
+
+    by_batch = [probe(b, reference_steps) for b in batch_sizes]
+    by_steps = [probe(reference_batch, s) for s in step_counts]
     return {
         "workload": workload.name,
         "measure": "max allocated (GPU)" if device.startswith("cuda") else "peak RSS above the pre-call RSS (CPU)",
@@ -447,12 +458,12 @@ def speed_features(workload: Workload, batch_size: int, steps: int, repeats: int
         with speed_feature(workload, name) as call_kwargs:
             first_call_seconds, _ = timed(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device)
             seconds, output = median_seconds(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device, repeats, warmup=0)
-            energies = output.energies
+        changes = (output.energies - reference).abs()
         rows.append({
             "feature": name, "images_per_second": batch_size / seconds, "seconds": seconds,
-            "mean_energy": energies.mean().item(),
-            "median_abs_energy_change": (energies - reference).abs().median().item(),
-            "max_abs_energy_change": (energies - reference).abs().max().item(),
+            "mean_energy": output.energies.mean().item(),
+            "median_abs_energy_change": changes.median().item(),
+            "max_abs_energy_change": changes.max().item(),
             "first_call_seconds": first_call_seconds,
         })
     base = rows[0]["images_per_second"]
