@@ -68,7 +68,8 @@ class MnistEvaluator:
         self.split = split
         self.real_features = self.classifier.features(split.held_out_images)
         self.real_diversity = within_class_diversity(split.held_out_images.astype(np.float64), split.held_out_labels)
-        self.real_accuracy = float((self.classifier.predict(split.held_out_images) == split.held_out_labels).mean())
+        real_predictions = self.classifier.logits_from_features(self.real_features).argmax(axis=1)
+        self.real_accuracy = float((real_predictions == split.held_out_labels).mean())
 
     def diversity_ratio(self, images: np.ndarray, labels: np.ndarray) -> float:
         """Within-class diversity over that of real held-out digits, averaged over the classes present."""

@@ -21,19 +21,20 @@ evaluation model, accuracy, within-class diversity and Fréchet distance (`metri
 """
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from common import format_table, new_figure, save_figure, seeded_generators
-from metrics import MnistEvaluator
+from metrics import MnistEvaluator, to_grey01
 from workloads import Workload, mnist_prompts
 
 from tron_pipelines import LangevinScheduler
+from tron_pipelines.pipelines.pipeline_tron import INITIALIZATIONS
 
 ARMS = ("translator", "translator_search", "translator_mean", "prior", "best_of_n_prior", "fusedream")
-LANGEVIN_INITIALIZATIONS = {"translator": "translator", "translator_mean": "translator_mean", "prior": "prior"}
 TRANSLATOR_ARMS = ("translator", "translator_search", "translator_mean")
 # Seed blocks: evaluation images, grid tuning images, prior candidates, and the augmentations of the final scoring.
 EVALUATION_SEED, TUNING_SEED, CANDIDATE_SEED, SCORING_SEED = 1_000, 500_000, 2_000_000, 900_000
@@ -184,8 +185,9 @@ def best_of_n_snapshots(candidates: dict, step_counts: list[int]) -> dict:
 def run_arms(workload: Workload, conditions: Conditions, seeds: list[int], settings: QualitySettings) -> dict:
     """``{arm: {T: {"latents", "seconds"}}}`` for every arm."""
     step_counts = settings.step_counts
-    runs = {arm: langevin_snapshots(workload, conditions, seeds, step_counts, initialization)
-            for arm, initialization in LANGEVIN_INITIALIZATIONS.items()}
+    # One arm per initialisation of the pipeline, named after it.
+    runs = {initialization: langevin_snapshots(workload, conditions, seeds, step_counts, initialization)
+            for initialization in INITIALIZATIONS}
     if workload.pipe.config.default_num_candidates > 1:
         runs["translator_search"] = langevin_snapshots(workload, conditions, seeds, step_counts, "translator", num_candidates=None)
     num_candidates = max(max(step_counts) + 1, settings.fusedream_candidates)
@@ -232,6 +234,18 @@ def score_runs(workload: Workload, conditions: Conditions, runs: dict, evaluator
 
 
 # Tuning -----------------------------------------------------------------------------------------------------------
+@contextmanager
+def swapped_scheduler(workload: Workload, **settings):
+    """Run the block with the pipeline's scheduler rebuilt with ``settings``; yields that scheduler and puts the
+    original back afterwards."""
+    original = workload.pipe.scheduler
+    workload.pipe.scheduler = LangevinScheduler.from_config(original.config, **settings)
+    try:
+        yield workload.pipe.scheduler
+    finally:
+        workload.pipe.scheduler = original
+
+
 def tune_prior_baseline(workload: Workload, settings: QualitySettings, evaluator: MnistEvaluator | None) -> dict:
     """Grid over step size and noise for the ``prior`` arm at the largest T, on tuning seeds. The best point has the
     highest evaluation accuracy (the baseline's best case for the claim), ties broken by the lower energy; without
@@ -241,17 +255,13 @@ def tune_prior_baseline(workload: Workload, settings: QualitySettings, evaluator
     seeds = [TUNING_SEED + i for i in range(len(conditions))]
     steps = max(settings.step_counts)
     base_config = workload.pipe.scheduler.config
-    original = workload.pipe.scheduler
     rows = []
-    try:
-        for step_size in settings.grid_step_sizes:
-            for noise_std in settings.grid_noise_stds:
-                workload.pipe.scheduler = LangevinScheduler.from_config(base_config, step_size=step_size, noise_std=noise_std)
+    for step_size in settings.grid_step_sizes:
+        for noise_std in settings.grid_noise_stds:
+            with swapped_scheduler(workload, step_size=step_size, noise_std=noise_std):
                 snapshots = langevin_snapshots(workload, conditions, seeds, [steps], "prior")
                 metrics, _ = render_and_score(workload, conditions, snapshots[steps]["latents"], evaluator)
-                rows.append({"step_size": step_size, "noise_std": noise_std, "steps": steps, **metrics})
-    finally:
-        workload.pipe.scheduler = original
+            rows.append({"step_size": step_size, "noise_std": noise_std, "steps": steps, **metrics})
     if evaluator is not None:
         best = max(rows, key=lambda row: (row["accuracy"], -row["energy"]))
         criterion = "highest accuracy of the prior arm at the largest T, ties to the lower energy"
@@ -278,12 +288,8 @@ def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvalu
     defaults.update({"arm": f"pipeline defaults (translator, best of {pipe.config.default_num_candidates})", "steps": default_steps,
                      "seconds": defaults_run[default_steps]["seconds"]})
 
-    original = pipe.scheduler
-    pipe.scheduler = LangevinScheduler.from_config(pipe.scheduler.config, **tuning["best"])
-    try:
+    with swapped_scheduler(workload, **tuning["best"]) as tuned:
         runs = run_arms(workload, conditions, seeds, settings)
-    finally:
-        pipe.scheduler = original
     keep = {0, default_steps, max(settings.step_counts)}
     rows, images = score_runs(workload, conditions, runs, evaluator, keep)
 
@@ -294,7 +300,7 @@ def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvalu
         "num_images": len(conditions),
         "settings": vars(settings),
         "tuning": tuning,
-        "tuned_scheduler": dict(LangevinScheduler.from_config(pipe.scheduler.config, **tuning["best"]).config),
+        "tuned_scheduler": dict(tuned.config),
         "defaults": defaults,
         "rows": rows,
         "seconds": None,
@@ -332,16 +338,17 @@ def paper_claim(rows: list[dict], translator_steps: int, prior_steps: int, real_
         return dict(row, diversity_gap=abs(row["diversity_ratio"] - real_diversity))
 
     prior = with_gap(prior)
-    lower_is_better = {"energy": True, "accuracy": False, "diversity_gap": True, "frechet_distance": True}
+    # Lower is better for all but accuracy.
+    compared, higher_is_better = ("energy", "accuracy", "diversity_gap", "frechet_distance"), {"accuracy"}
     claim = {}
     for arm in arms:
         ours = lookup.get((arm, translator_steps))
         if ours is None:
             continue
         ours = with_gap(ours)
-        checks = {key: (ours[key] <= prior[key]) if lower else (ours[key] >= prior[key]) for key, lower in lower_is_better.items()}
-        frechet_noise = float(np.hypot(ours["frechet_distance_std"], prior["frechet_distance_std"]))
-        checks["frechet_distance"] = ours["frechet_distance"] <= prior["frechet_distance"] + frechet_noise
+        allowance = {"frechet_distance": float(np.hypot(ours["frechet_distance_std"], prior["frechet_distance_std"]))}
+        checks = {key: ours[key] >= prior[key] if key in higher_is_better else ours[key] <= prior[key] + allowance.get(key, 0.0)
+                  for key in compared}
         matching = [row["steps"] for row in rows if row["arm"] == arm
                     and row["energy"] <= prior["energy"] and row["accuracy"] >= prior["accuracy"]]
         shown = [*checks, "diversity_ratio", "diversity_ratio_correct", "frechet_distance_std"]
@@ -398,7 +405,7 @@ def save_sample_grids(images: dict, conditions: Conditions, output_dir: Path, pr
         figure, axes = new_figure(len(arms), width=columns * 0.42 + (1.6 if conditions.requests else 0.6),
                                   height=len(shown) * 0.42 + 0.5)
         for axis, arm in zip(axes, arms):
-            rendered = images[(arm, steps)].mean(axis=-1)
+            rendered = to_grey01(images[(arm, steps)])
             rows = []
             for name in shown:
                 start = keys.index(name) * per_condition
