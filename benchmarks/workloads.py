@@ -119,8 +119,7 @@ def biggan_tiny_workload(seed: int = 0) -> Workload:
     translator = TranslatorModel(
         condition_dim=64, latent_dim=40, num_components=10, latent_threshold=2.0, auxiliary_latent_dims={"y": 32}
     ).eval()
-    scheduler = LangevinScheduler(step_size=5.0, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, clamp_threshold=2.0)
-    pipe = TronPipeline(translator, generator, encoder, scheduler, default_num_inference_steps=10, default_num_augmentations=8)
+    pipe = _biggan_clip_pipeline(translator, generator, encoder)
     return Workload("biggan-tiny", pipe, "embeds", "BigGAN 32px + CLIP ViT (2 layers), random weights",
                     condition_pool=_condition_pool(pipe, 64, seed + 1))
 
@@ -143,32 +142,33 @@ def biggan_deep_256_clip_workload(seed: int = 0) -> Workload:
     translator = TranslatorModel(
         condition_dim=512, latent_dim=128, num_components=10, latent_threshold=2.0, auxiliary_latent_dims={"y": 128}
     ).eval()
-    scheduler = LangevinScheduler(step_size=5.0, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, clamp_threshold=2.0)
-    pipe = TronPipeline(translator, generator, encoder, scheduler, default_num_inference_steps=10, default_num_augmentations=8)
+    pipe = _biggan_clip_pipeline(translator, generator, encoder)
     pool = torch.nn.functional.normalize(torch.randn(64, 512, generator=torch.Generator().manual_seed(seed + 1)), dim=1) * 10
     return Workload("biggan-deep-256-clip", pipe, "embeds", "BigGAN-deep-256 + CLIP ViT-B/32, random weights",
                     condition_pool=pool)
 
 
+def _biggan_clip_pipeline(translator: TranslatorModel, generator, encoder) -> TronPipeline:
+    """TR0N's BigGAN + CLIP sampling settings around the given models."""
+    scheduler = LangevinScheduler(step_size=5.0, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, clamp_threshold=2.0)
+    return TronPipeline(translator, generator, encoder, scheduler, default_num_inference_steps=10, default_num_augmentations=8)
+
+
 def _calibrate_frozen_batch_norm(generator: BigGANGenerator) -> None:
     """Give a random BigGAN's frozen batch norms the statistics of its own activations (fresh statistics make the
     output almost constant, so energies would hardly vary)."""
-    hooks, statistics = [], {}
 
-    def record(module, inputs, output):
+    def calibrate(norm, inputs):
+        # Just before the norm runs, on its input: deeper norms then see the output of already calibrated ones, so
+        # one pass calibrates them all front to back.
         hidden = inputs[0]
-        statistics[module] = (hidden.mean(dim=(0, 2, 3)), hidden.var(dim=(0, 2, 3)))
+        norm.running_mean.copy_(hidden.mean(dim=(0, 2, 3)))
+        norm.running_var.copy_(hidden.var(dim=(0, 2, 3)))
 
     norms = [m for m in generator.modules() if hasattr(m, "running_mean") and hasattr(m, "running_var")]
-    for norm in norms:
-        hooks.append(norm.register_forward_hook(record))
+    hooks = [norm.register_forward_pre_hook(calibrate) for norm in norms]
     with torch.no_grad():
-        # Deeper norms see the outputs of already calibrated ones: calibrate front to back, one pass per norm.
-        for norm in norms:
-            generator.generate(generator.sample_latents(64, generator=torch.Generator().manual_seed(0)))
-            mean, variance = statistics[norm]
-            norm.running_mean.copy_(mean)
-            norm.running_var.copy_(variance)
+        generator.generate(generator.sample_latents(64, generator=torch.Generator().manual_seed(0)))
     for hook in hooks:
         hook.remove()
 
