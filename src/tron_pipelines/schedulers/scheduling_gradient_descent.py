@@ -43,8 +43,17 @@ class GradientDescentScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: Kept for diffusers compatibility; unused.
     """
 
-    _compatibles = []
+    # Schedulers whose configs this one accepts without a warning (their extra keys are kept, unused, so that swapping
+    # back restores them), as diffusers does for its own interchangeable schedulers.
+    _compatibles = ["LangevinScheduler"]
     order = 1
+
+    @classmethod
+    def _get_compatibles(cls):
+        # diffusers looks the names up in its own namespace only, where this package's schedulers are not.
+        import tron_pipelines.schedulers as schedulers
+
+        return [getattr(schedulers, name) for name in sorted({cls.__name__, *cls._compatibles})]
 
     @register_to_config
     def __init__(

@@ -84,8 +84,17 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: Kept for diffusers compatibility; unused.
     """
 
-    _compatibles = []
+    # Schedulers whose configs this one accepts without a warning (their extra keys are kept, unused, so that swapping
+    # back restores them), as diffusers does for its own interchangeable schedulers.
+    _compatibles = ["GradientDescentScheduler"]
     order = 1
+
+    @classmethod
+    def _get_compatibles(cls):
+        # diffusers looks the names up in its own namespace only, where this package's schedulers are not.
+        import tron_pipelines.schedulers as schedulers
+
+        return [getattr(schedulers, name) for name in sorted({cls.__name__, *cls._compatibles})]
 
     @register_to_config
     def __init__(
@@ -113,6 +122,10 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"`annealing` must be one of {ANNEALING_SCHEDULES}, got {annealing!r}.")
         if max_grad_norm is not None and max_grad_norm <= 0:
             raise ValueError(f"`max_grad_norm` must be > 0 or None, got {max_grad_norm}.")
+        if len(auxiliary_betas) != 2 or not all(0.0 <= beta < 1.0 for beta in auxiliary_betas):
+            raise ValueError(f"`auxiliary_betas` must be two numbers in [0, 1), got {auxiliary_betas!r}.")
+        # A saved config comes back from JSON as a list: one type either way, so a reloaded config equals the original.
+        self.register_to_config(auxiliary_betas=tuple(auxiliary_betas))
         self.init_noise_sigma = 1.0
         self.timesteps = torch.zeros(0, dtype=torch.long)
         self.num_inference_steps = None
