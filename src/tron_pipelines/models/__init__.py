@@ -1,6 +1,14 @@
-from .biggan import BigGANGenerator
-from .biggan_deep import BigGANDeepGenerator
-from .classifier import ClassifierOutput, ConvClassifier
-from .generator import LATENT_PRIORS, ConvGenerator, LatentSpec, TronGenerator, sample_normal_prior
-from .open_clip_encoder import OpenCLIPEncoder
-from .translator import TranslatorLoss, TranslatorModel, TranslatorOutput
+"""The models of TR0N pipelines: generators, the translator, encoders (imported on first use)."""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "generator": ("LATENT_PRIORS", "ConvGenerator", "LatentSpec", "TronGenerator", "sample_normal_prior"),
+    "translator": ("TranslatorLoss", "TranslatorModel", "TranslatorOutput"),
+    "classifier": ("ClassifierOutput", "ConvClassifier"),
+    "biggan": ("BigGANGenerator",),
+    "biggan_deep": ("BigGANDeepGenerator",),
+    "open_clip_encoder": ("OpenCLIPEncoder",),
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

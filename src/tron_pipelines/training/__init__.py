@@ -6,7 +6,7 @@
     >>> from tron_pipelines.training import PairCache, generate_pairs, train_translator
 """
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "arguments": ("build_train_translator_parser", "parse_train_args", "check_train_args", "command_line"),
@@ -35,16 +35,4 @@ _EXPORTS = {
     ),
     "model_card": ("save_model_card",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
