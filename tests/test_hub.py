@@ -1,12 +1,9 @@
 """Loading from the Hub, proven offline against a prepared Hugging Face cache (the layout huggingface_hub writes)."""
 
 import shutil
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
-from diffusers import DiffusionPipeline
 
 from tron_pipelines import TronPipeline, embedded_pipelines
 from tron_pipelines.pretrained import resolve_pretrained_path
@@ -33,26 +30,6 @@ def test_from_pretrained_with_a_hub_id(classifier_pipe, tmp_path, monkeypatch):
         classifier_pipe(generator=torch.Generator().manual_seed(0), **kwargs).images,
         atol=5e-4,
     )
-
-
-def test_stock_diffusers_download_rejects_our_components(classifier_pipe, tmp_path, monkeypatch):
-    # Why TronPipeline overrides `download`: with the Hub's file listing in hand (stubbed here, as the Hub would
-    # answer), diffusers' pre-check refuses components from libraries other than diffusers and transformers.
-    import diffusers.pipelines.pipeline_utils as pipeline_utils
-
-    classifier_pipe.save_pretrained(tmp_path / "saved")
-    fill_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
-    listing = [SimpleNamespace(rfilename=str(p.relative_to(tmp_path / "saved"))) for p in (tmp_path / "saved").rglob("*") if p.is_file()]
-    monkeypatch.setattr(pipeline_utils, "model_info", lambda *args, **kwargs: SimpleNamespace(siblings=listing))
-    with pytest.raises(ValueError, match="tron_pipelines"):
-        DiffusionPipeline.download("org/tron-tiny", cache_dir=tmp_path / "cache")
-    assert TronPipeline.download("org/tron-tiny", cache_dir=tmp_path / "cache").endswith(COMMIT)
-
-
-def test_missing_repo_fails_clearly(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(Exception, match="(?i)offline|cannot find|not found|local"):
-        TronPipeline.from_pretrained("org/does-not-exist", cache_dir=tmp_path)
 
 
 def test_resolution_order(tmp_path, monkeypatch):

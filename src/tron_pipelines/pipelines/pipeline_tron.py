@@ -4,7 +4,9 @@ One call: encode the condition with f (text, image or class) -> the translator p
 on E(z, c) refine them -> G renders the images.
 """
 
+import copy
 import os
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -13,14 +15,15 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.utils import logging, replace_example_docstring
-from huggingface_hub import snapshot_download
+from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
+from huggingface_hub import create_repo, snapshot_download
 
 from ..encoders import EncoderAdapter
 from ..energies import AUGMENTATIONS, ConditionTerm, DiffAugment, TronEnergy
 from ..models.batch_norm_folding import fold_batch_norms, folds_of, refold_batch_norms, unfold_batch_norms
 from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
-from ..pretrained import resolve_pretrained_path
+from .loading import has_only_our_code, import_component_modules, locate_pipeline, write_generic_loader_files
 from .pipeline_output import TronPipelineOutput
 
 EXAMPLE_DOC_STRING = """
@@ -40,6 +43,8 @@ EXAMPLE_DOC_STRING = """
 logger = logging.get_logger(__name__)
 
 INITIALIZATIONS = ("translator", "translator_mean", "prior")
+# `from_pretrained` arguments that say where a Hub repo comes from (the rest say how to load it).
+_DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "revision", "token")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
@@ -80,6 +85,25 @@ class LangevinState:
             langevin = main.unsqueeze(1).expand(-1, self.num_components, -1).clone()
             return LangevinState(langevin, torch.cat([self.auxiliary[:, : self.mixture_size], rest], 1), self.num_components)
         return LangevinState(main, rest if rest.shape[1] else None)
+
+
+# diffusers' names of its per-layer memory hooks (`ModelMixin.enable_layerwise_casting`, `enable_group_offload`).
+PER_LAYER_MEMORY_HOOKS = ("layerwise_casting", "group_offloading")
+_PER_LAYER_HOOK_REASON = (
+    "Langevin backpropagates through the generator and the encoder, and these hooks change a layer's weights (cast them "
+    "back to the storage dtype, or move them off the device) right after its forward pass, before the backward pass "
+    "needs them."
+)
+
+
+def per_layer_memory_hooks(model) -> list[str]:
+    """Which of diffusers' per-layer memory hooks are installed anywhere in ``model`` (an ``nn.Module``)."""
+    found = set()
+    for module in model.modules() if isinstance(model, torch.nn.Module) else ():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            found.update(name for name in PER_LAYER_MEMORY_HOOKS if registry.get_hook(name) is not None)
+    return sorted(found)
 
 
 def _select_rows(mask: torch.Tensor, new: torch.Tensor | None, old: torch.Tensor | None) -> torch.Tensor | None:
@@ -156,19 +180,32 @@ class TronPipeline(DiffusionPipeline):
         # Set by `enable_energy_compile`: a compiled `TronEnergy.evaluate`, or None to run the energy eagerly.
         self._compiled_energy = None
 
-    # Loading --------------------------------------------------------------------------------------------------
+    # Loading ---------------------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
         """Load a pipeline from a local folder, an embedded name (``"tron-mnist"``, ``"tron-mnist-text"``) or a Hub
-        repo id, in that order of precedence. Keyword arguments are those of `DiffusionPipeline.from_pretrained`."""
-        return super().from_pretrained(resolve_pretrained_path(pretrained_model_name_or_path), **kwargs)
+        repo id, in that order of precedence. Keyword arguments are those of `DiffusionPipeline.from_pretrained`.
+
+        Raises `PipelineNotFoundError` (an ``OSError``) in one sentence when the name is none of the three. The
+        re-export files that `save_pretrained` writes for diffusers' generic loader are trusted only when they are
+        exactly this package's own (see `tron_pipelines.pipelines.loading`).
+        """
+        download_kwargs = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
+        folder = locate_pipeline(pretrained_model_name_or_path, cls.download, download_kwargs)
+        import_component_modules(folder)
+        if has_only_our_code(folder):
+            kwargs.setdefault("trust_remote_code", True)
+        pipe = super().from_pretrained(folder, **{key: value for key, value in kwargs.items() if key not in _DOWNLOAD_KWARGS})
+        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return pipe
 
     @classmethod
     def download(cls, pretrained_model_name, **kwargs) -> str:
-        """Download a whole pipeline repo from the Hub.
+        """Download a whole pipeline repo from the Hub (``revision``, ``cache_dir``, ``token``, ``local_files_only``,
+        ``force_download`` as in `huggingface_hub.snapshot_download`) and return its local folder.
 
-        diffusers' own `download` refuses ``model_index.json`` entries from libraries other than diffusers and
-        transformers, which every TR0N pipeline has; a plain snapshot of the repo is all the loader needs.
+        A plain snapshot is all the loader needs; diffusers' own `download` also computes which files to fetch from
+        the repo's listing, which a TR0N repo gains nothing from.
         """
         return snapshot_download(
             pretrained_model_name,
@@ -179,11 +216,39 @@ class TronPipeline(DiffusionPipeline):
             force_download=bool(kwargs.get("force_download")),
         )
 
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> "TronPipeline":
+        """A new `TronPipeline` sharing ``pipeline``'s components: the same model, tokenizer and scheduler objects, no
+        weights copied. Keyword arguments replace components (``scheduler=``, ``translator=``, ...) or settings
+        (``default_num_inference_steps=``, ...); the models keep their dtype unless ``dtype`` is given.
+
+        Example:
+            ```py
+            >>> greedy = TronPipeline.from_pipe(pipe, scheduler=LangevinScheduler.from_config(pipe.scheduler.config, noise_std=0.0))
+            >>> greedy.generator is pipe.generator
+            True
+            ```
+        """
+        expected, _ = cls._get_signature_keys(cls)
+        # diffusers carries a model over only when its class equals the annotation exactly; every TronGenerator
+        # subclass (and any encoder) would be dropped, so all components are passed on explicitly.
+        shared = {name: component for name, component in pipeline.components.items() if name in expected and name not in kwargs}
+        if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+            # diffusers would cast the shared models, and so the source pipeline's, to float32.
+            kwargs["dtype"] = pipeline.dtype
+        return super().from_pipe(pipeline, **shared, **kwargs)
+
     def enable_sequential_cpu_offload(self, *args, **kwargs):
         raise NotImplementedError(
             "Sequential CPU offload is not supported by TronPipeline: Langevin backpropagates through the generator and "
             "the encoder, and accelerate's per-layer hooks move a layer's weights off the device right after its forward "
             "pass, before the backward pass needs them. Use `enable_model_cpu_offload()` (whole models) instead."
+        )
+
+    def enable_group_offload(self, *args, **kwargs):
+        raise NotImplementedError(
+            "Group offloading is not supported by TronPipeline: " + _PER_LAYER_HOOK_REASON + " Use "
+            "`enable_model_cpu_offload()` (whole models) instead."
         )
 
     # Speed ------------------------------------------------------------------------------------------------------
@@ -258,25 +323,81 @@ class TronPipeline(DiffusionPipeline):
         """Put back the BatchNorm layers folded by `fuse_batch_norm` (a no-op when none are folded)."""
         unfold_batch_norms(self.generator, self.encoder)
 
-    def save_pretrained(self, *args, **kwargs):
-        """`DiffusionPipeline.save_pretrained`, writing G's and f's original weights even while `fuse_batch_norm` is
-        in effect (the folds are undone for the save and made again after it)."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
+        """`DiffusionPipeline.save_pretrained`, plus the files that let diffusers' generic loader open the folder
+        (``DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)``; see
+        `tron_pipelines.pipelines.loading`). G's and f's original weights are written even while `fuse_batch_norm` is
+        in effect (the folds are undone for the save and made again after it).
+        """
+        # diffusers would upload from inside its own save, before the generic loader's files exist: upload after them.
+        hub = {key: kwargs.pop(key) for key in ("commit_message", "private", "create_pr", "token", "repo_id") if key in kwargs}
         folds = {model: folds_of(model) for model in (self.generator, self.encoder)}
         unfold_batch_norms(*folds)
         try:
-            return super().save_pretrained(*args, **kwargs)
+            super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             for model, model_folds in folds.items():
                 refold_batch_norms(model, model_folds)
+        write_generic_loader_files(save_directory)
+        if push_to_hub:
+            repo_id = hub.get("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            repo_id = create_repo(repo_id, exist_ok=True, private=hub.get("private"), token=hub.get("token")).repo_id
+            card = populate_model_card(load_or_create_model_card(repo_id, token=hub.get("token"), is_pipeline=True))
+            card.save(os.path.join(save_directory, "README.md"))
+            self._upload_folder(
+                save_directory, repo_id, token=hub.get("token"), commit_message=hub.get("commit_message"),
+                create_pr=hub.get("create_pr", False),
+            )
+
+    # Per-call state -----------------------------------------------------------------------------------------------
+    # Several threads may call one pipeline at once (a web server does). What diffusers keeps on the pipeline during a
+    # call (`_interrupt`, `_num_timesteps`) lives in thread-local storage here, and every call steps its own copy of
+    # the scheduler, so concurrent calls never see each other's state. `pipe._interrupt = True` from a callback (the
+    # diffusers convention) still stops the call that ran the callback, and only that one.
+    @property
+    def _call_state(self) -> threading.local:
+        state = self.__dict__.get("_thread_local_call_state")
+        if state is None:
+            state = self.__dict__.setdefault("_thread_local_call_state", threading.local())
+        return state
+
+    def __getstate__(self):
+        # Thread-local storage cannot be copied or pickled; a copy starts with fresh per-call state.
+        return {k: v for k, v in self.__dict__.items() if k != "_thread_local_call_state"}
+
+    @property
+    def _interrupt(self) -> bool:
+        return getattr(self._call_state, "interrupt", False)
+
+    @_interrupt.setter
+    def _interrupt(self, value: bool):
+        self._call_state.interrupt = value
+
+    @property
+    def _num_timesteps(self) -> int | None:
+        return getattr(self._call_state, "num_timesteps", None)
+
+    @_num_timesteps.setter
+    def _num_timesteps(self, value: int):
+        self._call_state.num_timesteps = value
 
     # Properties mirroring diffusers' pipelines -------------------------------------------------------------------
     @property
-    def num_timesteps(self) -> int:
+    def num_timesteps(self) -> int | None:
+        """Langevin steps of this thread's current (or last) call."""
         return self._num_timesteps
 
     @property
+    def num_candidates(self) -> int | None:
+        """Initial draws per image of this thread's current (or last) call (the pipeline's default when the call gave
+        none)."""
+        return getattr(self._call_state, "num_candidates", None)
+
+    @property
     def interrupt(self) -> bool:
-        return getattr(self, "_interrupt", False)
+        """True once a callback of this thread's current call set ``pipe._interrupt = True``: the remaining Langevin
+        steps are skipped and the images reached so far are returned."""
+        return self._interrupt
 
     @property
     def encoder_adapter(self) -> EncoderAdapter:
@@ -289,9 +410,18 @@ class TronPipeline(DiffusionPipeline):
 
     # Input checks --------------------------------------------------------------------------------------------
     def check_components(self, adapter: EncoderAdapter):
-        """Raise ``ValueError`` when translator, generator and encoder do not fit together."""
+        """Raise ``ValueError`` when translator, generator and encoder do not fit together, or when a model carries
+        diffusers' per-layer memory hooks (layerwise casting, group offloading), which break the backward pass."""
         if not isinstance(self.generator, TronGenerator):
             raise ValueError(f"`generator` must be a TronGenerator, got {type(self.generator).__name__}.")
+        for name in ("generator", "encoder", "translator"):
+            hooks = per_layer_memory_hooks(getattr(self, name))
+            if hooks:
+                raise ValueError(
+                    f"`{name}` has diffusers' {' and '.join(hooks)} hooks: " + _PER_LAYER_HOOK_REASON + " Remove them "
+                    f"(reload the model), or save memory with `autocast_dtype=torch.bfloat16`, `pipe.to(torch.bfloat16)` "
+                    "or `enable_model_cpu_offload()` (whole models)."
+                )
         config = self.translator.config
         if config.condition_dim != adapter.condition_dim:
             raise ValueError(
@@ -562,6 +692,7 @@ class TronPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs,
         )
         self._interrupt = False
+        self._call_state.num_candidates = num_candidates
         device = self._execution_device
 
         # 1. Conditions, one row per image.
@@ -591,9 +722,10 @@ class TronPipeline(DiffusionPipeline):
         else:
             state = self.prepare_latent_state(condition_embeds, initialization, generator, latents, device)
 
-        # 3. Langevin refinement.
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        # 3. Langevin refinement, with this call's own copy of the scheduler (momentum and Adam state are per call).
+        scheduler = copy.deepcopy(self.scheduler)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
         self._num_timesteps = len(timesteps)
         total = condition_embeds.shape[0]
         # Recorded on the device and checked once after the loop: no host sync per step.
@@ -604,7 +736,7 @@ class TronPipeline(DiffusionPipeline):
                 if self.interrupt:
                     continue
                 energies, langevin_grad, auxiliary_grad = self.energy_and_gradients(energy_fn, state, generator)
-                step = self.scheduler.step(
+                step = scheduler.step(
                     langevin_grad, t, state.langevin, generator=generator,
                     auxiliary_output=auxiliary_grad, auxiliary_sample=state.auxiliary,
                 )
@@ -626,7 +758,7 @@ class TronPipeline(DiffusionPipeline):
                     terms[0].condition = callback_outputs.pop("condition_embeds", terms[0].condition)
                 progress_bar.update()
 
-        if not self.scheduler.config.get("skip_nonfinite", False) and bool((first_nonfinite_step >= 0).any()):
+        if not scheduler.config.get("skip_nonfinite", False) and bool((first_nonfinite_step >= 0).any()):
             bad = (first_nonfinite_step >= 0).nonzero().flatten().tolist()
             raise FloatingPointError(
                 f"The energy or its gradient became non-finite at Langevin step {int(first_nonfinite_step[bad[0]])} for "
