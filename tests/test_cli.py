@@ -11,6 +11,7 @@ from accelerate.state import AcceleratorState, GradientState
 import tron_pipelines
 from tron_pipelines import TronPipeline
 from tron_pipelines.cli import main
+from tron_pipelines.training.arguments import parse_train_args
 
 
 @pytest.fixture(autouse=True)
@@ -31,18 +32,44 @@ def test_console_script_points_at_main():
     assert script.value == "tron_pipelines.cli:main"
 
 
-def test_help_does_not_import_the_training_stack():
-    code = (
+def fresh_process(code: str) -> str:
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_help_imports_no_model_code():
+    out = fresh_process(
         "import sys\n"
         "from tron_pipelines.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print('LOADED', sorted(m for m in sys.modules if m.startswith('tron_pipelines.training.')))\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers', 'tron_pipelines')))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert run.returncode == 0, run.stderr
-    assert "train-translator" in run.stdout and "generate-pairs" in run.stdout
-    # Argument definitions only: no pair, training or model-card module.
-    assert "LOADED ['tron_pipelines.training.arguments']" in run.stdout
+    assert "train-translator" in out and "generate-pairs" in out
+    # Argument definitions only: no torch, no diffusers, no pair, training or model module.
+    assert "LOADED ['tron_pipelines', 'tron_pipelines._lazy', 'tron_pipelines.cli', 'tron_pipelines.generate_command', " \
+        "'tron_pipelines.training', 'tron_pipelines.training.arguments', 'tron_pipelines.version']" in out
+
+
+def test_package_import_is_lazy_and_every_name_resolves():
+    out = fresh_process(
+        "import sys\n"
+        "import tron_pipelines\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+        "from tron_pipelines import ConvGenerator\n"
+        "print('BIGGAN', 'tron_pipelines.models.biggan' in sys.modules)\n"
+        "missing = [name for name in tron_pipelines.__all__ if getattr(tron_pipelines, name, None) is None]\n"
+        "print('MISSING', missing)\n"
+        "print('DIR', set(tron_pipelines.__all__) <= set(dir(tron_pipelines)))\n"
+    )
+    assert "TORCH False" in out and "BIGGAN False" in out and "MISSING []" in out and "DIR True" in out
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchName'"):
+        tron_pipelines.NoSuchName  # noqa: B018
+
+
+def test_training_options_accept_dashes():
+    args = parse_train_args(["--pipeline", "p", "--num-pairs", "8", "--train-batch-size=4"])
+    assert (args.num_pairs, args.train_batch_size) == (8, 4)
 
 
 def test_version(capsys):

@@ -92,10 +92,20 @@ def test_same_seed_same_images(clip_pipe, initialization):
     assert not np.array_equal(first.images, different.images)
 
 
+def test_truncation_warning_is_short(clip_pipe):
+    long_prompt = "a photo of the number three leaning right " * 50  # 400 tokens
+    with pytest.warns(UserWarning) as warned:
+        call(clip_pipe, prompt=["a cat", long_prompt], num_inference_steps=0)
+    (message,) = [str(w.message) for w in warned]
+    dropped_tokens = len(clip_pipe.tokenizer(long_prompt).input_ids) - clip_pipe.tokenizer.model_max_length
+    assert f"Prompt 1 is longer than the 16 tokens the text encoder reads: {dropped_tokens} tokens" in message
+    assert message.endswith("starting with 'leaning right a photo of the ...'.") and len(message) < 250
+
+
 @pytest.mark.parametrize("initialization", ["translator", "translator_mean", "prior"])
 def test_batch_equals_single_runs(clip_pipe, initialization):
     prompts = ["a bold seven", "a photo of the number three leaning right " * 6, "dog"]
-    with pytest.warns(UserWarning, match="truncated"):
+    with pytest.warns(UserWarning, match="Prompt 1 is longer than the 16 tokens"):
         batch = call(clip_pipe, prompt=prompts, initialization=initialization, generator=[seeded(s) for s in range(3)])
     for index, prompt in enumerate(prompts):
         single = call(clip_pipe, prompt=prompt, initialization=initialization, generator=seeded(index))

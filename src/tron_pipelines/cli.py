@@ -1,7 +1,7 @@
 """The ``tron`` command line.
 
     tron --version
-    tron generate "a bold seven leaning right" --num-images 8 --seed 0 --out samples
+    tron generate "a bold seven leaning right" --num_images 8 --seed 0 --out samples
     tron generate-pairs --pipeline <pipeline> --pairs_dir pairs --num_pairs 1000000
     tron train-translator --pipeline <pipeline> --pairs_dir pairs --output_dir tron-translator
     accelerate launch --num_processes 8 -m tron_pipelines.cli train-translator ...
@@ -11,6 +11,7 @@ Each subcommand is added by one ``register_<name>(subparsers)`` function that de
 """
 
 import argparse
+import sys
 
 from .generate_command import register_generate
 from .version import __version__
@@ -57,8 +58,26 @@ def register_generate_pairs(subparsers) -> None:
 SUBCOMMANDS = [register_generate, register_train_translator, register_generate_pairs]
 
 
+def normalize_option_spelling(argv: list[str]) -> list[str]:
+    """Options are spelled with underscores (``--num_images``, as in diffusers' and accelerate's scripts); the same
+    names with dashes (``--num-images``) are accepted and rewritten here. Nothing after ``--`` is touched."""
+    normalized = []
+    for index, word in enumerate(argv):
+        if word == "--":
+            return normalized + argv[index:]
+        if word.startswith("--") and len(word) > 2:
+            name, equals, value = word.partition("=")
+            word = "--" + name[2:].replace("-", "_") + equals + value
+        normalized.append(word)
+    return normalized
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tron", description="TR0N: conditional generation from any generator and any encoder.")
+    parser = argparse.ArgumentParser(
+        prog="tron",
+        description="TR0N: conditional generation from any generator and any encoder. Options are spelled with "
+        "underscores (--num_images); dashes work too (--num-images).",
+    )
     parser.add_argument("--version", action="version", version=f"tron_pipelines {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     for register in SUBCOMMANDS:
@@ -68,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(normalize_option_spelling(sys.argv[1:] if argv is None else list(argv)))
     if args.command is None:
         parser.print_help()
         return 2

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Words of a truncated prompt's dropped tail quoted in the warning.
+TRUNCATION_WORDS_SHOWN = 6
 
 
 def _output_tensor(output) -> torch.Tensor:
@@ -135,10 +137,17 @@ class EncoderAdapter:
         a warning."""
         max_length = self.max_text_length()
         inputs = self.tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
-        untruncated = self.tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
-        if untruncated.shape[-1] > max_length:
-            removed = self.tokenizer.batch_decode(untruncated[:, max_length - 1 : -1])
-            warnings.warn(f"Prompts were truncated to {max_length} tokens; this part was dropped: {removed}", stacklevel=3)
+        for index, ids in enumerate(self.tokenizer(prompts).input_ids):
+            # Everything past the limit, minus the end-of-text token that truncation keeps.
+            dropped = ids[max_length - 1 : -1]
+            if dropped:
+                words = self.tokenizer.decode(dropped).split()
+                shown = " ".join(words[:TRUNCATION_WORDS_SHOWN]) + (" ..." if len(words) > TRUNCATION_WORDS_SHOWN else "")
+                warnings.warn(
+                    f"Prompt {index} is longer than the {max_length} tokens the text encoder reads: {len(dropped)} tokens "
+                    f"({len(words)} words) were dropped, starting with {shown!r}.",
+                    stacklevel=3,
+                )
         kwargs = {"input_ids": inputs.input_ids.to(device)}
         if "attention_mask" in inputs:
             kwargs["attention_mask"] = inputs.attention_mask.to(device)

@@ -1,7 +1,7 @@
 """``tron generate``: sample images from a pipeline (an embedded one by default) and write PNGs, a grid and a manifest.
 
-    tron generate "a bold seven leaning right" --num-images 8 --seed 0 --out samples
-    tron generate --pipeline tron-mnist --class-label 3 --num-images 8 --out threes
+    tron generate "a bold seven leaning right" --num_images 8 --seed 0 --out samples
+    tron generate --pipeline tron-mnist --class_label 3 --num_images 8 --out threes
 """
 
 import argparse
@@ -17,6 +17,22 @@ class CommandError(Exception):
     """A user error: printed as one line, no traceback."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (checked while parsing, before any model loads)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (checked while parsing, before any model loads)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def register_generate(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate",
@@ -26,11 +42,12 @@ def register_generate(subparsers) -> None:
     )
     parser.add_argument("prompt", nargs="?", default=None, help="Text condition (text pipelines).")
     parser.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"Pipeline folder, embedded name or Hub id (default {DEFAULT_PIPELINE}).")
-    parser.add_argument("--class-label", type=int, default=None, help="Class condition (class pipelines).")
-    parser.add_argument("--num-images", type=int, default=8, help="Images to generate (default 8).")
-    parser.add_argument("--seed", type=int, default=0, help="Image i uses seed + i, so each image is reproducible alone.")
-    parser.add_argument("--steps", type=int, default=None, help="Langevin steps (default: the pipeline's).")
-    parser.add_argument("--candidates", type=int, default=None,
+    parser.add_argument("--class_label", type=non_negative_int, default=None, help="Class condition (class pipelines).")
+    parser.add_argument("--num_images", type=positive_int, default=8, help="Images to generate (default 8).")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="Seed of image 0 (default 0); image i uses seed + i, so each image is reproducible alone.")
+    parser.add_argument("--steps", type=non_negative_int, default=None, help="Langevin steps, 0 = translator only (default: the pipeline's).")
+    parser.add_argument("--candidates", type=positive_int, default=None,
                         help="Initial draws per image; the lowest-energy one is refined (default: the pipeline's).")
     parser.add_argument("--init", default="translator", choices=["translator", "translator_mean", "prior"], help="Initialisation of the latents.")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda.")
@@ -58,17 +75,22 @@ def _replace_atomically(path: Path, write) -> None:
 
 def _load_pipeline(name: str, device: str):
     import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     from .pipelines import TronPipeline
-    from .pretrained import embedded_pipelines
+    from .pipelines.loading import PipelineNotFoundError
 
+    # One progress bar per command: the Langevin steps'. Loading bars would add two more for a second's work.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     try:
         pipe = TronPipeline.from_pretrained(name)
-    except Exception as error:  # noqa: BLE001 - any loading failure is reported as one line
-        raise CommandError(
-            f"--pipeline {name!r}: not a pipeline folder, not an embedded pipeline ({', '.join(embedded_pipelines()) or 'none'}), "
-            f"and not loadable from the Hub ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})."
-        ) from None
+    except PipelineNotFoundError as error:
+        raise CommandError(f"--pipeline {error}") from None
+    except (OSError, ValueError) as error:
+        raise CommandError(f"--pipeline {name!r} could not be loaded: {str(error).splitlines()[0]}") from None
+    pipe.set_progress_bar_config(desc="Langevin steps")
     try:
         return pipe.to(torch.device(device))
     except (RuntimeError, AssertionError) as error:
@@ -83,10 +105,8 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    if args.num_images < 1:
-        raise CommandError(f"--num-images must be >= 1, got {args.num_images}.")
     if (args.prompt is None) == (args.class_label is None):
-        raise CommandError("give either a prompt or --class-label.")
+        raise CommandError("give either a prompt or --class_label.")
     folder = _writable_folder(args.out)
     pipe = _load_pipeline(args.pipeline, args.device)
 
@@ -119,7 +139,7 @@ def _generate(args: argparse.Namespace) -> None:
         "pipeline": args.pipeline,
         "num_inference_steps": pipe.num_timesteps,
         "initialization": args.init,
-        "num_candidates": args.candidates,  # null: the pipeline's default
+        "num_candidates": pipe.num_candidates,
         "images": entries,
     }
     _replace_atomically(folder / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=2)))
@@ -128,7 +148,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 # The pipeline's errors name its arguments; say which command-line option they came from.
 _OPTION_NAMES = {
-    "`class_labels`": "--class-label", "`num_inference_steps`": "--steps", "`initialization`": "--init",
+    "`class_labels`": "--class_label", "`num_inference_steps`": "--steps", "`initialization`": "--init",
     "`num_candidates`": "--candidates", "initialization='translator_mean'": "--init translator_mean",
 }
 

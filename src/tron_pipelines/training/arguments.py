@@ -5,6 +5,7 @@ Only argparse is imported here, so that ``tron --help`` does not load the traini
 
 import argparse
 import shlex
+import sys
 
 CONDITION_NOISES = ("none", "isotropic", "covariance", "adaptive")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -137,8 +138,11 @@ def build_train_translator_parser(prog: str = "tron train-translator") -> argpar
 
 
 def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``tron train-translator`` arguments (``sys.argv[1:]`` when ``argv`` is None)."""
-    return build_train_translator_parser().parse_args(argv)
+    """Parse ``tron train-translator`` arguments (``sys.argv[1:]`` when ``argv`` is None; dashes in option names work
+    as underscores, as in ``tron``)."""
+    from ..cli import normalize_option_spelling
+
+    return build_train_translator_parser().parse_args(normalize_option_spelling(sys.argv[1:] if argv is None else list(argv)))
 
 
 def _require(condition: bool, message: str) -> None:
