@@ -5,8 +5,6 @@
 """
 
 import argparse
-import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -66,13 +64,6 @@ def _writable_folder(path: str) -> Path:
     return folder
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Write through ``write(temporary_path)`` and rename, so ``path`` is never left half-written."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def _load_pipeline(name: str, device: str):
     import torch
     from diffusers.utils import logging as diffusers_logging
@@ -126,23 +117,22 @@ def _generate(args: argparse.Namespace) -> None:
     except (ValueError, TypeError) as error:
         raise CommandError(_in_cli_terms(str(error))) from None
 
-    entries = []
-    for index, (image, energy) in enumerate(zip(out.images, out.energies.tolist())):
-        name = f"{index}.png"
-        _replace_atomically(folder / name, lambda path, image=image: image.save(path, format="PNG"))
-        label = {"prompt": args.prompt} if args.prompt is not None else {"class_label": args.class_label}
-        entries.append({"file": name, **label, "seed": args.seed + index, "energy": energy})
-    columns = min(args.num_images, 8)
-    grid = _grid(out.images, columns)
-    _replace_atomically(folder / "grid.png", lambda path: grid.save(path, format="PNG"))
-    manifest = {
-        "pipeline": args.pipeline,
-        "num_inference_steps": pipe.num_timesteps,
-        "initialization": args.init,
-        "num_candidates": pipe.num_candidates,
-        "images": entries,
-    }
-    _replace_atomically(folder / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=2)))
+    from .samples import write_samples
+
+    label = {"prompt": args.prompt} if args.prompt is not None else {"class_label": args.class_label}
+    write_samples(
+        folder,
+        out.images,
+        out.energies.tolist(),
+        conditions=[label] * args.num_images,
+        seeds=[args.seed + index for index in range(args.num_images)],
+        settings={
+            "pipeline": args.pipeline,
+            "num_inference_steps": pipe.num_timesteps,
+            "initialization": args.init,
+            "num_candidates": pipe.num_candidates,
+        },
+    )
     print(f"Wrote {args.num_images} images, grid.png and manifest.json to {folder}")
 
 
@@ -157,13 +147,3 @@ def _in_cli_terms(message: str) -> str:
     for argument, option in _OPTION_NAMES.items():
         message = message.replace(argument, option)
     return message
-
-
-def _grid(images, columns):
-    """One grid image, ``columns`` wide; a short last row is filled with black."""
-    from diffusers.utils import make_image_grid
-    from PIL import Image
-
-    blank = Image.new(images[0].mode, images[0].size)
-    padded = list(images) + [blank] * (-len(images) % columns)
-    return make_image_grid(padded, rows=len(padded) // columns, cols=columns)
