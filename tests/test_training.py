@@ -39,8 +39,11 @@ from tron_pipelines.training import (
     train_translator,
 )
 from tron_pipelines.training import train as train_module
+from tron_pipelines.training.pairs import VALIDATION_STREAM
 
 NUM_PAIRS, PAIRS_PER_SHARD = 192, 32
+# Measured drop of the validation NLL per dimension in the two-process run: 0.061 nats (1.428 -> 1.367).
+NLL_DROP = 0.03
 SUBPROCESS_ENV = {
     **os.environ,
     "HF_HUB_OFFLINE": "1",
@@ -272,27 +275,22 @@ def test_two_processes_train_a_translator_that_loads_and_lowers_the_starting_ene
     assert metadata["train_command"].startswith("accelerate launch --num_processes 2 -m tron_pipelines.train --pipeline")
     assert "--condition_noise isotropic" in metadata["train_command"]
     final, initial = metadata["metrics"], metadata["initial_metrics"]
-    assert final["nll_per_dim"] < 0.01 * initial["nll_per_dim"]  # validation NLL falls
-    # The spread is learned: from 0.01 to close to what the data asks for.
-    assert initial["std_mean"] == pytest.approx(0.01, rel=1e-3)
+    assert final["nll_per_dim"] < initial["nll_per_dim"] - NLL_DROP  # validation NLL falls
+    # The spread is learned: from the prior's to close to what the data asks for.
     assert 0.6 * final["residual_std"] < final["std_mean"] < 1.4 * final["residual_std"]
     assert "TronPipeline.from_pretrained" in card and "| nll_per_dim" in card and "| processes | 2 |" in card
 
-    # The result loads into TronPipeline and starts Langevin from lower energies than an untrained translator.
+    # The result loads into TronPipeline, and it learned to use the condition: held-out latents are more likely under
+    # their own condition than under another pair's. (Energies hardly tell a trained translator from an untrained
+    # one here: the tiny CLIP's features barely depend on the image, and the fitted mixture is almost as wide as the
+    # prior, std 0.90 vs 0.97.)
     pipe = TronPipeline.from_pretrained(output_dir)
-    pipe.set_progress_bar_config(disable=True)
     assert isinstance(TranslatorModel.from_pretrained(output_dir / "translator"), TranslatorModel)
-    held_out = source.make_pairs(64, seed=12345, batch_size=16)["conditions"]
-
-    def starting_energy(translator):
-        pipe.register_modules(translator=translator)
-        generators = [torch.Generator().manual_seed(i) for i in range(len(held_out))]
-        return pipe(condition_embeds=held_out, num_inference_steps=0, output_type="latent", generator=generators).energies.mean()
-
-    trained = starting_energy(pipe.translator)
-    torch.manual_seed(0)
-    untrained = starting_energy(TranslatorModel.from_config(pipe.translator.config))
-    assert trained < untrained - 0.002, (trained, untrained)
+    held_out = source.make_pairs(256, seed=12345, batch_size=16)
+    with torch.no_grad():
+        matched = pipe.translator.log_prob(held_out["latents"], held_out["conditions"]).mean()
+        shuffled = pipe.translator.log_prob(held_out["latents"], held_out["conditions"].roll(1, dims=0)).mean()
+    assert matched > shuffled + 0.3, (matched, shuffled)  # measured: -11.00 vs -11.77 nats
 
 
 KILLER = textwrap.dedent(
@@ -315,6 +313,30 @@ KILLER = textwrap.dedent(
     main(sys.argv[1:])
     """
 )
+
+
+@pytest.mark.parametrize("init_std", [None, 0.01])
+def test_a_short_run_is_over_dispersed_unless_told_otherwise(pipeline_dir, cache_dir, source, tmp_path, init_std):
+    extra = ["--pairs_dir", cache_dir, "--max_train_steps", "6", "--validation_steps", "6", "--num_validation_conditions", "0"]
+    result = train_translator(train_args(pipeline_dir, tmp_path / "short", *extra, *(["--init_std", init_std] if init_std else [])))
+    initial, final = result.initial_metrics, result.metrics
+    if init_std is None:
+        # The spread starts at the prior's: the std of G's latents over the validation pairs, whatever the translator.
+        validation = source.make_pairs(64, derive_seed(0, VALIDATION_STREAM, 0), batch_size=16)["latents"]
+        assert initial["std_mean"] == pytest.approx(validation.std(dim=0).mean().item(), rel=1e-5)
+        assert final["std_mean"] > 0.9 * final["residual_std"]
+    else:
+        # The method's 0.01 after a few steps: every sample sits on a mean (the collapse this default avoids).
+        assert final["std_mean"] < 0.05 * final["residual_std"]
+
+
+def test_initialize_spread_sets_the_per_dimension_std():
+    latents = torch.randn(500, 4) * torch.tensor([0.5, 1.0, 2.0, 3.0])
+    translator = TranslatorModel(condition_dim=2, latent_dim=4, num_components=2, hidden_dim=4)
+    translator.initialize_spread(latents)
+    torch.testing.assert_close(translator.stds, latents.std(dim=0), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"`latents` must have shape \(N >= 2, 4\)"):
+        translator.initialize_spread(latents[:, :3])
 
 
 def test_killed_and_resumed_run_ends_bit_identical(pipeline_dir, cache_dir, tmp_path):

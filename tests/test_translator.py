@@ -21,7 +21,8 @@ def test_forward_shapes_and_bounds(translator):
     assert out.mixture_logits.shape == (7, 3) and out.means.shape == (7, 3, 4) and out.stds.shape == (7, 3, 4)
     assert out.means.abs().max() <= 2.0 and (out.stds > 0).all()
     assert out.auxiliary_latents["y"].shape == (7, 5)
-    torch.testing.assert_close(out.stds[0, 0], torch.full((4,), 0.01 + 1e-6))
+    # An untrained translator is as spread out as a standard normal prior, not collapsed onto its means.
+    torch.testing.assert_close(out.stds[0, 0], torch.full((4,), 1.0 + 1e-6))
     assert translator.config.hidden_dim == 16
     assert TranslatorModel(condition_dim=6, latent_dim=4).trunk_in.out_features == 24  # default 4 x condition_dim
 
@@ -80,9 +81,9 @@ def test_nll_decreases_when_fit_to_pairs():
         loss.loss.backward()
         optimizer.step()
     end = translator.loss(conditions, latents, {"y": auxiliary})
-    assert end.nll < start.nll * 0.01
+    assert end.nll < start.nll - 5.0  # measured: 5.16 -> -1.03 nats per sample
     assert end.auxiliary_mse < start.auxiliary_mse * 0.2
-    assert 0.05 < translator.stds.mean().item() < 0.5  # the spread is learned, not stuck at 0.01
+    assert 0.05 < translator.stds.mean().item() < 0.5  # the spread is learned: from 1 towards the noise's 0.1
 
 
 def test_round_trip(translator, tmp_path):

@@ -61,7 +61,9 @@ class TranslatorModel(ModelMixin, ConfigMixin):
         hidden_dim: Width of the trunk; defaults to ``4 * condition_dim``.
         latent_threshold: Bound tau of the means (``tau * tanh``), or ``None`` for unbounded means.
         auxiliary_latent_dims: ``{name: dim}`` of auxiliary latents predicted by deterministic heads.
-        init_std: Initial std of every component (the method uses 0.01).
+        init_std: Initial std of every component. 1, the scale of a standard normal prior, makes an untrained
+            translator over-dispersed (close to the prior) rather than collapsed; the method's 0.01 puts every sample
+            on a mean until training has widened the std. Training sets it from the data (`initialize_spread`).
     """
 
     @register_to_config
@@ -73,7 +75,7 @@ class TranslatorModel(ModelMixin, ConfigMixin):
         hidden_dim: int | None = None,
         latent_threshold: float | None = None,
         auxiliary_latent_dims: dict[str, int] | None = None,
-        init_std: float = 0.01,
+        init_std: float = 1.0,
     ):
         super().__init__()
         for name, value in (("condition_dim", condition_dim), ("latent_dim", latent_dim), ("num_components", num_components)):
@@ -96,6 +98,19 @@ class TranslatorModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"`condition` must have shape (batch, {self.config.condition_dim}), got {tuple(condition.shape)}."
             )
+
+    @torch.no_grad()
+    def initialize_spread(self, latents: torch.Tensor) -> None:
+        """Set the component std to the per-dimension std of ``latents`` ``(N, D)``, samples of G's prior.
+
+        Before training, the translator knows nothing of the condition, so the spread of z over the whole prior is the
+        honest one: samples of an under-trained translator then look like prior samples (over-dispersed), never all
+        alike. Training narrows it to what the conditions explain.
+        """
+        if latents.ndim != 2 or latents.shape[1] != self.config.latent_dim or latents.shape[0] < 2:
+            raise ValueError(f"`latents` must have shape (N >= 2, {self.config.latent_dim}), got {tuple(latents.shape)}.")
+        spread = latents.float().std(dim=0).clamp(min=1e-3)
+        self.log_stds.copy_((spread - 1e-6).clamp(min=1e-6).log().to(self.log_stds))
 
     @property
     def stds(self) -> torch.Tensor:

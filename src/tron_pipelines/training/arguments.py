@@ -66,7 +66,12 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--num_components", type=int, default=10, help="Mixture components K of a new translator.")
     model.add_argument("--hidden_dim", type=int, default=None, help="Trunk width of a new translator (default 4 x condition size).")
-    model.add_argument("--init_std", type=float, default=0.01, help="Initial std of a new translator's components (the method's 0.01).")
+    model.add_argument(
+        "--init_std", type=float, default=None,
+        help="Initial std of a new translator's components. Default: the per-dimension std of G's latents over the "
+        "validation pairs, so that an under-trained translator is over-dispersed (like the prior), never collapsed; the "
+        "method's 0.01 makes every sample of a short run alike.",
+    )
 
     loss = parser.add_argument_group("loss and condition noise")
     loss.add_argument("--nll_weight", type=float, default=1e-4, help="Weight alpha of the NLL against the auxiliary-latent MSE.")
@@ -181,8 +186,9 @@ def check_train_args(args: argparse.Namespace) -> None:
         0 <= args.num_validation_conditions <= args.num_validation_pairs,
         f"`--num_validation_conditions` must be between 0 and --num_validation_pairs ({args.num_validation_pairs}), got {args.num_validation_conditions}.",
     )
-    for name in ("learning_rate", "std_learning_rate", "init_std", "nll_weight"):
+    for name in ("learning_rate", "std_learning_rate", "nll_weight"):
         _require(getattr(args, name) > 0, f"`--{name}` must be > 0, got {getattr(args, name)}.")
+    _require(args.init_std is None or args.init_std > 0, f"`--init_std` must be > 0, got {args.init_std}.")
     _require(args.max_grad_norm >= 0, f"`--max_grad_norm` must be >= 0 (0 disables clipping), got {args.max_grad_norm}.")
     _require(
         args.condition_noise == "none" or args.condition_noise_scale > 0,

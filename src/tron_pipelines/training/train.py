@@ -320,7 +320,7 @@ def build_translator(pipeline: TronPipeline, args: argparse.Namespace) -> Transl
             hidden_dim=args.hidden_dim,
             latent_threshold=generator.main_latent.threshold,
             auxiliary_latent_dims=auxiliary or None,
-            init_std=args.init_std,
+            init_std=args.init_std or 1.0,
         )
     path = Path(args.translator_name_or_path)
     subfolder = "translator" if (path / "translator" / "config.json").is_file() else None
@@ -512,6 +512,9 @@ def train_translator(args: argparse.Namespace) -> TrainingResult:
     validation = source.make_pairs(
         args.num_validation_pairs, derive_seed(args.seed, VALIDATION_STREAM, 0), args.generation_batch_size, autocast=accelerator.autocast
     )
+    if args.translator_name_or_path is None and args.init_std is None:
+        main_latents, _ = split_packed_latents(validation["latents"], source.latent_specs)
+        translator.initialize_spread(main_latents)
     cache = None
     if args.pairs_dir is not None:
         if args.num_pairs is not None:
