@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 
 METRIC_DESCRIPTIONS = {
     "nll_per_dim": "held-out negative log-likelihood of z per latent dimension (nats)",
@@ -47,6 +47,7 @@ def save_model_card(
     initial_metrics: dict,
     command: str,
     base_model: str | None = None,
+    on_hub: bool = False,
 ) -> ModelCard:
     """Write ``output_dir/README.md`` and return the card.
 
@@ -60,6 +61,7 @@ def save_model_card(
         metrics / initial_metrics: Validation metrics after and before training.
         command: The command that trained the translator.
         base_model: Hub id of the pipeline the generator and encoder come from, when it is on the Hub.
+        on_hub: ``repo_id`` exists on the Hub (the run pushes there): start from the card it may already have.
     """
     generator_class = identity["generator"]["class"].rsplit(".", 1)[-1]
     encoder_class = identity["encoder"]["class"].rsplit(".", 1)[-1]
@@ -99,7 +101,12 @@ The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="t
 {command}
 ```
 """
-    card = load_or_create_model_card(repo_id, from_training=True, model_description=description, base_model=base_model)
+    if on_hub:
+        # Keeps the metadata of a card the repo already has.
+        card = load_or_create_model_card(repo_id, from_training=True, model_description=description, base_model=base_model)
+    else:
+        # A local run must not ask the Hub for a card (offline, that costs five retries of a failing request).
+        card = ModelCard(f"---\n{ModelCardData(base_model=base_model).to_yaml()}\n---\n")
     # The diffusers training template around the description holds only placeholders: the card is the description.
     card.text = "\n" + description
     card.data.library_name = "tron_pipelines"

@@ -434,6 +434,7 @@ def _write_model_card(
         initial_metrics=initial_metrics,
         command=command_line(args, launcher),
         base_model=_hub_base_model(args.pipeline),
+        on_hub=repo_id is not None,
     )
 
 
