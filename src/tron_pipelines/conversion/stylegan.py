@@ -15,6 +15,7 @@ Every checkpoint key is mapped explicitly; missing, mis-shaped or unknown keys a
 architectures, ...) raise a ``ValueError`` that names them.
 """
 
+import argparse
 import math
 import os
 import re
@@ -32,6 +33,8 @@ from .network_pickle import PersistentObject, load_network_pickle
 # rosinality's `Generator` defaults; its checkpoints do not store them.
 ROSINALITY_LR_MLP = 0.01
 ROSINALITY_BLUR_KERNEL = (1, 3, 3, 1)
+# Draws of z that estimate `latent_avg` when a checkpoint lacks it (rosinality's `mean_latent(4096)`).
+ROSINALITY_MEAN_LATENT_SAMPLES = 4096
 # NVIDIA's default FIR filter of StyleGAN2 upsampling.
 NVLABS_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -331,6 +334,8 @@ def convert_stylegan3_network(network: PersistentObject, **tron_settings) -> Sty
             that differs.
         ValueError: for settings the port does not implement.
     """
+    if "noise_mode" in tron_settings:
+        raise ValueError("StyleGAN3 has no noise inputs: `noise_mode` applies to StyleGAN2 networks only.")
     config, layer_names = _stylegan3_config_from_network(network)
     config.update(tron_settings)
     with torch.device("meta"):
@@ -429,7 +434,7 @@ def _rosinality_layout(model: StyleGAN2Generator) -> list[TargetTensor]:
 
 def convert_rosinality_stylegan2(
     state_dict: dict[str, torch.Tensor],
-    latent_avg: torch.Tensor,
+    latent_avg: torch.Tensor | None,
     block_channels: Sequence[int] | None = None,
     mapping_lr_multiplier: float = ROSINALITY_LR_MLP,
     blur_kernel: Sequence[float] = ROSINALITY_BLUR_KERNEL,
@@ -439,7 +444,9 @@ def convert_rosinality_stylegan2(
 
     Args:
         state_dict: ``checkpoint["g_ema"]``.
-        latent_avg: ``checkpoint["latent_avg"]`` ``(style_dim,)``, the truncation centre (our ``w_avg``).
+        latent_avg: ``checkpoint["latent_avg"]`` ``(style_dim,)``, the truncation centre (our ``w_avg``). ``None``
+            (``train.py`` checkpoints store none) estimates it as rosinality's ``mean_latent`` does: the mean ``w``
+            of `ROSINALITY_MEAN_LATENT_SAMPLES` draws of ``z`` (seeded, so conversions are reproducible).
         block_channels: Channels per block from 4 px up; read from the weight shapes when not given.
         mapping_lr_multiplier: The ``lr_mlp`` the generator was built with (not stored; 0.01 by default).
         blur_kernel: The ``blur_kernel`` it was built with (checked against the stored kernels).
@@ -472,21 +479,34 @@ def convert_rosinality_stylegan2(
     with torch.device("meta"):
         model = StyleGAN2Generator(**config)
     layout = _rosinality_layout(model)
-    return convert_state_dict({**state_dict, "latent_avg": latent_avg}, layout, model, f"a rosinality StyleGAN2 ({config})")
+    estimate_latent_avg = latent_avg is None
+    if estimate_latent_avg:
+        latent_avg = torch.zeros(style_dim)
+    model = convert_state_dict(
+        {**state_dict, "latent_avg": latent_avg}, layout, model, f"a rosinality StyleGAN2 ({config})"
+    )
+    if estimate_latent_avg:
+        with torch.no_grad():
+            z = torch.randn(
+                ROSINALITY_MEAN_LATENT_SAMPLES, style_dim, generator=torch.Generator().manual_seed(0)
+            )
+            model.mapping.w_avg.copy_(model.mapping(z).mean(dim=0))
+    return model
 
 
 def load_rosinality_checkpoint(path: str | os.PathLike, **kwargs) -> StyleGAN2Generator:
     """Read a rosinality checkpoint with ``torch.load(..., weights_only=True)`` and convert ``g_ema``.
 
-    ``kwargs`` go to `convert_rosinality_stylegan2`.
+    Both layouts work: ``convert_weight.py``'s ``{"g_ema", "latent_avg"}`` and ``train.py``'s (``g_ema`` with
+    ``g``, ``d``, optimiser states and the ``argparse.Namespace`` of its options, which is allowed as data; no
+    ``latent_avg``). ``kwargs`` go to `convert_rosinality_stylegan2`.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "g_ema" not in checkpoint or "latent_avg" not in checkpoint:
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("g_ema"), dict):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointMismatchError(
-            f"{path} is not a rosinality generator checkpoint with `g_ema` and `latent_avg` (found {found})."
-        )
-    return convert_rosinality_stylegan2(checkpoint["g_ema"], checkpoint["latent_avg"], **kwargs)
+        raise CheckpointMismatchError(f"{path} is not a rosinality checkpoint with a `g_ema` state dict (found {found}).")
+    return convert_rosinality_stylegan2(checkpoint["g_ema"], checkpoint.get("latent_avg"), **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -511,10 +531,12 @@ __all__ = [
     "NVLABS_RESAMPLE_FILTER",
     "ROSINALITY_BLUR_KERNEL",
     "ROSINALITY_LR_MLP",
+    "ROSINALITY_MEAN_LATENT_SAMPLES",
     "checkpoint_format",
     "convert_nvlabs_network",
     "convert_rosinality_stylegan2",
     "convert_stylegan2_network",
+    "convert_stylegan3_network",
     "load_nvlabs_pickle",
     "load_rosinality_checkpoint",
     "load_stylegan_checkpoint",
