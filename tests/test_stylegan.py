@@ -45,13 +45,7 @@ ROSINALITY = FIXTURES / "stylegan2-rosinality" / "stylegan2-rosinality-dev.pt"
 IMAGE_TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 LATENT_TOLERANCE = dict(rtol=0, atol=1e-5)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def reference(folder: str) -> dict[str, torch.Tensor]:

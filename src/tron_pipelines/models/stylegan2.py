@@ -249,6 +249,13 @@ class StyleGANGenerator(TronGenerator):
     `sample_latents` draws from it and the latent is never clamped.
     """
 
+    @staticmethod
+    def _check_tron_settings(latent_space: str, truncation_psi: float) -> None:
+        if latent_space not in LATENT_SPACES:
+            raise ValueError(f"`latent_space` must be one of {LATENT_SPACES}, got {latent_space!r}.")
+        if not 0 <= truncation_psi <= 1:
+            raise ValueError(f"`truncation_psi` must be in [0, 1], got {truncation_psi}.")
+
     @property
     def num_ws(self) -> int:
         """Number of ``w`` inputs of the synthesis network."""
@@ -312,13 +319,6 @@ class StyleGANGenerator(TronGenerator):
         ws = self.map_latents(z.to(device=self.device, dtype=self.dtype))
         latents = ws.flatten(1) if self.config.latent_space == "w+" else ws[:, 0]
         return latents.to(device=device, dtype=dtype)
-
-
-def _check_tron_settings(latent_space: str, truncation_psi: float) -> None:
-    if latent_space not in LATENT_SPACES:
-        raise ValueError(f"`latent_space` must be one of {LATENT_SPACES}, got {latent_space!r}.")
-    if not 0 <= truncation_psi <= 1:
-        raise ValueError(f"`truncation_psi` must be in [0, 1], got {truncation_psi}.")
 
 
 class StyleGAN2SynthesisLayer(nn.Module):
@@ -387,7 +387,13 @@ class StyleGAN2Block(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int | None, out_channels: int, w_dim: int, resolution: int, img_channels: int, conv_clamp
+        self,
+        in_channels: int | None,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        conv_clamp: float | None,
     ):
         super().__init__()
         self.upsample_conv = (
@@ -440,7 +446,7 @@ class StyleGAN2Generator(StyleGANGenerator, ConfigMixin):
         latent_space: str = "w",
     ):
         super().__init__()
-        _check_tron_settings(latent_space, truncation_psi)
+        self._check_tron_settings(latent_space, truncation_psi)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"`noise_mode` must be one of {NOISE_MODES}, got {noise_mode!r}.")
         if len(block_channels) < 1 or any(channels < 1 for channels in block_channels):

@@ -36,7 +36,6 @@ from .stylegan2 import (
     EqualizedLinear,
     StyleGANGenerator,
     StyleGANMappingNetwork,
-    _check_tron_settings,
     modulated_conv2d,
     upfirdn2d,
 )
@@ -386,7 +385,7 @@ class StyleGAN3Generator(StyleGANGenerator, ConfigMixin):
         latent_space: str = "w",
     ):
         super().__init__()
-        _check_tron_settings(latent_space, truncation_psi)
+        self._check_tron_settings(latent_space, truncation_psi)
         input_design, layer_designs = stylegan3_design(
             img_resolution,
             img_channels,
