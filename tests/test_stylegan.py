@@ -416,6 +416,25 @@ def test_official_translators_reproduce_the_upstream_outputs(variant, prefix, th
         assert out.auxiliary_latents == {}
 
 
+def test_official_stylegan_translator_and_network_pickle_make_a_pipeline(clip_components, tmp_path):
+    load_script("convert_stylegan_to_diffusers").main(
+        ["--checkpoint_path", str(SG2_PICKLE), "--dump_path", str(tmp_path / "generator")]
+    )
+    for name in ("encoder", "tokenizer", "image_processor"):
+        clip_components[name].save_pretrained(tmp_path / "clip")
+    load_script("convert_tr0n_original_to_diffusers").main(
+        ["--checkpoint_path", str(FIXTURES / "tr0n-translator" / "stylegan" / "model_best.pth"), "--generator",
+         str(tmp_path / "generator"), "--encoder", str(tmp_path / "clip"), "--preset", "stylegan", "--dump_path",
+         str(tmp_path / "pipe")]
+    )
+    pipe = TronPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.translator.config.latent_threshold is None and pipe.scheduler.config.clamp_threshold is None
+    out = pipe("a red car", num_inference_steps=2, num_augmentations=2, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 32, 32, 3) and torch.isfinite(out.latents).all()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # StyleGAN + CLIP pipeline end to end
 

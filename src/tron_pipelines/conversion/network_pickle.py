@@ -105,7 +105,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, 
     if backward_hooks:
         raise UnsafePickleError("The pickle attaches backward hooks to a tensor; network pickles have none.")
     tensor = torch.empty((0,), dtype=storage.dtype)
-    # `set_` checks that the view fits in the storage.
+    # `set_` checks that the view fits in the storage. `_untyped_storage` is what torch's own rebuild uses (the public
+    # `untyped()` warns that TypedStorage is deprecated).
     return tensor.set_(storage._untyped_storage, storage_offset, tuple(size), tuple(stride))
 
 
