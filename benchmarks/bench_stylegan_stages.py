@@ -37,6 +37,9 @@ ARCHITECTURES = {
 }
 
 
+STAGES = ("mapping", "synthesis_forward", "pairs", "train", "langevin")
+
+
 def stage(fn, device, repeats, **extra):
     """Median seconds of ``repeats`` calls (after a warm-up) and the FLOPs of one call (matrix products and
     convolutions, forward and backward: a lower bound on the work)."""
@@ -55,6 +58,7 @@ def main():
     parser.add_argument("--pair_batch", type=int, default=4)
     parser.add_argument("--num_augmentations", type=int, default=8, help="Copies per image in the sampling step (the method uses 50; cost is linear in it).")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="Stages to run (default: all).")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -78,23 +82,33 @@ def main():
     }
 
     z = torch.randn(args.mapping_batch, generator.config.z_dim, device=device)
-    with torch.no_grad():
-        results["mapping"] = stage(lambda: generator.map_latents(z), device, 5 * args.repeats, batch=args.mapping_batch)
-        latents = generator.sample_latents(args.pair_batch, device=device)
-        results["synthesis_forward"] = stage(lambda: generator.generate(latents), device, args.repeats, batch=args.pair_batch)
-        results["pairs"] = stage(
-            lambda: adapter.encode_generated(generator.generate(latents)), device, args.repeats, batch=args.pair_batch
-        )
-
+    latents = generator.sample_latents(args.pair_batch, device=device)
     conditions, targets = torch.randn(16, 512, device=device), torch.randn(16, w_dim, device=device)
-    train_step = translator_train_step(translator, conditions, targets)
-    results["train"] = stage(train_step, device, 5 * args.repeats, batch=16)
-
-    langevin_step = clip_langevin_step(generator, adapter, generator.sample_latents(1, device=device), args.num_augmentations)
-    results["langevin"] = stage(langevin_step, device, args.repeats, batch=1, num_augmentations=args.num_augmentations)
+    # name -> (work of one unit, repeats, needs autograd, what one unit is)
+    stages = {
+        "mapping": (lambda: generator.map_latents(z), 5 * args.repeats, False, {"batch": args.mapping_batch}),
+        "synthesis_forward": (lambda: generator.generate(latents), args.repeats, False, {"batch": args.pair_batch}),
+        "pairs": (
+            lambda: adapter.encode_generated(generator.generate(latents)), args.repeats, False, {"batch": args.pair_batch}
+        ),
+        "train": (translator_train_step(translator, conditions, targets), 5 * args.repeats, True, {"batch": 16}),
+        "langevin": (
+            clip_langevin_step(generator, adapter, generator.sample_latents(1, device=device), args.num_augmentations),
+            args.repeats,
+            True,
+            {"batch": 1, "num_augmentations": args.num_augmentations},
+        ),
+    }
+    for name in args.stages:
+        work, repeats, needs_grad, unit = stages[name]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with torch.set_grad_enabled(needs_grad):
+            results[name] = stage(work, device, repeats, **unit)
+        if device.type == "cuda":
+            results[name]["max_allocated_GiB"] = torch.cuda.max_memory_allocated(device) / 2**30
+    # The process's peak: run one stage per invocation (--stages) to see that stage's.
     results["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB
-    if device.type == "cuda":
-        results["max_allocated_GiB"] = torch.cuda.max_memory_allocated() / 2**30
     print(json.dumps(results, indent=2))
 
 
