@@ -17,12 +17,12 @@ import time
 import psutil
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from common import clip_langevin_step, translator_train_step
 from pytorch_pretrained_biggan import BigGANConfig
 from transformers import CLIPConfig, CLIPModel
 
 from tron_pipelines import BigGANDeepGenerator, EncoderAdapter, TranslatorModel
 from tron_pipelines.conversion.biggan import biggan_deep_config_from_pytorch_pretrained
-from tron_pipelines.energies import DiffAugment, cosine_energy
 
 # Block lists of the released biggan-deep-{128,256,512} config.json files: (upsample, in, out) channel multipliers.
 _SHARED_LAYERS = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8)]
@@ -83,25 +83,12 @@ def main():
 
     results["pairs"] = {"batch": args.pair_batch, "seconds_per_batch": timed(make_pairs, device, args.repeats), "flops_per_batch": flops(make_pairs)}
 
-    optimizer = torch.optim.AdamW(translator.parameters(), lr=1e-4)
     conditions, targets, classes = torch.randn(16, 512, device=device), torch.randn(16, 128, device=device).clamp(-2, 2), torch.randn(16, 128, device=device)
-
-    def train_step():
-        loss = translator.loss(conditions, targets, {"y": classes}).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_step = translator_train_step(translator, conditions, targets, {"y": classes})
 
     results["train"] = {"batch": 16, "seconds_per_step": timed(train_step, device, 5 * args.repeats), "flops_per_step": flops(train_step)}
 
-    augment, target = DiffAugment(), torch.randn(1, 512, device=device)
-    sample = generator.sample_latents(1, device=device)
-
-    def langevin_step():
-        z = sample.detach().requires_grad_(True)
-        copies = augment(generator.generate(z), args.num_augmentations)
-        features = adapter.features(adapter.preprocess_generated(copies.flatten(0, 1))).view(1, args.num_augmentations, -1)
-        torch.autograd.grad(cosine_energy(features, target).sum(), z)
+    langevin_step = clip_langevin_step(generator, adapter, generator.sample_latents(1, device=device), args.num_augmentations)
 
     results["langevin"] = {
         "batch": 1,

@@ -71,6 +71,37 @@ def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> 
     return 2 * size**3 / seconds / 1e9
 
 
+def translator_train_step(translator, conditions, latents, auxiliary_latents=None):
+    """A callable doing one AdamW step (lr 1e-4) of ``translator.loss`` on a fixed batch: one training step's work."""
+    optimizer = torch.optim.AdamW(translator.parameters(), lr=1e-4)
+
+    def step():
+        loss = translator.loss(conditions, latents, auxiliary_latents).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def clip_langevin_step(generator, adapter, latents, num_augmentations: int):
+    """A callable doing the gradient work of one Langevin step on CLIP's augmented cosine: G forward, DiffAugment to
+    ``num_augmentations`` copies per image, CLIP forward, and the backward pass of both to the packed ``latents``."""
+    from tron_pipelines.energies import DiffAugment, cosine_energy
+
+    augment = DiffAugment()
+    target = torch.randn(latents.shape[0], adapter.condition_dim, device=latents.device)
+
+    def step():
+        leaf = latents.detach().requires_grad_(True)
+        copies = augment(generator.generate(leaf), num_augmentations)
+        features = adapter.features(adapter.preprocess_generated(copies.flatten(0, 1)))
+        energy = cosine_energy(features.view(latents.shape[0], num_augmentations, -1), target)
+        torch.autograd.grad(energy.sum(), leaf)
+
+    return step
+
+
 def seeded_generators(seeds, device: torch.device) -> list[torch.Generator]:
     """One generator per image: the batched and the one-at-a-time paths then draw exactly the same numbers."""
     return [torch.Generator(device).manual_seed(int(seed)) for seed in seeds]

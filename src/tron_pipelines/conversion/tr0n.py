@@ -111,15 +111,15 @@ def load_tr0n_translator(checkpoint_path: str | os.PathLike, latent_threshold: f
 
 
 def load_generator(path: str | os.PathLike):
-    """Load any `TronGenerator` folder, choosing the class from its ``config.json``."""
-    import tron_pipelines
+    """Load any `TronGenerator` folder, choosing the class from its ``config.json`` among `tron_pipelines.models`."""
+    from .. import models
 
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"`--generator` {path} is not a generator folder (no config.json).")
     class_name = json.loads(config_file.read_text())["_class_name"]
-    generator_class = getattr(tron_pipelines, class_name, None)
-    if generator_class is None or not issubclass(generator_class, tron_pipelines.TronGenerator):
+    generator_class = getattr(models, class_name, None)
+    if not isinstance(generator_class, type) or not issubclass(generator_class, models.TronGenerator):
         raise ValueError(f"{config_file} names {class_name!r}, which is not a tron_pipelines generator.")
     return generator_class.from_pretrained(path).eval()
 

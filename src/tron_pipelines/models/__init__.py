@@ -9,6 +9,8 @@ _EXPORTS = {
     "biggan": ("BigGANGenerator",),
     "biggan_deep": ("BigGANDeepGenerator",),
     "open_clip_encoder": ("OpenCLIPEncoder",),
+    "stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
+    "stylegan3": ("StyleGAN3Generator",),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -26,7 +26,10 @@ class LatentSpec:
         name: Name of the latent (``"z"`` for the main latent, e.g. ``"y"`` for BigGAN's class embedding).
         dim: Number of values per sample.
         prior: ``"normal"`` (N(0, I), clipped element-wise to ``[-threshold, threshold]`` when a threshold is set, as
-            TR0N's BigGAN pairs are) or ``"truncated_normal"`` (N(0, I) conditioned on ``|z| <= threshold``).
+            TR0N's BigGAN pairs are) or ``"truncated_normal"`` (N(0, I) conditioned on ``|z| <= threshold``), the
+            priors the base `TronGenerator.sample_latents` draws from. A generator that overrides `sample_latents`
+            names its own, e.g. ``"stylegan_mapping(psi=1.0)"`` (StyleGAN's ``w``: N(0, I) pushed through the mapping
+            network, truncated by ``psi``).
         threshold: Bound of the prior and of Langevin's clamp, or ``None`` for an unbounded latent.
     """
 

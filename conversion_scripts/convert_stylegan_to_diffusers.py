@@ -1,0 +1,90 @@
+"""Convert a StyleGAN2 / StyleGAN3 checkpoint to a `StyleGAN2Generator` / `StyleGAN3Generator` folder.
+
+Examples:
+    # NVIDIA network pickle (StyleGAN2-ADA-PyTorch or StyleGAN3; T and R)
+    python conversion_scripts/convert_stylegan_to_diffusers.py \
+        --checkpoint_path stylegan2-ffhq-1024x1024.pkl --dump_path checkpoints/stylegan2-ffhq-1024
+    # rosinality stylegan2-pytorch checkpoint (g_ema + latent_avg)
+    python conversion_scripts/convert_stylegan_to_diffusers.py \
+        --checkpoint_path 550000.pt --dump_path checkpoints/stylegan2-ffhq-256
+
+One script for both formats: it tells them apart by the file itself (a ``torch.save`` zip archive is rosinality's,
+anything else is read as a network pickle), so users need not know which kind of file they have, and the TR0N
+options are the same. Network pickles are read by an allow-list unpickler that never runs code from the file (it
+refuses, naming the global, anything a network pickle does not need); rosinality checkpoints by
+``torch.load(..., weights_only=True)``. Every key and shape is checked (all problems listed at once, exit status 1),
+and the folder is written with `save_pretrained` (safetensors) into a temporary sibling that is renamed to
+``--dump_path`` once complete.
+"""
+
+import argparse
+import sys
+
+from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
+from tron_pipelines.conversion.network_pickle import UnsafePickleError
+from tron_pipelines.conversion.stylegan import (
+    ROSINALITY_BLUR_KERNEL,
+    ROSINALITY_LR_MLP,
+    checkpoint_format,
+    load_nvlabs_pickle,
+    load_rosinality_checkpoint,
+)
+from tron_pipelines.models.stylegan2 import LATENT_SPACES, NOISE_MODES
+
+
+def comma_separated(cast):
+    def parse(text: str):
+        try:
+            return tuple(cast(item) for item in text.split(","))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
+
+    return parse
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint_path", required=True, help="NVIDIA network pickle (.pkl) or rosinality checkpoint (.pt).")
+    parser.add_argument("--dump_path", required=True, help="Output folder (replaced if it exists).")
+    parser.add_argument("--format", choices=["auto", "nvlabs", "rosinality"], default="auto")
+    tron = parser.add_argument_group("TR0N settings of the converted generator")
+    tron.add_argument("--truncation_psi", type=float, default=1.0, help="Truncation of the prior (1 = none, the method's).")
+    tron.add_argument("--latent_space", choices=LATENT_SPACES, default="w", help="Optimise one w (the method) or all of w+.")
+    tron.add_argument("--noise_mode", choices=NOISE_MODES, default=None, help="StyleGAN2 noise inputs (default: const).")
+    nvlabs = parser.add_argument_group("NVIDIA network pickles")
+    nvlabs.add_argument("--network", default="G_ema", help="Which network of the pickle (G_ema, the method's; or G).")
+    rosinality = parser.add_argument_group("rosinality checkpoints (settings the file does not store)")
+    rosinality.add_argument(
+        "--channels", type=comma_separated(int), default=None,
+        help="Channels per block from 4 px up, e.g. 512,512,512,512,512,256,128,64,32 (default: read from the shapes).",
+    )
+    rosinality.add_argument("--lr_mlp", type=float, default=ROSINALITY_LR_MLP, help="The generator's lr_mlp.")
+    rosinality.add_argument("--blur_kernel", type=comma_separated(float), default=ROSINALITY_BLUR_KERNEL, help="The generator's blur_kernel.")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    source_format = checkpoint_format(args.checkpoint_path) if args.format == "auto" else args.format
+    tron_settings = dict(truncation_psi=args.truncation_psi, latent_space=args.latent_space)
+    if args.noise_mode is not None:
+        tron_settings["noise_mode"] = args.noise_mode
+    try:
+        if source_format == "rosinality":
+            model = load_rosinality_checkpoint(
+                args.checkpoint_path,
+                block_channels=args.channels,
+                mapping_lr_multiplier=args.lr_mlp,
+                blur_kernel=args.blur_kernel,
+                **tron_settings,
+            )
+        else:
+            model = load_nvlabs_pickle(args.checkpoint_path, network_key=args.network, **tron_settings)
+    except (ValueError, UnsafePickleError) as error:  # mismatched keys, unsupported settings, a refused global
+        sys.exit(f"error: {error}")
+    path = save_pretrained_atomically(model, args.dump_path)
+    print(f"Saved {type(model).__name__} ({model.resolution} px, {source_format} source) to {path}")
+
+
+if __name__ == "__main__":
+    main()
