@@ -16,7 +16,7 @@ from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN128
 import tron_pipelines.models.biggan as biggan_module
 import tron_pipelines.models.biggan_deep as biggan_deep_module
 from tron_pipelines import BigGANDeepGenerator, BigGANGenerator
-from tron_pipelines.conversion.biggan import convert_biggan_pytorch, convert_pytorch_pretrained_biggan
+from tron_pipelines.conversion.biggan import convert_biggan_pytorch, convert_pytorch_pretrained_biggan, load_biggan_pytorch
 from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
 from tron_pipelines.models.biggan import BIGGAN_ARCHITECTURES
 
@@ -533,3 +533,9 @@ def test_biggan_generate_sample_latents_and_round_trip(tmp_path, small_biggan, s
     with torch.no_grad():
         # Same weights; CPU kernels may still pick a different summation order for differently aligned buffers.
         torch.testing.assert_close(reloaded.generate(latents), images, rtol=0, atol=1e-6)
+
+
+def test_biggan_pytorch_file_without_a_state_dict_is_refused(tmp_path):
+    torch.save([torch.zeros(1)], tmp_path / "G.pth")
+    with pytest.raises(CheckpointMismatchError, match="Expected a bare state dict in .*G.pth, found <class 'list'>"):
+        load_biggan_pytorch(tmp_path / "G.pth", resolution=256)

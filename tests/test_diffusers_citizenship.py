@@ -73,10 +73,12 @@ def test_concurrent_calls_equal_sequential_calls(clip_pipe):
 
     concurrent = in_threads(lambda: run(clip_pipe, FIRST, callback_on_step_end=lockstep),
                             lambda: run(clip_pipe, SECOND, callback_on_step_end=lockstep))
+    # Equal up to float rounding: two threads share torch's intra-op thread pool, which may split a reduction
+    # differently (measured: up to 1.5e-7). Shared Langevin state would differ by orders of magnitude more, or crash.
     for alone, together in zip(sequential, concurrent):
-        torch.testing.assert_close(together.latents, alone.latents, rtol=0, atol=0)
-        torch.testing.assert_close(together.energy_trace, alone.energy_trace, rtol=0, atol=0)
-        assert (together.images == alone.images).all()
+        torch.testing.assert_close(together.latents, alone.latents, rtol=0, atol=1e-5)
+        torch.testing.assert_close(together.energy_trace, alone.energy_trace, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(together.images, alone.images, rtol=0, atol=1e-5)
 
 
 def test_interrupt_stops_only_the_calling_thread(clip_pipe):
@@ -100,8 +102,8 @@ def test_interrupt_stops_only_the_calling_thread(clip_pipe):
 
     interrupted, full = in_threads(lambda: run(clip_pipe, FIRST, callback_on_step_end=interrupt_then_wait),
                                    lambda: run(clip_pipe, SECOND, callback_on_step_end=observe))
-    torch.testing.assert_close(interrupted.latents, expected_interrupted.latents, rtol=0, atol=0)
-    torch.testing.assert_close(full.latents, expected_full.latents, rtol=0, atol=0)
+    torch.testing.assert_close(interrupted.latents, expected_interrupted.latents, rtol=0, atol=1e-5)
+    torch.testing.assert_close(full.latents, expected_full.latents, rtol=0, atol=1e-5)
     assert full.energy_trace.shape[0] == STEPS and interrupted.energy_trace.shape[0] == 1
 
 

@@ -14,6 +14,8 @@ _EXPORTS = {
     "models.classifier": ("ClassifierOutput", "ConvClassifier"),
     "models.biggan": ("BigGANGenerator",),
     "models.biggan_deep": ("BigGANDeepGenerator",),
+    "models.stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
+    "models.stylegan3": ("StyleGAN3Generator",),
     "models.open_clip_encoder": ("OpenCLIPEncoder",),
     "encoders": ("EncoderAdapter",),
     "energies": ("ConditionTerm", "DiffAugment", "TronEnergy", "cosine_energy", "cross_entropy_energy", "gaussian_prior_energy"),

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..models.biggan import BIGGAN_ARCHITECTURES, BOTTOM_WIDTH, BigGANGenerator
 from ..models.biggan_deep import BigGANDeepGenerator
-from .checkpoints import TargetTensor, convert_state_dict
+from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict
 
 # Spectral-norm epsilon of the official TR0N generator (BigGAN-PyTorch's parser default, kept by `get_G`).
 BIGGAN_PYTORCH_SN_EPS = 1e-8
