@@ -16,7 +16,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"tron_pipelines": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/*/*"]},
+    package_data={"tron_pipelines": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/*.py", "pretrained/*/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         # 2.4 is the first torch with torch.amp.autocast(device_type=...) on CPU and GPU alike.

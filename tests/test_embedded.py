@@ -1,6 +1,9 @@
 """The pipelines shipped inside the package load offline and generate."""
 
 import json
+import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,3 +31,20 @@ def test_readme_command_writes_a_grid(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["pipeline"] == "tron-mnist-text" and len(manifest["images"]) == 2
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_text_pipeline_warns_about_words_it_never_learned():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "mnist"))
+    from train_clip import caption_words
+
+    pipe = TronPipeline.from_pretrained("tron-mnist-text")
+    pipe.set_progress_bar_config(disable=True)
+    # The known words are exactly those the CLIP's training captions can contain.
+    assert pipe.config.prompt_vocabulary.split() == caption_words()
+    with pytest.warns(UserWarning, match=r"never saw in training: \['cat'\]"):
+        pipe("a cat", num_inference_steps=0, output_type="latent")
+    with pytest.warns(UserWarning, match=r"\['photo', 'of'\]"):
+        pipe("a photo of a three", num_inference_steps=0, output_type="latent")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe(["the thin number two, tilted left", "a small handwritten 5 leaning to the right"], num_inference_steps=0, output_type="latent")

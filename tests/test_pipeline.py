@@ -2,6 +2,7 @@ import inspect
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import PIL.Image
@@ -33,7 +34,7 @@ def test_call_signature_follows_diffusers():
 
 
 def test_components_match_constructor(clip_pipe):
-    settings = {"default_num_inference_steps", "default_num_augmentations", "default_num_candidates", "augmentation_policy"}
+    settings = {"default_num_inference_steps", "default_num_augmentations", "default_num_candidates", "augmentation_policy", "prompt_vocabulary"}
     init_names = set(inspect.signature(TronPipeline.__init__).parameters) - {"self"} - settings
     assert set(clip_pipe.components) == init_names
 
@@ -450,3 +451,21 @@ def test_array_and_pil_image_conditions_agree(clip_pipe):
     from_pil = adapter.encode_images(PIL.Image.fromarray(pixels), torch.device("cpu"))
     from_array = adapter.encode_images(pixels.astype(np.float32) / 255.0, torch.device("cpu"))
     torch.testing.assert_close(from_pil, from_array, atol=1e-4, rtol=1e-4)
+
+
+# Prompt vocabulary ---------------------------------------------------------------------------------------------------
+def test_prompts_outside_the_vocabulary_warn(clip_components, tmp_path):
+    pipe = TronPipeline(**clip_components, prompt_vocabulary="a bold thin seven three leaning left right")
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.warns(UserWarning, match=r"`prompt` 1 has words this pipeline's text encoder never saw in training: \['photo', 'of', 'cat'\]"):
+        call(pipe, prompt=["a bold seven", "A photo of a cat, leaning left"], num_inference_steps=0)
+    with pytest.warns(UserWarning, match=r"`negative_prompt` 0 has words .*\['dog'\]"):
+        call(pipe, prompt="a bold seven", negative_prompt="dog", num_inference_steps=0)
+    with pytest.warns(UserWarning, match=r"\['car'\]"):
+        pipe.interpolate(prompt=["a seven", "a car"], num_frames=2, num_inference_steps=0, output_type="latent")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        call(pipe, prompt="A Bold seven, leaning RIGHT.", num_inference_steps=0)  # case and punctuation do not count
+        call(TronPipeline(**clip_components), prompt="a photo of a cat", num_inference_steps=0)  # no vocabulary: no check
+    pipe.save_pretrained(tmp_path)
+    assert TronPipeline.from_pretrained(tmp_path).config.prompt_vocabulary == "a bold leaning left right seven thin three"

@@ -7,6 +7,11 @@ class probabilities for `tron-mnist`, CLIP *image* embeddings with norm-matched 
 
     python examples/mnist/build_pipelines.py --generator outputs/mnist/generator --classifier outputs/mnist/classifier \
         --clip outputs/mnist/clip --work_dir outputs/build --output_root src/tron_pipelines/pretrained
+
+After a change of the sampling settings below, reassemble without training, from the trained pipelines of a build or
+from the embedded pipelines themselves (their model cards are kept):
+
+    python examples/mnist/build_pipelines.py --reassemble_from "src/tron_pipelines/pretrained/{name}"
 """
 
 import argparse
@@ -14,6 +19,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+from train_clip import caption_words
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
@@ -38,6 +45,8 @@ SAMPLING = {
         "default_num_augmentations": 4,
         "default_num_candidates": 16,
         "augmentation_policy": "translation",
+        # The CLIP learned only its captions' words; other words get a warning (`TronPipeline` prompt_vocabulary).
+        "prompt_vocabulary": " ".join(caption_words()),
     },
 }
 
@@ -66,44 +75,50 @@ def base_pipelines(args) -> dict[str, TronPipeline]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--generator", required=True)
-    parser.add_argument("--classifier", required=True)
-    parser.add_argument("--clip", required=True)
+    parser.add_argument("--generator", help="Generator folder (training only).")
+    parser.add_argument("--classifier", help="Classifier folder (training only).")
+    parser.add_argument("--clip", help="CLIP folder (training only).")
     parser.add_argument("--work_dir", default="outputs/build")
     parser.add_argument("--output_root", default="src/tron_pipelines/pretrained")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--reassemble", action="store_true",
-        help="Skip training: reassemble from the translators already trained in --work_dir (after changing SAMPLING).",
+        "--reassemble_from", default=None,
+        help="Skip training: take each pipeline's trained parts from this folder pattern ({name} = tron-mnist, "
+        "tron-mnist-text), e.g. 'outputs/build/trained-{name}' or the embedded 'src/tron_pipelines/pretrained/{name}', "
+        "and reassemble them with SAMPLING.",
     )
     args = parser.parse_args()
+    if args.reassemble_from is None and not (args.generator and args.classifier and args.clip):
+        parser.error("training needs --generator, --classifier and --clip (or --reassemble_from to skip training).")
     torch.manual_seed(args.seed)
     work = Path(args.work_dir)
-    for name, base in base_pipelines(args).items():
-        base_dir = work / f"base-{name}"
-        save_pretrained_atomically(base, base_dir)
-        train_args = parse_train_args(
-            ["--pipeline", str(base_dir), "--pairs_dir", str(work / f"pairs-{name}"), "--output_dir", str(work / f"trained-{name}"),
-             "--seed", str(args.seed), *TRAINING_ARGS, *CONDITION_NOISE[name]]
-        )
-        if args.reassemble:
-            trained = TronPipeline.from_pretrained(train_args.output_dir)
-            report = f"reassembled from {train_args.output_dir}"
+    names = SAMPLING if args.reassemble_from else base_pipelines(args)
+    for name in names:
+        if args.reassemble_from:
+            trained = TronPipeline.from_pretrained(args.reassemble_from.format(name=name))
+            report = f"reassembled from {args.reassemble_from.format(name=name)}"
         else:
+            base_dir = work / f"base-{name}"
+            save_pretrained_atomically(names[name], base_dir)
+            train_args = parse_train_args(
+                ["--pipeline", str(base_dir), "--pairs_dir", str(work / f"pairs-{name}"), "--output_dir", str(work / f"trained-{name}"),
+                 "--seed", str(args.seed), *TRAINING_ARGS, *CONDITION_NOISE[name]]
+            )
             result = train_translator(train_args)
             trained = TronPipeline.from_pretrained(result.output_dir)
             report = f"translator validation {result.metrics}"
-        settings = SAMPLING[name]
+        settings = dict(SAMPLING[name])
         pipe = TronPipeline(
             translator=trained.translator, generator=trained.generator, encoder=trained.encoder,
-            scheduler=LangevinScheduler(**settings["scheduler"]), tokenizer=trained.tokenizer,
-            image_processor=trained.image_processor,
-            default_num_inference_steps=settings["default_num_inference_steps"],
-            default_num_augmentations=settings["default_num_augmentations"],
-            default_num_candidates=settings["default_num_candidates"],
-            augmentation_policy=settings["augmentation_policy"],
+            scheduler=LangevinScheduler(**settings.pop("scheduler")), tokenizer=trained.tokenizer,
+            image_processor=trained.image_processor, **settings,
         )
-        folder = save_pretrained_atomically(pipe, Path(args.output_root) / name)
+        output = Path(args.output_root) / name
+        # The model cards are written by hand from the benchmark's measurements: a rebuild keeps them.
+        card = (output / "README.md").read_text() if (output / "README.md").is_file() else None
+        folder = save_pretrained_atomically(pipe, output)
+        if card is not None:
+            (folder / "README.md").write_text(card)
         print(f"{name}: {report}; saved to {folder}")
 
 

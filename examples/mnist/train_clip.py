@@ -142,11 +142,17 @@ def caption_matches(caption_labels, caption_codes, image_labels, image_codes) ->
 # Tokenizer.
 
 
-def caption_vocabulary() -> list[str]:
-    """Every word a caption can contain, plus a few words common in prompts ("a photo of ...")."""
-    phrases = [*DIGIT_WORDS, *DIGIT_TEMPLATES, *EXTRA_PROMPT_WORDS]
+def caption_words() -> list[str]:
+    """Every word and numeral a caption can contain: what the text tower learns to read (`make_caption`)."""
+    phrases = [*DIGIT_WORDS, *DIGIT_TEMPLATES, "a", "an", *(str(label) for label in range(NUM_CLASSES))]
     phrases += [w for group in STROKE_WEIGHT_WORDS + SIZE_WORDS + SLANT_PHRASES for w in group]
-    return sorted({word for phrase in phrases for word in re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", phrase))})
+    return sorted({word for phrase in phrases for word in re.findall(r"[a-z0-9]+", re.sub(r"\{\w+\}", " ", phrase))})
+
+
+def caption_vocabulary() -> list[str]:
+    """The tokenizer's words: every caption word, plus a few words common in prompts ("a photo of ...") that no
+    caption contains."""
+    return sorted({word for word in caption_words() if not word.isdigit()} | set(EXTRA_PROMPT_WORDS))
 
 
 def learn_bpe_merges(words: list[str]) -> list[tuple[str, str]]:

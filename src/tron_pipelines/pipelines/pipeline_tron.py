@@ -6,7 +6,9 @@ on E(z, c) refine them -> G renders the images.
 
 import copy
 import os
+import re
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -111,6 +113,11 @@ def _select_rows(mask: torch.Tensor, new: torch.Tensor | None, old: torch.Tensor
     return None if new is None else torch.where(mask.view(-1, *[1] * (new.ndim - 1)), new, old)
 
 
+def prompt_words(text: str) -> list[str]:
+    """The words of a prompt as `TronPipeline`'s ``prompt_vocabulary`` counts them: lower-case letters and digits."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
 def slerp(weight: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation of raw vectors ``(E,)``: the angle comes from the normalised vectors, the weights are
     applied to the raw ones (as the method does for CLIP embeddings)."""
@@ -141,6 +148,10 @@ class TronPipeline(DiffusionPipeline):
             ``"translation"``, ``"resize"``, ``"cutout"`` (the method uses all four for CLIP on natural images; small
             digits keep only translation). A string, because diffusers reads two-item lists in ``model_index.json``
             as components.
+        prompt_vocabulary: For a text encoder trained on a small, known set of captions (the embedded
+            ``tron-mnist-text``): its words, space-separated. A prompt with other words gets a warning naming them,
+            since the encoder makes some embedding of any text and the images look just as confident. Empty (the
+            default, e.g. for CLIP trained on the web): no check.
     """
 
     model_cpu_offload_seq = "encoder->translator->generator"
@@ -159,6 +170,7 @@ class TronPipeline(DiffusionPipeline):
         default_num_augmentations: int = 8,
         default_num_candidates: int = 1,
         augmentation_policy: str = ",".join(AUGMENTATIONS),
+        prompt_vocabulary: str = "",
     ):
         super().__init__()
         self.register_modules(
@@ -174,6 +186,7 @@ class TronPipeline(DiffusionPipeline):
             default_num_augmentations=default_num_augmentations,
             default_num_candidates=default_num_candidates,
             augmentation_policy=",".join(DiffAugment(policy=tuple(augmentation_policy.split(","))).policy),
+            prompt_vocabulary=" ".join(sorted(set(prompt_words(prompt_vocabulary)))),
         )
         # Turns G's [-1, 1] output into PIL / numpy / torch images; a helper, not a component.
         self.postprocessor = VaeImageProcessor(do_resize=False)
@@ -531,6 +544,21 @@ class TronPipeline(DiffusionPipeline):
             raise ValueError(f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}.")
         return batch_size
 
+    def warn_about_unknown_words(self, prompts: list[str], argument: str = "prompt") -> None:
+        """Warn about the words of ``prompts`` outside the pipeline's ``prompt_vocabulary`` (nothing when it is empty)."""
+        known = set(self.config.prompt_vocabulary.split())
+        if not known:
+            return
+        for index, prompt in enumerate(prompts):
+            unknown = [word for word in dict.fromkeys(prompt_words(prompt)) if word not in known]
+            if unknown:
+                warnings.warn(
+                    f"`{argument}` {index} has words this pipeline's text encoder never saw in training: {unknown}. It "
+                    "follows only the words it knows, and its images look just as confident; the phrasings it was "
+                    "trained on are in the pipeline's model card.",
+                    stacklevel=3,
+                )
+
     # Steps of a call -------------------------------------------------------------------------------------------
     def encode_condition(self, adapter, prompt=None, image=None, class_labels=None, condition_embeds=None, device=None):
         """Condition vectors ``(B, condition_dim)``, float32, for whichever condition is given."""
@@ -696,6 +724,10 @@ class TronPipeline(DiffusionPipeline):
         device = self._execution_device
 
         # 1. Conditions, one row per image.
+        if prompt is not None:
+            self.warn_about_unknown_words([prompt] if isinstance(prompt, str) else prompt)
+        if negative_prompt is not None:
+            self.warn_about_unknown_words([negative_prompt] if isinstance(negative_prompt, str) else negative_prompt, "negative_prompt")
         condition_embeds = self.encode_condition(adapter, prompt, image, class_labels, condition_embeds, device)
         condition_embeds = condition_embeds.repeat_interleave(num_images_per_prompt, dim=0)
         terms = [ConditionTerm(condition_embeds, 1.0)]
@@ -814,6 +846,8 @@ class TronPipeline(DiffusionPipeline):
         adapter = self.encoder_adapter
         self.check_components(adapter)
         self.check_inputs(adapter, prompt, image, class_labels, None, condition_embeds, 1, 0, 0, 1, "translator", None, None, output_type, [])
+        if prompt is not None:
+            self.warn_about_unknown_words(prompt)
         ends = self.encode_condition(adapter, prompt, image, class_labels, condition_embeds, self._execution_device)
         frames = torch.stack([slerp(w, ends[0], ends[1]) for w in torch.linspace(0, 1, num_frames).tolist()])
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
@@ -824,4 +858,4 @@ class TronPipeline(DiffusionPipeline):
         return self(condition_embeds=frames, generator=shared, output_type=output_type, **kwargs)
 
 
-__all__ = ["TronPipeline", "TronPipelineOutput", "LangevinState", "slerp"]
+__all__ = ["TronPipeline", "TronPipelineOutput", "LangevinState", "prompt_words", "slerp"]
