@@ -1,7 +1,8 @@
 """Quality metrics of generated MNIST digits, all measured against the held-out real digits of the shared split.
 
 * accuracy: the evaluation classifier (HOG features + MLP, `examples/mnist/data.py`) agrees with the requested digit.
-  It shares nothing with the CNN f that Langevin follows, so images that only fool f do not score.
+  It shares nothing with the CNN f that Langevin follows, so images that only fool f do not score. Averages hide weak
+  conditions, so the accuracy of the worst digit (and, for text, of the worst prompt) is reported beside the mean.
 * within-class diversity: mean pairwise L2 distance between images (pixels in [0, 1]) of the same requested class,
   as a ratio to the same figure for real held-out digits of that class, averaged over classes (1.0 = as varied as
   real digits). The mean over pairs is unbiased, so it does not depend on the number of samples. Wrong digits
@@ -83,18 +84,25 @@ class MnistEvaluator:
         wrong or unreadable digits inflate the plain ratio (it can exceed 1), this one measures variety within the
         class itself.
         """
-        images = to_grey01(images)
-        labels = np.asarray(labels)
+        return self._score(to_grey01(images), np.asarray(labels))[0]
+
+    def _score(self, images: np.ndarray, labels: np.ndarray) -> tuple[dict, np.ndarray]:
+        """`score` of grey images, and which of them the evaluation classifier reads as their label ``(B,)``."""
         features = self.classifier.features(images)
         correct = self.classifier.logits_from_features(features).argmax(axis=1) == labels
+        by_class = {int(k): float(correct[labels == k].mean()) for k in np.unique(labels)}
+        worst = min(by_class, key=by_class.get)
         return {
             "accuracy": float(correct.mean()),
+            "accuracy_by_class": by_class,
+            "worst_class": worst,
+            "worst_class_accuracy": by_class[worst],
             "diversity_ratio": self.diversity_ratio(images, labels),
             "diversity_ratio_correct": self.diversity_ratio(images[correct], labels[correct]),
             "frechet_distance": self.data.frechet_distance(features, self.real_features),
             "frechet_distance_std": self.frechet_bootstrap_std(features),
             "num_images": len(images),
-        }
+        }, correct
 
     def frechet_bootstrap_std(self, features: np.ndarray) -> float:
         """Standard deviation of the Fréchet distance over resamples (with replacement) of the generated images."""
@@ -110,7 +118,11 @@ class MnistEvaluator:
         prompts that ask for one)."""
         images = to_grey01(images)
         labels = np.array([request["label"] for request in requests])
-        result = self.score(images, labels)
+        result, correct = self._score(images, labels)
+        prompts = np.array([request["prompt"] for request in requests])
+        by_prompt = {str(p): float(correct[prompts == p].mean()) for p in dict.fromkeys(prompts)}
+        worst = min(by_prompt, key=by_prompt.get)
+        result.update(accuracy_by_prompt=by_prompt, worst_prompt=worst, worst_prompt_accuracy=by_prompt[worst])
         measured = self.data.attribute_categories(images, labels)
         for attribute in ("stroke_weight", "slant"):
             requested = np.array([request[attribute] for request in requests])

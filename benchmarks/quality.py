@@ -427,11 +427,23 @@ def _spread(items: list, count: int) -> list:
 
 QUALITY_COLUMNS = [
     ("arm", "arm", ""), ("steps", "T", "d"), ("seconds", "seconds", ".1f"), ("energy", "energy", ".3f"),
-    ("accuracy", "accuracy", ".3f"), ("diversity_ratio", "diversity / real", ".3f"),
+    ("accuracy", "accuracy", ".3f"), ("worst_class_accuracy", "worst digit", ".3f"), ("diversity_ratio", "diversity / real", ".3f"),
     ("diversity_ratio_correct", "diversity / real (correct only)", ".3f"), ("frechet_distance", "FD", ".1f"),
     ("frechet_distance_std", "FD bootstrap std", ".1f"),
 ]
-TEXT_COLUMNS = QUALITY_COLUMNS + [("stroke_weight_obeyed", "stroke obeyed", ".3f"), ("slant_obeyed", "slant obeyed", ".3f")]
+TEXT_COLUMNS = QUALITY_COLUMNS + [("worst_prompt_accuracy", "worst prompt", ".3f"), ("stroke_weight_obeyed", "stroke obeyed", ".3f"),
+                                  ("slant_obeyed", "slant obeyed", ".3f")]
+
+
+def weakest_conditions(row: dict, count: int = 5) -> str:
+    """The ``count`` conditions (prompts, else digits) with the lowest evaluation accuracy in ``row``."""
+    by_condition = row.get("accuracy_by_prompt") or row.get("accuracy_by_class")
+    if not by_condition:
+        return ""
+    weakest = sorted(by_condition.items(), key=lambda item: item[1])[:count]
+    digits = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(row["accuracy_by_class"].items()))
+    return (f"Weakest conditions: {', '.join(f'{name!r} {value:.3f}' for name, value in weakest)}. "
+            f"Accuracy per digit: {digits}.")
 
 
 def quality_tables(result: dict) -> str:
@@ -446,6 +458,7 @@ def quality_tables(result: dict) -> str:
         format_table(result["tuning"]["rows"], grid_columns),
         f"\nPipeline as shipped ({result['num_images']} images):",
         format_table([result["defaults"]], columns),
+        weakest_conditions(result["defaults"]),
         f"\nAll arms with the tuned sampler ({result['num_images']} images):",
         format_table(result["rows"], columns),
     ]

@@ -187,7 +187,7 @@ def mnist_prompts() -> tuple[list[str], list[dict]]:
     """Prompts of the text benchmark and what each asks for: per digit one plain prompt, both stroke weights and
     both slants, in the phrasing the small CLIP was trained on (``examples/mnist/train_clip.py``).
 
-    Returns ``(prompts, requests)`` with requests ``{"label", "stroke_weight", "slant"}`` (attribute codes of
+    Returns ``(prompts, requests)`` with requests ``{"prompt", "label", "stroke_weight", "slant"}`` (attribute codes of
     `data.STROKE_WEIGHTS` / `data.SLANTS`, or `data.UNSPECIFIED`).
     """
     data = import_mnist_data()
@@ -203,7 +203,7 @@ def mnist_prompts() -> tuple[list[str], list[dict]]:
         ]
         for prompt, stroke, slant in asks:
             prompts.append(prompt)
-            requests.append({"label": label, "stroke_weight": stroke, "slant": slant})
+            requests.append({"prompt": prompt, "label": label, "stroke_weight": stroke, "slant": slant})
     return prompts, requests
 
 

@@ -48,6 +48,27 @@ def test_claim_judges_diversity_by_distance_from_real_digits_and_fd_within_noise
     assert claim["translator@10 vs prior@100"]["fewest_steps_matching_prior_energy_and_accuracy"] == 10
 
 
+def test_worst_digit_and_worst_prompt_are_reported(evaluator):
+    # Real digits, with the labels of a quarter of the sevens and of one prompt's images swapped: the independent
+    # count of what the evaluation classifier gets right must single them out.
+    split = evaluator.split
+    images, labels = split.held_out_images[:300], split.held_out_labels[:300].copy()
+    predicted = evaluator.classifier.predict(images)
+    sevens = np.flatnonzero(labels == 7)
+    labels[sevens[: len(sevens) // 4]] = 1
+    requests = [{"prompt": f"p{i % 3}", "label": int(label), "stroke_weight": -1, "slant": -1} for i, label in enumerate(labels)]
+    for i in range(0, 300, 3):
+        requests[i]["label"] = (requests[i]["label"] + 1) % 10  # prompt "p0" asks for the wrong digit
+    scores = evaluator.score_prompts(images, requests)
+    asked = np.array([r["label"] for r in requests])
+    correct = predicted == asked
+    by_class = {k: correct[asked == k].mean() for k in range(10)}
+    assert scores["accuracy_by_class"] == pytest.approx(by_class)
+    assert scores["worst_class"] == min(by_class, key=by_class.get)
+    assert scores["worst_prompt"] == "p0" and scores["worst_prompt_accuracy"] == pytest.approx(correct[::3].mean())
+    assert scores["accuracy_by_prompt"]["p1"] == pytest.approx(correct[1::3].mean())
+
+
 def test_flop_counter_counts_forward_and_input_gradient_under_autograd_grad():
     layer = torch.nn.Linear(8, 4).requires_grad_(False)
     conv = torch.nn.Conv2d(3, 5, 3, padding=1).requires_grad_(False)
@@ -71,5 +92,7 @@ def test_quality_section_runs_every_arm(evaluator, tmp_path):
     assert all(len([r for r in result["rows"] if r["arm"] == arm]) == 2 for arm in arms)
     assert result["defaults"]["num_images"] == 20
     assert any(name.startswith("pipeline defaults") for name in result["claim"])
-    assert "Claim pipeline defaults (translator, best of 4)@10 vs prior@2" in quality_tables(result)
+    tables = quality_tables(result)
+    assert "Claim pipeline defaults (translator, best of 4)@10 vs prior@2" in tables
+    assert "| worst digit |" in tables and "Weakest conditions: " in tables and "Accuracy per digit: 0: " in tables
     assert all((tmp_path / name).is_file() for name in result["plots"] + result["sample_grids"])
