@@ -80,6 +80,20 @@ def tiny_generator(seed: int = 0, **kwargs) -> ConvGenerator:
     return generator
 
 
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fill_hub_cache(folder, cache_dir, repo_id):
+    """A saved folder as the Hugging Face cache holds a downloaded repo (the layout `snapshot_download` writes):
+    ``models--org--name/refs/main`` naming a commit, and ``snapshots/<commit>/`` with the files."""
+    import shutil
+
+    repo_cache = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo_cache / "snapshots" / HUB_COMMIT)
+    (repo_cache / "refs").mkdir(parents=True)
+    (repo_cache / "refs" / "main").write_text(HUB_COMMIT)
+
+
 def calibrate_batch_norm(model, inputs):
     """Set batch-norm statistics to those of `inputs`, as training would, and switch to eval mode.
 

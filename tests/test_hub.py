@@ -1,27 +1,18 @@
 """Loading from the Hub, proven offline against a prepared Hugging Face cache (the layout huggingface_hub writes)."""
 
-import shutil
 import numpy as np
 import pytest
 import torch
 
+from conftest import fill_hub_cache
 from tron_pipelines import TronPipeline, embedded_pipelines
 from tron_pipelines.pretrained import resolve_pretrained_path
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def fill_cache(folder, cache_dir, repo_id):
-    repo_cache = cache_dir / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, repo_cache / "snapshots" / COMMIT)
-    (repo_cache / "refs").mkdir(parents=True)
-    (repo_cache / "refs" / "main").write_text(COMMIT)
 
 
 def test_from_pretrained_with_a_hub_id(classifier_pipe, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     classifier_pipe.save_pretrained(tmp_path / "saved")
-    fill_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
+    fill_hub_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
     pipe = TronPipeline.from_pretrained("org/tron-tiny", cache_dir=tmp_path / "cache")
     pipe.set_progress_bar_config(disable=True)
     kwargs = dict(class_labels=[1], num_inference_steps=2, output_type="np")
