@@ -26,9 +26,10 @@ from test_biggan import biggan_pytorch_state_dict, random_package_biggan
 from test_training import KILLER, SUBPROCESS_ENV, free_port, shard_contents
 from test_tron_biggan import TINY_DEEP
 from tron_pipelines import ConvClassifier, ConvGenerator, TronPipeline
+from tron_pipelines import build as tron_build
 from tron_pipelines.cli import main
 from tron_pipelines.conversion.formats import GENERATOR_FORMATS, UnknownGeneratorFormatError, detect_generator_format
-from tron_pipelines.training import read_manifest
+from tron_pipelines.training import files_to_upload, read_manifest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Measured on the reference build: the mean Langevin energy of 4 images for "a red car" falls from 0.182 (first 3 of 15
@@ -220,6 +221,28 @@ def test_two_processes_build_the_same_pairs_and_a_loadable_pipeline(reference, s
         assert actual_meta == expected_meta and all(torch.equal(actual[name], expected[name]) for name in expected), shard["file"]
     pipe = TronPipeline.from_pretrained(output / "pipeline")
     assert pipe.translator.config.num_components == 3
+
+
+def test_push_uploads_the_pipeline_folder_once(reference, sources, tmp_path, monkeypatch, capsys):
+    uploads = []
+    # The Hub is out of reach in tests: record what would be sent, filtered as huggingface_hub filters it.
+    monkeypatch.setattr(tron_build, "create_repo", lambda repo_id, **kwargs: type("Repo", (), {"repo_id": repo_id})())
+    monkeypatch.setattr(tron_build, "upload_folder", lambda repo_id, folder_path, **kwargs: uploads.append((repo_id, files_to_upload(folder_path))))
+    output = tmp_path / "build"
+    shutil.copytree(reference[0], output)
+    argv = build_argv(sources, output, "--push_to_hub", "--hub_model_id", "org/tiny-tron")
+    main(argv)
+    # The card names the repo in its loading snippet, so it is written again; nothing before it runs.
+    assert stage_lines(capsys.readouterr().out) == {
+        **dict.fromkeys(("convert", "assemble", "pairs", "train"), "skipped (recorded time)"), "card": "ran", "push": "ran",
+    }
+    ((repo_id, files),) = uploads
+    assert repo_id == "org/tiny-tron" and "README.md" in files and "samples/grid.png" in files and "translator/config.json" in files
+    assert not [name for name in files if name.startswith(("stages", "checkpoint", "build.json"))]
+    assert 'TronPipeline.from_pretrained("org/tiny-tron")' in (output / "pipeline" / "README.md").read_text()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    main(argv)
+    assert len(uploads) == 1 and stage_lines(capsys.readouterr().out)["push"] == "skipped (recorded time)"
 
 
 def test_a_classifier_encoder_builds_a_class_conditional_pipeline(sources, tmp_path, capsys):
