@@ -515,7 +515,8 @@ class Build:
             "models": self._recorded("assemble", "models"),
             "pairs": self._recorded("pairs"),
             "mixed_precision": self.accelerator.mixed_precision,
-            "settings": {name: value for name, value in training.items() if name not in BUILD_SETS + BOOKKEEPING_OPTIONS + ("num_pairs",)},
+            # num_pairs: the cache's (its fingerprint is above); mixed_precision: as resolved, above.
+            "settings": {name: value for name, value in training.items() if name not in (*BUILD_SETS, *BOOKKEEPING_OPTIONS, "num_pairs", "mixed_precision")},
         }
 
     def _train(self) -> dict | None:
