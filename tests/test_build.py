@@ -23,7 +23,9 @@ from transformers import CLIPImageProcessor
 
 from conftest import tiny_clip
 from test_biggan import biggan_pytorch_state_dict, random_package_biggan
-from test_training import KILLER, SUBPROCESS_ENV, free_port, shard_contents
+# Imported fixtures apply here too (both autouse): one thread per test process, and a fresh Accelerate state after each
+# in-process build (its state is a process-wide singleton).
+from test_training import KILLER, SUBPROCESS_ENV, free_port, fresh_accelerate_state, one_thread, shard_contents  # noqa: F401
 from test_tron_biggan import TINY_DEEP
 from tron_pipelines import ConvClassifier, ConvGenerator, TronPipeline
 from tron_pipelines import build as tron_build
@@ -35,22 +37,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Measured on the reference build: the mean Langevin energy of 4 images for "a red car" falls from 0.182 (first 3 of 15
 # steps) to 0.136 (last 3), a drop of 0.046.
 ENERGY_DROP = 0.02
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    # Each in-process build makes its own Accelerators; Accelerate's state is a process-wide singleton.
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def save_clip(folder: Path, tokenizer, seed: int) -> Path:
