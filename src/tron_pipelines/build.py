@@ -322,7 +322,9 @@ class Build:
         self._save_manifest()
 
     def _save_manifest(self, file_hashes: dict | None = None) -> None:
-        self.manifest["file_hashes"] = dict(sorted((file_hashes if file_hashes is not None else {**self.hashes.known, **self.hashes.used}).items()))
+        if file_hashes is None:
+            file_hashes = {**self.hashes.known, **self.hashes.used}
+        self.manifest["file_hashes"] = dict(sorted(file_hashes.items()))
         text = json.dumps(self.manifest, indent=2) + "\n"
         path = self.output / MANIFEST_NAME
         if not path.is_file() or path.read_text() != text:
@@ -510,13 +512,13 @@ class Build:
         return self._folders(self.stages_dir / "pairs") if self.accelerator.is_main_process else None
 
     def _train_inputs(self) -> dict:
-        training = vars(self._training_args())
+        # num_pairs is the cache's (its fingerprint is recorded), mixed_precision is recorded as resolved.
+        left_out = (*BUILD_SETS, *BOOKKEEPING_OPTIONS, "num_pairs", "mixed_precision")
         return {
             "models": self._recorded("assemble", "models"),
             "pairs": self._recorded("pairs"),
             "mixed_precision": self.accelerator.mixed_precision,
-            # num_pairs: the cache's (its fingerprint is above); mixed_precision: as resolved, above.
-            "settings": {name: value for name, value in training.items() if name not in (*BUILD_SETS, *BOOKKEEPING_OPTIONS, "num_pairs", "mixed_precision")},
+            "settings": {name: value for name, value in vars(self._training_args()).items() if name not in left_out},
         }
 
     def _train(self) -> dict | None:

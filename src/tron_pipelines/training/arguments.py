@@ -239,8 +239,12 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(num_pairs=BUILD_DEFAULT_NUM_PAIRS)
 
     samples = parser.add_argument_group("sample grid of the model card")
-    samples.add_argument("--sample_prompts", type=str, nargs="+", default=None, help="Prompts of the grid (CLIP encoders; default: a few for the preset).")
-    samples.add_argument("--sample_class_labels", type=int, nargs="+", default=None, help="Classes of the grid (classifier encoders; default: the first 8).")
+    samples.add_argument(
+        "--sample_prompts", type=str, nargs="+", default=None, help="Prompts of the grid (CLIP encoders; default: a few for the preset)."
+    )
+    samples.add_argument(
+        "--sample_class_labels", type=int, nargs="+", default=None, help="Classes of the grid (classifier encoders; default: the first 8)."
+    )
     samples.add_argument("--sample_images", type=positive_int, default=2, help="Images per prompt or class (default 2).")
     samples.add_argument("--sample_steps", type=non_negative_int, default=None, help="Langevin steps of the samples (default: the preset's).")
     samples.add_argument("--sample_augmentations", type=non_negative_int, default=None, help="Augmented copies per image (default: the preset's).")
