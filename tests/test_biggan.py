@@ -479,7 +479,7 @@ def test_biggan_conversion_script(tmp_path, small_biggan_state_dict, small_bigga
     torch.save(without_sv0(small_biggan_state_dict), checkpoint)
     dump_path = tmp_path / "converted"
     script = load_script("convert_biggan_pytorch_to_diffusers")
-    script.main(["--checkpoint_path", str(checkpoint), "--resolution", "256", "--dump_path", str(dump_path)])
+    script.main(["--checkpoint_path", str(checkpoint), "--dump_path", str(dump_path)])  # 256 px, from its 6 blocks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["biggan-256.pth", "converted"]
     reloaded = BigGANGenerator.from_pretrained(dump_path)
     assert comparable_config(reloaded) == comparable_config(small_biggan)

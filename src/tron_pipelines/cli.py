@@ -4,6 +4,7 @@
     tron generate "a bold seven leaning right" --num_images 8 --seed 0 --out samples
     tron generate-pairs --pipeline <pipeline> --pairs_dir pairs --num_pairs 1000000
     tron train-translator --pipeline <pipeline> --pairs_dir pairs --output_dir tron-translator
+    tron build --generator biggan-deep-256 --encoder openai/clip-vit-base-patch32 --output tron-biggan
     accelerate launch --num_processes 8 -m tron_pipelines.cli train-translator ...
 
 Each subcommand is added by one ``register_<name>(subparsers)`` function that declares its arguments and sets
@@ -55,7 +56,29 @@ def register_generate_pairs(subparsers) -> None:
     parser.set_defaults(handler=_run_generate_pairs)
 
 
-SUBCOMMANDS = [register_generate, register_train_translator, register_generate_pairs]
+def _run_build(args: argparse.Namespace):
+    from .build import BuildError, run_build
+
+    try:
+        return run_build(args)
+    except BuildError as error:
+        raise SystemExit(f"tron build: error: {error}" if error.echo else 1) from None
+
+
+def register_build(subparsers) -> None:
+    from .training.arguments import BUILD_DESCRIPTION, add_build_arguments
+
+    parser = subparsers.add_parser(
+        "build",
+        help="From a generator checkpoint and an encoder to a trained, documented pipeline (resumable stages).",
+        description=BUILD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_build_arguments(parser)
+    parser.set_defaults(handler=_run_build)
+
+
+SUBCOMMANDS = [register_generate, register_train_translator, register_generate_pairs, register_build]
 
 
 def normalize_option_spelling(argv: list[str]) -> list[str]:
