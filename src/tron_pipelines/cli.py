@@ -2,6 +2,7 @@
 
     tron --version
     tron generate "a bold seven leaning right" --num_images 8 --seed 0 --out samples
+    tron evaluate --images samples --reference real-images --clip openai/clip-vit-base-patch32
     tron generate-pairs --pipeline <pipeline> --pairs_dir pairs --num_pairs 1000000
     tron train-translator --pipeline <pipeline> --pairs_dir pairs --output_dir tron-translator
     accelerate launch --num_processes 8 -m tron_pipelines.cli train-translator ...
@@ -13,6 +14,7 @@ Each subcommand is added by one ``register_<name>(subparsers)`` function that de
 import argparse
 import sys
 
+from .evaluate_command import register_evaluate
 from .generate_command import register_generate
 from .version import __version__
 
@@ -55,7 +57,7 @@ def register_generate_pairs(subparsers) -> None:
     parser.set_defaults(handler=_run_generate_pairs)
 
 
-SUBCOMMANDS = [register_generate, register_train_translator, register_generate_pairs]
+SUBCOMMANDS = [register_generate, register_evaluate, register_train_translator, register_generate_pairs]
 
 
 def normalize_option_spelling(argv: list[str]) -> list[str]:
