@@ -119,7 +119,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise CommandError("--features clip needs --clip (a CLIP pipeline, folder or Hub id).")
     if args.features == "classifier" and reference is not None and args.classifier is None:
         raise CommandError("--features classifier needs --classifier (a classifier folder).")
-    if args.clip is not None and not prompted:
+    if args.clip is not None and not prompted and not (reference is not None and args.features == "clip"):
         raise CommandError(f"--clip: the images in {images_folder} have no prompts in a manifest, so there is no CLIP score to compute.")
     if args.classifier is not None and not labelled and not (reference is not None and args.features == "classifier"):
         raise CommandError(f"--classifier: the images in {images_folder} have no class labels in a manifest, so there is no accuracy to compute.")
@@ -185,7 +185,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         label = {"inception": "FID", "clip": "FD_CLIP", "classifier": "Fréchet distance (classifier features)"}[args.features]
         rows.append((label, f"{distance:.4f}", len(entries),
                      f"± {distance_std:.4f} bootstrap std; reference {reference_statistics.num_samples} images"))
-    if clip is not None:
+    if clip is not None and prompted:
         prompts = [entries[i]["prompt"] for i in prompted]
         score = clip_score(features[clip][prompted], clip.text_features(prompts))
         metrics.update({"clip_score": score, "num_prompted_images": len(prompted), "clip": args.clip})

@@ -58,11 +58,12 @@ class FeatureStatistics:
         """Read what `save` wrote; ``ValueError`` naming the file when it is not such statistics."""
         try:
             with np.load(path, allow_pickle=False) as arrays:
-                if str(arrays.get("format", "")) != STATISTICS_FORMAT:
-                    raise ValueError(f"{path} is not a reference-statistics file written by `tron evaluate --save_reference`.")
-                return cls(arrays["mean"], arrays["covariance"], int(arrays["num_samples"]), str(arrays["extractor"]))
-        except (OSError, KeyError, EOFError) as error:
-            raise ValueError(f"{path} could not be read as reference statistics ({type(error).__name__}: {error}).") from None
+                content = {name: arrays[name] for name in arrays.files}
+        except (OSError, ValueError, EOFError) as error:  # not an npz, or one holding pickled objects
+            raise ValueError(f"{path} could not be read as reference statistics ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        if str(content.get("format", "")) != STATISTICS_FORMAT or not {"mean", "covariance", "num_samples", "extractor"} <= content.keys():
+            raise ValueError(f"{path} is not a reference-statistics file written by `tron evaluate --save_reference`.")
+        return cls(content["mean"], content["covariance"], int(content["num_samples"]), str(content["extractor"]))
 
 
 def _statistics(features_or_statistics) -> FeatureStatistics:
