@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .generate_command import CommandError, positive_int
+from .generate_command import CommandError, disable_loading_progress_bars, positive_int
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 FEATURE_KINDS = ("inception", "clip", "classifier")
@@ -136,6 +136,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation.features import ClassifierFeatures, ClipFeatures, ExtractorUnavailableError, load_feature_extractor
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    disable_loading_progress_bars()
     try:
         clip = ClipFeatures(args.clip, device) if args.clip is not None else None
         classifier = ClassifierFeatures(args.classifier, device) if args.classifier is not None else None

@@ -93,17 +93,23 @@ def _writable_folder(path: str) -> Path:
     return folder
 
 
-def _load_pipeline(name: str, device: str):
-    import torch
+def disable_loading_progress_bars() -> None:
+    """One progress bar per command (its work's): diffusers' and transformers' loading bars would add two more for a
+    second's work."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def _load_pipeline(name: str, device: str):
+    import torch
 
     from .pipelines import TronPipeline
     from .pipelines.loading import PipelineNotFoundError
 
-    # One progress bar per command: the Langevin steps'. Loading bars would add two more for a second's work.
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    disable_loading_progress_bars()
     try:
         pipe = TronPipeline.from_pretrained(name)
     except PipelineNotFoundError as error:
