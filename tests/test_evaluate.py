@@ -13,27 +13,20 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
+from conftest import reset_accelerate_state
 from tron_pipelines.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_CLASSIFIER = ROOT / "benchmarks" / "assets" / "mnist-eval-classifier"
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
 def generate(*args):
     assert main(["generate", *map(str, args)]) == 0
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
 
 
 def evaluate(*args) -> dict:

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from conftest import tiny_clip, tiny_generator
+from conftest import reset_accelerate_state, tiny_clip, tiny_generator
 from tron_pipelines import LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.cli import main
 
@@ -29,14 +28,7 @@ SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "
                   "DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error"}
 # 6 conditions x 2 images = 12 images in 4 batches of 3: with 2 processes, batches 0 and 2 on process 0, 1 and 3 on 1.
 RUN_OPTIONS = ["--num_images", "2", "--batch_size", "3", "--steps", "2", "--seed", "10"]
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +65,7 @@ def reference_run(text_pipeline_dir, prompts_file, tmp_path_factory) -> Path:
     """The one-process run every other run is compared with."""
     out = tmp_path_factory.mktemp("runs") / "one-process"
     assert main(["generate", "--pipeline", str(text_pipeline_dir), "--prompts_file", str(prompts_file), *RUN_OPTIONS, "--out", str(out)]) == 0
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
     return out
 
 
@@ -186,7 +178,7 @@ def test_rerun_skips_finished_work_and_refuses_other_settings(reference_run, tex
     assert main(argv) == 0
     assert "Nothing to do: all 12 images are already in" in capsys.readouterr().out
     assert {name: os.stat(reference_run / name).st_mtime_ns for name in before} == before
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
     with pytest.raises(SystemExit) as exit_info:
         main([*argv[:-2], "--steps", "3", "--out", str(reference_run)])
     assert "holds 12 images of a run with other settings (num_inference_steps 2 -> 3)" in str(exit_info.value.code)
@@ -226,12 +218,12 @@ def test_class_labels_are_checked_against_the_pipeline_before_sampling(tmp_path)
     out = tmp_path / "out"
     assert "--class_labels: class label 10 out of range: the pipeline has classes 0..9" in run_error(
         "--pipeline", "tron-mnist", "--class_labels", "8-10", "--out", str(out))
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
     path = tmp_path / "labels.jsonl"
     path.write_text('{"class_label": 3}\n{"class_label": 12}\n')
     assert f"--prompts_file {path} line 2: class label 12 out of range" in run_error(
         "--pipeline", "tron-mnist", "--prompts_file", str(path), "--out", str(out))
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
     text = tmp_path / "prompts.txt"
     text.write_text("a seven\n")
     assert "line 1: prompts need a text (CLIP) pipeline" in run_error("--pipeline", "tron-mnist", "--prompts_file", str(text), "--out", str(out))

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from accelerate.state import AcceleratorState, GradientState
 from safetensors import safe_open
 from transformers import CLIPImageProcessor
 
@@ -54,15 +53,7 @@ SUBPROCESS_ENV = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    # Accelerate's state is a process-wide singleton; each in-process run builds its own Accelerator.
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
 def save_pipeline(folder: Path, tokenizer, generator_seed: int = 0) -> Path:
