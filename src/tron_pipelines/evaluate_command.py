@@ -188,7 +188,7 @@ def _evaluate(args: argparse.Namespace) -> None:
                      f"± {distance_std:.4f} bootstrap std; reference {reference_statistics.num_samples} images"))
     if clip is not None and prompted:
         prompts = [entries[i]["prompt"] for i in prompted]
-        score = clip_score(features[clip][prompted], clip.text_features(prompts))
+        score = clip_score(features[clip][prompted], clip.text_features(prompts, args.batch_size))
         metrics.update({"clip_score": score, "num_prompted_images": len(prompted), "clip": args.clip})
         rows.append(("CLIP score", f"{score:.4f}", len(prompted), f"100 x mean cosine (image, its prompt); {args.clip}"))
     if classifier is not None and labelled:

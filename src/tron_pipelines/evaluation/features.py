@@ -123,8 +123,12 @@ class ClipFeatures:
         return self.adapter.encode_images(prepared, self.device).double().cpu().numpy()
 
     @torch.no_grad()
-    def text_features(self, prompts: list[str]) -> np.ndarray:
-        return self.adapter.encode_prompts(prompts, self.device).double().cpu().numpy()
+    def text_features(self, prompts: list[str], batch_size: int = 256) -> np.ndarray:
+        """Raw CLIP text embeddings ``(N, E)`` of ``prompts``, encoded ``batch_size`` at a time."""
+        return np.concatenate([
+            self.adapter.encode_prompts(prompts[start : start + batch_size], self.device).double().cpu().numpy()
+            for start in range(0, len(prompts), batch_size)
+        ])
 
 
 class ClassifierFeatures:
