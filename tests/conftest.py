@@ -14,6 +14,33 @@ from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, Tra
 
 torch.set_num_threads(2)
 
+
+def reset_accelerate_state() -> None:
+    """Accelerate's state is a process-wide singleton: forget it, so that the next in-process run builds its own."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Use with ``pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")`` in modules whose tests run
+    Accelerate in-process."""
+    yield
+    reset_accelerate_state()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``): as many as the
+    subprocesses they compare with (``OMP_NUM_THREADS=1``), since the thread count changes float reductions; and two
+    threads per process on a shared 2-core machine stall for whole seconds in OpenMP barriers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 WORDS = ["a", "photo", "of", "the", "number", "bold", "thin", "seven", "three", "red", "car", "cat", "dog", "leaning", "right", "left"]
 
 

@@ -2,6 +2,7 @@
 
     tron --version
     tron generate "a bold seven leaning right" --num_images 8 --seed 0 --out samples
+    tron evaluate --images samples --reference real-images --clip openai/clip-vit-base-patch32
     tron generate-pairs --pipeline <pipeline> --pairs_dir pairs --num_pairs 1000000
     tron train-translator --pipeline <pipeline> --pairs_dir pairs --output_dir tron-translator
     tron build --generator biggan-deep-256 --encoder openai/clip-vit-base-patch32 --output tron-biggan
@@ -14,6 +15,7 @@ Each subcommand is added by one ``register_<name>(subparsers)`` function that de
 import argparse
 import sys
 
+from .evaluate_command import register_evaluate
 from .generate_command import register_generate
 from .version import __version__
 
@@ -78,7 +80,7 @@ def register_build(subparsers) -> None:
     parser.set_defaults(handler=_run_build)
 
 
-SUBCOMMANDS = [register_generate, register_train_translator, register_generate_pairs, register_build]
+SUBCOMMANDS = [register_generate, register_evaluate, register_train_translator, register_generate_pairs, register_build]
 
 
 def normalize_option_spelling(argv: list[str]) -> list[str]:
