@@ -1,6 +1,7 @@
 """`tron demo`: each tab's handler against the pipeline called directly, bad inputs, Stop, concurrent requests, the
 command line, and the page in a real browser (headless Chromium)."""
 
+import importlib.util
 import io
 import json
 import runpy
@@ -19,9 +20,14 @@ from PIL import Image
 
 from tron_pipelines import LangevinScheduler, TronPipeline
 from tron_pipelines.cli import main
-from tron_pipelines.demo import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, TronDemo, image_upload, launch_demo
+from tron_pipelines.demo import (
+    EXAMPLES_FILE, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, TronDemo, examples_for, image_upload, launch_demo,
+)
 
 MAX_IMAGES, MAX_STEPS = 6, 20
+REPO = Path(__file__).resolve().parent.parent
+SPACE = REPO / "examples" / "space"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
@@ -275,6 +281,25 @@ def test_concurrent_requests_give_the_images_of_sequential_ones(demo, clip_pipe)
     assert clip_pipe.scheduler is scheduler and dict(clip_pipe.scheduler.config) == config
 
 
+# Examples ------------------------------------------------------------------------------------------------------------
+def test_shipped_examples_are_the_measured_prompts_that_pass_the_bars():
+    spec = importlib.util.spec_from_file_location("demo_examples", REPO / "benchmarks" / "demo_examples.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    measured = json.loads(EXAMPLES_FILE.read_text())["tron-mnist-text"]
+    bars = measured["settings"]["min_accuracy"], measured["settings"]["min_attribute"]
+    assert measured["examples"] == script.choose_examples(measured["all_prompts"], *bars)
+    assert sorted(example["digit"] for example in measured["examples"]) == list(range(10))
+    assert all(e["digit_accuracy"] >= bars[0] and (e["attribute_obeyed"] or 1.0) >= bars[1] for e in measured["examples"])
+    assert examples_for("tron-mnist-text") == [example["prompt"] for example in measured["examples"]]
+    assert examples_for("a-pipeline-nobody-measured") == []
+
+    rows = [{"prompt": "a thin one", "digit": 1, "digit_accuracy": 1.0, "attribute_obeyed": 0.5},
+            {"prompt": "a one", "digit": 1, "digit_accuracy": 0.97, "attribute_obeyed": None},
+            {"prompt": "a two", "digit": 2, "digit_accuracy": 0.9, "attribute_obeyed": None}]
+    assert [row["prompt"] for row in script.choose_examples(rows, *bars)] == ["a one"]
+
+
 # Command line --------------------------------------------------------------------------------------------------------
 def test_demo_command_rejects_bad_options_before_loading(capsys):
     for args, message in ((["--port", "0"], "must be a port number from 1 to 65535"), (["--max-images", "0"], "must be an integer >= 1"),
@@ -288,8 +313,6 @@ def test_demo_command_rejects_bad_options_before_loading(capsys):
 
 
 # A real browser ------------------------------------------------------------------------------------------------------
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SPACE = Path(__file__).resolve().parent.parent / "examples" / "space"
 
 
 def free_port() -> int:

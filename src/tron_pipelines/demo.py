@@ -49,7 +49,7 @@ from .samples import write_samples  # noqa: E402
 DEFAULT_PIPELINES = ("tron-mnist-text", "tron-mnist")
 # The condition of each tab, as error messages name it.
 CONDITION_NAMES = {"text": "prompts", "image": "images", "class": "class labels"}
-# Example prompts per pipeline name, with the accuracy measured for each (`examples/space/measure_examples.py`).
+# Example prompts per pipeline name, with the accuracy measured for each (`benchmarks/demo_examples.py`).
 EXAMPLES_FILE = Path(__file__).parent / "demo_examples.json"
 # Uploads: checked before an image is decoded (Gradio also refuses larger files at upload time).
 MAX_UPLOAD_BYTES = 10 * 2**20

@@ -1,15 +1,15 @@
 """Measure which prompts the embedded `tron-mnist-text` draws well, and write them as the demo's examples.
 
-    python examples/space/measure_examples.py                        # 50 prompts x 32 images, about 10 min on 2 cores
-    python examples/space/measure_examples.py --images_per_prompt 8 --dry_run
+    python benchmarks/demo_examples.py                       # 50 prompts x 32 images, about 12 min on 2 busy cores
+    python benchmarks/demo_examples.py --images_per_prompt 8 --dry_run
+    python benchmarks/demo_examples.py --reuse_measurements  # choose again from the stored scores, no sampling
 
 Candidates are the text benchmark's 50 prompts (per digit: plain, thin, bold, leaning left, leaning right, in the
 phrasing the small CLIP was trained on; `benchmarks/workloads.py`). Each is sampled at the pipeline's shipped defaults
 on evaluation seeds (not the demo's seeds 0, 1, ...), and the images are scored by the committed evaluation classifier
 (`benchmarks/assets/mnist-eval-classifier`, which shares nothing with the CLIP that Langevin follows); the requested
 stroke weight or slant is measured on the pixels. Per digit, the best prompt that reaches --min_accuracy (and
---min_attribute where it asks for an attribute) becomes an example (`--reuse_measurements` chooses again from the
-stored scores without sampling). Everything measured goes to
+--min_attribute where it asks for an attribute) becomes an example. Everything measured goes to
 `src/tron_pipelines/demo_examples.json`, the one list the demo reads; re-run after retraining the pipeline.
 """
 
@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
           f"worst {accuracies.min():.3f}; {len(examples)} examples (one per digit at >= {args.min_accuracy}).")
     if args.dry_run:
         return
-    measured[PIPELINE] = {"measured_by": "python examples/space/measure_examples.py", "settings": settings,
+    measured[PIPELINE] = {"measured_by": "python benchmarks/demo_examples.py", "settings": settings,
                           "examples": examples, "all_prompts": rows}
     temporary = EXAMPLES_FILE.with_name(f".{EXAMPLES_FILE.name}.tmp")
     temporary.write_text(json.dumps(measured, indent=2) + "\n")
