@@ -302,7 +302,7 @@ def test_shipped_examples_are_the_measured_prompts_that_pass_the_bars():
 
 # Command line --------------------------------------------------------------------------------------------------------
 def test_demo_command_rejects_bad_options_before_loading(capsys):
-    for args, message in ((["--port", "0"], "must be a port number from 1 to 65535"), (["--max-images", "0"], "must be an integer >= 1"),
+    for args, message in ((["--port", "0"], "must be an integer >= 1"), (["--port", "65536"], "must be a port number from 1 to 65535"), (["--max-images", "0"], "must be an integer >= 1"),
                           (["--max_steps", "-1"], "must be an integer >= 0")):
         with pytest.raises(SystemExit) as exit_info:
             main(["demo", *args])

@@ -68,8 +68,8 @@ def _run_demo(args: argparse.Namespace):
 
 def port_number(text: str) -> int:
     """argparse type: a TCP port, 1..65535."""
-    value = int(text)
-    if not 1 <= value <= 65535:
+    value = positive_int(text)
+    if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text}")
     return value
 
