@@ -165,6 +165,7 @@ def png_bytes(size, mode="1") -> bytes:
         ("generate_class", ("tiny-clip", 1), {}, "Class: pipeline 'tiny-clip' is conditioned on prompts and images"),
         ("generate_image", ("tiny-classes", None), {}, "Image: pipeline 'tiny-classes' is conditioned on class labels"),
         ("generate_image", ("tiny-clip", None), {}, "Image: upload an image first"),
+        ("generate_image", ("tiny-clip", "/no/such/upload.png"), {}, "Image: the upload is not a readable image (FileNotFoundError)"),
         ("interpolate", ("tiny-classes", "prompts", "a one", "a two"), {}, "Interpolate between: 'tiny-classes' interpolates between classes"),
         ("interpolate", ("tiny-clip", "prompts", "a one", ""), {}, "End prompt: type what to draw"),
         ("interpolate", ("tiny-clip", "prompts", "a one", "a two"), {"num_frames": 1}, "Frames: must be from 2 to 6"),
@@ -271,13 +272,19 @@ def test_concurrent_requests_give_the_images_of_sequential_ones(demo, clip_pipe)
     runs = [in_thread(demo.generate_text, **request, progress=StepProgress(lambda step: lockstep.wait())) for request in requests]
     for thread, _ in runs:
         thread.join(120)
+    # Threads computing at once differ from one thread alone by float rounding (latents ~1e-7, as the pipeline's own
+    # concurrent calls do); state shared between requests would differ by far more: the first request's step size is
+    # a tenth of the second's.
     for (_, result), alone, request_shows_method in zip(runs, sequential, (False, True)):
         assert "error" not in result, result
-        assert np.array_equal(pixels(image for image, _ in result["out"].images), pixels(image for image, _ in alone.images))
-        assert len(result["out"].proposals) == len(alone.proposals) == 3 * request_shows_method
-        for (concurrent, _), (single, _) in zip(result["out"].proposals, alone.proposals):
-            assert np.array_equal(np.asarray(concurrent), np.asarray(single))
-        assert result["out"].energy_plot.equals(alone.energy_plot)
+        together = result["out"]
+        assert len(together.proposals) == len(alone.proposals) == 3 * request_shows_method
+        for concurrent, single in ((together.images, alone.images), (together.proposals, alone.proposals)):
+            if single:
+                difference = pixels(image for image, _ in concurrent).astype(int) - pixels(image for image, _ in single)
+                assert np.abs(difference).max() <= 1  # grey levels
+        assert together.energy_plot[["Langevin step", "image"]].equals(alone.energy_plot[["Langevin step", "image"]])
+        np.testing.assert_allclose(together.energy_plot["energy"], alone.energy_plot["energy"], rtol=1e-5, atol=1e-6)
     assert clip_pipe.scheduler is scheduler and dict(clip_pipe.scheduler.config) == config
 
 

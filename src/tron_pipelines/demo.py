@@ -203,10 +203,13 @@ def open_upload(path, field: str) -> PIL.Image.Image:
     """The uploaded image at ``path`` as RGB, after checking its file size and pixel count before decoding it."""
     if not path:
         raise gr.Error(f"{field}: upload an image first.")
-    size = os.path.getsize(path)
+    unreadable = f"{field}: the upload is not a readable image"
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        raise gr.Error(f"{unreadable} ({type(error).__name__}).") from None
     if size > MAX_UPLOAD_BYTES:
         raise gr.Error(f"{field}: the file has {size / 2**20:.1f} MB; this demo takes images up to {MAX_UPLOAD_BYTES // 2**20} MB.")
-    unreadable = f"{field}: the upload is not a readable image"
     try:
         image = PIL.Image.open(path)  # reads the header only
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
@@ -282,8 +285,8 @@ class TronDemo:
                     request: gr.Request | None = None, progress=gr.Progress(), **settings) -> DemoOutputs:
         """Frames from one condition to another (``between``: "prompts", "images" or "classes") and their GIF.
 
-        ``num_frames``: default `DEFAULT_FRAMES` (at most ``max_images``). Every frame starts from the same draw (shared noise), so frames differ only through the condition; the
-        ``num_candidates`` setting does not apply.
+        ``num_frames`` defaults to `DEFAULT_FRAMES` (at most ``max_images``). Every frame starts from the same draw
+        (shared noise), so frames differ only through the condition; the ``num_candidates`` setting does not apply.
         """
         pipe, info = self._pipeline(pipeline_name)
         if between not in info.interpolation_kinds:
