@@ -21,7 +21,13 @@ from PIL import Image
 from tron_pipelines import LangevinScheduler, TronPipeline
 from tron_pipelines.cli import main
 from tron_pipelines.demo import (
-    EXAMPLES_FILE, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, TronDemo, examples_for, image_upload, launch_demo,
+    EXAMPLES_FILE,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_PIXELS,
+    TronDemo,
+    examples_for,
+    image_upload,
+    launch_demo,
 )
 
 MAX_IMAGES, MAX_STEPS = 6, 20
@@ -121,6 +127,17 @@ def test_show_the_method_gives_the_translator_proposals_of_the_same_seeds(demo, 
     assert not np.array_equal(pixels(image for image, _ in out.proposals), pixels(image for image, _ in out.images))
 
 
+def test_words_the_text_encoder_never_saw_are_named_in_the_page(clip_components):
+    pipe = TronPipeline(**clip_components, prompt_vocabulary="a red car cat")
+    pipe.set_progress_bar_config(disable=True)
+    demo = TronDemo({"known-words": pipe})
+    with pytest.warns(UserWarning, match=r"Prompt: the text encoder never saw 'photo', 'of', 'dog' in training") as warned:
+        demo.generate_text("known-words", "a photo of a red dog", num_images=1, num_inference_steps=1)
+    assert not [w for w in warned if "Negative prompt:" in str(w.message)]  # no negative prompt, no warning for it
+    with pytest.warns(UserWarning, match=r"End prompt: the text encoder never saw 'thin'"):
+        demo.interpolate("known-words", "prompts", "a red car", "a thin cat", num_frames=2, num_inference_steps=1)
+
+
 def test_step_size_and_noise_apply_to_the_request_only(demo, clip_pipe):
     scheduler, config = clip_pipe.scheduler, dict(clip_pipe.scheduler.config)
     out = demo.generate_text("tiny-clip", "a red car", num_images=2, num_inference_steps=3, step_size=0.05, noise_std=0.2)
@@ -217,7 +234,7 @@ def in_thread(fn, **kwargs) -> tuple[threading.Thread, dict]:
     def run():
         try:
             result["out"] = fn(**kwargs)
-        except BaseException as error:  # reported by the test's assertion
+        except Exception as error:  # reported by the test's assertion
             result["error"] = error
 
     thread = threading.Thread(target=run)
@@ -226,7 +243,7 @@ def in_thread(fn, **kwargs) -> tuple[threading.Thread, dict]:
 
 
 def test_stop_ends_only_its_own_tabs_request_and_shows_the_images_reached(demo, clip_pipe):
-    reached, both_waiting, stop_pressed = threading.Event(), threading.Barrier(3, timeout=60), threading.Event()
+    both_waiting, stop_pressed = threading.Barrier(3, timeout=60), threading.Event()
 
     def stopped_tab(step):
         if step == 2:

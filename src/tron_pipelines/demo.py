@@ -43,7 +43,7 @@ import PIL.Image  # noqa: E402
 import torch  # noqa: E402
 from diffusers.utils import export_to_gif  # noqa: E402
 
-from .pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline  # noqa: E402
+from .pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline, prompt_words  # noqa: E402
 from .samples import write_samples  # noqa: E402
 
 DEFAULT_PIPELINES = ("tron-mnist-text", "tron-mnist")
@@ -199,6 +199,18 @@ def _text(value, field: str, required: bool) -> str | None:
     return text
 
 
+def warn_about_unknown_words(pipe: TronPipeline, prompts: dict[str, str | None]) -> None:
+    """A warning in the page (``gr.Warning``) for each prompt field with words outside the pipeline's
+    ``prompt_vocabulary`` (the words its text encoder was trained on; nothing when the pipeline has none). The
+    pipeline warns too, but only in the server's log."""
+    known = set(pipe.config.get("prompt_vocabulary", "").split())
+    for field, prompt in prompts.items():
+        unknown = [word for word in dict.fromkeys(prompt_words(prompt or "")) if word not in known]
+        if known and unknown:
+            gr.Warning(f"{field}: the text encoder never saw {', '.join(map(repr, unknown))} in training and follows "
+                       "only the words it knows; the examples show phrasings it was trained on.")
+
+
 def open_upload(path, field: str) -> PIL.Image.Image:
     """The uploaded image at ``path`` as RGB, after checking its file size and pixel count before decoding it."""
     if not path:
@@ -258,6 +270,7 @@ class TronDemo:
         self._require(info, "text", "Prompt", pipeline_name)
         prompt = _text(prompt, "Prompt", required=True)
         negative_prompt = _text(negative_prompt, "Negative prompt", required=False)
+        warn_about_unknown_words(pipe, {"Prompt": prompt, "Negative prompt": negative_prompt})
         call = {"prompt": prompt, "negative_prompt": negative_prompt}
         return self._sample(pipeline_name, pipe, info, call, {"prompt": prompt}, settings, request, progress,
                             {"negative_prompt": negative_prompt})
@@ -295,6 +308,7 @@ class TronDemo:
         frames = _whole_number(num_frames, "Frames", 2, self.max_images, " (this demo's --max_images)")
         if between == "prompts":
             ends = [_text(start_prompt, "Start prompt", True), _text(end_prompt, "End prompt", True)]
+            warn_about_unknown_words(pipe, dict(zip(("Start prompt", "End prompt"), ends)))
             call, names = {"prompt": ends}, ends
         elif between == "images":
             ends = [open_upload(start_image, "Start image"), open_upload(end_image, "End image")]
@@ -727,4 +741,5 @@ def run_demo_command(args) -> None:
 
 
 __all__ = ["DEFAULT_PIPELINES", "DemoOutputs", "PipelineInfo", "TronDemo", "build_demo", "energy_table", "examples_for",
-           "image_upload", "launch_demo", "load_pipelines", "open_upload", "run_demo_command"]
+           "image_upload", "launch_demo", "load_pipelines", "open_upload", "run_demo_command",
+           "warn_about_unknown_words"]
