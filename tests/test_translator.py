@@ -41,6 +41,34 @@ def test_log_prob_matches_mixture_by_hand(translator):
     torch.testing.assert_close(translator.log_prob(latents, condition), torch.stack(expected), atol=1e-3, rtol=1e-4)
 
 
+def test_log_prob_and_loss_match_torch_distributions_where_components_overlap(translator):
+    # Overlapping components with unequal per-dimension stds: here log-sum-exp exceeds the max over components by
+    # 0.4-0.9 nats and the logits' log-normaliser is about 0.9, so a max, a dropped log-softmax or a wrong std term
+    # all move the density by far more than float rounding.
+    with torch.no_grad():
+        translator.log_stds.copy_(torch.tensor([-0.5, -0.1, 0.2, 0.4]))
+    condition = torch.randn(5, 6, generator=seeded(1))
+    out = translator(condition)
+    # Latents among the means, where no single component explains them.
+    latents = out.means.detach().mean(1) + 0.5 * torch.randn(5, 4, generator=seeded(2))
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=out.mixture_logits),
+        torch.distributions.Independent(torch.distributions.Normal(out.means, out.stds), 1),
+    )
+    components = mixture.component_distribution.log_prob(latents.unsqueeze(1)) + out.mixture_logits.log_softmax(-1)
+    assert (components.logsumexp(-1) - components.max(-1).values).min() > 0.3, "the components must overlap"
+    assert (out.mixture_logits.logsumexp(-1).abs() > 0.5).all(), "the logits must not be normalised already"
+    expected = mixture.log_prob(latents)
+    torch.testing.assert_close(translator.log_prob(latents, condition), expected, atol=1e-5, rtol=1e-5)
+
+    targets = {"y": torch.randn(5, 5, generator=seeded(3))}
+    loss = translator.loss(condition, latents, targets, nll_weight=0.25)
+    expected_mse = ((out.auxiliary_latents["y"] - targets["y"]) ** 2).mean()
+    torch.testing.assert_close(loss.nll, -expected.mean(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss.auxiliary_mse, expected_mse)
+    torch.testing.assert_close(loss.loss, 0.25 * -expected.mean() + expected_mse, atol=1e-5, rtol=1e-5)
+
+
 def test_sample_is_deterministic_and_per_sample(translator):
     condition = torch.randn(3, 6)
     first, aux = translator.sample(condition, generator=[seeded(1), seeded(2), seeded(3)])
