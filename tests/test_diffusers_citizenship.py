@@ -282,14 +282,21 @@ def test_save_pretrained_pushes_the_generic_loader_files(clip_pipe, tmp_path, mo
     assert {"pipeline.py", "README.md", "model_index.json", "translator/tron_pipelines.models.translator.py"} <= set(uploaded["org/tron-tiny"])
 
 
-@pytest.mark.parametrize("name", ["does-not-exist", "org/does-not-exist", "./no/such/folder"])
-def test_missing_pipeline_is_one_clear_error(name, tmp_path, monkeypatch):
+OFFLINE_REASON = "offline and not in the local Hub cache (LocalEntryNotFoundError)"
+
+
+@pytest.mark.parametrize(
+    "name,reason",
+    [("does-not-exist", OFFLINE_REASON), ("org/does-not-exist", OFFLINE_REASON), ("./no/such/folder", "not a valid Hub repo id either")],
+)
+def test_missing_pipeline_is_one_clear_error(name, reason, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PipelineNotFoundError) as error:
         TronPipeline.from_pretrained(name, cache_dir=tmp_path)
-    message = str(error.value)
-    assert "\n" not in message
-    assert message.startswith(f"{name!r} is neither a local folder, nor an embedded pipeline (tron-mnist, tron-mnist-text")
+    assert str(error.value) == (
+        f"{name!r} is neither a local folder, nor an embedded pipeline (tron-mnist, tron-mnist-text), nor a pipeline on "
+        f"the Hub: {reason}."
+    )
     assert error.value.__cause__ is None and error.value.__suppress_context__  # no 60-line chained traceback
 
 

@@ -86,8 +86,12 @@ def test_mixed_precision_runs_and_keeps_float32_state(classifier_pipe, dtype):
     full = call(classifier_pipe, class_labels=[0, 1, 2], generator=torch.Generator(device).manual_seed(0))
     assert low.latents.dtype == torch.float32 and low.energies.dtype == torch.float32
     assert RecordingScheduler.seen and all(dtypes == (torch.float32,) * 4 for dtypes in RecordingScheduler.seen)
-    # Reduced precision in G and f moves the trajectory a little, not the outcome.
-    torch.testing.assert_close(low.energies, full.energies, atol=0.05, rtol=0.05)
+    # Reduced precision in G and f moves the trajectory a little, not the outcome: measured energy differences of
+    # 0.005-0.03 (energies 0.7-3.7) for bf16 on CPU, where float32 rounding alone would leave about 1e-6.
+    difference = (low.energies - full.energies).abs()
+    assert (difference < 0.06).all(), difference
+    if dtype == torch.bfloat16:
+        assert difference.max() > 1e-3, difference
 
 
 # Compiled energy --------------------------------------------------------------------------------------------------

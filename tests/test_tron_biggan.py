@@ -51,8 +51,9 @@ def test_langevin_lowers_clip_energy_from_translator_init(biggan_pipe, initializ
     assert out.images.shape == (2, 32, 32, 3)
     assert out.latents.shape == (2, 16 + 16)
     assert out.latents[:, :16].abs().max() <= 2.0  # the clamp of the method's BigGAN setting
-    start, end = out.energy_trace[:3].mean(), out.energy_trace[-3:].mean()
-    assert end < start, (out.energy_trace[:, 0], out.energies)
+    start, end = out.energy_trace[:3].mean(dim=0), out.energy_trace[-3:].mean(dim=0)
+    # Measured: each image's energy falls by 0.036-0.087; require a third of the smallest drop.
+    assert (start - end > 0.012).all(), out.energy_trace
 
 
 def test_round_trip_and_text_sampling(biggan_pipe, tmp_path):
