@@ -566,6 +566,34 @@ def test_augmentation_policy_is_a_saved_setting(clip_components, tmp_path):
     assert not np.allclose(translated.images, default.images)
 
 
+def test_image_conditions_without_an_image_processor(classifier_pipe):
+    # A classifier pipeline has no image_processor: images in [0, 1] are resized bilinearly to the classifier's 16 x 16,
+    # normalised with its (x - 0.5) / 0.5, and the condition is the softmax of its logits.
+    pixels = np.random.default_rng(1).random((2, 16, 16)).astype(np.float32)
+    classifier = classifier_pipe.encoder
+
+    def by_hand(batch):
+        with torch.no_grad():
+            return classifier((batch - 0.5) / 0.5).logits.softmax(dim=-1)
+
+    expected = by_hand(torch.from_numpy(pixels).unsqueeze(1))
+    adapter, cpu = classifier_pipe.encoder_adapter, torch.device("cpu")
+    as_tensor = torch.from_numpy(pixels)
+    for given in (pixels[:, None], pixels[..., None], as_tensor.unsqueeze(1), as_tensor.unsqueeze(-1)):
+        torch.testing.assert_close(adapter.encode_images(given, cpu), expected, atol=1e-6, rtol=1e-5)
+    grey = [PIL.Image.fromarray((p * 255).round().astype(np.uint8)) for p in pixels]
+    rounded = torch.from_numpy(np.stack([np.asarray(g, dtype=np.float32) / 255 for g in grey])).unsqueeze(1)
+    torch.testing.assert_close(adapter.encode_images(grey, cpu), by_hand(rounded), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(adapter.encode_images(grey[0], cpu), by_hand(rounded[:1]), atol=1e-6, rtol=1e-5)
+    large = np.random.default_rng(2).random((1, 1, 24, 24)).astype(np.float32)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(large), size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(adapter.encode_images(large, cpu), by_hand(resized), atol=1e-6, rtol=1e-5)
+    out = call(classifier_pipe, image=pixels[:, None], num_inference_steps=0, output_type="latent")
+    direct = call(classifier_pipe, condition_embeds=expected, num_inference_steps=0, output_type="latent")
+    torch.testing.assert_close(out.latents, direct.latents)
+    torch.testing.assert_close(out.energies, direct.energies)
+
+
 def test_array_and_pil_image_conditions_agree(clip_pipe):
     pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
     adapter = clip_pipe.encoder_adapter
