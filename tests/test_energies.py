@@ -16,7 +16,7 @@ def test_cosine_and_cross_entropy_energies():
     logits = torch.tensor([[[2.0, 0.0, -1.0]]])
     target = F.one_hot(torch.tensor([0]), 3).float()
     assert cross_entropy_energy(logits, target).item() == pytest.approx(F.cross_entropy(logits[0], torch.tensor([0])).item())
-    assert gaussian_prior_energy(torch.tensor([[3.0, 4.0]])).item() == pytest.approx(12.5)
+    torch.testing.assert_close(gaussian_prior_energy(torch.tensor([[3.0, 4.0], [1.0, 0.0]])), torch.tensor([12.5, 0.5]))
 
 
 def test_diff_augment_shapes_randomness_and_gradients():

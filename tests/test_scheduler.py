@@ -239,17 +239,59 @@ def test_nonfinite_sample_keeps_its_adam_moments():
 
 
 def test_gradient_descent_step_by_hand():
-    # x <- clamp(x - eta * clip(g)), a <- a - lr * clip(g_a), per sample; a non-finite sample keeps both.
+    # x <- clamp(x - eta * clip(g)), a <- a - lr * clip(g_a), per sample; a sample with any non-finite gradient keeps
+    # both.
     scheduler = GradientDescentScheduler(step_size=0.5, max_grad_norm=1.0, clamp_threshold=1.2, auxiliary_learning_rate=0.1)
     scheduler.set_timesteps(1)
-    sample = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.2, 0.3]])
-    grad = torch.tensor([[-3.0, 4.0], [0.3, 0.4], [float("nan"), 1.0]])
-    auxiliary, auxiliary_grad = torch.ones(3, 1), torch.tensor([[2.0], [-0.5], [1.0]])
+    assert scheduler.timesteps.tolist() == [0]
+    sample = torch.tensor([[1.0, 0.0], [0.0, -1.0], [0.2, 0.3], [0.5, 0.5]])
+    grad = torch.tensor([[-3.0, 4.0], [0.3, 0.4], [float("nan"), 1.0], [1.0, 1.0]])
+    auxiliary, auxiliary_grad = torch.ones(4, 1), torch.tensor([[2.0], [-0.5], [1.0], [float("inf")]])
     out = scheduler.step(grad, 0, sample, auxiliary_output=auxiliary_grad, auxiliary_sample=auxiliary)
-    assert out.finite.tolist() == [True, True, False]
-    # Sample 0: clipped to (-0.6, 0.8), x = (1.3, -0.4), clamped to 1.2. Sample 1: under the bound.
-    torch.testing.assert_close(out.prev_sample, torch.tensor([[1.2, -0.4], [-0.15, -0.2], [0.2, 0.3]]), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.prev_auxiliary_sample, torch.tensor([[0.9], [1.05], [1.0]]), atol=1e-5, rtol=0)
+    assert out.finite.tolist() == [True, True, False, False]
+    # Sample 0: clipped to (-0.6, 0.8), x = (1.3, -0.4), clamped to 1.2. Sample 1: under the bound, -1.2 stays.
+    expected = torch.tensor([[1.2, -0.4], [-0.15, -1.2], [0.2, 0.3], [0.5, 0.5]])
+    torch.testing.assert_close(out.prev_sample, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.prev_auxiliary_sample, torch.tensor([[0.9], [1.05], [1.0], [1.0]]), atol=1e-5, rtol=0)
+    # Clamped from below too, and without an auxiliary variable none comes back.
+    scheduler.set_timesteps(1)
+    alone = scheduler.step(torch.tensor([[0.0, 1.0]]), 0, torch.tensor([[-1.3, -1.0]]), return_dict=False)
+    torch.testing.assert_close(alone[0], torch.tensor([[-1.2, -1.2]]))
+    assert alone[1] is None and alone[2].tolist() == [True]
+
+
+@pytest.mark.parametrize("scheduler_class", [LangevinScheduler, GradientDescentScheduler])
+def test_clipping_leaves_gradients_under_the_bound_alone(scheduler_class):
+    # Even a tiny gradient: the bound divides by its norm (plus a small epsilon), which must not flip or blow it up.
+    scheduler = scheduler_class(step_size=1.0, max_grad_norm=1.0, **({"noise_std": 0.0} if scheduler_class is LangevinScheduler else {}))
+    scheduler.set_timesteps(1)
+    grad = torch.tensor([[3e-8, 4e-8], [0.6, 0.0]])
+    torch.testing.assert_close(scheduler.step(grad, 0, torch.zeros(2, 2)).prev_sample, -grad)
+
+
+@pytest.mark.parametrize("scheduler_class", [LangevinScheduler, GradientDescentScheduler])
+def test_timesteps_count_the_steps(scheduler_class):
+    scheduler = scheduler_class()
+    scheduler.set_timesteps(3)
+    assert scheduler.timesteps.tolist() == [2, 1, 0] and scheduler.timesteps.dtype == torch.long
+    scheduler.set_timesteps(0)  # translator only
+    assert scheduler.timesteps.tolist() == []
+    for bad in (-1, 2.0):
+        with pytest.raises(ValueError, match="`num_inference_steps` must be an integer >= 0"):
+            scheduler.set_timesteps(bad)
+
+
+def test_gradient_descent_bad_step_use():
+    scheduler = GradientDescentScheduler()
+    with pytest.raises(ValueError, match="set_timesteps"):
+        scheduler.step(torch.zeros(1, 2), 0, torch.zeros(1, 2))
+    scheduler.set_timesteps(1)
+    with pytest.raises(ValueError, match=r"`model_output` \(1, 3\) and `sample` \(1, 2\) differ in shape"):
+        scheduler.step(torch.zeros(1, 3), 0, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="must be given together"):
+        scheduler.step(torch.zeros(1, 2), 0, torch.zeros(1, 2), auxiliary_output=torch.zeros(1, 1))
+    with pytest.raises(ValueError, match="step_size"):
+        GradientDescentScheduler(step_size=-0.1)
 
 
 @pytest.mark.parametrize(
