@@ -12,7 +12,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConf
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
 
-torch.set_num_threads(2)
+torch.set_num_threads(min(2, torch.get_num_threads()))
 
 WORDS = ["a", "photo", "of", "the", "number", "bold", "thin", "seven", "three", "red", "car", "cat", "dog", "leaning", "right", "left"]
 

@@ -148,6 +148,12 @@ def test_from_pipe_keeps_the_models_dtype(clip_pipe):
     assert new.generator.dtype == torch.bfloat16 and clip_pipe.generator.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("keyword", ["dtype", "torch_dtype"])
+def test_from_pipe_casts_when_asked(clip_pipe, keyword):
+    new = TronPipeline.from_pipe(clip_pipe, **{keyword: torch.bfloat16})
+    assert new.generator.dtype == torch.bfloat16 and new.encoder.dtype == torch.bfloat16
+
+
 def test_layerwise_casting_of_the_generator_is_refused_before_sampling(clip_pipe):
     clip_pipe.generator.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
     with pytest.raises(ValueError, match=r"`generator` has diffusers' layerwise_casting hooks: Langevin backpropagates"):

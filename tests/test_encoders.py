@@ -90,3 +90,23 @@ def test_transformers_classifier_without_image_statistics():
     pixels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(adapter.features(pixels), adapter.encoder(pixel_values=pixels).logits)
+
+
+def test_array_layouts_without_an_image_processor(clip, tokenizer):
+    # Channels first or last, told apart by which axis has 1 or 3 entries: also for images 3 pixels wide, where both
+    # ends of the shape look like channels.
+    adapter = EncoderAdapter(clip, tokenizer)
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+
+    def by_hand(channels_first):
+        resized = F.interpolate(channels_first.expand(-1, 3, -1, -1), size=(16, 16), mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            features = adapter.encoder.get_image_features(pixel_values=(resized - mean) / std)
+        return features if isinstance(features, torch.Tensor) else features.pooler_output
+
+    cpu = torch.device("cpu")
+    generator = torch.Generator().manual_seed(2)
+    for shape in ((1, 1, 6, 3), (1, 3, 6, 3), (2, 3, 16, 16)):
+        pixels = torch.rand(shape, generator=generator)
+        torch.testing.assert_close(adapter.encode_images(pixels.numpy(), cpu), by_hand(pixels), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(adapter.encode_images(pixels.permute(0, 2, 3, 1), cpu), by_hand(pixels), atol=1e-5, rtol=1e-5)

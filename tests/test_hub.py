@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tron_pipelines import TronPipeline, embedded_pipelines
+from tron_pipelines.pipelines.loading import PipelineNotFoundError
 from tron_pipelines.pretrained import resolve_pretrained_path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -30,6 +31,18 @@ def test_from_pretrained_with_a_hub_id(classifier_pipe, tmp_path, monkeypatch):
         classifier_pipe(generator=torch.Generator().manual_seed(0), **kwargs).images,
         atol=5e-4,
     )
+
+
+def test_hub_download_arguments_are_passed_on(classifier_pipe, tmp_path, monkeypatch):
+    # Offline, a revision or a cache folder the cache does not hold is an error, not the cached main branch.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    classifier_pipe.save_pretrained(tmp_path / "saved")
+    fill_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
+    assert TronPipeline.download("org/tron-tiny", cache_dir=tmp_path / "cache", revision="main").endswith(COMMIT)
+    with pytest.raises(PipelineNotFoundError, match="offline and not in the local Hub cache"):
+        TronPipeline.from_pretrained("org/tron-tiny", cache_dir=tmp_path / "cache", revision="v2")
+    with pytest.raises(PipelineNotFoundError, match="offline and not in the local Hub cache"):
+        TronPipeline.from_pretrained("org/tron-tiny", cache_dir=tmp_path / "elsewhere")
 
 
 def test_resolution_order(tmp_path, monkeypatch):

@@ -476,8 +476,19 @@ def test_slerp_follows_the_great_circle():
     for weight in (0.3, 0.5):
         expected = (math.sin((1 - weight) * angle) * start + math.sin(weight * angle) * end) / math.sin(angle)
         torch.testing.assert_close(slerp(weight, start, end), expected)
+    # A small angle (30 degrees) is a great-circle arc too, not a straight line.
+    start, end = torch.tensor([1.0, 0.0]), torch.tensor([2.0 * math.cos(math.pi / 6), 2.0 * math.sin(math.pi / 6)])
+    expected = (math.sin(0.5 * math.pi / 6) * start + math.sin(0.5 * math.pi / 6) * end) / math.sin(math.pi / 6)
+    torch.testing.assert_close(slerp(0.5, start, end), expected)
     # Parallel vectors have no great circle: a straight line between them.
-    torch.testing.assert_close(slerp(0.25, torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0])), torch.tensor([1.5, 3.0]))
+    torch.testing.assert_close(slerp(0.25, torch.tensor([1.0, 0.0]), torch.tensor([3.0, 0.0])), torch.tensor([1.5, 0.0]))
+    # Where rounding puts the cosine of (anti)parallel directions just outside [-1, 1] (as for these draws here), the
+    # result is still defined: a straight line, and the ends themselves.
+    direction = torch.randn(16, generator=seeded(0))
+    torch.testing.assert_close(slerp(0.5, direction, 3 * direction), 2 * direction)
+    opposite = torch.randn(16, generator=seeded(3))
+    torch.testing.assert_close(slerp(0.0, opposite, -opposite), opposite)
+    torch.testing.assert_close(slerp(1.0, opposite, -opposite), -opposite)
 
 
 def test_interpolation_frames_go_from_one_condition_to_the_other(clip_pipe):

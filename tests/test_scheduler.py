@@ -238,6 +238,27 @@ def test_nonfinite_sample_keeps_its_adam_moments():
     assert values[2][1].item() == pytest.approx(after_third, rel=1e-5)
 
 
+def test_auxiliary_gradients_are_clipped_per_sample_before_adam():
+    # Adam only sees the direction of a steady gradient, so clipping shows when the gradient's size changes between
+    # steps: sample 0's norm goes 3 -> 0.5 -> 6 against a bound of 1. Sample 1's gradient, 1e-8, is the size of
+    # Adam's epsilon, where the denominator sqrt(v) + eps matters. Each sample must follow torch.optim.Adam fed its
+    # own clipped gradient.
+    lr = 0.1
+    scheduler = LangevinScheduler(auxiliary_learning_rate=lr, max_grad_norm=1.0, noise_std=0.0)
+    scheduler.set_timesteps(3)
+    value = torch.zeros(2, 2)
+    grads = [torch.tensor([[3.0, 0.0], [1e-8, 0.0]]), torch.tensor([[0.3, 0.4], [1e-8, 0.0]]), torch.tensor([[0.0, 6.0], [0.0, 1e-8]])]
+    parameters = [torch.nn.Parameter(torch.zeros(2)) for _ in range(2)]
+    optimizers = [torch.optim.Adam([p], lr=lr) for p in parameters]
+    for grad, t in zip(grads, scheduler.timesteps):
+        value = scheduler.step(torch.zeros(2, 1), t, torch.zeros(2, 1), auxiliary_output=grad, auxiliary_sample=value).prev_auxiliary_sample
+        for parameter, optimizer, row in zip(parameters, optimizers, grad):
+            parameter.grad = row.clone()
+            torch.nn.utils.clip_grad_norm_([parameter], 1.0)
+            optimizer.step()
+    torch.testing.assert_close(value, torch.stack([p.detach() for p in parameters]), atol=1e-6, rtol=1e-5)
+
+
 def test_gradient_descent_step_by_hand():
     # x <- clamp(x - eta * clip(g)), a <- a - lr * clip(g_a), per sample; a sample with any non-finite gradient keeps
     # both.

@@ -56,6 +56,25 @@ def test_langevin_lowers_clip_energy_from_translator_init(biggan_pipe, initializ
     assert (start - end > 0.012).all(), out.energy_trace
 
 
+def test_candidate_search_keeps_the_auxiliary_latents_of_the_chosen_draw(biggan_pipe):
+    # BigGAN's class embedding y is an auxiliary latent: the best of 4 draws must keep its own y with its own z.
+    # With one generator per image, candidate c of an image is that generator's c-th draw: reproduce them one by one.
+    prompts, num_candidates = ["a red car", "a cat", "a dog"], 4
+    kwargs = dict(num_inference_steps=0, num_augmentations=0, output_type="latent")
+    searched = biggan_pipe(prompts, num_candidates=num_candidates, generator=[torch.Generator().manual_seed(s) for s in range(3)], **kwargs)
+    conditions = biggan_pipe.encoder_adapter.encode_prompts(prompts, torch.device("cpu"))
+    generators = [torch.Generator().manual_seed(s) for s in range(3)]
+    draws, energies = [], []
+    for _ in range(num_candidates):
+        packed = biggan_pipe.prepare_latent_state(conditions, "translator", generators, None, torch.device("cpu")).packed()
+        draws.append(packed)
+        energies.append(biggan_pipe(prompts, latents=packed, **kwargs).energies)
+    draws, energies = torch.stack(draws, 1), torch.stack(energies, 1)
+    best = energies.argmin(1)
+    assert (best > 0).any(), "the test needs an image whose best draw is not the first"
+    torch.testing.assert_close(searched.latents, draws[torch.arange(3), best])
+
+
 def test_round_trip_and_text_sampling(biggan_pipe, tmp_path):
     kwargs = dict(prompt=["a photo of a red car", "a cat"], num_inference_steps=3, num_augmentations=2, output_type="np")
     before = biggan_pipe(generator=torch.Generator().manual_seed(0), **kwargs)
