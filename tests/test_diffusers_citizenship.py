@@ -277,15 +277,29 @@ def test_save_pretrained_pushes_the_generic_loader_files(clip_pipe, tmp_path, mo
 
     import tron_pipelines.pipelines.pipeline_tron as pipeline_module
 
-    uploaded = {}
+    uploaded, created = {}, {}
 
     def upload_folder(repo_id, folder_path, **kwargs):
-        uploaded[repo_id] = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+        files = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+        uploaded[repo_id] = (files, {key: kwargs[key] for key in ("token", "commit_message", "create_pr")})
 
-    monkeypatch.setattr(pipeline_module, "create_repo", lambda repo_id, **kwargs: SimpleNamespace(repo_id=repo_id))
+    def create_repo(repo_id, **kwargs):
+        created[repo_id] = kwargs
+        return SimpleNamespace(repo_id=repo_id)
+
+    monkeypatch.setattr(pipeline_module, "create_repo", create_repo)
     monkeypatch.setattr(hub_utils, "upload_folder", upload_folder)
-    clip_pipe.save_pretrained(tmp_path / "saved", push_to_hub=True, repo_id="org/tron-tiny")
-    assert {"pipeline.py", "README.md", "model_index.json", "translator/tron_pipelines.models.translator.py"} <= set(uploaded["org/tron-tiny"])
+    clip_pipe.save_pretrained(
+        tmp_path / "saved", push_to_hub=True, repo_id="org/tron-tiny", commit_message="Add TR0N", private=True, create_pr=True,
+        token="hf_test",
+    )
+    files, options = uploaded["org/tron-tiny"]
+    assert {"pipeline.py", "README.md", "model_index.json", "translator/tron_pipelines.models.translator.py"} <= set(files)
+    assert options == {"token": "hf_test", "commit_message": "Add TR0N", "create_pr": True}
+    assert created["org/tron-tiny"] == {"exist_ok": True, "private": True, "token": "hf_test"}
+    # Without a repo_id the folder's name is the repo's.
+    clip_pipe.save_pretrained(tmp_path / "tron-tiny-2", push_to_hub=True)
+    assert "model_index.json" in uploaded["tron-tiny-2"][0] and uploaded["tron-tiny-2"][1]["create_pr"] is False
 
 
 OFFLINE_REASON = "offline and not in the local Hub cache (LocalEntryNotFoundError)"

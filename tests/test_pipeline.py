@@ -379,8 +379,8 @@ def test_callback_can_replace_latents(clip_pipe, initialization):
             tensors["latents"] = torch.zeros_like(tensors["latents"])
         return tensors
 
-    out = call(clip_pipe, prompt="a cat", initialization=initialization, callback_on_step_end=zero_last, output_type="latent")
-    assert out.images.abs().sum() == 0
+    out = call(clip_pipe, prompt=["a cat", "a dog"], initialization=initialization, callback_on_step_end=zero_last, output_type="latent")
+    assert out.images.shape == (2, 8) and out.images.abs().sum() == 0
 
 
 def test_interrupt_stops_updates(clip_pipe):

@@ -67,6 +67,9 @@ def test_log_prob_and_loss_match_torch_distributions_where_components_overlap(tr
     torch.testing.assert_close(loss.nll, -expected.mean(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(loss.auxiliary_mse, expected_mse)
     torch.testing.assert_close(loss.loss, 0.25 * -expected.mean() + expected_mse, atol=1e-5, rtol=1e-5)
+    # The method's alpha = 1e-4 by default.
+    default = translator.loss(condition, latents, targets)
+    torch.testing.assert_close(default.loss, 1e-4 * -expected.mean() + expected_mse, atol=1e-6, rtol=1e-5)
 
 
 def test_sample_is_deterministic_and_per_sample(translator):

@@ -75,6 +75,18 @@ def test_candidate_search_keeps_the_auxiliary_latents_of_the_chosen_draw(biggan_
     torch.testing.assert_close(searched.latents, draws[torch.arange(3), best])
 
 
+@pytest.mark.parametrize("initialization", ["translator", "translator_mean"])
+def test_callback_replaces_main_and_auxiliary_latents(biggan_pipe, initialization):
+    replacement = torch.randn(2, 32, generator=torch.Generator().manual_seed(5)).clamp(-2, 2)
+
+    def replace_last(pipe, step, timestep, tensors):
+        return {"latents": replacement} if step == pipe.num_timesteps - 1 else {}
+
+    out = biggan_pipe(["a red car", "a cat"], num_inference_steps=2, num_augmentations=0, initialization=initialization,
+                      callback_on_step_end=replace_last, output_type="latent")
+    torch.testing.assert_close(out.latents, replacement)
+
+
 def test_round_trip_and_text_sampling(biggan_pipe, tmp_path):
     kwargs = dict(prompt=["a photo of a red car", "a cat"], num_inference_steps=3, num_augmentations=2, output_type="np")
     before = biggan_pipe(generator=torch.Generator().manual_seed(0), **kwargs)
