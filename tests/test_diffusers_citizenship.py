@@ -262,6 +262,14 @@ def test_saved_folder_declares_the_pipeline_for_the_generic_loader(clip_pipe, tm
         assert (tmp_path / "again" / path.relative_to(tmp_path / "saved")).read_text() == path.read_text()
 
 
+def test_save_pretrained_passes_diffusers_arguments_on(clip_pipe, tmp_path):
+    # Positional (safe_serialization, variant) and keyword arguments reach diffusers' save.
+    clip_pipe.save_pretrained(tmp_path / "positional", True, "v1")
+    clip_pipe.save_pretrained(tmp_path / "keyword", variant="v2")
+    assert (tmp_path / "positional" / "translator" / "diffusion_pytorch_model.v1.safetensors").is_file()
+    assert (tmp_path / "keyword" / "translator" / "diffusion_pytorch_model.v2.safetensors").is_file()
+
+
 def test_tron_loader_refuses_code_it_did_not_write(clip_pipe, tmp_path):
     clip_pipe.save_pretrained(tmp_path / "saved")
     sentinel = tmp_path / "ran"
