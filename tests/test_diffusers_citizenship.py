@@ -1,5 +1,6 @@
 """What a diffusers user expects of a pipeline: re-entrant calls, `from_pipe`, memory hooks refused up front."""
 
+import copy
 import json
 import logging
 import os
@@ -118,6 +119,13 @@ def test_a_call_leaves_the_configured_scheduler_untouched(clip_pipe):
     after = vars(clip_pipe.scheduler)
     assert before.keys() == after.keys()
     assert all(after[key] is value for key, value in before.items())
+
+
+def test_a_pipeline_that_has_run_can_be_deep_copied(clip_pipe):
+    first = run(clip_pipe, FIRST)  # leaves this thread's per-call state on the pipeline
+    clone = copy.deepcopy(clip_pipe)
+    assert clone.generator is not clip_pipe.generator
+    torch.testing.assert_close(run(clone, FIRST).latents, first.latents, rtol=0, atol=0)
 
 
 def test_from_pipe_shares_every_component(clip_pipe):

@@ -95,6 +95,32 @@ def test_mixed_precision_runs_and_keeps_float32_state(classifier_pipe, dtype):
 
 
 # Compiled energy --------------------------------------------------------------------------------------------------
+def test_energy_compile_hands_the_energy_to_torch_compile_and_back(classifier_pipe):
+    # A recording backend (the graph runs as traced) shows that the energy goes through torch.compile with the
+    # caller's arguments, cheaply; the compiled graphs themselves are compared with eager below.
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    def energies():
+        return call(classifier_pipe, class_labels=[1], num_inference_steps=0, num_augmentations=0, generator=seeded(0)).energies
+
+    eager = energies()
+    torch._dynamo.reset()
+    try:
+        classifier_pipe.enable_energy_compile(backend=recording_backend)
+        compiled = energies()
+        assert graphs, "the energy did not go through torch.compile"
+        torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=1e-6)
+        classifier_pipe.disable_energy_compile()
+        count = len(graphs)
+        torch.testing.assert_close(energies(), eager, rtol=0, atol=0)
+        assert len(graphs) == count
+    finally:
+        torch._dynamo.reset()
+
 def test_compiled_energy_graph_matches_eager(classifier_pipe):
     # aot_eager traces the energy with Dynamo and splits forward/backward with AOTAutograd exactly as the default
     # backend does, without inductor's code generation, so it runs in seconds.
