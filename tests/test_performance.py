@@ -226,11 +226,11 @@ def test_fuse_batch_norm_refuses_training_mode_and_warns_when_nothing_folds(clas
     diffusers_logging.enable_propagation()
     try:
         assert clip_pipe.fuse_batch_norm(generator=False) == 0  # CLIP has LayerNorms only
-        assert "no BatchNorm directly after" in caplog.text
+        assert "nothing folded in ['encoder']: no BatchNorm directly after a linear or convolution layer." in caplog.text
         classifier_pipe.encoder.features[1].eval()
         assert classifier_pipe.fuse_batch_norm() == 5
         assert classifier_pipe.fuse_batch_norm() == 0
-        assert "folded already" in caplog.text
+        assert "nothing folded in ['generator', 'encoder']: ['generator', 'encoder'] folded already." in caplog.text
     finally:
         diffusers_logging.disable_propagation()
 
