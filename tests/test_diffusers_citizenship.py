@@ -4,7 +4,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import HUB_COMMIT, fill_hub_cache
 from diffusers import DiffusionPipeline
 from diffusers.hooks import apply_layerwise_casting
 from diffusers.utils import logging as diffusers_logging
@@ -185,17 +185,6 @@ def test_group_offload_is_refused(clip_pipe):
 
 
 # Loading ------------------------------------------------------------------------------------------------------------
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def fill_hub_cache(folder, cache_dir, repo_id):
-    """The cache `snapshot_download` leaves: refs/main and snapshots/<commit>/..."""
-    repo_cache = cache_dir / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, repo_cache / "snapshots" / COMMIT)
-    (repo_cache / "refs").mkdir(parents=True)
-    (repo_cache / "refs" / "main").write_text(COMMIT)
-
-
 GENERIC_LOADER = """
 import json, sys
 import numpy as np, torch
@@ -236,7 +225,7 @@ def test_generic_diffusers_loader_passes_the_hubs_checks(clip_pipe, tmp_path, mo
     clip_pipe.save_pretrained(tmp_path / "saved")
     fill_hub_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
     files = [p.relative_to(tmp_path / "saved").as_posix() for p in (tmp_path / "saved").rglob("*") if p.is_file()]
-    hub_answer = SimpleNamespace(siblings=[SimpleNamespace(rfilename=f) for f in files], sha=COMMIT)
+    hub_answer = SimpleNamespace(siblings=[SimpleNamespace(rfilename=f) for f in files], sha=HUB_COMMIT)
     monkeypatch.setattr(pipeline_utils, "model_info", lambda *args, **kwargs: hub_answer)
     monkeypatch.setattr(dynamic_modules_utils, "model_info", lambda *args, **kwargs: hub_answer)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # files come from the cache

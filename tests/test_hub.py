@@ -1,28 +1,19 @@
 """Loading from the Hub, proven offline against a prepared Hugging Face cache (the layout huggingface_hub writes)."""
 
-import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import HUB_COMMIT, fill_hub_cache
 
 from tron_pipelines import TronPipeline, embedded_pipelines
 from tron_pipelines.pipelines.loading import PipelineNotFoundError
 from tron_pipelines.pretrained import resolve_pretrained_path
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def fill_cache(folder, cache_dir, repo_id):
-    repo_cache = cache_dir / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, repo_cache / "snapshots" / COMMIT)
-    (repo_cache / "refs").mkdir(parents=True)
-    (repo_cache / "refs" / "main").write_text(COMMIT)
-
 
 def test_from_pretrained_with_a_hub_id(classifier_pipe, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     classifier_pipe.save_pretrained(tmp_path / "saved")
-    fill_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
+    fill_hub_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
     pipe = TronPipeline.from_pretrained("org/tron-tiny", cache_dir=tmp_path / "cache")
     pipe.set_progress_bar_config(disable=True)
     assert pipe.config._name_or_path == "org/tron-tiny"  # the name asked for, not the snapshot folder
@@ -38,8 +29,8 @@ def test_hub_download_arguments_are_passed_on(classifier_pipe, tmp_path, monkeyp
     # Offline, a revision or a cache folder the cache does not hold is an error, not the cached main branch.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     classifier_pipe.save_pretrained(tmp_path / "saved")
-    fill_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
-    assert TronPipeline.download("org/tron-tiny", cache_dir=tmp_path / "cache", revision="main").endswith(COMMIT)
+    fill_hub_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
+    assert TronPipeline.download("org/tron-tiny", cache_dir=tmp_path / "cache", revision="main").endswith(HUB_COMMIT)
     with pytest.raises(PipelineNotFoundError, match="offline and not in the local Hub cache"):
         TronPipeline.from_pretrained("org/tron-tiny", cache_dir=tmp_path / "cache", revision="v2")
     with pytest.raises(PipelineNotFoundError, match="offline and not in the local Hub cache"):
