@@ -302,6 +302,7 @@ def test_save_pretrained_pushes_the_generic_loader_files(clip_pipe, tmp_path, mo
     assert {"pipeline.py", "README.md", "model_index.json", "translator/tron_pipelines.models.translator.py"} <= set(files)
     assert options == {"token": "hf_test", "commit_message": "Add TR0N", "create_pr": True}
     assert created["org/tron-tiny"] == {"exist_ok": True, "private": True, "token": "hf_test"}
+    assert "model card of a 🧨 diffusers pipeline" in (tmp_path / "saved" / "README.md").read_text(encoding="utf-8")
     # Without a repo_id the folder's name is the repo's.
     clip_pipe.save_pretrained(tmp_path / "tron-tiny-2", push_to_hub=True)
     assert "model_index.json" in uploaded["tron-tiny-2"][0] and uploaded["tron-tiny-2"][1]["create_pr"] is False
