@@ -47,11 +47,36 @@ def test_image_processor_sets_size_and_statistics(clip, tokenizer, processor, si
 
 
 def test_text_length_is_the_shorter_of_tokenizer_and_position_table(clip, tokenizer):
-    # The test CLIP has 16 text positions.
+    # The test CLIP has 16 text positions; a tokenizer that allows 77 tokens must still be cut at 16.
     for limit, expected in ((77, 16), (8, 8)):
-        short = copy.deepcopy(tokenizer)
-        short.model_max_length = limit
-        assert EncoderAdapter(clip, short).max_text_length() == expected
+        other = copy.deepcopy(tokenizer)
+        other.model_max_length = limit
+        assert EncoderAdapter(clip, other).max_text_length() == expected
+    long_limit = copy.deepcopy(tokenizer)
+    long_limit.model_max_length = 77
+    prompts = ["a bold seven leaning right", "the number three"]
+    cpu = torch.device("cpu")
+    torch.testing.assert_close(EncoderAdapter(clip, long_limit).encode_prompts(prompts, cpu), EncoderAdapter(clip, tokenizer).encode_prompts(prompts, cpu))
+
+
+def test_truncation_warning_names_the_dropped_words(clip, tokenizer):
+    # 16 tokens: start, 14 words, end. Twenty one-token words drop six, all quoted; twenty-one drop seven, six quoted.
+    adapter, cpu = EncoderAdapter(clip, tokenizer), torch.device("cpu")
+    words = ("a photo of the number seven " * 4).split()
+    for count, shown in ((20, " ".join(words[14:20])), (21, " ".join(words[14:20]) + " ...")):
+        with pytest.warns(UserWarning) as warned:
+            adapter.encode_prompts([" ".join(words[:count])], cpu)
+        assert str(warned[0].message).endswith(f"{count - 14} tokens ({count - 14} words) were dropped, starting with {shown!r}.")
+
+
+def test_model_outputs_and_plain_tensors_both_give_the_embedding():
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from tron_pipelines.encoders import _output_tensor
+
+    embedding = torch.randn(2, 16)
+    assert _output_tensor(embedding) is embedding  # transformers 4 and OpenCLIP return the tensor itself
+    assert _output_tensor(BaseModelOutputWithPooling(pooler_output=embedding)) is embedding
 
 
 def test_generated_images_are_preprocessed_as_documented(clip, tokenizer):

@@ -95,6 +95,16 @@ def test_samples_follow_the_mixture():
     latents, _ = translator.sample(torch.zeros(4000, 2), generator=seeded(0))
     assert abs((latents > 0).float().mean().item() - 0.75) < 0.03
     assert abs(latents[latents > 0].std().item() - 0.1) < 0.01
+    # temperature scales the std: 4000 draws estimate it within about 2%.
+    hotter, _ = translator.sample(torch.zeros(4000, 2), generator=seeded(0), temperature=2.5)
+    assert abs(hotter[hotter > 0].std().item() - 0.25) < 0.02
+
+
+def test_samples_are_clamped_to_the_latent_threshold(translator):
+    # Means within +-2 (2 tanh) and a std of 1 put many draws past the bound on both sides.
+    latents, _ = translator.sample(torch.randn(500, 6, generator=seeded(4)) * 3, generator=seeded(5), temperature=3.0)
+    assert latents.min() == -2.0 and latents.max() == 2.0
+    assert ((latents == -2.0).float().mean() > 0.1) and ((latents == 2.0).float().mean() > 0.1)
 
 
 def test_nll_decreases_when_fit_to_pairs():
