@@ -91,9 +91,10 @@ def test_resize_zooms_about_the_centre_before_translating():
     copies = augment.apply(images, parameters)
     torch.testing.assert_close(copies[0, 0], pooled, atol=1e-5, rtol=0)
     torch.testing.assert_close(copies[0, 1], shifted(pooled, 2, -1), atol=1e-5, rtol=0)
-    # The resize ratio is drawn uniformly from the range: u = 0.25 of (0.5, 2.5) is a scale of 1, the identity.
-    identity = DiffAugment(policy=("resize",), resize_range=(0.5, 2.5)).apply(images, draws_for(1, u3=[0.25]))
-    torch.testing.assert_close(identity[0, 0], images[0], atol=1e-5, rtol=0)
+    # Resize alone; its ratio is drawn uniformly from the range: u = 0 of (0.5, 2.5) is 0.5, u = 0.25 is 1 (identity).
+    alone = DiffAugment(policy=("resize",), resize_range=(0.5, 2.5)).apply(images, draws_for(2, u3=[0.0, 0.25]))
+    torch.testing.assert_close(alone[0, 0], pooled, atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone[0, 1], images[0], atol=1e-5, rtol=0)
 
 
 def test_color_changes_brightness_saturation_and_contrast_as_documented():
