@@ -2,12 +2,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tron_pipelines import DiffAugment, cosine_energy, cross_entropy_energy, gaussian_prior_energy
+from tron_pipelines import ConditionTerm, DiffAugment, TronEnergy, cosine_energy, cross_entropy_energy, gaussian_prior_energy
 from tron_pipelines.models.generator import ConvGenerator, sample_normal_prior
 
 
 def seeded(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def test_tron_energy_defaults_score_the_plain_image(clip_pipe):
+    # Without augmentations and without the prior term by default; a callable feature energy is used as given.
+    latents = torch.randn(3, 8, generator=seeded(1))
+    adapter = clip_pipe.encoder_adapter
+    condition = adapter.encode_prompts(["a cat"], torch.device("cpu")).expand(3, -1)
+    energy = TronEnergy(clip_pipe.generator, adapter, "cosine", [ConditionTerm(condition)])
+    assert energy.sample_augmentations(latents, seeded(0)) is None
+    with torch.no_grad():
+        features = adapter.encoder.get_image_features(pixel_values=adapter.preprocess_generated(clip_pipe.generator.generate(latents)))
+        features = features if isinstance(features, torch.Tensor) else features.pooler_output
+        torch.testing.assert_close(energy(latents), -F.cosine_similarity(features, condition), atol=1e-6, rtol=1e-5)
+        norm_energy = TronEnergy(clip_pipe.generator, adapter, lambda f, c: f.norm(dim=-1).mean(dim=1), [ConditionTerm(condition, 2.0)])
+        torch.testing.assert_close(norm_energy(latents), 2.0 * features.norm(dim=-1), atol=1e-5, rtol=1e-5)
 
 
 def test_cosine_and_cross_entropy_energies():

@@ -329,6 +329,9 @@ def test_bfloat16_autocast_runs_the_models_in_bfloat16_and_keeps_float32_latents
         low = call(clip_pipe, autocast_dtype=torch.bfloat16, output_type="latent", **fixed)
         assert seen == {"G": {torch.bfloat16}, "f": {torch.bfloat16}}
         seen.clear()
+        call(clip_pipe, autocast_dtype=torch.float16, output_type="latent", **fixed)  # the dtype asked for, not CPU's default
+        assert seen == {"G": {torch.float16}, "f": {torch.float16}}
+        seen.clear()
         full = call(clip_pipe, output_type="latent", **fixed)
         assert seen == {"G": {torch.float32}, "f": {torch.float32}}
     finally:

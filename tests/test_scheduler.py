@@ -192,6 +192,27 @@ def test_annealing_scales_step_size_and_noise_at_every_step(schedule):
             sample = moved
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_annealing_over_one_and_two_steps(schedule):
+    # One step: the factor is 1 (no division by zero). Two steps: 1, then the minimum ratio.
+    for steps, factors in ((1, [1.0]), (2, [1.0, 0.3])):
+        scheduler = LangevinScheduler(step_size=1.0, noise_std=0.0, max_grad_norm=None, annealing=schedule, annealing_min_ratio=0.3)
+        scheduler.set_timesteps(steps)
+        sample = torch.zeros(1, 1)
+        for factor, t in zip(factors, scheduler.timesteps):
+            moved = scheduler.step(torch.ones(1, 1), t, sample).prev_sample
+            torch.testing.assert_close(moved - sample, torch.tensor([[-factor]]))
+            sample = moved
+
+
+def test_noise_has_the_sample_dtype():
+    # A float64 sample gets float64 draws from the generator, not float32 draws cast up.
+    scheduler = LangevinScheduler(noise_std=1.0)
+    scheduler.set_timesteps(1)
+    out = scheduler.step(torch.zeros(2, 3, dtype=torch.float64), 0, torch.zeros(2, 3, dtype=torch.float64), generator=seeded(6))
+    torch.testing.assert_close(out.prev_sample, torch.randn(2, 3, generator=seeded(6), dtype=torch.float64))
+
+
 def test_nonfinite_sample_keeps_its_momentum_buffer_while_others_update():
     # Momentum 0.5, no noise, no clipping: x moves by -buf, buf = 0.5 * buf + g, by hand.
     scheduler = LangevinScheduler(step_size=1.0, noise_std=0.0, momentum=0.5, max_grad_norm=None)
