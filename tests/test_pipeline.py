@@ -181,6 +181,23 @@ def test_default_num_candidates_is_a_saved_setting(classifier_components, tmp_pa
     call(reloaded, class_labels=[1], num_inference_steps=0, initialization="translator_mean")
 
 
+def test_langevin_state_packs_its_variables():
+    from tron_pipelines.pipelines.pipeline_tron import LangevinState
+
+    main, one_column = torch.randn(2, 3, generator=seeded(0)), torch.randn(2, 1, generator=seeded(1))
+    torch.testing.assert_close(LangevinState(main, one_column).packed(), torch.cat([main, one_column], dim=1))
+    assert LangevinState(main, None).packed() is main and LangevinState(main, torch.zeros(2, 0)).packed() is main
+    # Mean mixing: K = 2 means per sample, mixed per dimension by a softmax over their logits, then G's own latents.
+    means = torch.randn(2, 2, 3, generator=seeded(2))
+    logits, own = torch.randn(2, 2, 3, generator=seeded(3)), torch.randn(2, 4, generator=seeded(4))
+    state = LangevinState(means, torch.cat([logits.flatten(1), own], dim=1), num_components=2)
+    weights = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
+    torch.testing.assert_close(state.packed(), torch.cat([(weights * means).sum(dim=1), own], dim=1))
+    # with_packed keeps the logits and makes every mean the given latent, so the mixture is that latent.
+    target = torch.randn(2, 7, generator=seeded(5))
+    torch.testing.assert_close(state.with_packed(target, 3).packed(), target)
+
+
 def test_zero_steps_returns_translator_output(clip_pipe):
     out = call(clip_pipe, prompt="a cat", num_inference_steps=0, initialization="translator_mean")
     condition = clip_pipe.encoder_adapter.encode_prompts(["a cat"], torch.device("cpu"))
