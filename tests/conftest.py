@@ -6,13 +6,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import shutil
+
 import pytest
 import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
 
-torch.set_num_threads(2)
+torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def reset_accelerate_state() -> None:
@@ -169,3 +171,15 @@ def classifier_pipe(classifier_components):
     pipe = TronPipeline(**classifier_components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fill_hub_cache(folder, cache_dir, repo_id):
+    """The cache `snapshot_download` leaves for ``repo_id`` at commit `HUB_COMMIT`: refs/main and
+    snapshots/<commit>/... with the files of ``folder``."""
+    repo_cache = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo_cache / "snapshots" / HUB_COMMIT)
+    (repo_cache / "refs").mkdir(parents=True)
+    (repo_cache / "refs" / "main").write_text(HUB_COMMIT)

@@ -1,5 +1,6 @@
 """What a diffusers user expects of a pipeline: re-entrant calls, `from_pipe`, memory hooks refused up front."""
 
+import copy
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import HUB_COMMIT, fill_hub_cache
 from diffusers import DiffusionPipeline
 from diffusers.hooks import apply_layerwise_casting
 from diffusers.utils import logging as diffusers_logging
@@ -120,6 +122,13 @@ def test_a_call_leaves_the_configured_scheduler_untouched(clip_pipe):
     assert all(after[key] is value for key, value in before.items())
 
 
+def test_a_pipeline_that_has_run_can_be_deep_copied(clip_pipe):
+    first = run(clip_pipe, FIRST)  # leaves this thread's per-call state on the pipeline
+    clone = copy.deepcopy(clip_pipe)
+    assert clone.generator is not clip_pipe.generator
+    torch.testing.assert_close(run(clone, FIRST).latents, first.latents, rtol=0, atol=0)
+
+
 def test_from_pipe_shares_every_component(clip_pipe):
     new = TronPipeline.from_pipe(clip_pipe)
     for name, component in clip_pipe.components.items():
@@ -162,6 +171,12 @@ def test_from_pipe_names_what_it_cannot_use(clip_pipe):
         TronPipeline.from_pipe(clip_pipe, num_steps=3)
     with pytest.raises(ValueError, match=r"`pipeline` \(SimpleNamespace\) has no \['encoder', 'generator', 'scheduler', 'translator'\]"):
         TronPipeline.from_pipe(SimpleNamespace(config={}))
+
+
+@pytest.mark.parametrize("keyword", ["dtype", "torch_dtype"])
+def test_from_pipe_casts_when_asked(clip_pipe, keyword):
+    new = TronPipeline.from_pipe(clip_pipe, **{keyword: torch.bfloat16})
+    assert new.generator.dtype == torch.bfloat16 and new.encoder.dtype == torch.bfloat16
 
 
 def test_layerwise_casting_of_the_generator_is_refused_before_sampling(clip_pipe):
@@ -261,6 +276,14 @@ def test_saved_folder_declares_the_pipeline_for_the_generic_loader(clip_pipe, tm
         assert (tmp_path / "again" / path.relative_to(tmp_path / "saved")).read_text() == path.read_text()
 
 
+def test_save_pretrained_passes_diffusers_arguments_on(clip_pipe, tmp_path):
+    # Positional (safe_serialization, variant) and keyword arguments reach diffusers' save.
+    clip_pipe.save_pretrained(tmp_path / "positional", True, "v1")
+    clip_pipe.save_pretrained(tmp_path / "keyword", variant="v2")
+    assert (tmp_path / "positional" / "translator" / "diffusion_pytorch_model.v1.safetensors").is_file()
+    assert (tmp_path / "keyword" / "translator" / "diffusion_pytorch_model.v2.safetensors").is_file()
+
+
 def test_tron_loader_refuses_code_it_did_not_write(clip_pipe, tmp_path):
     clip_pipe.save_pretrained(tmp_path / "saved")
     sentinel = tmp_path / "ran"
@@ -276,25 +299,47 @@ def test_save_pretrained_pushes_the_generic_loader_files(clip_pipe, tmp_path, mo
 
     import tron_pipelines.pipelines.pipeline_tron as pipeline_module
 
-    uploaded = {}
+    uploaded, created = {}, {}
 
     def upload_folder(repo_id, folder_path, **kwargs):
-        uploaded[repo_id] = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+        files = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+        uploaded[repo_id] = (files, {key: kwargs[key] for key in ("token", "commit_message", "create_pr")})
 
-    monkeypatch.setattr(pipeline_module, "create_repo", lambda repo_id, **kwargs: SimpleNamespace(repo_id=repo_id))
+    def create_repo(repo_id, **kwargs):
+        created[repo_id] = kwargs
+        return SimpleNamespace(repo_id=repo_id)
+
+    monkeypatch.setattr(pipeline_module, "create_repo", create_repo)
     monkeypatch.setattr(hub_utils, "upload_folder", upload_folder)
-    clip_pipe.save_pretrained(tmp_path / "saved", push_to_hub=True, repo_id="org/tron-tiny")
-    assert {"pipeline.py", "README.md", "model_index.json", "translator/tron_pipelines.models.translator.py"} <= set(uploaded["org/tron-tiny"])
+    clip_pipe.save_pretrained(
+        tmp_path / "saved", push_to_hub=True, repo_id="org/tron-tiny", commit_message="Add TR0N", private=True, create_pr=True,
+        token="hf_test",
+    )
+    files, options = uploaded["org/tron-tiny"]
+    assert {"pipeline.py", "README.md", "model_index.json", "translator/tron_pipelines.models.translator.py"} <= set(files)
+    assert options == {"token": "hf_test", "commit_message": "Add TR0N", "create_pr": True}
+    assert created["org/tron-tiny"] == {"exist_ok": True, "private": True, "token": "hf_test"}
+    assert "model card of a 🧨 diffusers pipeline" in (tmp_path / "saved" / "README.md").read_text(encoding="utf-8")
+    # Without a repo_id the folder's name is the repo's.
+    clip_pipe.save_pretrained(tmp_path / "tron-tiny-2", push_to_hub=True)
+    assert "model_index.json" in uploaded["tron-tiny-2"][0] and uploaded["tron-tiny-2"][1]["create_pr"] is False
 
 
-@pytest.mark.parametrize("name", ["does-not-exist", "org/does-not-exist", "./no/such/folder"])
-def test_missing_pipeline_is_one_clear_error(name, tmp_path, monkeypatch):
+OFFLINE_REASON = "offline and not in the local Hub cache (LocalEntryNotFoundError)"
+
+
+@pytest.mark.parametrize(
+    "name,reason",
+    [("does-not-exist", OFFLINE_REASON), ("org/does-not-exist", OFFLINE_REASON), ("./no/such/folder", "not a valid Hub repo id either")],
+)
+def test_missing_pipeline_is_one_clear_error(name, reason, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PipelineNotFoundError) as error:
         TronPipeline.from_pretrained(name, cache_dir=tmp_path)
-    message = str(error.value)
-    assert "\n" not in message
-    assert message.startswith(f"{name!r} is neither a local folder, nor an embedded pipeline (tron-mnist, tron-mnist-text")
+    assert str(error.value) == (
+        f"{name!r} is neither a local folder, nor an embedded pipeline (tron-mnist, tron-mnist-text), nor a pipeline on "
+        f"the Hub: {reason}."
+    )
     assert error.value.__cause__ is None and error.value.__suppress_context__  # no 60-line chained traceback
 
 

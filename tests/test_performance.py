@@ -86,11 +86,41 @@ def test_mixed_precision_runs_and_keeps_float32_state(classifier_pipe, dtype):
     full = call(classifier_pipe, class_labels=[0, 1, 2], generator=torch.Generator(device).manual_seed(0))
     assert low.latents.dtype == torch.float32 and low.energies.dtype == torch.float32
     assert RecordingScheduler.seen and all(dtypes == (torch.float32,) * 4 for dtypes in RecordingScheduler.seen)
-    # Reduced precision in G and f moves the trajectory a little, not the outcome.
-    torch.testing.assert_close(low.energies, full.energies, atol=0.05, rtol=0.05)
+    # Reduced precision in G and f moves the trajectory a little, not the outcome: measured energy differences of
+    # 0.005-0.03 (energies 0.7-3.7) for bf16 on CPU, where float32 rounding alone would leave about 1e-6.
+    difference = (low.energies - full.energies).abs()
+    assert (difference < 0.06).all(), difference
+    if dtype == torch.bfloat16:
+        assert difference.max() > 1e-3, difference
 
 
 # Compiled energy --------------------------------------------------------------------------------------------------
+def test_energy_compile_hands_the_energy_to_torch_compile_and_back(classifier_pipe):
+    # A recording backend (the graph runs as traced) shows that the energy goes through torch.compile with the
+    # caller's arguments, cheaply; the compiled graphs themselves are compared with eager below.
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    def energies():
+        return call(classifier_pipe, class_labels=[1], num_inference_steps=0, num_augmentations=0, generator=seeded(0)).energies
+
+    eager = energies()
+    torch._dynamo.reset()
+    try:
+        classifier_pipe.enable_energy_compile(backend=recording_backend)
+        compiled = energies()
+        assert graphs, "the energy did not go through torch.compile"
+        torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=1e-6)
+        classifier_pipe.disable_energy_compile()
+        count = len(graphs)
+        torch.testing.assert_close(energies(), eager, rtol=0, atol=0)
+        assert len(graphs) == count
+    finally:
+        torch._dynamo.reset()
+
 def test_compiled_energy_graph_matches_eager(classifier_pipe):
     # aot_eager traces the energy with Dynamo and splits forward/backward with AOTAutograd exactly as the default
     # backend does, without inductor's code generation, so it runs in seconds.
@@ -196,11 +226,11 @@ def test_fuse_batch_norm_refuses_training_mode_and_warns_when_nothing_folds(clas
     diffusers_logging.enable_propagation()
     try:
         assert clip_pipe.fuse_batch_norm(generator=False) == 0  # CLIP has LayerNorms only
-        assert "no BatchNorm directly after" in caplog.text
+        assert "nothing folded in ['encoder']: no BatchNorm directly after a linear or convolution layer." in caplog.text
         classifier_pipe.encoder.features[1].eval()
         assert classifier_pipe.fuse_batch_norm() == 5
         assert classifier_pipe.fuse_batch_norm() == 0
-        assert "folded already" in caplog.text
+        assert "nothing folded in ['generator', 'encoder']: ['generator', 'encoder'] folded already." in caplog.text
     finally:
         diffusers_logging.disable_propagation()
 

@@ -1,8 +1,10 @@
 import inspect
+import math
 import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -10,6 +12,7 @@ import pytest
 import torch
 from diffusers.utils import make_image_grid
 
+import tron_pipelines
 from tron_pipelines import EncoderAdapter, GradientDescentScheduler, LangevinScheduler, TronPipeline, TronPipelineOutput
 
 
@@ -21,6 +24,18 @@ def call(pipe, **kwargs):
     defaults = dict(num_inference_steps=3, num_augmentations=2, generator=seeded(0), output_type="np")
     defaults.update(kwargs)
     return pipe(**defaults)
+
+
+# OpenAI CLIP's published pixel statistics, which the tiny CLIP of the tests keeps.
+OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_image_features_by_hand(pipe, latents):
+    """f(G(z)) for the 16 x 16 test CLIP, straight from the models: [-1, 1] -> [0, 1] -> CLIP normalisation."""
+    images = pipe.generator.generate(latents)
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    features = pipe.encoder.get_image_features(pixel_values=((images + 1) / 2 - mean) / std)
+    return features if isinstance(features, torch.Tensor) else features.pooler_output
 
 
 # Signature and outputs --------------------------------------------------------------------------------------
@@ -166,6 +181,23 @@ def test_default_num_candidates_is_a_saved_setting(classifier_components, tmp_pa
     call(reloaded, class_labels=[1], num_inference_steps=0, initialization="translator_mean")
 
 
+def test_langevin_state_packs_its_variables():
+    from tron_pipelines.pipelines.pipeline_tron import LangevinState
+
+    main, one_column = torch.randn(2, 3, generator=seeded(0)), torch.randn(2, 1, generator=seeded(1))
+    torch.testing.assert_close(LangevinState(main, one_column).packed(), torch.cat([main, one_column], dim=1))
+    assert LangevinState(main, None).packed() is main and LangevinState(main, torch.zeros(2, 0)).packed() is main
+    # Mean mixing: K = 2 means per sample, mixed per dimension by a softmax over their logits, then G's own latents.
+    means = torch.randn(2, 2, 3, generator=seeded(2))
+    logits, own = torch.randn(2, 2, 3, generator=seeded(3)), torch.randn(2, 4, generator=seeded(4))
+    state = LangevinState(means, torch.cat([logits.flatten(1), own], dim=1), num_components=2)
+    weights = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
+    torch.testing.assert_close(state.packed(), torch.cat([(weights * means).sum(dim=1), own], dim=1))
+    # with_packed keeps the logits and makes every mean the given latent, so the mixture is that latent.
+    target = torch.randn(2, 7, generator=seeded(5))
+    torch.testing.assert_close(state.with_packed(target, 3).packed(), target)
+
+
 def test_zero_steps_returns_translator_output(clip_pipe):
     out = call(clip_pipe, prompt="a cat", num_inference_steps=0, initialization="translator_mean")
     condition = clip_pipe.encoder_adapter.encode_prompts(["a cat"], torch.device("cpu"))
@@ -240,11 +272,51 @@ def test_negative_prompt_and_prior_weight_change_the_energy(clip_pipe):
     torch.testing.assert_close(prior.energies, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("weight", [1.0, 2.5])
+def test_negative_prompt_energy_by_hand(clip_pipe, weight):
+    # E = -cos(f(G(z)), c) + w * cos(f(G(z)), c_neg): the negative term counts against the energy it is near.
+    latents = torch.randn(4, 8, generator=seeded(3))
+    prompts, negatives = ["a cat", "a red car"], ["a dog", "a bold seven"]
+    out = call(clip_pipe, prompt=prompts, negative_prompt=negatives, negative_prompt_weight=weight, num_images_per_prompt=2,
+               latents=latents, num_inference_steps=0, num_augmentations=0, output_type="latent")
+    adapter = clip_pipe.encoder_adapter
+    conditions = adapter.encode_prompts(prompts, torch.device("cpu")).repeat_interleave(2, dim=0)
+    negative_conditions = adapter.encode_prompts(negatives, torch.device("cpu")).repeat_interleave(2, dim=0)
+    features = clip_image_features_by_hand(clip_pipe, latents)
+    expected = -torch.cosine_similarity(features, conditions) + weight * torch.cosine_similarity(features, negative_conditions)
+    torch.testing.assert_close(out.energies, expected, atol=1e-5, rtol=1e-5)
+    # One negative prompt applies to every condition.
+    shared = call(clip_pipe, prompt=prompts, negative_prompt="a dog", negative_prompt_weight=weight, num_images_per_prompt=2,
+                  latents=latents, num_inference_steps=0, num_augmentations=0, output_type="latent")
+    dog = adapter.encode_prompts(["a dog"], torch.device("cpu"))
+    expected = -torch.cosine_similarity(features, conditions) + weight * torch.cosine_similarity(features, dog)
+    torch.testing.assert_close(shared.energies, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_negative_prompt_moves_images_away_from_it(clip_pipe):
+    # Same draws, same noise-free dynamics, with and without "a dog" as negative prompt: with it, the images end
+    # further from the negative embedding (measured: cosine lower by 0.025-0.057 after 10 steps).
+    clip_pipe.scheduler = LangevinScheduler(step_size=3.0, noise_std=0.0, momentum=0.0, max_grad_norm=None)
+    kwargs = dict(prompt="a cat", num_images_per_prompt=4, num_inference_steps=10, num_augmentations=0, output_type="latent")
+    plain = call(clip_pipe, generator=[seeded(s) for s in range(4)], **kwargs)
+    pushed = call(clip_pipe, negative_prompt="a dog", generator=[seeded(s) for s in range(4)], **kwargs)
+    dog = clip_pipe.encoder_adapter.encode_prompts(["a dog"], torch.device("cpu"))
+    plain_cosine = torch.cosine_similarity(clip_image_features_by_hand(clip_pipe, plain.latents), dog)
+    pushed_cosine = torch.cosine_similarity(clip_image_features_by_hand(clip_pipe, pushed.latents), dog)
+    assert (pushed_cosine < plain_cosine - 0.01).all(), (plain_cosine, pushed_cosine)
+
+
 def test_image_condition(clip_pipe):
+    # The condition of an image is CLIP's embedding of the processor's pixels (resize and centre crop of 20 x 24 to
+    # 16 x 16); two copies of it with the same seed give the same image and energy, as that embedding does.
     picture = PIL.Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8))
-    out = call(clip_pipe, image=[picture, picture], num_inference_steps=1)
-    assert out.images.shape[0] == 2
-    torch.testing.assert_close(out.energies[0], out.energies[1], atol=0.2, rtol=0)
+    out = call(clip_pipe, image=[picture, picture], generator=[seeded(0), seeded(0)])
+    pixel_values = clip_pipe.image_processor(images=picture, return_tensors="pt").pixel_values
+    embedding = clip_pipe.encoder.get_image_features(pixel_values=pixel_values)
+    embedding = embedding if isinstance(embedding, torch.Tensor) else embedding.pooler_output
+    direct = call(clip_pipe, condition_embeds=embedding, generator=seeded(0))
+    np.testing.assert_allclose(out.images, np.concatenate([direct.images] * 2), atol=1e-5)
+    torch.testing.assert_close(out.energies, direct.energies.repeat(2), atol=1e-5, rtol=1e-5)
 
 
 def test_condition_embeds_bypass_the_encoder(clip_pipe):
@@ -258,11 +330,39 @@ def test_latents_argument_skips_initialisation(clip_pipe):
     torch.testing.assert_close(out.latents, latents)
 
 
-def test_bfloat16_autocast_keeps_float32_latents(clip_pipe):
-    out = call(clip_pipe, prompt="a cat", autocast_dtype=torch.bfloat16)
-    reference = call(clip_pipe, prompt="a cat")
-    assert out.latents.dtype == torch.float32 and out.energies.dtype == torch.float32
-    assert (out.latents - reference.latents).abs().max() < 0.1
+def test_bfloat16_autocast_runs_the_models_in_bfloat16_and_keeps_float32_latents(clip_pipe):
+    seen = {}
+
+    def record(name):
+        return lambda module, inputs, output: seen.setdefault(name, set()).add(output.dtype)
+
+    hooks = [
+        next(m for m in clip_pipe.generator.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(record("G")),
+        clip_pipe.encoder.visual_projection.register_forward_hook(record("f")),
+    ]
+    latents = torch.randn(4, 8, generator=seeded(3))
+    fixed = dict(prompt="a cat", num_images_per_prompt=4, latents=latents, num_inference_steps=0, num_augmentations=0)
+    try:
+        low = call(clip_pipe, autocast_dtype=torch.bfloat16, output_type="latent", **fixed)
+        assert seen == {"G": {torch.bfloat16}, "f": {torch.bfloat16}}
+        seen.clear()
+        call(clip_pipe, autocast_dtype=torch.float16, output_type="latent", **fixed)  # the dtype asked for, not CPU's default
+        assert seen == {"G": {torch.float16}, "f": {torch.float16}}
+        seen.clear()
+        full = call(clip_pipe, output_type="latent", **fixed)
+        assert seen == {"G": {torch.float32}, "f": {torch.float32}}
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert low.latents.dtype == torch.float32 and low.energies.dtype == torch.float32
+    # bf16's 8-bit mantissa moves these energies by 3e-4 to 2e-3 (measured); float32 rounding by about 1e-7.
+    difference = (low.energies - full.energies).abs()
+    assert (difference > 1e-4).all() and (difference < 1e-2).all(), difference
+    # Over a few Langevin steps the trajectory moves by a few thousandths (measured 3e-3), latents stay float32.
+    low = call(clip_pipe, prompt="a cat", autocast_dtype=torch.bfloat16, output_type="latent")
+    full = call(clip_pipe, prompt="a cat", output_type="latent")
+    assert low.latents.dtype == torch.float32
+    assert 1e-5 < (low.latents - full.latents).abs().max() < 0.03
 
 
 def test_pipeline_to_bfloat16(clip_pipe):
@@ -299,8 +399,8 @@ def test_callback_can_replace_latents(clip_pipe, initialization):
             tensors["latents"] = torch.zeros_like(tensors["latents"])
         return tensors
 
-    out = call(clip_pipe, prompt="a cat", initialization=initialization, callback_on_step_end=zero_last, output_type="latent")
-    assert out.images.abs().sum() == 0
+    out = call(clip_pipe, prompt=["a cat", "a dog"], initialization=initialization, callback_on_step_end=zero_last, output_type="latent")
+    assert out.images.shape == (2, 8) and out.images.abs().sum() == 0
 
 
 def test_interrupt_stops_updates(clip_pipe):
@@ -377,6 +477,54 @@ def test_interpolation_frames(clip_pipe):
         clip_pipe.interpolate(prompt=["a cat"])
 
 
+def test_slerp_follows_the_great_circle():
+    from tron_pipelines.pipelines.pipeline_tron import slerp
+
+    # Orthogonal unit vectors: the weight w point is at angle w * 90 degrees from the start, on the unit circle.
+    start, end = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    for weight in (0.0, 0.25, 0.5, 0.9, 1.0):
+        point = slerp(weight, start, end)
+        torch.testing.assert_close(point, torch.tensor([math.cos(weight * math.pi / 2), math.sin(weight * math.pi / 2), 0.0]))
+    midpoint = slerp(0.5, start, end)
+    assert torch.dot(midpoint, start).item() == pytest.approx(math.cos(math.pi / 4)) and midpoint.norm().item() == pytest.approx(1.0)
+    # Raw vectors: the angle comes from their directions (here 60 degrees), the weights apply to the raw vectors, and
+    # the ends are returned as they are.
+    start, end = torch.tensor([3.0, 0.0]), torch.tensor([2.0, 2.0 * math.sqrt(3.0)])
+    torch.testing.assert_close(slerp(0.0, start, end), start)
+    torch.testing.assert_close(slerp(1.0, start, end), end)
+    angle = math.pi / 3
+    for weight in (0.3, 0.5):
+        expected = (math.sin((1 - weight) * angle) * start + math.sin(weight * angle) * end) / math.sin(angle)
+        torch.testing.assert_close(slerp(weight, start, end), expected)
+    # A small angle (30 degrees) is a great-circle arc too, not a straight line.
+    start, end = torch.tensor([1.0, 0.0]), torch.tensor([2.0 * math.cos(math.pi / 6), 2.0 * math.sin(math.pi / 6)])
+    expected = (math.sin(0.5 * math.pi / 6) * start + math.sin(0.5 * math.pi / 6) * end) / math.sin(math.pi / 6)
+    torch.testing.assert_close(slerp(0.5, start, end), expected)
+    # Parallel vectors have no great circle: a straight line between them.
+    torch.testing.assert_close(slerp(0.25, torch.tensor([1.0, 0.0]), torch.tensor([3.0, 0.0])), torch.tensor([1.5, 0.0]))
+    # Where rounding puts the cosine of (anti)parallel directions just outside [-1, 1] (as for these draws here), the
+    # result is still defined: a straight line, and the ends themselves.
+    direction = torch.randn(16, generator=seeded(0))
+    torch.testing.assert_close(slerp(0.5, direction, 3 * direction), 2 * direction)
+    opposite = torch.randn(16, generator=seeded(3))
+    torch.testing.assert_close(slerp(0.0, opposite, -opposite), opposite)
+    torch.testing.assert_close(slerp(1.0, opposite, -opposite), -opposite)
+
+
+def test_interpolation_frames_go_from_one_condition_to_the_other(clip_pipe):
+    from tron_pipelines.pipelines.pipeline_tron import slerp
+
+    ends = clip_pipe.encoder_adapter.encode_prompts(["a cat", "a red car"], torch.device("cpu"))
+    kwargs = dict(num_inference_steps=0, initialization="translator_mean", output_type="latent")
+    frames = clip_pipe.interpolate(condition_embeds=ends, num_frames=4, generator=seeded(0), **kwargs).latents
+    conditions = torch.stack([slerp(weight, ends[0], ends[1]) for weight in (0.0, 1 / 3, 2 / 3, 1.0)])
+    torch.testing.assert_close(frames, clip_pipe(condition_embeds=conditions, **kwargs).latents)
+    torch.testing.assert_close(frames[0], clip_pipe(condition_embeds=ends[:1], **kwargs).latents[0])
+    torch.testing.assert_close(frames[-1], clip_pipe(condition_embeds=ends[1:], **kwargs).latents[0])
+    steps = (frames[1:] - frames[:-1]).norm(dim=1)
+    assert (steps > 0.05 * (frames[-1] - frames[0]).norm()).all(), steps  # every frame moves on
+
+
 def test_interpolation_shares_noise(clip_pipe):
     embeds = clip_pipe.encoder_adapter.encode_prompts(["a cat"], torch.device("cpu")).repeat(2, 1)
     frames = clip_pipe.interpolate(condition_embeds=embeds, num_frames=3, generator=seeded(0), output_type="np", num_inference_steps=2)
@@ -418,6 +566,7 @@ def test_fresh_process_loads_saved_pipeline(classifier_pipe, tmp_path):
     script = textwrap.dedent(
         f"""
         import torch, tron_pipelines
+        print(tron_pipelines.__file__)
         pipe = tron_pipelines.TronPipeline.from_pretrained({str(tmp_path)!r})
         pipe.set_progress_bar_config(disable=True)
         out = pipe(class_labels=[2], num_inference_steps=3, num_augmentations=2,
@@ -427,9 +576,12 @@ def test_fresh_process_loads_saved_pipeline(classifier_pipe, tmp_path):
         print("ok")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    # An otherwise empty environment, with the package under test first on the path: never an installed copy.
+    package_root = str(Path(tron_pipelines.__file__).parents[1])
+    environment = {"HF_HUB_OFFLINE": "1", "PATH": "", "PYTHONPATH": package_root}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("ok")
+    assert result.stdout.split() == [tron_pipelines.__file__, "ok"]
 
 
 def test_augmentation_policy_is_a_saved_setting(clip_components, tmp_path):
@@ -443,6 +595,34 @@ def test_augmentation_policy_is_a_saved_setting(clip_components, tmp_path):
     translated = call(pipe, prompt="a cat")
     default = call(TronPipeline(**clip_components), prompt="a cat")
     assert not np.allclose(translated.images, default.images)
+
+
+def test_image_conditions_without_an_image_processor(classifier_pipe):
+    # A classifier pipeline has no image_processor: images in [0, 1] are resized bilinearly to the classifier's 16 x 16,
+    # normalised with its (x - 0.5) / 0.5, and the condition is the softmax of its logits.
+    pixels = np.random.default_rng(1).random((2, 16, 16)).astype(np.float32)
+    classifier = classifier_pipe.encoder
+
+    def by_hand(batch):
+        with torch.no_grad():
+            return classifier((batch - 0.5) / 0.5).logits.softmax(dim=-1)
+
+    expected = by_hand(torch.from_numpy(pixels).unsqueeze(1))
+    adapter, cpu = classifier_pipe.encoder_adapter, torch.device("cpu")
+    as_tensor = torch.from_numpy(pixels)
+    for given in (pixels[:, None], pixels[..., None], as_tensor.unsqueeze(1), as_tensor.unsqueeze(-1)):
+        torch.testing.assert_close(adapter.encode_images(given, cpu), expected, atol=1e-6, rtol=1e-5)
+    grey = [PIL.Image.fromarray((p * 255).round().astype(np.uint8)) for p in pixels]
+    rounded = torch.from_numpy(np.stack([np.asarray(g, dtype=np.float32) / 255 for g in grey])).unsqueeze(1)
+    torch.testing.assert_close(adapter.encode_images(grey, cpu), by_hand(rounded), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(adapter.encode_images(grey[0], cpu), by_hand(rounded[:1]), atol=1e-6, rtol=1e-5)
+    large = np.random.default_rng(2).random((1, 1, 24, 24)).astype(np.float32)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(large), size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(adapter.encode_images(large, cpu), by_hand(resized), atol=1e-6, rtol=1e-5)
+    out = call(classifier_pipe, image=pixels[:, None], num_inference_steps=0, output_type="latent")
+    direct = call(classifier_pipe, condition_embeds=expected, num_inference_steps=0, output_type="latent")
+    torch.testing.assert_close(out.latents, direct.latents)
+    torch.testing.assert_close(out.energies, direct.energies)
 
 
 def test_array_and_pil_image_conditions_agree(clip_pipe):

@@ -41,6 +41,37 @@ def test_log_prob_matches_mixture_by_hand(translator):
     torch.testing.assert_close(translator.log_prob(latents, condition), torch.stack(expected), atol=1e-3, rtol=1e-4)
 
 
+def test_log_prob_and_loss_match_torch_distributions_where_components_overlap(translator):
+    # Overlapping components with unequal per-dimension stds: here log-sum-exp exceeds the max over components by
+    # 0.4-0.9 nats and the logits' log-normaliser is about 0.9, so a max, a dropped log-softmax or a wrong std term
+    # all move the density by far more than float rounding.
+    with torch.no_grad():
+        translator.log_stds.copy_(torch.tensor([-0.5, -0.1, 0.2, 0.4]))
+    condition = torch.randn(5, 6, generator=seeded(1))
+    out = translator(condition)
+    # Latents among the means, where no single component explains them.
+    latents = out.means.detach().mean(1) + 0.5 * torch.randn(5, 4, generator=seeded(2))
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=out.mixture_logits),
+        torch.distributions.Independent(torch.distributions.Normal(out.means, out.stds), 1),
+    )
+    components = mixture.component_distribution.log_prob(latents.unsqueeze(1)) + out.mixture_logits.log_softmax(-1)
+    assert (components.logsumexp(-1) - components.max(-1).values).min() > 0.3, "the components must overlap"
+    assert (out.mixture_logits.logsumexp(-1).abs() > 0.5).all(), "the logits must not be normalised already"
+    expected = mixture.log_prob(latents)
+    torch.testing.assert_close(translator.log_prob(latents, condition), expected, atol=1e-5, rtol=1e-5)
+
+    targets = {"y": torch.randn(5, 5, generator=seeded(3))}
+    loss = translator.loss(condition, latents, targets, nll_weight=0.25)
+    expected_mse = ((out.auxiliary_latents["y"] - targets["y"]) ** 2).mean()
+    torch.testing.assert_close(loss.nll, -expected.mean(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss.auxiliary_mse, expected_mse)
+    torch.testing.assert_close(loss.loss, 0.25 * -expected.mean() + expected_mse, atol=1e-5, rtol=1e-5)
+    # The method's alpha = 1e-4 by default.
+    default = translator.loss(condition, latents, targets)
+    torch.testing.assert_close(default.loss, 1e-4 * -expected.mean() + expected_mse, atol=1e-6, rtol=1e-5)
+
+
 def test_sample_is_deterministic_and_per_sample(translator):
     condition = torch.randn(3, 6)
     first, aux = translator.sample(condition, generator=[seeded(1), seeded(2), seeded(3)])
@@ -64,6 +95,16 @@ def test_samples_follow_the_mixture():
     latents, _ = translator.sample(torch.zeros(4000, 2), generator=seeded(0))
     assert abs((latents > 0).float().mean().item() - 0.75) < 0.03
     assert abs(latents[latents > 0].std().item() - 0.1) < 0.01
+    # temperature scales the std: 4000 draws estimate it within about 2%.
+    hotter, _ = translator.sample(torch.zeros(4000, 2), generator=seeded(0), temperature=2.5)
+    assert abs(hotter[hotter > 0].std().item() - 0.25) < 0.02
+
+
+def test_samples_are_clamped_to_the_latent_threshold(translator):
+    # Means within +-2 (2 tanh) and a std of 1 put many draws past the bound on both sides.
+    latents, _ = translator.sample(torch.randn(500, 6, generator=seeded(4)) * 3, generator=seeded(5), temperature=3.0)
+    assert latents.min() == -2.0 and latents.max() == 2.0
+    assert ((latents == -2.0).float().mean() > 0.1) and ((latents == 2.0).float().mean() > 0.1)
 
 
 def test_nll_decreases_when_fit_to_pairs():

@@ -30,7 +30,8 @@ def _output_tensor(output) -> torch.Tensor:
 def _processor_size(image_processor) -> int | None:
     for attribute in ("crop_size", "size"):
         size = getattr(image_processor, attribute, None)
-        if isinstance(size, dict):
+        # A dict, or the `SizeDict` that transformers 5 processors keep (not a dict subclass).
+        if hasattr(size, "get"):
             size = size.get("height") or size.get("shortest_edge")
         if isinstance(size, int):
             return size
