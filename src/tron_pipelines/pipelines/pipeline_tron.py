@@ -230,10 +230,13 @@ class TronPipeline(DiffusionPipeline):
         )
 
     @classmethod
-    def from_pipe(cls, pipeline: DiffusionPipeline, dtype: torch.dtype | None = None, **kwargs) -> "TronPipeline":
+    def from_pipe(
+        cls, pipeline: DiffusionPipeline, dtype: torch.dtype | None = None, torch_dtype: torch.dtype | None = None, **kwargs
+    ) -> "TronPipeline":
         """A new `TronPipeline` sharing ``pipeline``'s components: the same model, tokenizer and scheduler objects, no
         weights copied. Keyword arguments replace components (``scheduler=``, ``translator=``, ...) or settings
-        (``default_num_inference_steps=``, ...); ``dtype`` casts the (shared) models, which otherwise stay as they are.
+        (``default_num_inference_steps=``, ...); ``dtype`` (or diffusers' older ``torch_dtype``) casts the (shared) models,
+        which otherwise stay as they are.
 
         diffusers' own `from_pipe` carries a model over only when its class equals the annotation exactly (every
         TronGenerator subclass and any encoder would be dropped) and casts the shared models, and so the source
@@ -258,6 +261,7 @@ class TronPipeline(DiffusionPipeline):
         new = cls(**components, **settings)
         if "_name_or_path" in pipeline.config:
             new.register_to_config(_name_or_path=pipeline.config._name_or_path)
+        dtype = dtype or torch_dtype
         return new.to(dtype=dtype) if dtype is not None else new
 
     def enable_sequential_cpu_offload(self, *args, **kwargs):
