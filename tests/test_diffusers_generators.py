@@ -377,3 +377,31 @@ def test_unsupported_pipelines_are_refused_with_the_supported_kinds(ddpm_folder,
         DiffusionSamplerGenerator.from_diffusers(consistency_folder)
     with pytest.raises(ValueError, match="DDPMPipeline"):
         ConsistencyModelGenerator.from_diffusers(ddpm_folder)
+
+
+def test_build_script_turns_a_diffusers_pipeline_into_a_trainable_base(ddpm_folder, tmp_path):
+    from test_conversion_tr0n import load_script
+
+    from tron_pipelines.training.arguments import parse_train_args
+    from tron_pipelines.training.train import train_translator
+
+    classifier_tron_pipeline(DiffusionSamplerGenerator.from_diffusers(ddpm_folder)).encoder.save_pretrained(tmp_path / "classifier")
+    build = load_script("build_tron_pipeline")
+    with pytest.raises(SystemExit):  # a sampler setting for a generator that has none
+        build.parse_args(["--generator", str(tmp_path), "--num_sampler_steps", "2", "--encoder", "e", "--dump_path", "d"])
+    build.main(["--generator", f"diffusers:{ddpm_folder}", "--num_sampler_steps", "2", "--encoder", str(tmp_path / "classifier"),
+                "--preset", "diffusion", "--dump_path", str(tmp_path / "base")])
+    base = TronPipeline.from_pretrained(tmp_path / "base")
+    assert isinstance(base.generator, DiffusionSamplerGenerator) and base.generator.config.num_sampler_steps == 2
+    assert base.config.default_num_inference_steps == 10 and "Untrained placeholder" in (tmp_path / "base" / "README.md").read_text()
+    # Then translator training as for any generator.
+    result = train_translator(parse_train_args([
+        "--pipeline", str(tmp_path / "base"), "--output_dir", str(tmp_path / "trained"), "--num_pairs", "32",
+        "--train_batch_size", "16", "--max_train_steps", "2", "--num_components", "2", "--hidden_dim", "16",
+        "--generation_batch_size", "16", "--validation_steps", "100", "--num_validation_pairs", "16", "--num_validation_conditions", "2",
+    ]))
+    trained = TronPipeline.from_pretrained(result.output_dir)
+    trained.set_progress_bar_config(disable=True)
+    assert trained.translator.config.num_components == 2
+    out = trained(class_labels=[3], num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (1, SIDE, SIDE, 3)

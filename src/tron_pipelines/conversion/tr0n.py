@@ -32,6 +32,15 @@ SAMPLING_PRESETS = {
         "default_num_inference_steps": 100,
         "default_num_augmentations": 50,
     },
+    # Diffusion generators (`DiffusionSamplerGenerator`, `ConsistencyModelGenerator`): every Langevin step runs the
+    # whole sampler forward and backward, so fewer steps than for a GAN; the latent is the flattened initial noise,
+    # thousands of N(0, I) values, which a mild momentum and an unclamped step of about one clipped gradient keep near
+    # its typical set. Chosen on `tron-mnist-ddim` (see its model card).
+    "diffusion": {
+        "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
+        "default_num_inference_steps": 10,
+        "default_num_augmentations": 8,
+    },
 }
 
 
@@ -155,6 +164,19 @@ def load_encoder(name_or_path: str | os.PathLike):
     return encoder, None, None
 
 
+def placeholder_translator(generator, encoder) -> TranslatorModel:
+    """The smallest translator that fits ``generator`` and ``encoder`` (one component, hidden size 1, untrained): it
+    makes a pipeline folder that `tron train-translator` can start from (the trainer builds its own translator), without
+    a mean head of ``hidden_dim x K x latent_dim`` weights for large latents."""
+    from ..encoders import EncoderAdapter
+
+    auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
+    return TranslatorModel(
+        condition_dim=EncoderAdapter(encoder).condition_dim, latent_dim=generator.latent_dim, num_components=1, hidden_dim=1,
+        latent_threshold=generator.main_latent.threshold, auxiliary_latent_dims=auxiliary or None,
+    ).eval()
+
+
 def assemble_pipeline(
     translator: TranslatorModel,
     generator,
@@ -250,5 +272,6 @@ __all__ = [
     "load_generator",
     "load_tr0n_translator",
     "pipeline_model_card",
+    "placeholder_translator",
     "translator_config_from_tr0n",
 ]

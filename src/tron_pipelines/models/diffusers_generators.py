@@ -208,6 +208,15 @@ class UNetSamplerGenerator(DiffusersGenerator):
         """Extra keyword arguments of ``scheduler.step`` for one call (none: the deterministic samplers draw nothing)."""
         return {}
 
+    def with_num_sampler_steps(self, num_sampler_steps: int) -> "UNetSamplerGenerator":
+        """The same G with another number of sampler steps, sharing this one's networks (no copy of the weights) and
+        its gradient checkpointing setting."""
+        config = {**public_config(self.config), "num_sampler_steps": num_sampler_steps}
+        generator = assemble_with_modules(type(self), config, unet=self.unet, decoder=self.decoder)
+        if self.gradient_checkpointing:
+            generator.enable_gradient_checkpointing()
+        return generator.train(self.training)
+
     @classmethod
     def _from_pipeline_components(cls, name_or_path, index: dict, num_sampler_steps: int, scheduler_class: str,
                                   scheduler_overrides: dict | None, decoder_component: str | None, loading_kwargs: dict,
