@@ -36,7 +36,7 @@ def register_generate(subparsers) -> None:
         "generate",
         help="Generate images for a prompt or a class label (offline with the embedded pipelines).",
         description="Generate images with a TR0N pipeline: a local folder, an embedded name (tron-mnist, "
-        "tron-mnist-text) or a Hub id. Writes OUT/0.png ..., OUT/grid.png and OUT/manifest.json.",
+        "tron-mnist-text, tron-mnist-ddim) or a Hub id. Writes OUT/0.png ..., OUT/grid.png and OUT/manifest.json.",
     )
     parser.add_argument("prompt", nargs="?", default=None, help="Text condition (text pipelines).")
     parser.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"Pipeline folder, embedded name or Hub id (default {DEFAULT_PIPELINE}).")
