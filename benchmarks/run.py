@@ -62,12 +62,12 @@ FULL = {
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", help=f"Sections to run, of {', '.join(SECTIONS)} (default: all but sampler).")
-    parser.add_argument("--pipeline", default="tron-mnist", help="Class pipeline: embedded name or folder.")
+    parser.add_argument("--pipeline", default="tron-mnist", help="Class pipeline: embedded name or folder ('' skips it in the quality section).")
     parser.add_argument("--text_pipeline", default="tron-mnist-text",
-                        help="Text pipeline for the quality section; skipped with a note when it cannot be loaded.")
+                        help="Text pipeline for the quality section ('' to skip it); skipped with a note when it cannot be loaded.")
     parser.add_argument("--diffusion_pipeline", default="tron-mnist-ddim",
-                        help="Class pipeline with a diffusion G for the quality section (small sizes: every Langevin step "
-                             "runs the sampler); skipped with a note when it cannot be loaded.")
+                        help="Class pipeline with a diffusion G for the quality section (smaller sizes: every Langevin step "
+                             "runs the sampler; '' to skip it); skipped with a note when it cannot be loaded.")
     parser.add_argument("--speed_workloads", nargs="+", default=None,
                         help=f"Workloads of the speed sections: pipelines or {SYNTHETIC_WORKLOADS} "
                              "(default: --pipeline and biggan-tiny).")
@@ -170,6 +170,8 @@ def run_quality(args, sizes, output_dir: Path, emit) -> None:
     # Labels name the results and files: the class and text pipelines by their kind, the diffusion one apart.
     for name, overrides, label in ((args.pipeline, {}, None), (args.text_pipeline, sizes["text"], None),
                                    (args.diffusion_pipeline, sizes["diffusion"], "diffusion")):
+        if not name:
+            continue
         try:
             workload = load_workload(name, args.device)
         except (OSError, ValueError) as error:
