@@ -25,6 +25,7 @@ from conftest import tiny_clip, tiny_generator
 from tron_pipelines import LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.training import (
     ConditionNoise,
+    FunctionRoute,
     PairCache,
     PairCacheError,
     PairSource,
@@ -186,13 +187,13 @@ def test_cache_made_with_other_settings_is_rejected(cache_dir, source):
         generate_pairs(source, cache_dir, NUM_PAIRS, PAIRS_PER_SHARD, seed=1, generation_batch_size=16, show_progress=False)
 
 
-def test_condition_fn_route_is_used_and_recorded(source, tmp_path):
-    def caption_route(images, adapter):
-        # Stand-in for a captioner: bright images are "a red car", dark ones "a cat".
+def test_custom_condition_function_route_is_used_and_recorded(source, tmp_path):
+    def toy_route(images, adapter):
+        # Bright images are "a red car", dark ones "a cat".
         captions = ["a red car" if image.mean() > 0 else "a cat" for image in images]
         return adapter.encode_prompts(captions, images.device)
 
-    route = PairSource(source.generator, source.adapter, caption_route, condition_name="toy_captions")
+    route = PairSource(source.generator, source.adapter, FunctionRoute(toy_route, "toy_captions"))
     pairs = route.make_pairs(8, seed=3, batch_size=4)
     images = source.generator.generate(pairs["latents"])
     expected = source.adapter.encode_prompts(["a red car" if image.mean() > 0 else "a cat" for image in images], "cpu")
@@ -200,7 +201,7 @@ def test_condition_fn_route_is_used_and_recorded(source, tmp_path):
     generate_pairs(route, tmp_path / "captions", 8, 4, generation_batch_size=4, show_progress=False)
     assert read_manifest(tmp_path / "captions")["condition"] == {"route": "toy_captions", "dim": 16}
 
-    wrong = PairSource(source.generator, source.adapter, lambda images, adapter: torch.zeros(len(images), 3), "wrong")
+    wrong = PairSource(source.generator, source.adapter, FunctionRoute(lambda images, adapter: torch.zeros(len(images), 3), "wrong"))
     with pytest.raises(ValueError, match=r"shape \(4, 3\).*expected \(4, 16\)"):
         wrong.make_pairs(4, seed=0, batch_size=4)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-from train_clip import caption_words
+from captions import caption_words
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
