@@ -6,24 +6,16 @@ Tiny CPU models, offline, one thread.
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from accelerate.state import AcceleratorState, GradientState
-from transformers import (
-    BertTokenizer,
-    BlipConfig,
-    BlipForConditionalGeneration,
-    BlipImageProcessor,
-    BlipProcessor,
-    BlipTextConfig,
-    BlipVisionConfig,
-)
 
 from conftest import WORDS, tiny_clip, tiny_generator
-from test_training import save_pipeline, train_args
+from test_training import train_args
 from tron_pipelines import EncoderAdapter, TronPipeline
 from tron_pipelines.captioning import Captioner, TransformersCaptioner, load_captioner
 from tron_pipelines.cli import main as cli_main
@@ -34,11 +26,13 @@ from tron_pipelines.training import (
     PairCacheError,
     PairSource,
     generate_pairs,
-    load_training_pipeline,
     read_manifest,
     reencode_pairs,
     train_translator,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from bench_caption_route import random_blip  # noqa: E402  (the random BLIP the pair-cost benchmark times)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -78,34 +72,10 @@ class QuartileCaptioner(Captioner):
         return {"class": "test_caption_route.QuartileCaptioner"}
 
 
-def tiny_blip(folder: Path) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    """A random BLIP captioner (2-layer ViT on 16 px, 2-layer BERT decoder) with a word-level tokenizer."""
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "picture", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizer(str(folder / "vocab.txt"), model_max_length=32, bos_token="[DEC]")
-    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 16, "width": 16}), tokenizer=tokenizer)
-    torch.manual_seed(3)
-    text = BlipTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=32, bos_token_id=vocab.index("[DEC]"), sep_token_id=3, eos_token_id=3, pad_token_id=0,
-    )
-    vision = BlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=4)
-    return BlipForConditionalGeneration(BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict())).eval(), processor
-
-
 @pytest.fixture(scope="module")
 def blip(tmp_path_factory):
-    return tiny_blip(tmp_path_factory.mktemp("blip"))
-
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory, tokenizer) -> Path:
-    return save_pipeline(tmp_path_factory.mktemp("pipeline") / "tiny", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def source(pipeline_dir) -> PairSource:
-    return PairSource.from_pipeline(load_training_pipeline(pipeline_dir))
+    """A random BLIP captioner: 2-layer ViT on 16 px, 2-layer BERT decoder, the test tokenizer's words."""
+    return random_blip(tmp_path_factory.mktemp("blip"), WORDS, hidden_size=32, num_layers=2, num_heads=2, image_size=16, patch_size=4, seed=3)
 
 
 def cache_contents(folder: Path) -> dict:

@@ -19,10 +19,9 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
-from transformers import CLIPImageProcessor
 
-from conftest import tiny_clip, tiny_generator
-from tron_pipelines import LangevinScheduler, TranslatorModel, TronPipeline
+from conftest import save_pipeline
+from tron_pipelines import TranslatorModel, TronPipeline
 from tron_pipelines.training import (
     ConditionNoise,
     FunctionRoute,
@@ -33,7 +32,6 @@ from tron_pipelines.training import (
     estimate_condition_covariance,
     files_to_upload,
     generate_pairs,
-    load_training_pipeline,
     parse_train_args,
     read_manifest,
     train_translator,
@@ -55,35 +53,6 @@ SUBPROCESS_ENV = {
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
-
-
-def save_pipeline(folder: Path, tokenizer, generator_seed: int = 0) -> Path:
-    """A tiny CLIP pipeline saved without a translator (training builds its own)."""
-    torch.manual_seed(1)
-    pipe = TronPipeline(
-        translator=TranslatorModel(condition_dim=16, latent_dim=8, num_components=3, hidden_dim=32),
-        generator=tiny_generator(generator_seed),
-        encoder=tiny_clip(len(tokenizer)),
-        scheduler=LangevinScheduler(step_size=0.5, noise_std=0.01),
-        tokenizer=tokenizer,
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
-    )
-    pipe.save_pretrained(folder)
-    shutil.rmtree(folder / "translator")
-    index = json.loads((folder / "model_index.json").read_text())
-    index["translator"] = [None, None]
-    (folder / "model_index.json").write_text(json.dumps(index))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory, tokenizer) -> Path:
-    return save_pipeline(tmp_path_factory.mktemp("pipeline") / "tiny", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def source(pipeline_dir) -> PairSource:
-    return PairSource.from_pipeline(load_training_pipeline(pipeline_dir))
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,18 @@
 """Train the translators of the embedded MNIST pipelines and assemble `tron-mnist` and `tron-mnist-text`.
 
-Needs the frozen parts from the other scripts of this folder (generator, classifier f, CLIP). Each translator is
-trained with this package's own trainer (`tron train-translator`) on synthetic pairs z ~ N(0, I), c = f(G(z)):
-class probabilities for `tron-mnist`, CLIP *image* embeddings with norm-matched condition noise for
-`tron-mnist-text` (at sampling time the condition is a CLIP *text* embedding, as in the method).
+Needs the frozen parts from the other scripts of this folder (generator, classifier f, CLIP), or takes them from the
+embedded pipelines themselves (`--from_embedded`). Each translator is trained with this package's own trainer
+(`tron train-translator`) on synthetic pairs z ~ N(0, I), c = f(G(z)): class probabilities for `tron-mnist`; for
+`tron-mnist-text`, the route in `PAIR_ARGS` (the CLIP *text* embedding of a caption of G(z) written by
+`captions.MnistCaptioner`, as the CLIP's training captions were, so that training and prompt conditions come from the
+same text encoder; see its model card for the comparison with image embeddings).
 
     python examples/mnist/build_pipelines.py --generator outputs/mnist/generator --classifier outputs/mnist/classifier \
         --clip outputs/mnist/clip --work_dir outputs/build --output_root src/tron_pipelines/pretrained
+
+Rebuild one translator from the frozen parts the package ships (what the committed `tron-mnist-text` was made with):
+
+    python examples/mnist/build_pipelines.py --from_embedded --only tron-mnist-text --work_dir outputs/build
 
 After a change of the sampling settings below, reassemble without training, from the trained pipelines of a build or
 from the embedded pipelines themselves (their model cards are kept):
@@ -24,6 +30,7 @@ from captions import caption_words
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
+from tron_pipelines.pretrained import EMBEDDED_ROOT
 from tron_pipelines.training.arguments import parse_train_args
 from tron_pipelines.training.train import train_translator
 
@@ -55,20 +62,37 @@ TRAINING_ARGS = [
     "--max_train_steps", "2000", "--learning_rate", "1e-3", "--lr_warmup_steps", "100", "--validation_steps", "1000",
     "--checkpointing_steps", "100000", "--generation_batch_size", "500", "--overwrite_output_dir",
 ]
-CONDITION_NOISE = {"tron-mnist": ["--condition_noise", "none"], "tron-mnist-text": ["--condition_noise", "adaptive", "--condition_noise_scale", "0.3"]}
+# How each translator's pairs are made (`tron train-translator` options).
+PAIR_ARGS = {
+    "tron-mnist": ["--condition_noise", "none"],
+    "tron-mnist-text": ["--condition_route", "caption", "--captioner", "captions:MnistCaptioner", "--condition_noise", "none"],
+}
+
+
+def frozen_part_folders(args) -> dict[str, Path]:
+    """Folders of the generator, the classifier f and the CLIP (model, tokenizer and image processor)."""
+    if args.from_embedded:
+        text = EMBEDDED_ROOT / "tron-mnist-text"
+        return {
+            "generator": text / "generator", "classifier": EMBEDDED_ROOT / "tron-mnist" / "encoder", "clip": text / "encoder",
+            "tokenizer": text / "tokenizer", "image_processor": text / "image_processor",
+        }
+    return {"generator": args.generator, "classifier": args.classifier, "clip": args.clip, "tokenizer": args.clip, "image_processor": args.clip}
 
 
 def base_pipelines(args) -> dict[str, TronPipeline]:
     """The frozen parts with an untrained translator of the right size (the trainer builds its own)."""
-    generator = ConvGenerator.from_pretrained(args.generator).eval()
-    classifier = ConvClassifier.from_pretrained(args.classifier).eval()
-    clip = CLIPModel.from_pretrained(args.clip).eval()
+    folders = frozen_part_folders(args)
+    generator = ConvGenerator.from_pretrained(folders["generator"]).eval()
+    classifier = ConvClassifier.from_pretrained(folders["classifier"]).eval()
+    clip = CLIPModel.from_pretrained(folders["clip"]).eval()
     untrained = lambda condition_dim: TranslatorModel(condition_dim=condition_dim, latent_dim=generator.latent_dim)  # noqa: E731
     return {
         "tron-mnist": TronPipeline(untrained(classifier.config.num_classes), generator, classifier, LangevinScheduler()),
         "tron-mnist-text": TronPipeline(
             untrained(clip.config.projection_dim), generator, clip, LangevinScheduler(),
-            tokenizer=AutoTokenizer.from_pretrained(args.clip), image_processor=CLIPImageProcessor.from_pretrained(args.clip),
+            tokenizer=AutoTokenizer.from_pretrained(folders["tokenizer"]),
+            image_processor=CLIPImageProcessor.from_pretrained(folders["image_processor"]),
         ),
     }
 
@@ -78,6 +102,12 @@ def main():
     parser.add_argument("--generator", help="Generator folder (training only).")
     parser.add_argument("--classifier", help="Classifier folder (training only).")
     parser.add_argument("--clip", help="CLIP folder (training only).")
+    parser.add_argument(
+        "--from_embedded", action="store_true",
+        help="Train from the frozen parts inside the embedded pipelines (tron-mnist's generator and CNN f, "
+        "tron-mnist-text's CLIP) instead of --generator, --classifier and --clip.",
+    )
+    parser.add_argument("--only", choices=list(SAMPLING), default=None, help="Build this pipeline only.")
     parser.add_argument("--work_dir", default="outputs/build")
     parser.add_argument("--output_root", default="src/tron_pipelines/pretrained")
     parser.add_argument("--seed", type=int, default=0)
@@ -88,12 +118,12 @@ def main():
         "and reassemble them with SAMPLING.",
     )
     args = parser.parse_args()
-    if args.reassemble_from is None and not (args.generator and args.classifier and args.clip):
-        parser.error("training needs --generator, --classifier and --clip (or --reassemble_from to skip training).")
+    if args.reassemble_from is None and not (args.from_embedded or (args.generator and args.classifier and args.clip)):
+        parser.error("training needs --generator, --classifier and --clip, or --from_embedded (or --reassemble_from to skip training).")
     torch.manual_seed(args.seed)
     work = Path(args.work_dir)
     names = SAMPLING if args.reassemble_from else base_pipelines(args)
-    for name in names:
+    for name in [args.only] if args.only else names:
         if args.reassemble_from:
             trained = TronPipeline.from_pretrained(args.reassemble_from.format(name=name))
             report = f"reassembled from {args.reassemble_from.format(name=name)}"
@@ -102,7 +132,7 @@ def main():
             save_pretrained_atomically(names[name], base_dir)
             train_args = parse_train_args(
                 ["--pipeline", str(base_dir), "--pairs_dir", str(work / f"pairs-{name}"), "--output_dir", str(work / f"trained-{name}"),
-                 "--seed", str(args.seed), *TRAINING_ARGS, *CONDITION_NOISE[name]]
+                 "--seed", str(args.seed), *TRAINING_ARGS, *PAIR_ARGS[name]]
             )
             result = train_translator(train_args)
             trained = TronPipeline.from_pretrained(result.output_dir)
