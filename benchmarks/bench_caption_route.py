@@ -9,8 +9,8 @@ measures, the one `tron-mnist-text` is built with) and two random BLIP captioner
 search, 3 beams, 5-20 tokens), a tiny one (2-layer ViT on 28 px, 2-layer decoder, 64 words) and one of BLIP base's
 size (ViT-B/16 at 384 px, BERT-base decoder, 30,524 words): a forward pass costs the same with random weights, so
 this is the real cost of the method's captioner, without a download. Each route is timed end to end
-(`PairSource.make_pairs`: render, caption, encode), with the time of rendering alone and of captioning alone (on
-the same images) beside it.
+(`PairSource.make_pairs`: render, caption, encode), and each part again on its own with the same inputs (the parts
+need not add up exactly: timings on a shared machine move).
 """
 
 import argparse
@@ -74,29 +74,39 @@ def random_blip_of_size(size: str, folder: Path):
 
 
 def time_route(pipe, route, num_pairs: int, batch_size: int) -> dict:
-    """Seconds of `make_pairs` with ``route``, of rendering the same latents, and of captioning the images."""
+    """Seconds of `make_pairs` with ``route`` end to end, and of each part on its own with the same inputs:
+    rendering the latents, captioning the images that were captioned, encoding the conditions."""
     from tron_pipelines.training import PairSource
 
-    source = PairSource.from_pipeline(pipe, route)
-    start = time.perf_counter()
+    source, adapter = PairSource.from_pipeline(pipe, route), pipe.encoder_adapter
     with warnings.catch_warnings():
         # A random BLIP's captions are longer than the small CLIP reads; the truncation warning is expected.
         warnings.simplefilter("ignore")
-        pairs = source.make_pairs(num_pairs, seed=0, batch_size=batch_size)
-    total = time.perf_counter() - start
-    with torch.no_grad():
         start = time.perf_counter()
-        images = [pipe.generator.generate(chunk) for chunk in pairs["latents"].split(batch_size)]
-        render = time.perf_counter() - start
-        caption = 0.0
-        captioner = getattr(route, "captioner", None)
-        if captioner is not None:
-            start = time.perf_counter()
-            for chunk in images:
-                captioner(chunk, torch.Generator().manual_seed(0))
-            caption = (time.perf_counter() - start) * getattr(route, "caption_ratio", 1.0)
-    example = next((text for text in pairs.get("captions", []) if text is not None), "")
-    return {"pairs": num_pairs, "total": total, "render": render, "caption": caption, "example": example}
+        pairs = source.make_pairs(num_pairs, seed=0, batch_size=batch_size)
+        total = time.perf_counter() - start
+        captions = pairs.get("captions", [None] * num_pairs)
+        parts = {"render": 0.0, "caption": 0.0, "encode": 0.0}
+        with torch.no_grad():
+            for begin in range(0, num_pairs, batch_size):
+                rows = range(begin, min(begin + batch_size, num_pairs))
+                start = time.perf_counter()
+                images = pipe.generator.generate(pairs["latents"][begin : rows.stop])
+                parts["render"] += time.perf_counter() - start
+                captioned = [row - begin for row in rows if captions[row] is not None]
+                others = [row - begin for row in rows if captions[row] is None]
+                if captioned:
+                    start = time.perf_counter()
+                    route.captioner(images[captioned], torch.Generator().manual_seed(0))
+                    parts["caption"] += time.perf_counter() - start
+                start = time.perf_counter()
+                if captioned:
+                    adapter.encode_prompts([captions[begin + row] for row in captioned], images.device)
+                if others:
+                    adapter.encode_generated(images[others])
+                parts["encode"] += time.perf_counter() - start
+    example = next((text for text in captions if text is not None), "")
+    return {"total": total, **parts, "example": example}
 
 
 def main():
@@ -138,15 +148,14 @@ def main():
                 rows.append(("caption", label, CaptionRoute(captioner.to(device)), count, min(args.batch_size, 16 if size == "base" else args.batch_size)))
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         print(f"{args.pipeline} on {device_name}, torch {torch.__version__}, load average {os.getloadavg()}\n")
-        print("| route | captioner | pairs | ms per pair | pairs/s | of which: render / caption / encode (ms per pair) | example caption |")
+        print("| route | captioner | pairs | ms per pair | pairs/s | parts alone: render / caption / encode (ms per pair) | example caption |")
         print("|---|---|---|---|---|---|---|")
         for name, label, route, count, batch_size in rows:
             timing = time_route(pipe, route, count, batch_size)
             per_pair = 1000 / count
-            encode = timing["total"] - timing["render"] - timing["caption"]
             print(
-                f"| {name} | {label} | {count:,} | {timing['total'] * per_pair:.2f} | {count / timing['total']:,.0f} | "
-                f"{timing['render'] * per_pair:.2f} / {timing['caption'] * per_pair:.2f} / {encode * per_pair:.2f} | "
+                f"| {name} | {label} | {count:,} | {timing['total'] * per_pair:.2f} | {count / timing['total']:,.1f} | "
+                f"{timing['render'] * per_pair:.2f} / {timing['caption'] * per_pair:.2f} / {timing['encode'] * per_pair:.2f} | "
                 f"{timing['example'][:40]!r} |",
                 flush=True,
             )
