@@ -70,17 +70,6 @@ def tiny_tokenizer(tmp_path_factory) -> CLIPTokenizer:
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
 
 
-@pytest.fixture(scope="module")
-def single_thread():
-    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("single_thread")``): on the shared
-    2-core test machine, OpenMP threads competing with other processes stall small-tensor workloads far more than a
-    second thread speeds them up."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory):
     return tiny_tokenizer(tmp_path_factory)

@@ -38,14 +38,7 @@ SMALL_DEEP_CONFIG = BigGANConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on the shared 2-core test machine, OpenMP threads competing with other processes stall
-    these small-tensor workloads far more than a second thread speeds them up."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_script(name: str):

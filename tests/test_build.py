@@ -18,20 +18,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from accelerate.state import AcceleratorState, GradientState
 from transformers import CLIPImageProcessor
 
-from conftest import tiny_clip
+from conftest import reset_accelerate_state, tiny_clip
 from test_biggan import biggan_pytorch_state_dict, random_package_biggan
-# Imported fixtures apply here too (both autouse): one thread per test process, and a fresh Accelerate state after each
-# in-process build (its state is a process-wide singleton).
-from test_training import KILLER, SUBPROCESS_ENV, free_port, fresh_accelerate_state, one_thread, shard_contents  # noqa: F401
+from test_training import KILLER, SUBPROCESS_ENV, free_port, shard_contents
 from test_tron_biggan import TINY_DEEP
 from tron_pipelines import ConvClassifier, ConvGenerator, TronPipeline
 from tron_pipelines import build as tron_build
 from tron_pipelines.cli import main
 from tron_pipelines.conversion.formats import GENERATOR_FORMATS, UnknownGeneratorFormatError, detect_generator_format
 from tron_pipelines.training import files_to_upload, read_manifest
+
+# One thread per test process, and a fresh Accelerate state after each in-process build (a process-wide singleton).
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Measured on the reference build: the mean Langevin energy of 4 images for "a red car" falls from 0.182 (first 3 of 15
@@ -99,8 +99,7 @@ def reference(sources, tmp_path_factory) -> tuple[Path, str]:
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(build_argv(sources, output)) == 0
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     return output, printed.getvalue()
 
 
@@ -226,7 +225,7 @@ def test_push_uploads_the_pipeline_folder_once(reference, sources, tmp_path, mon
     assert repo_id == "org/tiny-tron" and "README.md" in files and "samples/grid.png" in files and "translator/config.json" in files
     assert not [name for name in files if name.startswith(("stages", "checkpoint", "build.json"))]
     assert 'TronPipeline.from_pretrained("org/tiny-tron")' in (output / "pipeline" / "README.md").read_text()
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
     main(argv)
     assert len(uploads) == 1 and stage_lines(capsys.readouterr().out)["push"] == "skipped (recorded time)"
 
