@@ -34,7 +34,7 @@ from tron_pipelines.training import (
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from bench_caption_route import random_blip  # noqa: E402  (the random BLIP the pair-cost benchmark times)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
