@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pipeline", default="tron-mnist", help="Class pipeline: embedded name or folder.")
     parser.add_argument("--text_pipeline", default="tron-mnist-text",
                         help="Text pipeline for the quality section; skipped with a note when it cannot be loaded.")
+    parser.add_argument("--quality_only", choices=["class", "text"], default=None,
+                        help="Quality section: measure only the class (--pipeline) or only the text (--text_pipeline) pipeline.")
     parser.add_argument("--speed_workloads", nargs="+", default=None,
                         help=f"Workloads of the speed sections: pipelines or {SYNTHETIC_WORKLOADS} "
                              "(default: --pipeline and biggan-tiny).")
@@ -149,7 +151,10 @@ def run_quality(args, sizes, output_dir: Path, emit) -> None:
     evaluator_dir = args.eval_classifier or DEFAULT_EVAL_CLASSIFIER
     evaluator = MnistEvaluator(evaluator_dir) if Path(evaluator_dir).is_dir() else None
     results = {}
-    for name, overrides in ((args.pipeline, {}), (args.text_pipeline, sizes["text"])):
+    pipelines = {"class": (args.pipeline, {}), "text": (args.text_pipeline, sizes["text"])}
+    for kind, (name, overrides) in pipelines.items():
+        if args.quality_only not in (None, kind):
+            continue
         try:
             workload = load_workload(name, args.device)
         except (OSError, ValueError) as error:

@@ -21,6 +21,7 @@ from the embedded pipelines themselves (their model cards are kept):
 """
 
 import argparse
+import shlex
 from pathlib import Path
 
 import torch
@@ -112,6 +113,11 @@ def main():
     parser.add_argument("--output_root", default="src/tron_pipelines/pretrained")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--train_overrides", default="",
+        help="`tron train-translator` options that replace the recipe's for a trial build, e.g. "
+        "\"--condition_route mix --caption_ratio 0.5 --num_pairs 50000\" (written to --output_root like a real build).",
+    )
+    parser.add_argument(
         "--reassemble_from", default=None,
         help="Skip training: take each pipeline's trained parts from this folder pattern ({name} = tron-mnist, "
         "tron-mnist-text), e.g. 'outputs/build/trained-{name}' or the embedded 'src/tron_pipelines/pretrained/{name}', "
@@ -132,7 +138,8 @@ def main():
             save_pretrained_atomically(names[name], base_dir)
             train_args = parse_train_args(
                 ["--pipeline", str(base_dir), "--pairs_dir", str(work / f"pairs-{name}"), "--output_dir", str(work / f"trained-{name}"),
-                 "--seed", str(args.seed), *TRAINING_ARGS, *PAIR_ARGS[name]]
+                 "--seed", str(args.seed), *TRAINING_ARGS, *PAIR_ARGS[name],
+                 *shlex.split(args.train_overrides)]
             )
             result = train_translator(train_args)
             trained = TronPipeline.from_pretrained(result.output_dir)
