@@ -14,6 +14,12 @@ Rebuild one translator from the frozen parts the package ships (what the committ
 
     python examples/mnist/build_pipelines.py --from_embedded --only tron-mnist-text --work_dir outputs/build
 
+A trial with other pair or training options (how the caption route was chosen over a 50/50 mix, on tuning seeds with
+`benchmarks/bench_compare_pipelines.py`):
+
+    python examples/mnist/build_pipelines.py --from_embedded --only tron-mnist-text --work_dir outputs/build-mix \
+        --output_root outputs/mix --train_overrides "--condition_route mix --caption_ratio 0.5"
+
 After a change of the sampling settings below, reassemble without training, from the trained pipelines of a build or
 from the embedded pipelines themselves (their model cards are kept):
 
