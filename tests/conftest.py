@@ -1,6 +1,9 @@
 """Tiny random components, built in-process, for offline tests."""
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -183,3 +186,36 @@ def fill_hub_cache(folder, cache_dir, repo_id):
     shutil.copytree(folder, repo_cache / "snapshots" / HUB_COMMIT)
     (repo_cache / "refs").mkdir(parents=True)
     (repo_cache / "refs" / "main").write_text(HUB_COMMIT)
+
+
+def save_pipeline(folder: Path, tokenizer, generator_seed: int = 0) -> Path:
+    """A tiny CLIP pipeline saved without a translator (training builds its own)."""
+    torch.manual_seed(1)
+    pipe = TronPipeline(
+        translator=TranslatorModel(condition_dim=16, latent_dim=8, num_components=3, hidden_dim=32),
+        generator=tiny_generator(generator_seed),
+        encoder=tiny_clip(len(tokenizer)),
+        scheduler=LangevinScheduler(step_size=0.5, noise_std=0.01),
+        tokenizer=tokenizer,
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+    )
+    pipe.save_pretrained(folder)
+    shutil.rmtree(folder / "translator")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["translator"] = [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny CLIP pipeline folder without a translator, shared by a test module."""
+    return save_pipeline(tmp_path_factory.mktemp("pipeline") / "tiny", tokenizer)
+
+
+@pytest.fixture(scope="module")
+def source(pipeline_dir):
+    """Pairs of `pipeline_dir` by the image route."""
+    from tron_pipelines.training import PairSource, load_training_pipeline
+
+    return PairSource.from_pipeline(load_training_pipeline(pipeline_dir))

@@ -38,7 +38,7 @@ def test_readme_command_writes_a_grid(tmp_path):
 
 def test_text_pipeline_warns_about_words_it_never_learned():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "mnist"))
-    from train_clip import caption_words
+    from captions import caption_words
 
     pipe = TronPipeline.from_pretrained("tron-mnist-text")
     pipe.set_progress_bar_config(disable=True)

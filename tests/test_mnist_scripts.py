@@ -159,3 +159,35 @@ def test_train_clip(tmp_path):
         image = model.get_image_features(pixel_values=pixel_values)
     text, image = (t if isinstance(t, torch.Tensor) else t.pooler_output for t in (text, image))
     assert text.shape == (3, model.config.projection_dim) and image.shape == (1, model.config.projection_dim)
+
+
+def test_mnist_captioner_describes_digits_as_the_clip_training_captions_did():
+    from captions import SIZE_WORDS, SLANT_PHRASES, STROKE_WEIGHT_WORDS, MnistCaptioner, attribute_codes, sample_captions
+
+    from tron_pipelines.captioning import seed_from
+
+    split = data.load_split()
+    images, labels = split.held_out_images[:64], split.held_out_labels[:64]
+    pixels = torch.from_numpy(images).unsqueeze(1) * 2 - 1  # as G makes them, in [-1, 1]
+    captioner = MnistCaptioner(attribute_probability=1.0)  # f of tron-mnist; every measured attribute named
+    read = captioner.labels(pixels)
+    assert (read == labels).mean() > 0.9
+    captions = captioner(pixels, torch.Generator().manual_seed(0))
+
+    # Each caption names the digit f read and exactly the attributes measured on the pixels, in their phrasings.
+    codes = data.attribute_categories(((pixels[:, 0] + 1) / 2).numpy(), read)
+    for index, caption in enumerate(captions):
+        words = caption.replace(",", " ").split()
+        assert data.DIGIT_WORDS[read[index]] in words or str(read[index]) in words, caption
+        for attribute, groups in (("stroke_weight", STROKE_WEIGHT_WORDS), ("size", SIZE_WORDS)):
+            named = [code for code, group in enumerate(groups) if set(group) & set(words)]
+            assert named == ([] if codes[attribute][index] == data.UNSPECIFIED else [codes[attribute][index]]), caption
+        slants = [code for code, group in enumerate(SLANT_PHRASES) if any(caption.endswith(phrase) for phrase in group)]
+        assert slants == ([] if codes["slant"][index] == data.UNSPECIFIED else [codes["slant"][index]]), caption
+    assert len(set(captions)) > 32  # phrasing variants, not one template
+
+    # The draws are those of the caption code `train_clip.py` trains with, seeded from the caller's generator.
+    rng = np.random.default_rng(seed_from(torch.Generator().manual_seed(0)))
+    grey = ((pixels[:, 0] + 1) / 2).numpy()
+    assert captions == sample_captions(read, attribute_codes(grey, read), 1.0, rng)[0]
+    assert captioner.identity()["attribute_probability"] == 1.0

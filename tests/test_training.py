@@ -19,12 +19,12 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
-from transformers import CLIPImageProcessor
 
-from conftest import tiny_clip, tiny_generator
-from tron_pipelines import LangevinScheduler, TranslatorModel, TronPipeline
+from conftest import save_pipeline
+from tron_pipelines import TranslatorModel, TronPipeline
 from tron_pipelines.training import (
     ConditionNoise,
+    FunctionRoute,
     PairCache,
     PairCacheError,
     PairSource,
@@ -32,7 +32,6 @@ from tron_pipelines.training import (
     estimate_condition_covariance,
     files_to_upload,
     generate_pairs,
-    load_training_pipeline,
     parse_train_args,
     read_manifest,
     train_translator,
@@ -54,35 +53,6 @@ SUBPROCESS_ENV = {
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
-
-
-def save_pipeline(folder: Path, tokenizer, generator_seed: int = 0) -> Path:
-    """A tiny CLIP pipeline saved without a translator (training builds its own)."""
-    torch.manual_seed(1)
-    pipe = TronPipeline(
-        translator=TranslatorModel(condition_dim=16, latent_dim=8, num_components=3, hidden_dim=32),
-        generator=tiny_generator(generator_seed),
-        encoder=tiny_clip(len(tokenizer)),
-        scheduler=LangevinScheduler(step_size=0.5, noise_std=0.01),
-        tokenizer=tokenizer,
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
-    )
-    pipe.save_pretrained(folder)
-    shutil.rmtree(folder / "translator")
-    index = json.loads((folder / "model_index.json").read_text())
-    index["translator"] = [None, None]
-    (folder / "model_index.json").write_text(json.dumps(index))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory, tokenizer) -> Path:
-    return save_pipeline(tmp_path_factory.mktemp("pipeline") / "tiny", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def source(pipeline_dir) -> PairSource:
-    return PairSource.from_pipeline(load_training_pipeline(pipeline_dir))
 
 
 @pytest.fixture(scope="module")
@@ -186,13 +156,13 @@ def test_cache_made_with_other_settings_is_rejected(cache_dir, source):
         generate_pairs(source, cache_dir, NUM_PAIRS, PAIRS_PER_SHARD, seed=1, generation_batch_size=16, show_progress=False)
 
 
-def test_condition_fn_route_is_used_and_recorded(source, tmp_path):
-    def caption_route(images, adapter):
-        # Stand-in for a captioner: bright images are "a red car", dark ones "a cat".
+def test_custom_condition_function_route_is_used_and_recorded(source, tmp_path):
+    def toy_route(images, adapter):
+        # Bright images are "a red car", dark ones "a cat".
         captions = ["a red car" if image.mean() > 0 else "a cat" for image in images]
         return adapter.encode_prompts(captions, images.device)
 
-    route = PairSource(source.generator, source.adapter, caption_route, condition_name="toy_captions")
+    route = PairSource(source.generator, source.adapter, FunctionRoute(toy_route, "toy_captions"))
     pairs = route.make_pairs(8, seed=3, batch_size=4)
     images = source.generator.generate(pairs["latents"])
     expected = source.adapter.encode_prompts(["a red car" if image.mean() > 0 else "a cat" for image in images], "cpu")
@@ -200,7 +170,7 @@ def test_condition_fn_route_is_used_and_recorded(source, tmp_path):
     generate_pairs(route, tmp_path / "captions", 8, 4, generation_batch_size=4, show_progress=False)
     assert read_manifest(tmp_path / "captions")["condition"] == {"route": "toy_captions", "dim": 16}
 
-    wrong = PairSource(source.generator, source.adapter, lambda images, adapter: torch.zeros(len(images), 3), "wrong")
+    wrong = PairSource(source.generator, source.adapter, FunctionRoute(lambda images, adapter: torch.zeros(len(images), 3), "wrong"))
     with pytest.raises(ValueError, match=r"shape \(4, 3\).*expected \(4, 16\)"):
         wrong.make_pairs(4, seed=0, batch_size=4)
 

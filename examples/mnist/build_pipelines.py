@@ -4,8 +4,9 @@
 Needs the frozen parts from the other scripts of this folder (GAN generator, classifier f, CLIP, diffusion model).
 Each translator is trained with this package's own trainer (`tron train-translator`) on synthetic pairs
 z ~ N(0, I), c = f(G(z)): class probabilities for `tron-mnist` and `tron-mnist-ddim` (the same classifier f; G the GAN
-or the diffusion model sampled by DDIM), CLIP *image* embeddings with norm-matched condition noise for
-`tron-mnist-text` (at sampling time the condition is a CLIP *text* embedding, as in the method).
+or the diffusion model sampled by DDIM); for `tron-mnist-text`, the route in `PAIR_ARGS` (the CLIP *text* embedding of
+a caption of G(z) written by `captions.MnistCaptioner`, as the CLIP's training captions were, so that training and
+prompt conditions come from the same text encoder; see its model card for the comparison with image embeddings).
 
     python examples/mnist/build_pipelines.py --generator outputs/mnist/generator --classifier outputs/mnist/classifier \
         --clip outputs/mnist/clip --ddpm outputs/mnist/ddpm/pipeline --work_dir outputs/build \
@@ -14,6 +15,16 @@ or the diffusion model sampled by DDIM), CLIP *image* embeddings with norm-match
 Every pipeline whose parts are given is trained, or those named by ``--pipelines``; e.g. ``--classifier
 src/tron_pipelines/pretrained/tron-mnist/encoder --ddpm outputs/mnist/ddpm/pipeline`` builds `tron-mnist-ddim` alone.
 
+Rebuild a translator from the frozen parts the package ships (what the committed `tron-mnist-text` was made with):
+
+    python examples/mnist/build_pipelines.py --from_embedded --pipelines tron-mnist-text --work_dir outputs/build
+
+A trial with other pair or training options (how the caption route was chosen over a 50/50 mix, on tuning seeds with
+`benchmarks/bench_compare_pipelines.py`):
+
+    python examples/mnist/build_pipelines.py --from_embedded --pipelines tron-mnist-text --work_dir outputs/build-mix \
+        --output_root outputs/mix --train_overrides "--condition_route mix --caption_ratio 0.5"
+
 After a change of the sampling settings below, reassemble without training, from the trained pipelines of a build or
 from the embedded pipelines themselves (their model cards are kept):
 
@@ -21,16 +32,18 @@ from the embedded pipelines themselves (their model cards are kept):
 """
 
 import argparse
+import shlex
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-from train_clip import caption_words
+from captions import caption_words
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
 from tron_pipelines.models import DiffusionSamplerGenerator
+from tron_pipelines.pretrained import EMBEDDED_ROOT
 from tron_pipelines.training.arguments import parse_train_args
 from tron_pipelines.training.train import train_translator
 
@@ -75,30 +88,45 @@ TRAINING_ARGS = [
     "--max_train_steps", "2000", "--learning_rate", "1e-3", "--lr_warmup_steps", "100", "--validation_steps", "1000",
     "--checkpointing_steps", "100000", "--generation_batch_size", "500", "--overwrite_output_dir",
 ]
-CONDITION_NOISE = {
+# How each translator's pairs are made (`tron train-translator` options).
+PAIR_ARGS = {
     "tron-mnist": ["--condition_noise", "none"],
-    "tron-mnist-text": ["--condition_noise", "adaptive", "--condition_noise_scale", "0.3"],
+    "tron-mnist-text": ["--condition_route", "caption", "--captioner", "captions:MnistCaptioner", "--condition_noise", "none"],
     "tron-mnist-ddim": ["--condition_noise", "none"],
 }
 # The frozen parts each pipeline is trained from (command-line arguments).
 PARTS = {"tron-mnist": ("generator", "classifier"), "tron-mnist-text": ("generator", "clip"), "tron-mnist-ddim": ("ddpm", "classifier")}
 
 
-def base_pipeline(name: str, args) -> TronPipeline:
+def part_folders(args) -> dict:
+    """Folders of the frozen parts: the command line's, or with ``--from_embedded`` the embedded pipelines' own
+    (tron-mnist's generator and CNN f, tron-mnist-text's CLIP; the DDPM is not embedded as a diffusers pipeline)."""
+    folders = {part: getattr(args, part) for part in ("generator", "classifier", "clip", "ddpm")}
+    if args.from_embedded:
+        folders.update(generator=EMBEDDED_ROOT / "tron-mnist" / "generator", classifier=EMBEDDED_ROOT / "tron-mnist" / "encoder",
+                       clip=EMBEDDED_ROOT / "tron-mnist-text")
+    return folders
+
+
+def base_pipeline(name: str, folders: dict) -> TronPipeline:
     """The frozen parts of pipeline ``name`` with an untrained translator of the right size (the trainer builds its
     own)."""
     if name == "tron-mnist-ddim":
-        generator = DiffusionSamplerGenerator.from_diffusers(args.ddpm, num_sampler_steps=DDIM_SAMPLER_STEPS)
+        generator = DiffusionSamplerGenerator.from_diffusers(folders["ddpm"], num_sampler_steps=DDIM_SAMPLER_STEPS)
     else:
-        generator = ConvGenerator.from_pretrained(args.generator).eval()
+        generator = ConvGenerator.from_pretrained(folders["generator"]).eval()
     if name == "tron-mnist-text":
-        clip = CLIPModel.from_pretrained(args.clip).eval()
+        # train_clip.py writes model, tokenizer and image processor to one folder; a pipeline keeps them in subfolders.
+        clip_folder = Path(folders["clip"])
+        subfolder = (lambda part: {"subfolder": part}) if (clip_folder / "encoder").is_dir() else (lambda part: {})
+        clip = CLIPModel.from_pretrained(clip_folder, **subfolder("encoder")).eval()
         translator = TranslatorModel(condition_dim=clip.config.projection_dim, latent_dim=generator.latent_dim)
         return TronPipeline(
             translator, generator, clip, LangevinScheduler(),
-            tokenizer=AutoTokenizer.from_pretrained(args.clip), image_processor=CLIPImageProcessor.from_pretrained(args.clip),
+            tokenizer=AutoTokenizer.from_pretrained(clip_folder, **subfolder("tokenizer")),
+            image_processor=CLIPImageProcessor.from_pretrained(clip_folder, **subfolder("image_processor")),
         )
-    classifier = ConvClassifier.from_pretrained(args.classifier).eval()
+    classifier = ConvClassifier.from_pretrained(folders["classifier"]).eval()
     translator = TranslatorModel(condition_dim=classifier.config.num_classes, latent_dim=generator.latent_dim)
     return TronPipeline(translator, generator, classifier, LangevinScheduler())
 
@@ -111,9 +139,19 @@ def main():
     parser.add_argument("--classifier", help="ConvClassifier folder, train_classifier.py (training tron-mnist, tron-mnist-ddim).")
     parser.add_argument("--clip", help="CLIP folder, train_clip.py (training tron-mnist-text).")
     parser.add_argument("--ddpm", help="DDPMPipeline folder, train_ddpm.py's pipeline/ (training tron-mnist-ddim).")
+    parser.add_argument(
+        "--from_embedded", action="store_true",
+        help="Train from the frozen parts inside the embedded pipelines (tron-mnist's generator and CNN f, "
+        "tron-mnist-text's CLIP) instead of --generator, --classifier and --clip.",
+    )
     parser.add_argument("--work_dir", default="outputs/build")
     parser.add_argument("--output_root", default="src/tron_pipelines/pretrained")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train_overrides", default="",
+        help="`tron train-translator` options that replace the recipe's for a trial build, e.g. "
+        "\"--condition_route mix --caption_ratio 0.5 --num_pairs 50000\" (written to --output_root like a real build).",
+    )
     parser.add_argument(
         "--reassemble_from", default=None,
         help="Skip training: take each pipeline's trained parts from this folder pattern ({name} = tron-mnist, "
@@ -121,11 +159,14 @@ def main():
         "and reassemble them with SAMPLING.",
     )
     args = parser.parse_args()
-    given = [name for name, parts in PARTS.items() if all(getattr(args, part) for part in parts)]
+    folders = part_folders(args)
+    given = [name for name, parts in PARTS.items() if all(folders[part] for part in parts)]
     names = args.pipelines or (list(SAMPLING) if args.reassemble_from else given)
-    missing = sorted({f"--{part} (for {name})" for name in names for part in PARTS[name] if not getattr(args, part)})
+    missing = sorted({f"--{part} (for {name})" for name in names for part in PARTS[name] if not folders[part]})
     if args.reassemble_from is None and (missing or not names):
-        parser.error(f"training needs {', '.join(missing) or 'the parts of a pipeline'} (or --reassemble_from to skip training).")
+        parser.error(
+            f"training needs {', '.join(missing) or 'the parts of a pipeline'} or --from_embedded (or --reassemble_from to skip training)."
+        )
     torch.manual_seed(args.seed)
     work = Path(args.work_dir)
     for name in names:
@@ -134,10 +175,10 @@ def main():
             report = f"reassembled from {args.reassemble_from.format(name=name)}"
         else:
             base_dir = work / f"base-{name}"
-            save_pretrained_atomically(base_pipeline(name, args), base_dir)
+            save_pretrained_atomically(base_pipeline(name, folders), base_dir)
             train_args = parse_train_args(
                 ["--pipeline", str(base_dir), "--pairs_dir", str(work / f"pairs-{name}"), "--output_dir", str(work / f"trained-{name}"),
-                 "--seed", str(args.seed), *TRAINING_ARGS, *CONDITION_NOISE[name]]
+                 "--seed", str(args.seed), *TRAINING_ARGS, *PAIR_ARGS[name], *shlex.split(args.train_overrides)]
             )
             result = train_translator(train_args)
             trained = TronPipeline.from_pretrained(result.output_dir)

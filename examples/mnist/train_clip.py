@@ -1,9 +1,10 @@
 """Train the small CLIP of the text-conditional MNIST pipeline: a transformers `CLIPModel` with an offline
 `CLIPTokenizer` and `CLIPImageProcessor`, learned contrastively from digits and captions made on the fly.
 
-Captions name the digit and, each at random, the attributes measured on the pixels by `data.attribute_categories`
-(stroke weight thin/bold, slant left/upright/right, size small/large), with phrasing variants: "a bold 7",
-"the number seven, leaning right", "seven", "a thin small 3". Several images in a batch can fit one caption ("seven"
+Captions (`captions.py`, shared with the caption route of the pipeline's translator) name the digit and, each at
+random, the attributes measured on the pixels by `data.attribute_categories` (stroke weight thin/bold, slant
+left/upright/right, size small/large), with phrasing variants: "a bold 7", "the number seven, leaning right",
+"seven", "a thin small 3". Several images in a batch can fit one caption ("seven"
 fits every 7), so the contrastive targets are spread uniformly over all matching pairs instead of the diagonal only.
 
 The tokenizer's BPE vocabulary is built here: every character a caption or a typical prompt may contain (and its
@@ -19,7 +20,6 @@ Model, tokenizer and image processor are saved together in ``--output_dir`` (the
 import argparse
 import json
 import math
-import re
 import string
 import time
 from collections import Counter
@@ -28,36 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from data import (
-    DIGIT_WORDS,
-    NUM_CLASSES,
-    SIZES,
-    SLANTS,
-    STROKE_WEIGHTS,
-    UNSPECIFIED,
-    attribute_categories,
-    load_split,
-)
+from captions import ATTRIBUTE_PROBABILITY, attribute_codes, caption_words, sample_captions
+from data import DIGIT_WORDS, NUM_CLASSES, SIZES, SLANTS, STROKE_WEIGHTS, UNSPECIFIED, attribute_categories, load_split
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
 
-# Phrasings per attribute category, index-aligned with data.STROKE_WEIGHTS / SIZES / SLANTS.
-STROKE_WEIGHT_WORDS = (("thin", "light", "fine"), ("bold", "thick", "heavy"))
-SIZE_WORDS = (("small", "little"), ("large", "big"))
-SLANT_PHRASES = (
-    ("leaning left", "leaning to the left", "slanted left", "tilted left"),
-    ("upright", "standing upright", "straight"),
-    ("leaning right", "leaning to the right", "slanted right", "tilted right"),
-)
-# Noun phrases; {adjectives} may be empty. The article is added afterwards ("a" or "an").
-DIGIT_TEMPLATES = ("{adjectives}{digit}", "the {adjectives}number {word}", "the {adjectives}digit {numeral}",
-                   "{adjectives}handwritten {digit}", "number {numeral}")
-ARTICLE_TEMPLATES = (0, 3)  # templates that may take "a"/"an" in front
 EXTRA_PROMPT_WORDS = ("a", "an", "of", "photo", "picture", "image", "drawing", "written", "in", "with", "and")
 # Characters of the BPE alphabet: what the CLIP pre-tokenizer can produce from plain ASCII text after lowercasing.
 ALPHABET = string.ascii_lowercase + string.digits + string.punctuation
-# Order of the attribute codes in a ``(B, 3)`` array.
-ATTRIBUTES = ("stroke_weight", "slant", "size")
 # Captions are at most ~12 tokens; the margin leaves room for longer user prompts.
 MAX_TEXT_LENGTH = 32
 BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
@@ -74,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--weight_decay", type=float, default=0.05)
-    parser.add_argument("--attribute_probability", type=float, default=0.6,
+    parser.add_argument("--attribute_probability", type=float, default=ATTRIBUTE_PROBABILITY,
                         help="Chance that each defined attribute of an image is named in its caption.")
     parser.add_argument("--text_hidden_size", type=int, default=64)
     parser.add_argument("--vision_hidden_size", type=int, default=64)
@@ -90,46 +68,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 # Captions.
 
 
-def with_article(phrase: str) -> str:
-    """Prefix "an" before "8"/"eight", "a" otherwise (no other caption word starts with a vowel sound)."""
-    return ("an " if phrase.split()[0] in ("8", "eight") else "a ") + phrase
-
-
-def make_caption(label: int, stroke_weight: int, slant: int, size: int, rng: np.random.Generator) -> str:
-    """One caption for a digit with the given attribute codes (`UNSPECIFIED` ones are never named)."""
-    adjectives = []
-    if stroke_weight != UNSPECIFIED:
-        adjectives.append(rng.choice(STROKE_WEIGHT_WORDS[stroke_weight]))
-    if size != UNSPECIFIED:
-        adjectives.append(rng.choice(SIZE_WORDS[size]))
-    template_index = int(rng.integers(len(DIGIT_TEMPLATES)))
-    if adjectives and "{adjectives}" not in DIGIT_TEMPLATES[template_index]:
-        template_index = 0
-    numeral, word = str(label), DIGIT_WORDS[label]
-    phrase = DIGIT_TEMPLATES[template_index].format(
-        adjectives="".join(a + " " for a in adjectives), digit=rng.choice([numeral, word]), numeral=numeral, word=word
-    )
-    if template_index in ARTICLE_TEMPLATES and (adjectives or rng.random() < 0.5):
-        phrase = with_article(phrase)
-    if slant != UNSPECIFIED:
-        phrase += rng.choice([", ", " "]) + rng.choice(SLANT_PHRASES[slant])
-    return phrase
-
-
-def attribute_codes(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``(B, 3)`` attribute codes of digits in `ATTRIBUTES` order (see `data.attribute_categories`)."""
-    categories = attribute_categories(images, labels)
-    return np.stack([categories[name] for name in ATTRIBUTES], axis=1)
-
-
-def sample_captions(labels: np.ndarray, codes: np.ndarray, probability: float, rng: np.random.Generator):
-    """A caption per image, and the attribute codes ``(B, 3)`` it names (`UNSPECIFIED` where it is silent). Each
-    defined attribute is named with chance `probability`."""
-    named = np.where(rng.random(codes.shape) < probability, codes, UNSPECIFIED)
-    captions = [make_caption(int(label), *map(int, image_named), rng) for label, image_named in zip(labels, named)]
-    return captions, named
-
-
 def caption_matches(caption_labels, caption_codes, image_labels, image_codes) -> torch.Tensor:
     """``(num_captions, num_images)`` bool: the image is the caption's digit and has every attribute it names."""
     matches = caption_labels[:, None] == image_labels[None, :]
@@ -140,13 +78,6 @@ def caption_matches(caption_labels, caption_codes, image_labels, image_codes) ->
 
 
 # Tokenizer.
-
-
-def caption_words() -> list[str]:
-    """Every word and numeral a caption can contain: what the text tower learns to read (`make_caption`)."""
-    phrases = [*DIGIT_WORDS, *DIGIT_TEMPLATES, "a", "an", *(str(label) for label in range(NUM_CLASSES))]
-    phrases += [w for group in STROKE_WEIGHT_WORDS + SIZE_WORDS + SLANT_PHRASES for w in group]
-    return sorted({word for phrase in phrases for word in re.findall(r"[a-z0-9]+", re.sub(r"\{\w+\}", " ", phrase))})
 
 
 def caption_vocabulary() -> list[str]:

@@ -50,7 +50,14 @@ from .encoders import EncoderAdapter
 from .models.translator import TranslatorModel
 from .pipelines.pipeline_tron import TronPipeline
 from .samples import replace_atomically, write_samples
-from .training.arguments import BUILD_SETS, build_build_parser, build_train_translator_parser, check_train_args, command_line
+from .training.arguments import (
+    BUILD_SETS,
+    CAPTION_SETTINGS,
+    build_build_parser,
+    build_train_translator_parser,
+    check_train_args,
+    command_line,
+)
 from .training.model_card import metrics_table
 from .training.pairs import generate_pairs_from_args, module_fingerprint
 from .training.train import new_translator, train_translator
@@ -64,7 +71,10 @@ SAMPLES_DIR = "samples"
 # Options that change how training is logged or saved, not the translator: not inputs of the train stage (changing
 # them trains nothing again) and not repeated in the card's command.
 BOOKKEEPING_OPTIONS = ("checkpointing_steps", "checkpoints_total_limit", "validation_steps", "skip_pair_checksums", "logging_dir", "report_to")
-PAIR_OPTIONS = ("num_pairs", "pairs_per_shard", "generation_batch_size", "pairs_dtype", "condition_fn", "condition_name", "seed")
+PAIR_OPTIONS = (
+    "num_pairs", "pairs_per_shard", "generation_batch_size", "pairs_dtype", "condition_route", "captioner", "caption_ratio",
+    *CAPTION_SETTINGS, "seed",
+)
 TRANSLATOR_OPTIONS = ("num_components", "hidden_dim", "init_std", "seed")
 REQUIRED_OPTIONS = ("generator", "encoder", "output")
 # Prompts of the card's sample grid for CLIP encoders, per preset (faces for StyleGAN's FFHQ), and otherwise.

@@ -16,8 +16,10 @@ _EXPORTS = {
         "PairCacheError",
         "generate_pairs",
         "open_pair_cache",
+        "ReencodingSource",
+        "reencode_pairs",
+        "read_shard_captions",
         "load_training_pipeline",
-        "load_condition_fn",
         "check_shard",
         "read_manifest",
         "derive_seed",
@@ -34,6 +36,7 @@ _EXPORTS = {
         "files_to_upload",
         "new_translator",
     ),
+    "routes": ("ConditionRoute", "ImageRoute", "CaptionRoute", "FunctionRoute", "RouteOutput", "load_condition_route"),
     "model_card": ("save_model_card", "metrics_table"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

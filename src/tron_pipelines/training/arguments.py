@@ -53,12 +53,34 @@ def add_pair_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
     )
     group.add_argument("--pairs_dtype", type=str, default="float32", choices=PAIR_DTYPES, help="Storage type of a cache.")
     group.add_argument(
-        "--condition_fn", type=str, default=None,
-        help="'package.module:function' computing conditions from generated images, fn(images in [-1, 1], "
-        "encoder_adapter) -> (B, condition_dim), e.g. the caption route (text embedding of a caption of G(z)). "
-        "Default: the encoder's embedding (or class probabilities) of the image.",
+        "--condition_route", type=str, default="image",
+        help="How a pair's condition comes from G(z): 'image' (the encoder's embedding or class probabilities of the "
+        "image), 'caption' (the text encoder's embedding of a --captioner caption of the image: the method's BLIP "
+        "route), 'mix' (per pair, caption with probability --caption_ratio, else image), or 'package.module:function' "
+        "for a custom fn(images in [-1, 1], encoder_adapter) -> (B, condition_dim).",
     )
-    group.add_argument("--condition_name", type=str, default=None, help="Name of the condition route in manifests (default: the function's name).")
+    group.add_argument(
+        "--captioner", type=str, default=None,
+        help="Captioner of the caption and mix routes: a transformers image-to-text model (folder or Hub id, e.g. "
+        "Salesforce/blip-image-captioning-base), or 'package.module:name' naming a function fn(images in [-1, 1], "
+        "generator) -> list of captions, a tron_pipelines.captioning.Captioner, or a Captioner class built with no "
+        "arguments.",
+    )
+    group.add_argument("--caption_ratio", type=float, default=None, help="Mix route: chance that a pair takes the caption route (default 0.5).")
+    captions = parser.add_argument_group("caption decoding (transformers captioners; default: the method's BLIP settings)")
+    captions.add_argument("--caption_decoding", type=str, default=None, help="'beam' (default), 'greedy' or 'nucleus' (sampling, seeded per shard).")
+    captions.add_argument("--caption_num_beams", type=int, default=None, help="Beams of beam search (default 3).")
+    captions.add_argument("--caption_top_p", type=float, default=None, help="Nucleus mass of nucleus sampling (default 0.9).")
+    captions.add_argument(
+        "--caption_min_length", type=int, default=None,
+        help="Least tokens of prompt and caption, the prompt counted with its begin token as BLIP counts it (default 5).",
+    )
+    captions.add_argument("--caption_max_length", type=int, default=None, help="Most tokens of prompt and caption (default 20).")
+    captions.add_argument("--caption_repetition_penalty", type=float, default=None, help="Repetition penalty (default 1.1).")
+    captions.add_argument(
+        "--caption_prompt", type=str, default=None,
+        help="Text the caption continues, stripped from it (default: 'a picture of ' for BLIP, none for other models).",
+    )
     group.add_argument("--seed", type=int, default=0, help="Seed of the pairs, the translator's initialisation and the data order.")
     group.add_argument(
         "--mixed_precision", type=str, default=None, choices=MIXED_PRECISIONS,
@@ -69,6 +91,11 @@ def add_pair_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
 
 def add_generate_pairs_arguments(parser: argparse.ArgumentParser) -> None:
     add_pair_arguments(parser)
+    parser.add_argument(
+        "--reencode_from", type=str, default=None,
+        help="A caption or mix cache to re-encode with --pipeline's encoder (e.g. a new CLIP) into --pairs_dir: same "
+        "latents and captions, no captioning. Its route, pair count, shards and seed are kept.",
+    )
 
 
 def add_train_translator_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
@@ -285,17 +312,64 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+CAPTION_SETTINGS = {
+    "caption_decoding": "decoding",
+    "caption_num_beams": "num_beams",
+    "caption_top_p": "top_p",
+    "caption_min_length": "min_length",
+    "caption_max_length": "max_length",
+    "caption_repetition_penalty": "repetition_penalty",
+    "caption_prompt": "prompt",
+}
+
+
+def caption_settings(args: argparse.Namespace) -> dict:
+    """The caption decoding options given on the command line, as `TransformersCaptioner` keyword arguments."""
+    return {keyword: getattr(args, name) for name, keyword in CAPTION_SETTINGS.items() if getattr(args, name) is not None}
+
+
 def check_pair_args(args: argparse.Namespace) -> None:
     """Raise ``ValueError`` naming the argument for impossible pair settings."""
+    from ..captioning import DECODINGS, IMPORT_SPEC
+
     _require(args.num_pairs is None or args.num_pairs >= 1, f"`--num_pairs` must be >= 1, got {args.num_pairs}.")
     _require(args.pairs_per_shard >= 1, f"`--pairs_per_shard` must be >= 1, got {args.pairs_per_shard}.")
     _require(args.generation_batch_size >= 1, f"`--generation_batch_size` must be >= 1, got {args.generation_batch_size}.")
     _require(args.seed >= 0, f"`--seed` must be >= 0, got {args.seed}.")
+    route = args.condition_route
+    _require(
+        route in ("image", "caption", "mix") or bool(IMPORT_SPEC.match(route)),
+        f"`--condition_route` must be 'image', 'caption', 'mix' or 'package.module:function', got {route!r}.",
+    )
+    captioning = route in ("caption", "mix")
+    _require(not captioning or args.captioner is not None, f"`--condition_route {route}` needs `--captioner`.")
+    given = [f"--{name}" for name in ("captioner", "caption_ratio", *CAPTION_SETTINGS) if getattr(args, name) is not None]
+    _require(captioning or not given, f"{', '.join(given)} only apply to `--condition_route caption` or `mix`, not {route!r}.")
+    _require(
+        args.caption_ratio is None or (route == "mix" and 0 < args.caption_ratio < 1),
+        f"`--caption_ratio` is the caption fraction of `--condition_route mix`, strictly between 0 and 1; got {args.caption_ratio} with route {route!r}.",
+    )
+    _require(
+        args.caption_decoding is None or args.caption_decoding in DECODINGS,
+        f"`--caption_decoding` must be one of {DECODINGS}, got {args.caption_decoding!r}.",
+    )
+    for name in ("caption_num_beams", "caption_max_length"):
+        value = getattr(args, name)
+        _require(value is None or value >= 1, f"`--{name}` must be >= 1, got {value}.")
+    _require(args.caption_min_length is None or args.caption_min_length >= 0, f"`--caption_min_length` must be >= 0, got {args.caption_min_length}.")
+    _require(args.caption_top_p is None or 0 < args.caption_top_p <= 1, f"`--caption_top_p` must be in (0, 1], got {args.caption_top_p}.")
 
 
 def check_generate_pairs_args(args: argparse.Namespace) -> None:
     check_pair_args(args)
     _require(args.pairs_dir is not None, "`--pairs_dir` is required: where the cache is written.")
+    if args.reencode_from is not None:
+        _require(
+            args.num_pairs is None and args.condition_route == "image" and args.captioner is None,
+            "`--reencode_from` keeps the original cache's route and pair count: do not give --num_pairs, "
+            "--condition_route or --captioner with it.",
+        )
+        return
     _require(args.num_pairs is not None, "`--num_pairs` is required: how many pairs the cache holds.")
 
 
@@ -366,6 +440,7 @@ __all__ = [
     "build_train_translator_parser",
     "parse_train_args",
     "check_pair_args",
+    "caption_settings",
     "check_generate_pairs_args",
     "check_train_args",
     "command_line",

@@ -27,6 +27,26 @@ def _usage_snippet(repo_id: str, encoder_kind: str) -> str:
     )
 
 
+def captioner_name(captioner: dict) -> str:
+    """Short name of a captioner from its identity: model path or class, or the callable's name."""
+    return captioner.get("name_or_path") or captioner.get("class") or captioner.get("callable") or "captioner"
+
+
+def describe_route(condition: dict) -> str:
+    """One line saying how the conditions of the training pairs were made (`PairSource.identity()["condition"]`)."""
+    route, dim = condition["route"], condition["dim"]
+    if "captioner" not in condition:
+        what = "the encoder's embedding of G(z)" if route == "image" else "a custom condition function of G(z)"
+        return f"`{route}`: {what} ({dim}-dim)"
+    captioner = condition["captioner"]
+    decoding = captioner.get("decoding")
+    settings = f", {decoding} decoding" if decoding else ""
+    captions = f"the text encoder's embedding of a caption of G(z) by `{captioner_name(captioner)}`{settings}"
+    if route == "mix":
+        return f"`mix`: for {condition['caption_ratio']:.0%} of the pairs (seeded draw), {captions}; for the others, the encoder's embedding of G(z) ({dim}-dim)"
+    return f"`caption`: {captions} ({dim}-dim)"
+
+
 def metrics_table(initial: dict, final: dict) -> str:
     """Markdown table of the validation metrics (`METRIC_DESCRIPTIONS`) before and after training."""
     rows = ["| metric | before training | after training |", "|---|---|---|"]
@@ -85,7 +105,7 @@ The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="t
 |---|---|
 | generator | `{identity["generator"]["class"]}` (weights {identity["generator"]["fingerprint"]}) |
 | encoder | `{identity["encoder"]["class"]}` ({kind}, weights {identity["encoder"]["fingerprint"]}) |
-| condition route | `{identity["condition"]["route"]}` ({identity["condition"]["dim"]}-dim) |
+| condition route | {describe_route(identity["condition"])} |
 | pairs | {pairs["num_pairs"]:,} ({pairs["source"]}, seed {pairs["seed"]}) |
 | condition noise | {pairs["condition_noise"]}{"" if pairs["condition_noise"] == "none" else f" (scale {pairs['condition_noise_scale']})"} |
 """
@@ -114,6 +134,10 @@ The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="t
     card.data.base_generator = identity["generator"]["class"]
     card.data.encoder = identity["encoder"]["class"]
     card.data.condition_route = identity["condition"]["route"]
+    if "captioner" in identity["condition"]:
+        card.data.captioner = captioner_name(identity["condition"]["captioner"])
+    if "caption_ratio" in identity["condition"]:
+        card.data.caption_ratio = identity["condition"]["caption_ratio"]
     card.data.num_pairs = pairs["num_pairs"]
     card.data.train_steps = training["steps"]
     card.data.metrics = {name: round(float(value), 6) for name, value in metrics.items()}

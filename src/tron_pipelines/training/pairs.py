@@ -3,10 +3,12 @@
 A cache is one folder::
 
     manifest.json             what the cache holds and how it was made (tensors, generator/encoder identity, prior,
-                              seed of every shard); ``"complete": true`` once every shard is written
+                              condition route, seed of every shard); ``"complete": true`` once every shard is written
     shard-00000.safetensors   ``conditions`` (n, condition_dim) and ``latents`` (n, total_latent_dim), packed as the
-    shard-00001.safetensors   generator packs them (main latent first, then the auxiliary latents)
-    ...
+    shard-00001.safetensors   generator packs them (main latent first, then the auxiliary latents); for the caption
+    ...                       and mix routes, the header's metadata also holds each pair's caption (JSON, ``null``
+                              for the image-route pairs of a mix), so the cache can be re-encoded with another text
+                              encoder without captioning again (`reencode_pairs`)
 
 Shard ``i`` is drawn from a generator seeded by ``(seed, i)`` alone, so the cache is the same whatever the number of
 processes that write it (each process writes a disjoint set of shards). Shards are written under a temporary name and
@@ -14,7 +16,6 @@ renamed, and carry a SHA-256 of their data in their header: a half-written or co
 """
 
 import hashlib
-import importlib
 import json
 import mmap
 import os
@@ -23,8 +24,6 @@ import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import torch
 from accelerate.utils import gather_object
@@ -36,10 +35,12 @@ from ..models.generator import TronGenerator
 from ..pipelines.pipeline_tron import TronPipeline
 from ..pretrained import resolve_pretrained_path
 from ..schedulers import LangevinScheduler
+from .routes import ConditionRoute, ImageRoute, load_condition_route
 
 MANIFEST_NAME = "manifest.json"
 CACHE_FORMAT = "tron-pairs"
-CACHE_FORMAT_VERSION = 1
+# 2: condition routes by name ("image", "caption", "mix"), captions in the shards' metadata.
+CACHE_FORMAT_VERSION = 2
 TENSOR_NAMES = ("conditions", "latents")
 CACHE_DTYPES = {"float32": (torch.float32, np.float32, "F32"), "float16": (torch.float16, np.float16, "F16")}
 
@@ -50,8 +51,7 @@ ONLINE_STREAM = 2  # on-the-fly training pairs, chunk i
 NOISE_STREAM = 3  # condition noise of training micro-batch i
 SHUFFLE_STREAM = 4  # order of the cache in epoch i
 ENERGY_STREAM = 5  # translator draws scored by the validation energy
-
-ConditionFn = Callable[[torch.Tensor, EncoderAdapter], torch.Tensor]
+ROUTE_STREAM = 6  # the condition route's draws (mix choice, captioner sampling) for the pairs of one seed
 
 
 class PairCacheError(ValueError):
@@ -72,20 +72,6 @@ def module_fingerprint(module: torch.nn.Module) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
-
-
-def load_condition_fn(spec: str) -> ConditionFn:
-    """Import ``"package.module:function"``, a condition function ``fn(images, adapter) -> (B, condition_dim)``."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"`--condition_fn` must look like 'package.module:function', got {spec!r}.")
-    try:
-        function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"`--condition_fn` {spec!r} could not be imported: {error}") from error
-    if not callable(function):
-        raise ValueError(f"`--condition_fn` {spec!r} is not callable.")
-    return function
 
 
 def load_training_pipeline(pretrained_pipeline: str | os.PathLike, **kwargs) -> TronPipeline:
@@ -131,38 +117,34 @@ class PairSource:
     """Makes synthetic pairs from a frozen generator G and encoder f.
 
     Latents come from the generator's own prior (`TronGenerator.sample_latents`: clipped or truncated normals, and
-    whatever auxiliary latents the generator draws, e.g. BigGAN's class embedding). The condition of a pair is
-    ``adapter.encode_generated(G(z))`` (CLIP image embedding or classifier probabilities), or
-    ``condition_fn(G(z), adapter)`` for other routes, e.g. the caption route ``c = text_encoder(caption(G(z)))``.
+    whatever auxiliary latents the generator draws, e.g. BigGAN's class embedding). The condition of a pair comes from
+    G(z) by the condition ``route`` (`routes`): the encoder's embedding of the image (default), the text embedding of
+    its caption, a seeded mix of both, or a custom function.
 
     Args:
         generator: The frozen generator.
         adapter: The frozen encoder, wrapped.
-        condition_fn: Optional ``fn(images (B, C, H, W) in [-1, 1], adapter) -> conditions (B, condition_dim)``.
-        condition_name: Name of the condition route, stored in cache manifests (defaults to ``"encode_generated"``,
-            or the function's qualified name).
+        route: A `ConditionRoute` (default `ImageRoute`, c = f(G(z))).
+
+    Raises:
+        ValueError: The route cannot work with this encoder (e.g. captions without a text encoder).
     """
 
-    def __init__(
-        self,
-        generator: TronGenerator,
-        adapter: EncoderAdapter,
-        condition_fn: ConditionFn | None = None,
-        condition_name: str | None = None,
-    ):
+    def __init__(self, generator: TronGenerator, adapter: EncoderAdapter, route: ConditionRoute | None = None):
         self.generator = generator
         self.adapter = adapter
-        self.condition_fn = condition_fn
-        if condition_name is None:
-            condition_name = (
-                "encode_generated" if condition_fn is None else f"{condition_fn.__module__}.{condition_fn.__qualname__}"
-            )
-        self.condition_name = condition_name
+        self.route = route if route is not None else ImageRoute()
+        self.route.check(adapter)
         self._identity = None
 
     @classmethod
-    def from_pipeline(cls, pipeline: TronPipeline, condition_fn: ConditionFn | None = None, condition_name: str | None = None):
-        return cls(pipeline.generator, pipeline.encoder_adapter, condition_fn, condition_name)
+    def from_pipeline(cls, pipeline: TronPipeline, route: ConditionRoute | None = None):
+        return cls(pipeline.generator, pipeline.encoder_adapter, route)
+
+    def to(self, device) -> "PairSource":
+        """Move the route's own models (a captioner) to ``device``; the generator and encoder move with the pipeline."""
+        self.route.to(device)
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -196,40 +178,53 @@ class PairSource:
                     "image_mean": list(adapter.image_mean),
                     "image_std": list(adapter.image_std),
                 },
-                "condition": {"route": self.condition_name, "dim": adapter.condition_dim},
+                "condition": {**self.route.identity(), "dim": adapter.condition_dim},
                 "latent_specs": self.latent_specs,
             }
         return self._identity
 
     @torch.no_grad()
-    def make_pairs(self, num_pairs: int, seed: int, batch_size: int = 64, autocast=None) -> dict[str, torch.Tensor]:
+    def make_pairs(self, num_pairs: int, seed: int, batch_size: int = 64, autocast=None, progress=None) -> dict:
         """``num_pairs`` pairs drawn from one generator seeded with ``seed``, in batches of ``batch_size``.
 
         Returns float32 tensors on the generator's device: ``latents`` ``(num_pairs, total_latent_dim)`` (packed) and
-        ``conditions`` ``(num_pairs, condition_dim)``. ``autocast`` is an optional context manager factory (e.g.
-        ``accelerator.autocast``) that G and f run under.
+        ``conditions`` ``(num_pairs, condition_dim)``, and for routes that caption, ``captions`` (a list of
+        ``num_pairs`` strings, ``None`` for the image-route pairs of a mix). The latents depend only on ``seed`` and
+        ``batch_size``, not on the route (whose draws come from their own generator, seeded from ``seed``).
+        ``autocast`` is an optional context manager factory (e.g. ``accelerator.autocast``) that G and f run under;
+        ``progress`` an optional progress bar advanced by each batch's pairs.
         """
         device = self.device
         generator = torch.Generator(device).manual_seed(seed)
-        latents, conditions = [], []
+        route_generator = torch.Generator().manual_seed(derive_seed(seed, ROUTE_STREAM, 0))
+        latents, conditions, captions = [], [], []
         for start in range(0, num_pairs, batch_size):
             count = min(batch_size, num_pairs - start)
             batch_latents = self.generator.sample_latents(count, generator=generator, device=device)
             with autocast() if autocast is not None else nullcontext():
-                images = self.generator.generate(batch_latents)
-                if self.condition_fn is None:
-                    batch_conditions = self.adapter.encode_generated(images)
-                else:
-                    batch_conditions = self.condition_fn(images, self.adapter)
-            if batch_conditions.ndim != 2 or batch_conditions.shape != (count, self.adapter.condition_dim):
-                raise ValueError(
-                    f"The condition route {self.condition_name!r} returned shape {tuple(batch_conditions.shape)} for "
-                    f"{count} images; expected ({count}, {self.adapter.condition_dim}), the encoder's condition size, so "
-                    "that the trained translator fits the pipeline."
-                )
+                output = self.route(self.generator.generate(batch_latents), self.adapter, route_generator)
+            self._check_conditions(output.conditions, count)
             latents.append(batch_latents.float())
-            conditions.append(batch_conditions.float())
-        return {"latents": torch.cat(latents), "conditions": torch.cat(conditions)}
+            conditions.append(output.conditions.float())
+            captions += output.captions or []
+            if progress is not None:
+                progress.update(count)
+        pairs = {"latents": torch.cat(latents), "conditions": torch.cat(conditions)}
+        if self.route.makes_captions:
+            pairs["captions"] = captions
+        return pairs
+
+    def _check_conditions(self, conditions: torch.Tensor, count: int) -> None:
+        if conditions.ndim != 2 or conditions.shape != (count, self.adapter.condition_dim):
+            raise ValueError(
+                f"The condition route {self.route.name!r} returned shape {tuple(conditions.shape)} for "
+                f"{count} images; expected ({count}, {self.adapter.condition_dim}), the encoder's condition size, so "
+                "that the trained translator fits the pipeline."
+            )
+
+    def shard_pairs(self, shard: dict, batch_size: int, autocast=None, progress=None) -> dict:
+        """The pairs of cache shard ``shard`` (a manifest entry): `make_pairs` with the shard's size and seed."""
+        return self.make_pairs(shard["num_pairs"], shard["seed"], batch_size, autocast=autocast, progress=progress)
 
 
 # Cache files ---------------------------------------------------------------------------------------------------
@@ -279,11 +274,20 @@ def _file_digest(path: Path, header: dict, data_start: int, chunk_bytes: int = 1
     return digest.hexdigest()
 
 
+def manifest_has_captions(manifest: dict) -> bool:
+    """Whether the shards of a cache hold captions (caption and mix routes)."""
+    return "captioner" in manifest.get("condition", {})
+
+
+def _captions_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def check_shard(path: Path, shard: dict, manifest: dict, verify_checksum: bool = True) -> str | None:
     """Why shard file ``path`` cannot be used as entry ``shard`` of ``manifest``, or ``None`` when it can.
 
-    Checks the header (shapes, dtypes, offsets that fill the file exactly, shard index and seed) and, when
-    ``verify_checksum``, the SHA-256 of the data.
+    Checks the header (shapes, dtypes, offsets that fill the file exactly, shard index and seed, one caption per pair
+    when the route captions) and, when ``verify_checksum``, the SHA-256 of the data and of the captions.
     """
     if not path.is_file():
         return "missing"
@@ -306,6 +310,15 @@ def check_shard(path: Path, shard: dict, manifest: dict, verify_checksum: bool =
         end = max(end, info["data_offsets"][1])
     if data_start + end != path.stat().st_size:
         return f"{path.stat().st_size} bytes on disk, the header describes {data_start + end} (truncated or padded)"
+    if manifest_has_captions(manifest):
+        try:
+            captions = json.loads(metadata.get("captions", "null"))
+        except json.JSONDecodeError as error:
+            return f"unreadable captions ({error})"
+        if not isinstance(captions, list) or len(captions) != shard["num_pairs"]:
+            return f"holds {len(captions) if isinstance(captions, list) else 'no'} captions, expected {shard['num_pairs']}"
+        if verify_checksum and _captions_digest(metadata["captions"]) != metadata.get("captions_sha256"):
+            return "captions checksum mismatch (corrupted)"
     if verify_checksum:
         try:
             digest = _file_digest(path, header, data_start)
@@ -316,13 +329,26 @@ def check_shard(path: Path, shard: dict, manifest: dict, verify_checksum: bool =
     return None
 
 
-def _write_shard(path: Path, pairs: dict[str, torch.Tensor], shard: dict, dtype: str) -> None:
+def read_shard_captions(path: str | os.PathLike) -> list[str | None]:
+    """The captions stored in a shard's metadata (``None`` for the image-route pairs of a mix)."""
+    header, _ = _read_header(Path(path))
+    text = (header.get("__metadata__") or {}).get("captions")
+    if text is None:
+        raise PairCacheError(f"Pair cache shard {str(path)!r} holds no captions (its cache was not made by a caption route).")
+    return json.loads(text)
+
+
+def _write_shard(path: Path, pairs: dict, shard: dict, dtype: str) -> None:
     arrays = {name: pairs[name].detach().to("cpu", CACHE_DTYPES[dtype][0]).contiguous() for name in TENSOR_NAMES}
     metadata = {
         "shard_index": str(shard["index"]),
         "seed": str(shard["seed"]),
         "sha256": _tensors_digest({name: tensor.numpy() for name, tensor in arrays.items()}),
     }
+    if "captions" in pairs:
+        # In the same file as the tensors, so that one rename publishes both.
+        metadata["captions"] = json.dumps(pairs["captions"], ensure_ascii=False)
+        metadata["captions_sha256"] = _captions_digest(metadata["captions"])
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(arrays, str(temporary), metadata=metadata)
     with open(temporary, "rb+") as file:
@@ -488,10 +514,9 @@ def generate_pairs(
                 progress.update(shard["num_pairs"])
                 continue
             warnings.warn(f"Pair cache shard {path} is unusable ({problem}); generating it again.", stacklevel=2)
-        pairs = source.make_pairs(shard["num_pairs"], shard["seed"], generation_batch_size, autocast=autocast)
+        pairs = source.shard_pairs(shard, generation_batch_size, autocast=autocast, progress=progress)
         _write_shard(path, pairs, shard, dtype)
         generated += shard["num_pairs"]
-        progress.update(shard["num_pairs"])
     progress.close()
     elapsed = time.perf_counter() - start_time
     counts = [(generated, elapsed)]
@@ -614,6 +639,17 @@ class PairCache(torch.utils.data.Dataset):
         tensors = {name: torch.from_numpy(array) for name, array in batch.items()}
         return {name: tensor[0] for name, tensor in tensors.items()} if single else tensors
 
+    @property
+    def has_captions(self) -> bool:
+        return manifest_has_captions(self.manifest)
+
+    def captions(self) -> list[str | None]:
+        """Every pair's caption, in cache order (``None`` for the image-route pairs of a mix); `PairCacheError` when
+        the cache's route does not caption."""
+        if not self.has_captions:
+            raise PairCacheError(f"The pair cache in {str(self.pairs_dir)!r} holds no captions (route {self.manifest['condition']['route']!r}).")
+        return [caption for shard in self.manifest["shards"] for caption in read_shard_captions(self.pairs_dir / shard["file"])]
+
     def iter_chunks(self, name: str, chunk_size: int = 65536):
         """Yield tensor ``name`` (``"conditions"`` or ``"latents"``) in order, ``(<= chunk_size, dim)`` float32 chunks,
         with plain file reads (a full pass does not grow resident memory)."""
@@ -633,6 +669,95 @@ class PairCache(torch.utils.data.Dataset):
                     if array.nbytes != rows * row_bytes:
                         raise PairCacheError(f"Pair cache shard {str(path)!r} ends early.")
                     yield torch.from_numpy(array.astype(np.float32, copy=False))
+
+
+class ReencodingSource(PairSource):
+    """Pairs of an existing cache with their conditions computed again by another encoder, without captioning again.
+
+    Shard ``i`` keeps the latents and captions of shard ``i`` of ``cache``; a caption's condition is the new text
+    encoder's embedding of it, an image-route pair's is the new encoder's embedding of G(z), rendered again from its
+    latents. For a caption or mix route this is exactly the cache that generating with the new encoder (and the same
+    captioner, seed and sizes) would write.
+
+    Args:
+        generator: The cache's generator (checked by weights).
+        adapter: The new encoder.
+        cache: The cache to re-encode; its route must caption.
+    """
+
+    def __init__(self, generator: TronGenerator, adapter: EncoderAdapter, cache: "PairCache"):
+        if not cache.has_captions:
+            raise PairCacheError(
+                f"`--reencode_from` {str(cache.pairs_dir)!r} was made by the {cache.manifest['condition']['route']!r} route and "
+                "holds no captions: only caption and mix caches can be re-encoded (generate the pairs again instead)."
+            )
+        super().__init__(generator, adapter)
+        self.cache = cache
+        generator_identity = self.identity()["generator"]
+        if cache.manifest["generator"] != generator_identity:
+            raise PairCacheError(
+                f"`--reencode_from` {str(cache.pairs_dir)!r} was made by another generator ({cache.manifest['generator']}) than "
+                f"the `--pipeline`'s ({generator_identity}): its latents would not fit."
+            )
+        if adapter.kind != "clip" or adapter.tokenizer is None:
+            raise ValueError("Re-encoding captions needs a `--pipeline` with a text encoder (a CLIP encoder and its tokenizer).")
+
+    def identity(self) -> dict:
+        if self._identity is None:
+            identity = super().identity()
+            condition = {key: value for key, value in self.cache.manifest["condition"].items() if key != "dim"}
+            self._identity = {
+                **identity,
+                "condition": {**condition, "dim": self.adapter.condition_dim},
+                "latent_specs": self.cache.manifest["latent_specs"],
+                "reencoded_from": {"encoder": self.cache.manifest["encoder"]},
+            }
+        return self._identity
+
+    @torch.no_grad()
+    def shard_pairs(self, shard: dict, batch_size: int, autocast=None, progress=None) -> dict:
+        start = int(self.cache._shard_starts[shard["index"]])
+        latents = self.cache[np.arange(start, start + shard["num_pairs"])]["latents"].to(self.device)
+        captions = read_shard_captions(self.cache.pairs_dir / self.cache.manifest["shards"][shard["index"]]["file"])
+        conditions = torch.empty(len(captions), self.adapter.condition_dim, device=self.device)
+        with autocast() if autocast is not None else nullcontext():
+            for begin in range(0, len(captions), batch_size):
+                rows = range(begin, min(begin + batch_size, len(captions)))
+                captioned = [row for row in rows if captions[row] is not None]
+                others = [row for row in rows if captions[row] is None]
+                if captioned:
+                    texts = [captions[row] for row in captioned]
+                    conditions[captioned] = self.adapter.encode_prompts(texts, self.device).float()
+                if others:
+                    conditions[others] = self.adapter.encode_generated(self.generator.generate(latents[others])).float()
+                if progress is not None:
+                    progress.update(len(rows))
+        return {"latents": latents, "conditions": conditions, "captions": captions}
+
+
+def reencode_pairs(
+    source: PairSource | TronPipeline,
+    from_dir: str | os.PathLike,
+    pairs_dir: str | os.PathLike,
+    accelerator=None,
+    show_progress: bool = True,
+) -> "PairCache":
+    """Write in ``pairs_dir`` the cache ``from_dir`` re-encoded by ``source``'s encoder (e.g. a new CLIP): same
+    latents, same captions, conditions from the new encoder; no captioning. Resumable and split over the processes of
+    ``accelerator`` like `generate_pairs`, with the same number of pairs, shards, seed and storage type as the
+    original. ``source`` must have the original's generator; its route is not used (the original's is kept)."""
+    if isinstance(source, TronPipeline):
+        source = PairSource.from_pipeline(source)
+    cache = open_pair_cache(from_dir, accelerator=accelerator)
+    if Path(pairs_dir).resolve() == Path(from_dir).resolve():
+        raise ValueError("`--pairs_dir` must differ from `--reencode_from`: the original cache is read while the new one is written.")
+    reencoding = ReencodingSource(source.generator, source.adapter, cache)
+    manifest = cache.manifest
+    return generate_pairs(
+        reencoding, pairs_dir, manifest["num_pairs"], manifest["pairs_per_shard"], manifest["seed"],
+        manifest["generation_batch_size"], manifest["tensors"]["latents"]["dtype"], accelerator=accelerator,
+        show_progress=show_progress,
+    )
 
 
 def open_pair_cache(pairs_dir: str | os.PathLike, verify_checksums: bool = True, accelerator=None) -> PairCache:
@@ -660,14 +785,18 @@ def open_pair_cache(pairs_dir: str | os.PathLike, verify_checksums: bool = True,
 
 def generate_pairs_command(args) -> PairCache:
     """``tron generate-pairs``: write a pair cache with every process of an `accelerate launch` (args from
-    `add_generate_pairs_arguments`)."""
+    `add_generate_pairs_arguments`), or re-encode one (``--reencode_from``)."""
     from accelerate import Accelerator
 
     from .arguments import check_generate_pairs_args
 
     check_generate_pairs_args(args)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    cache = generate_pairs_from_args(args, accelerator)
+    if args.reencode_from is not None:
+        pipeline = load_training_pipeline(args.pipeline).to(accelerator.device)
+        cache = reencode_pairs(pipeline, args.reencode_from, args.pairs_dir, accelerator=accelerator)
+    else:
+        cache = generate_pairs_from_args(args, accelerator)
     accelerator.print(f"Pair cache {args.pairs_dir!r}: {len(cache)} pairs in {cache.manifest['num_shards']} shard(s), complete.")
     return cache
 
@@ -675,10 +804,12 @@ def generate_pairs_command(args) -> PairCache:
 def generate_pairs_from_args(args, accelerator) -> "PairCache":
     """`generate_pairs` with the generator and encoder of ``args.pipeline``, the condition route and the cache settings
     of ``args`` (`add_pair_arguments`), split over the processes of ``accelerator``."""
+    from .arguments import caption_settings
+
     pipeline = load_training_pipeline(args.pipeline)
-    condition_fn = load_condition_fn(args.condition_fn) if args.condition_fn else None
     pipeline.to(accelerator.device)
-    source = PairSource.from_pipeline(pipeline, condition_fn, args.condition_name)
+    route = load_condition_route(args.condition_route, args.captioner, args.caption_ratio, caption_settings(args))
+    source = PairSource.from_pipeline(pipeline, route).to(accelerator.device)
     return generate_pairs(
         source, args.pairs_dir, args.num_pairs, args.pairs_per_shard, args.seed, args.generation_batch_size,
         args.pairs_dtype, accelerator=accelerator,
@@ -689,12 +820,14 @@ __all__ = [
     "PairSource",
     "PairCache",
     "PairCacheError",
+    "ReencodingSource",
     "generate_pairs",
+    "reencode_pairs",
     "generate_pairs_command",
     "generate_pairs_from_args",
     "open_pair_cache",
     "load_training_pipeline",
-    "load_condition_fn",
+    "read_shard_captions",
     "check_shard",
     "read_manifest",
     "derive_seed",

@@ -34,7 +34,7 @@ from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
 from ..pipelines.pipeline_tron import TronPipeline
 from ..pretrained import EMBEDDED_ROOT
-from .arguments import check_train_args, command_line, parse_train_args
+from .arguments import caption_settings, check_train_args, command_line, parse_train_args
 from .model_card import save_model_card
 from .pairs import (
     ENERGY_STREAM,
@@ -48,11 +48,11 @@ from .pairs import (
     check_cache_matches,
     derive_seed,
     generate_pairs,
-    load_condition_fn,
     load_training_pipeline,
     open_pair_cache,
     read_manifest,
 )
+from .routes import load_condition_route
 
 logger = get_logger(__name__)
 
@@ -479,8 +479,8 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
     # Everything below up to the first write can only fail on bad input.
     set_seed(args.seed)  # the new translator's initialisation
     pipeline = load_training_pipeline(args.pipeline)
-    condition_fn = load_condition_fn(args.condition_fn) if args.condition_fn else None
-    source = PairSource.from_pipeline(pipeline, condition_fn, args.condition_name)
+    route = load_condition_route(args.condition_route, args.captioner, args.caption_ratio, caption_settings(args))
+    source = PairSource.from_pipeline(pipeline, route)
     translator = build_translator(pipeline, args)
     num_pairs = args.num_pairs
     if args.pairs_dir is not None:
@@ -517,6 +517,7 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
                 shutil.rmtree(old)  # checkpoints of another run must not be mixed with this one's
 
     pipeline.to(device)
+    source.to(device)
     pipeline.register_modules(translator=translator.to(device))
     for module in (pipeline.generator, pipeline.encoder):
         module.requires_grad_(False).eval()

@@ -1,0 +1,174 @@
+"""Condition routes: how the condition c of a synthetic pair (z, c) is computed from the generated image G(z).
+
+* ``image`` (default): the encoder's vector for the image, ``adapter.encode_generated`` (CLIP image embedding, or
+  classifier probabilities).
+* ``caption``: the text encoder's embedding of a caption of the image, ``adapter.encode_prompts(captioner(G(z)))``:
+  the method's BLIP route, where training and sampling conditions come from the same text encoder.
+* ``mix``: per pair, the caption route with probability ``caption_ratio`` and the image route otherwise, decided by a
+  seeded draw (so a cache shard is the same whoever writes it, and when it is written again on resuming).
+* a custom function ``fn(images in [-1, 1], adapter) -> (B, condition_dim)`` (``"package.module:function"`` on the
+  command line).
+
+A route draws its randomness (the mix draw, the captioner's sampling) from a CPU generator the pair source seeds per
+batch of pairs, separate from the latents' generator: the latents of a cache do not depend on its route.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..captioning import IMPORT_SPEC, Captioner, import_object, load_captioner
+from ..encoders import EncoderAdapter
+
+ROUTES = ("image", "caption", "mix")
+DEFAULT_CAPTION_RATIO = 0.5
+
+
+@dataclass
+class RouteOutput:
+    """Conditions ``(B, condition_dim)`` of a batch of images and, for routes that caption, each image's caption
+    (``None`` for the image-route pairs of a mix)."""
+
+    conditions: torch.Tensor
+    captions: list[str | None] | None = None
+
+
+class ConditionRoute:
+    """Computes the conditions of generated images. Subclasses set `name` and implement `__call__`."""
+
+    name: str = ""
+    makes_captions: bool = False
+
+    def __call__(self, images: torch.Tensor, adapter: EncoderAdapter, generator: torch.Generator) -> RouteOutput:
+        """Conditions of ``images`` ``(B, C, H, W)`` in ``[-1, 1]``; ``generator`` (CPU) seeds any random choice."""
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        """What tells pairs of this route apart from another's (recorded in cache manifests and model cards)."""
+        return {"route": self.name}
+
+    def check(self, adapter: EncoderAdapter) -> None:
+        """Raise ``ValueError`` when the route cannot work with the pipeline's encoder."""
+
+    def to(self, device) -> "ConditionRoute":
+        return self
+
+
+class ImageRoute(ConditionRoute):
+    """c = f(G(z)): the encoder's embedding (or class probabilities) of the image."""
+
+    name = "image"
+
+    def __call__(self, images, adapter, generator):
+        return RouteOutput(adapter.encode_generated(images))
+
+
+class CaptionRoute(ConditionRoute):
+    """c = text_encoder(caption(G(z))) for every pair (``caption_ratio`` 1), or for a seeded random fraction
+    ``caption_ratio`` of the pairs and c = f(G(z)) for the others (a mix).
+
+    Args:
+        captioner: A `Captioner`, a callable ``fn(images, generator) -> list[str]``, or a spec for `load_captioner`.
+        caption_ratio: Probability that a pair takes the caption route, in ``(0, 1]``.
+    """
+
+    makes_captions = True
+
+    def __init__(self, captioner: "Captioner | Callable | str", caption_ratio: float = 1.0):
+        if not 0 < caption_ratio <= 1:
+            raise ValueError(f"`caption_ratio` must be in (0, 1] (0 is the image route), got {caption_ratio}.")
+        self.captioner = load_captioner(captioner)
+        self.caption_ratio = float(caption_ratio)
+        self.name = "caption" if self.caption_ratio == 1 else "mix"
+
+    def check(self, adapter):
+        if adapter.kind != "clip" or adapter.tokenizer is None:
+            raise ValueError(
+                f"`--condition_route {self.name}` encodes captions with the pipeline's text encoder, but its encoder is a "
+                f"{adapter.kind} {'without a tokenizer' if adapter.kind == 'clip' else ''}".rstrip() + "."
+            )
+
+    def __call__(self, images, adapter, generator):
+        count = images.shape[0]
+        if self.caption_ratio == 1:
+            captioned = torch.ones(count, dtype=torch.bool)
+        else:
+            captioned = torch.rand(count, generator=generator) < self.caption_ratio
+        conditions = torch.empty(count, adapter.condition_dim, device=images.device)
+        captions: list[str | None] = [None] * count
+        chosen = captioned.nonzero().flatten().tolist()
+        if chosen:
+            texts = self.captioner(images[chosen], generator)
+            if len(texts) != len(chosen) or not all(isinstance(text, str) for text in texts):
+                raise ValueError(f"The captioner returned {len(texts)} captions for {len(chosen)} images; expected one string per image.")
+            conditions[chosen] = adapter.encode_prompts(texts, images.device).to(conditions.dtype)
+            for index, text in zip(chosen, texts):
+                captions[index] = text
+        others = (~captioned).nonzero().flatten().tolist()
+        if others:
+            conditions[others] = adapter.encode_generated(images[others]).to(conditions.dtype)
+        return RouteOutput(conditions, captions)
+
+    def identity(self):
+        identity = {"route": self.name, "captioner": self.captioner.identity()}
+        if self.name == "mix":
+            identity["caption_ratio"] = self.caption_ratio
+        return identity
+
+    def to(self, device):
+        self.captioner.to(device)
+        return self
+
+
+class FunctionRoute(ConditionRoute):
+    """A custom route ``fn(images in [-1, 1], adapter) -> (B, condition_dim)``, named ``name`` in manifests."""
+
+    def __init__(self, function: Callable[[torch.Tensor, EncoderAdapter], torch.Tensor], name: str | None = None):
+        if not callable(function):
+            raise ValueError(f"A condition route function must be callable, got {type(function).__name__}.")
+        self.function = function
+        self.name = name or f"{function.__module__}.{function.__qualname__}"
+
+    def __call__(self, images, adapter, generator):
+        return RouteOutput(self.function(images, adapter))
+
+
+def load_condition_route(
+    route: str = "image",
+    captioner: "str | Captioner | Callable | None" = None,
+    caption_ratio: float | None = None,
+    caption_settings: dict | None = None,
+) -> ConditionRoute:
+    """A route from command-line values: ``route`` is ``"image"``, ``"caption"``, ``"mix"`` or a
+    ``"package.module:function"`` condition function; ``captioner`` and ``caption_settings`` go to `load_captioner`
+    (caption and mix only); ``caption_ratio`` is the caption fraction of a mix (default 0.5)."""
+    caption_settings = caption_settings or {}
+    if route in ("caption", "mix"):
+        if captioner is None:
+            raise ValueError(f"`--condition_route {route}` needs `--captioner` (a captioning model, or 'package.module:name').")
+        if route == "caption" and caption_ratio is not None:
+            raise ValueError("`--caption_ratio` sets the caption fraction of `--condition_route mix`, not of the caption route.")
+        ratio = 1.0 if route == "caption" else (DEFAULT_CAPTION_RATIO if caption_ratio is None else caption_ratio)
+        if route == "mix" and not 0 < ratio < 1:
+            raise ValueError(f"`--caption_ratio` of a mix must be strictly between 0 and 1, got {ratio}.")
+        return CaptionRoute(load_captioner(captioner, **caption_settings), ratio)
+    if captioner is not None or caption_ratio is not None or caption_settings:
+        raise ValueError(f"`--captioner`, `--caption_ratio` and the caption settings apply to the caption and mix routes, not to {route!r}.")
+    if route == "image":
+        return ImageRoute()
+    if IMPORT_SPEC.match(route):
+        return FunctionRoute(import_object(route, "--condition_route"), route)
+    raise ValueError(f"`--condition_route` must be one of {ROUTES} or 'package.module:function', got {route!r}.")
+
+
+__all__ = [
+    "ConditionRoute",
+    "ImageRoute",
+    "CaptionRoute",
+    "FunctionRoute",
+    "RouteOutput",
+    "load_condition_route",
+    "ROUTES",
+    "DEFAULT_CAPTION_RATIO",
+]
