@@ -378,9 +378,10 @@ def test_page_in_a_real_browser(tmp_path):
             page.wait_for_function("[...document.querySelectorAll('#images img')].every(img => img.complete && img.naturalWidth)")
             sizes = page.locator("#images img").evaluate_all("imgs => imgs.map(img => [img.naturalWidth, img.naturalHeight])")
             assert sizes == [[28, 28]] * 4
-            assert page.locator("#proposals img").count() == 4
-            assert page.locator("#energy-plot canvas, #energy-plot svg").first.is_visible()
-            assert "4 images · 10 Langevin steps" in page.locator("#status").inner_text()
+            # The other outputs of the same event render on their own schedule: wait for each (30 s at most).
+            expect(page.locator("#proposals img")).to_have_count(4, timeout=30_000)
+            expect(page.locator("#energy-plot canvas, #energy-plot svg").first).to_be_visible(timeout=30_000)
+            expect(page.locator("#status")).to_contain_text("4 images · 10 Langevin steps", timeout=30_000)
             page.wait_for_timeout(500)  # let the plot finish drawing for the screenshot
             page.screenshot(path=tmp_path / "demo.png", full_page=True)
 
