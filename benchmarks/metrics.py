@@ -1,17 +1,21 @@
 """Quality metrics of generated MNIST digits, all measured against the held-out real digits of the shared split.
 
-* accuracy: the evaluation classifier (HOG features + MLP, `examples/mnist/data.py`) agrees with the requested digit.
-  It shares nothing with the CNN f that Langevin follows, so images that only fool f do not score. Averages hide weak
-  conditions, so the accuracy of the worst digit (and, for text, of the worst prompt) is reported beside the mean.
+* accuracy: the evaluation classifier (HOG features + MLP, `tron_pipelines.evaluation.HogMlpClassifier`) agrees with
+  the requested digit. It shares nothing with the CNN f that Langevin follows, so images that only fool f do not score.
+  Averages hide weak conditions, so the accuracy of the worst digit (and, for text, of the worst prompt) is reported
+  beside the mean.
 * within-class diversity: mean pairwise L2 distance between images (pixels in [0, 1]) of the same requested class,
   as a ratio to the same figure for real held-out digits of that class, averaged over classes (1.0 = as varied as
   real digits). The mean over pairs is unbiased, so it does not depend on the number of samples. Wrong digits
   inflate it, so it is also given over the correctly classified images only.
 * Fréchet distance: between Gaussians fitted to evaluation-classifier features (last hidden layer) of the generated
-  images and of all held-out digits (`data.frechet_distance`). It is biased upwards for small samples, so every
+  images and of all held-out digits (`tron_pipelines.evaluation.frechet_distance`). It is biased upwards for small samples, so every
   table also shows the distance of the same number of real training digits (`MnistEvaluator.real_baseline`). Its
   sampling noise is given as a bootstrap standard deviation over the generated images (``frechet_distance_std``), so
   that two arms within noise of each other are read as equal.
+
+Features, Fréchet distance, its bootstrap and accuracy are `tron_pipelines.evaluation`'s, the code `tron evaluate`
+runs: the command scores a folder of digits exactly as this module scores the same images.
 * attribute obedience (text prompts): the stroke weight / slant category measured on the pixels
   (`data.attribute_categories`, the measures used to caption the CLIP training data) equals the requested one.
 """
@@ -21,20 +25,17 @@ from pathlib import Path
 import numpy as np
 from workloads import REPO_ROOT, import_mnist_data
 
-FRECHET_BOOTSTRAP_RESAMPLES = 20
+from tron_pipelines.evaluation import (
+    FeatureStatistics,
+    HogMlpClassifier,
+    classification_accuracy,
+    frechet_distance_with_std,
+    to_grey01,
+)
 
 # Committed (2.9 MB) so that a fresh clone scores samples exactly as the published tables did;
 # `examples/mnist/train_eval_classifier.py` rebuilds it.
 DEFAULT_EVAL_CLASSIFIER = REPO_ROOT / "benchmarks" / "assets" / "mnist-eval-classifier"
-
-
-def to_grey01(images) -> np.ndarray:
-    """Generator output as grey images ``(B, H, W)`` float64 in [0, 1]: accepts numpy ``(B, H, W, C)`` in [0, 1]
-    (the pipeline's ``output_type="np"``) or anything `data.as_image_batch` takes."""
-    images = np.asarray(images, dtype=np.float64)
-    if images.ndim == 4 and images.shape[-1] in (1, 3):
-        images = images.mean(axis=-1)
-    return import_mnist_data().as_image_batch(images)
 
 
 def mean_pairwise_distance(images: np.ndarray) -> float:
@@ -63,14 +64,14 @@ class MnistEvaluator:
 
     def __init__(self, eval_classifier_dir: str | Path = DEFAULT_EVAL_CLASSIFIER):
         self.data = import_mnist_data()
-        self.classifier = self.data.EvalClassifier.from_pretrained(eval_classifier_dir)
+        self.classifier = HogMlpClassifier.from_pretrained(eval_classifier_dir)
         self.eval_classifier_dir = str(eval_classifier_dir)
         split = self.data.load_split()
         self.split = split
         self.real_features = self.classifier.features(split.held_out_images)
+        self.real_statistics = FeatureStatistics.from_features(self.real_features)
         self.real_diversity = within_class_diversity(split.held_out_images.astype(np.float64), split.held_out_labels)
-        real_predictions = self.classifier.logits_from_features(self.real_features).argmax(axis=1)
-        self.real_accuracy = float((real_predictions == split.held_out_labels).mean())
+        self.real_accuracy = classification_accuracy(self.classifier.logits_from_features(self.real_features), split.held_out_labels)
 
     def diversity_ratio(self, images: np.ndarray, labels: np.ndarray) -> float:
         """Within-class diversity over that of real held-out digits, averaged over the classes present."""
@@ -89,29 +90,22 @@ class MnistEvaluator:
     def _score(self, images: np.ndarray, labels: np.ndarray) -> tuple[dict, np.ndarray]:
         """`score` of grey images, and which of them the evaluation classifier reads as their label ``(B,)``."""
         features = self.classifier.features(images)
-        correct = self.classifier.logits_from_features(features).argmax(axis=1) == labels
+        logits = self.classifier.logits_from_features(features)
+        correct = logits.argmax(axis=1) == labels
         by_class = {int(k): float(correct[labels == k].mean()) for k in np.unique(labels)}
         worst = min(by_class, key=by_class.get)
+        distance, distance_std = frechet_distance_with_std(features, self.real_statistics)
         return {
-            "accuracy": float(correct.mean()),
+            "accuracy": classification_accuracy(logits, labels),
             "accuracy_by_class": by_class,
             "worst_class": worst,
             "worst_class_accuracy": by_class[worst],
             "diversity_ratio": self.diversity_ratio(images, labels),
             "diversity_ratio_correct": self.diversity_ratio(images[correct], labels[correct]),
-            "frechet_distance": self.data.frechet_distance(features, self.real_features),
-            "frechet_distance_std": self.frechet_bootstrap_std(features),
+            "frechet_distance": distance,
+            "frechet_distance_std": distance_std,
             "num_images": len(images),
         }, correct
-
-    def frechet_bootstrap_std(self, features: np.ndarray) -> float:
-        """Standard deviation of the Fréchet distance over resamples (with replacement) of the generated images."""
-        rng = np.random.default_rng(0)
-        distances = [
-            self.data.frechet_distance(features[rng.integers(0, len(features), len(features))], self.real_features)
-            for _ in range(FRECHET_BOOTSTRAP_RESAMPLES)
-        ]
-        return float(np.std(distances))
 
     def score_prompts(self, images, requests: list[dict]) -> dict:
         """`score` by requested digit, plus how often the requested stroke weight and slant are obeyed (among the
@@ -144,4 +138,4 @@ class MnistEvaluator:
         return self.score(self.split.train_images[order], self.split.train_labels[order])
 
 
-__all__ = ["MnistEvaluator", "mean_pairwise_distance", "within_class_diversity", "to_grey01", "DEFAULT_EVAL_CLASSIFIER"]
+__all__ = ["MnistEvaluator", "mean_pairwise_distance", "within_class_diversity", "DEFAULT_EVAL_CLASSIFIER"]

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import format_table, new_figure, save_figure, seeded_generators
-from metrics import MnistEvaluator, to_grey01
+from metrics import MnistEvaluator
 from workloads import Workload, mnist_prompts
 
 from tron_pipelines import LangevinScheduler
+from tron_pipelines.evaluation import to_grey01
 from tron_pipelines.pipelines.pipeline_tron import INITIALIZATIONS
 
 ARMS = ("translator", "translator_search", "translator_mean", "prior", "best_of_n_prior", "fusedream")

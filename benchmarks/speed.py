@@ -447,28 +447,55 @@ def memory(workload: Workload, batch_sizes: list[int], step_counts: list[int], r
 
 # Speed features section -------------------------------------------------------------------------------------------
 def speed_features(workload: Workload, batch_size: int, steps: int, repeats: int, include_compile: bool) -> dict:
-    """Images per second at ``batch_size`` for each optional speed feature, and how far its energies move from the
-    float32 eager run with the same seeds (autocast changes numerics; channels_last, fused batch norm and compile only
-    rounding)."""
+    """Images per second at ``batch_size`` for each optional speed feature, its speed-up over float32 eager, and how
+    far its energies move from the float32 eager run with the same seeds (autocast changes numerics; channels_last,
+    fused batch norm and compile only rounding).
+
+    Features are timed in interleaved rounds (one call of each per round, after a first round that is not counted and
+    gives the first-call seconds), and a speed-up is the median of per-round ratios to float32 eager: drift of a shared
+    machine then hits both sides alike. Compiled features run after the others, one warm-up and ``repeats`` calls each
+    (a fresh compile every round would measure compilation); their ratios use float32 eager's median.
+    """
     device = workload.device
     names = applicable_features(workload, include_compile)
-    reference = batched_call(workload, batch_size, steps).energies
+    interleaved = [name for name in names if "compile" not in name]
+    compiled = [name for name in names if "compile" in name]
+
+    def call(name: str):
+        with speed_feature(workload, name) as call_kwargs:
+            return timed(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device)
+
+    seconds, outputs, first_call_seconds = {name: [] for name in names}, {}, {}
+    for round_index in range(repeats + 1):
+        for name in interleaved:
+            elapsed, outputs[name] = call(name)
+            if round_index == 0:
+                first_call_seconds[name] = elapsed
+            else:
+                seconds[name].append(elapsed)
+    for name in compiled:
+        with speed_feature(workload, name) as call_kwargs:
+            first_call_seconds[name], _ = timed(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device)
+            for _ in range(repeats):
+                elapsed, outputs[name] = timed(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device)
+                seconds[name].append(elapsed)
+    base = interleaved[0]
+    reference = outputs[base].energies
     rows = []
     for name in names:
-        with speed_feature(workload, name) as call_kwargs:
-            first_call_seconds, _ = timed(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device)
-            seconds, output = median_seconds(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device, repeats, warmup=0)
-        changes = (output.energies - reference).abs()
+        if name in interleaved:
+            ratios = [baseline / elapsed for baseline, elapsed in zip(seconds[base], seconds[name])]
+        else:
+            ratios = [statistics.median(seconds[base]) / elapsed for elapsed in seconds[name]]
+        changes = (outputs[name].energies - reference).abs()
         rows.append({
-            "feature": name, "images_per_second": batch_size / seconds, "seconds": seconds,
-            "mean_energy": output.energies.mean().item(),
+            "feature": name, "images_per_second": batch_size / statistics.median(seconds[name]),
+            "speedup": statistics.median(ratios), "speedup_per_round": ratios, "interleaved": name in interleaved,
+            "mean_energy": outputs[name].energies.mean().item(),
             "median_abs_energy_change": changes.median().item(),
             "max_abs_energy_change": changes.max().item(),
-            "first_call_seconds": first_call_seconds,
+            "first_call_seconds": first_call_seconds[name],
         })
-    base = rows[0]["images_per_second"]
-    for row in rows:
-        row["speedup"] = row["images_per_second"] / base
     return {"workload": workload.name, "batch_size": batch_size, "steps": steps, "rows": rows}
 
 

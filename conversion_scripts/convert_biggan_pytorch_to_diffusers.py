@@ -2,7 +2,7 @@
 
 Example:
     python conversion_scripts/convert_biggan_pytorch_to_diffusers.py \
-        --checkpoint_path weights/biggan-512.pth --resolution 512 --dump_path checkpoints/biggan-512
+        --checkpoint_path weights/biggan-512.pth --dump_path checkpoints/biggan-512
 
 ``--checkpoint_path`` is a bare generator state dict (the official TR0N's
 ``tr0n/modules/BigGAN_utils/weights/biggan-{256,512}.pth``), read with ``torch.load(..., weights_only=True)``. Spectral
@@ -21,7 +21,10 @@ from tron_pipelines.models.biggan import BIGGAN_ARCHITECTURES
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_path", required=True, help="BigGAN-PyTorch generator state dict (.pth).")
-    parser.add_argument("--resolution", type=int, required=True, choices=sorted(BIGGAN_ARCHITECTURES))
+    parser.add_argument(
+        "--resolution", type=int, default=None, choices=sorted(BIGGAN_ARCHITECTURES),
+        help="Output side (default: inferred from the number of residual blocks in the checkpoint).",
+    )
     parser.add_argument("--dump_path", required=True, help="Output folder (replaced if it exists).")
     parser.add_argument(
         "--sn_eps",

@@ -16,6 +16,33 @@ from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, Tra
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+
+def reset_accelerate_state() -> None:
+    """Accelerate's state is a process-wide singleton: forget it, so that the next in-process run builds its own."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Use with ``pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")`` in modules whose tests run
+    Accelerate in-process."""
+    yield
+    reset_accelerate_state()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``): as many as the
+    subprocesses they compare with (``OMP_NUM_THREADS=1``), since the thread count changes float reductions; and two
+    threads per process on a shared 2-core machine stall for whole seconds in OpenMP barriers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 WORDS = ["a", "photo", "of", "the", "number", "bold", "thin", "seven", "three", "red", "car", "cat", "dog", "leaning", "right", "left"]
 
 
@@ -40,17 +67,6 @@ def tiny_tokenizer(tmp_path_factory) -> CLIPTokenizer:
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
-
-
-@pytest.fixture(scope="module")
-def single_thread():
-    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("single_thread")``): on the shared
-    2-core test machine, OpenMP threads competing with other processes stall small-tensor workloads far more than a
-    second thread speeds them up."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +96,20 @@ def tiny_generator(seed: int = 0, **kwargs) -> ConvGenerator:
     generator = ConvGenerator(**config)
     calibrate_batch_norm(generator, torch.randn(256, config["latent_dim"]))
     return generator
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fill_hub_cache(folder, cache_dir, repo_id):
+    """A saved folder as the Hugging Face cache holds a downloaded repo (the layout `snapshot_download` writes):
+    ``models--org--name/refs/main`` naming a commit, and ``snapshots/<commit>/`` with the files."""
+    import shutil
+
+    repo_cache = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo_cache / "snapshots" / HUB_COMMIT)
+    (repo_cache / "refs").mkdir(parents=True)
+    (repo_cache / "refs" / "main").write_text(HUB_COMMIT)
 
 
 def calibrate_batch_norm(model, inputs):

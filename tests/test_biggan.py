@@ -38,14 +38,7 @@ SMALL_DEEP_CONFIG = BigGANConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on the shared 2-core test machine, OpenMP threads competing with other processes stall
-    these small-tensor workloads far more than a second thread speeds them up."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_script(name: str):
@@ -479,7 +472,7 @@ def test_biggan_conversion_script(tmp_path, small_biggan_state_dict, small_bigga
     torch.save(without_sv0(small_biggan_state_dict), checkpoint)
     dump_path = tmp_path / "converted"
     script = load_script("convert_biggan_pytorch_to_diffusers")
-    script.main(["--checkpoint_path", str(checkpoint), "--resolution", "256", "--dump_path", str(dump_path)])
+    script.main(["--checkpoint_path", str(checkpoint), "--dump_path", str(dump_path)])  # 256 px, from its 6 blocks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["biggan-256.pth", "converted"]
     reloaded = BigGANGenerator.from_pretrained(dump_path)
     assert comparable_config(reloaded) == comparable_config(small_biggan)

@@ -47,7 +47,8 @@ def test_help_imports_no_model_code():
     )
     assert "train-translator" in out and "generate-pairs" in out
     # Argument definitions only: no torch, no diffusers, no pair, training or model module.
-    assert "LOADED ['tron_pipelines', 'tron_pipelines._lazy', 'tron_pipelines.cli', 'tron_pipelines.generate_command', " \
+    assert "LOADED ['tron_pipelines', 'tron_pipelines._lazy', 'tron_pipelines.cli', 'tron_pipelines.evaluate_command', " \
+        "'tron_pipelines.generate_command', " \
         "'tron_pipelines.training', 'tron_pipelines.training.arguments', 'tron_pipelines.version']" in out
 
 

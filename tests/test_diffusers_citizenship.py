@@ -19,6 +19,7 @@ from diffusers.hooks import apply_layerwise_casting
 from diffusers.utils import logging as diffusers_logging
 
 import tron_pipelines
+from conftest import HUB_COMMIT, fill_hub_cache
 from tron_pipelines import GradientDescentScheduler, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.pipelines.loading import PipelineNotFoundError
 
@@ -150,10 +151,26 @@ def test_from_pipe_takes_replacements_and_settings(clip_pipe):
     assert not torch.allclose(run(new, FIRST).latents, run(clip_pipe, FIRST).latents)
 
 
-def test_from_pipe_keeps_the_models_dtype(clip_pipe):
+def test_from_pipe_keeps_the_models_dtype_quietly(clip_pipe):
     clip_pipe.to(torch.bfloat16)
-    new = TronPipeline.from_pipe(clip_pipe)
+    records, handler = diffusers_warnings()
+    logger = diffusers_logging.get_logger("diffusers")
+    logger.addHandler(handler)
+    try:
+        new = TronPipeline.from_pipe(clip_pipe)  # a demo makes one per request: no cast, no log lines
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == []
     assert new.generator.dtype == torch.bfloat16 and clip_pipe.generator.dtype == torch.bfloat16
+    TronPipeline.from_pipe(clip_pipe, dtype=torch.float32)
+    assert clip_pipe.generator.dtype == torch.float32  # the models are shared: a cast moves both pipelines
+
+
+def test_from_pipe_names_what_it_cannot_use(clip_pipe):
+    with pytest.raises(TypeError, match=r"got \['num_steps'\], which are neither components nor settings of TronPipeline"):
+        TronPipeline.from_pipe(clip_pipe, num_steps=3)
+    with pytest.raises(ValueError, match=r"`pipeline` \(SimpleNamespace\) has no \['encoder', 'generator', 'scheduler', 'translator'\]"):
+        TronPipeline.from_pipe(SimpleNamespace(config={}))
 
 
 @pytest.mark.parametrize("keyword", ["dtype", "torch_dtype"])

@@ -63,7 +63,7 @@ def test_slant_sign_and_stroke_weight_on_drawn_bars():
 
 def test_train_eval_classifier(eval_classifier_dir):
     assert not list(eval_classifier_dir.glob("*.pkl")) and not list(eval_classifier_dir.glob("*.pickle"))
-    classifier = data.EvalClassifier.from_pretrained(eval_classifier_dir)
+    classifier = data.HogMlpClassifier.from_pretrained(eval_classifier_dir)
     images = data.load_split().held_out_images[:8]
     probabilities = classifier.predict_proba(images)
     assert probabilities.shape == (8, data.NUM_CLASSES)

@@ -13,7 +13,7 @@ import torch
 from diffusers.utils import make_image_grid
 
 import tron_pipelines
-from tron_pipelines import GradientDescentScheduler, LangevinScheduler, TronPipeline, TronPipelineOutput
+from tron_pipelines import EncoderAdapter, GradientDescentScheduler, LangevinScheduler, TronPipeline, TronPipelineOutput
 
 
 def seeded(seed=0):
@@ -649,3 +649,12 @@ def test_prompts_outside_the_vocabulary_warn(clip_components, tmp_path):
         call(TronPipeline(**clip_components), prompt="a photo of a cat", num_inference_steps=0)  # no vocabulary: no check
     pipe.save_pretrained(tmp_path)
     assert TronPipeline.from_pretrained(tmp_path).config.prompt_vocabulary == "a bold leaning left right seven thin three"
+
+
+def test_class_names_only_for_classifiers(clip_pipe, classifier_components):
+    # transformers' CLIPConfig carries a default two-entry id2label; a CLIP encoder still has no classes.
+    assert clip_pipe.encoder_adapter.class_names is None
+    classifier = classifier_components["encoder"]
+    assert EncoderAdapter(classifier).class_names == getattr(classifier.config, "labels", None)
+    classifier.register_to_config(labels=["zero", "one", "two", "three"])
+    assert EncoderAdapter(classifier).class_names == ["zero", "one", "two", "three"]

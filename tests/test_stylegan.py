@@ -45,7 +45,7 @@ ROSINALITY = FIXTURES / "stylegan2-rosinality" / "stylegan2-rosinality-dev.pt"
 IMAGE_TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 LATENT_TOLERANCE = dict(rtol=0, atol=1e-5)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference(folder: str) -> dict[str, torch.Tensor]:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from accelerate.state import AcceleratorState, GradientState
 from safetensors import safe_open
 from transformers import CLIPImageProcessor
 
@@ -54,20 +53,7 @@ SUBPROCESS_ENV = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    # Accelerate's state is a process-wide singleton; each in-process run builds its own Accelerator.
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
 def save_pipeline(folder: Path, tokenizer, generator_seed: int = 0) -> Path:

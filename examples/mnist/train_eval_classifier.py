@@ -1,7 +1,7 @@
 """Train the evaluation classifier used only to score generated MNIST digits: HOG features + a scikit-learn MLP.
 
 It is deliberately a different kind of model from the CNN auxiliary model f (hand-made features, no convolutions), so
-samples that merely exploit f do not score well. The MLP is exported to plain arrays (`data.EvalClassifier`:
+samples that merely exploit f do not score well. The MLP is exported to plain arrays (`tron_pipelines.evaluation.HogMlpClassifier`:
 safetensors + JSON, no pickle) and reloaded in numpy; its last hidden layer gives features for a Fréchet distance.
 
     python examples/mnist/train_eval_classifier.py --output_dir outputs/mnist/eval_classifier --seed 0
@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from data import IMAGE_SIDE, EvalClassifier, hog_features, load_split
+from data import IMAGE_SIDE, HogMlpClassifier, hog_features, load_split
 from scipy import ndimage
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
@@ -77,9 +77,9 @@ def main(argv=None) -> dict:
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp.fit((train_features - feature_mean) / feature_std, train_labels)
 
-    classifier = EvalClassifier(feature_mean, feature_std, mlp.coefs_, mlp.intercepts_)
+    classifier = HogMlpClassifier(feature_mean, feature_std, mlp.coefs_, mlp.intercepts_)
     classifier.save_pretrained(args.output_dir)
-    reloaded = EvalClassifier.from_pretrained(args.output_dir)
+    reloaded = HogMlpClassifier.from_pretrained(args.output_dir)
     with threadpool_limits(args.num_threads):
         held_out_predictions = reloaded.predict(split.held_out_images)
         train_predictions = reloaded.predict(split.train_images)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from data import NUM_CLASSES, EvalClassifier, frechet_distance, load_mnist, load_split, recompute_batchnorm_statistics
+from data import NUM_CLASSES, HogMlpClassifier, frechet_distance, load_mnist, load_split, recompute_batchnorm_statistics
 from PIL import Image
 
 from tron_pipelines import ConvGenerator
@@ -92,7 +92,7 @@ def save_sample_grid(images: torch.Tensor, path: Path, columns: int = 10) -> Non
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
 
 
-def score_samples(generator: ConvGenerator, eval_classifier: EvalClassifier, num_samples: int, seed: int) -> dict:
+def score_samples(generator: ConvGenerator, eval_classifier: HogMlpClassifier, num_samples: int, seed: int) -> dict:
     """Evaluation-classifier statistics of `num_samples` prior samples of `generator`, next to the held-out digits."""
     noise = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -173,8 +173,8 @@ def main(argv=None) -> dict:
         "training_seconds": round(time.perf_counter() - started, 1),
     }
     eval_classifier_dir = Path(args.eval_classifier_dir)
-    if (eval_classifier_dir / EvalClassifier.config_name).exists():
-        eval_classifier = EvalClassifier.from_pretrained(eval_classifier_dir)
+    if (eval_classifier_dir / HogMlpClassifier.config_name).exists():
+        eval_classifier = HogMlpClassifier.from_pretrained(eval_classifier_dir)
         metrics.update(score_samples(reloaded, eval_classifier, args.num_eval_samples, args.seed + 1))
     else:
         print(f"No evaluation classifier in {eval_classifier_dir}; run train_eval_classifier.py to score samples.")

@@ -85,6 +85,10 @@ class EncoderAdapter:
 
     @property
     def class_names(self) -> list[str] | None:
+        """Names of a classifier's classes from its config (``labels`` or ``id2label``), or ``None`` (CLIP has no
+        classes, though transformers' configs carry a default ``id2label``)."""
+        if self.kind != "classifier":
+            return None
         config = self.encoder.config
         labels = getattr(config, "labels", None)
         if labels is None and getattr(config, "id2label", None):

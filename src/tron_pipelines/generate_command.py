@@ -2,6 +2,12 @@
 
     tron generate "a bold seven leaning right" --num_images 8 --seed 0 --out samples
     tron generate --pipeline tron-mnist --class_label 3 --num_images 8 --out threes
+
+Many conditions at once (a prompts file, or a list of class labels), batched, resumable and split over the processes
+of ``accelerate launch``, are `generate_many`'s:
+
+    tron generate --pipeline tron-mnist --class_labels 0-9 --num_images 32 --out digits
+    accelerate launch --num_processes 8 -m tron_pipelines.cli generate --prompts_file captions.txt --out coco
 """
 
 import argparse
@@ -31,24 +37,47 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def class_label_list(text: str) -> list[int]:
+    """argparse type: class labels as ranges and lists, ``0-9`` or ``0,3,5-7``, in that order."""
+    labels = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()) or (dash and int(last) < int(first)):
+            raise argparse.ArgumentTypeError(f"must be class labels like 0-9 or 0,3,5-7, got {text!r}")
+        labels.extend(range(int(first), int(last if dash else first) + 1))
+    return labels
+
+
 def register_generate(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="Generate images for a prompt or a class label (offline with the embedded pipelines).",
         description="Generate images with a TR0N pipeline: a local folder, an embedded name (tron-mnist, "
-        "tron-mnist-text) or a Hub id. Writes OUT/0.png ..., OUT/grid.png and OUT/manifest.json.",
+        "tron-mnist-text) or a Hub id. One condition writes OUT/0.png ..., OUT/grid.png and OUT/manifest.json. Many "
+        "(--prompts_file, --class_labels) write OUT/000000.png ... and OUT/manifest.jsonl, resumably, in batches, with "
+        "every process of `accelerate launch -m tron_pipelines.cli generate ...`.",
     )
     parser.add_argument("prompt", nargs="?", default=None, help="Text condition (text pipelines).")
     parser.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"Pipeline folder, embedded name or Hub id (default {DEFAULT_PIPELINE}).")
     parser.add_argument("--class_label", type=non_negative_int, default=None, help="Class condition (class pipelines).")
-    parser.add_argument("--num_images", type=positive_int, default=8, help="Images to generate (default 8).")
+    parser.add_argument("--prompts_file", default=None,
+                        help="Many conditions: one prompt per line, or a .jsonl file with one JSON object per line "
+                        "holding \"prompt\", \"class_label\" or \"image\" (a path relative to the file), optionally \"seed\".")
+    parser.add_argument("--class_labels", type=class_label_list, default=None,
+                        help="Many class conditions, e.g. 0-9 or 0,3,5-7.")
+    parser.add_argument("--num_images", type=positive_int, default=None,
+                        help="Images per condition (default 8 for one prompt or class label, 1 with --prompts_file or --class_labels).")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="Seed of image 0 (default 0); image i uses seed + i, so each image is reproducible alone.")
+    parser.add_argument("--batch_size", type=positive_int, default=16,
+                        help="With --prompts_file or --class_labels: images sampled at once per process (default 16).")
     parser.add_argument("--steps", type=non_negative_int, default=None, help="Langevin steps, 0 = translator only (default: the pipeline's).")
     parser.add_argument("--candidates", type=positive_int, default=None,
                         help="Initial draws per image; the lowest-energy one is refined (default: the pipeline's).")
     parser.add_argument("--init", default="translator", choices=["translator", "translator_mean", "prior"], help="Initialisation of the latents.")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda.")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu or cuda (default cpu; with --prompts_file or --class_labels, the device "
+                        "Accelerate gives the process, e.g. cuda:<local rank> under accelerate launch).")
     parser.add_argument("--out", default="tron-samples", help="Output folder (created if needed).")
     parser.set_defaults(handler=run_generate)
 
@@ -64,17 +93,23 @@ def _writable_folder(path: str) -> Path:
     return folder
 
 
-def _load_pipeline(name: str, device: str):
-    import torch
+def disable_loading_progress_bars() -> None:
+    """One progress bar per command (its work's): diffusers' and transformers' loading bars would add two more for a
+    second's work."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def _load_pipeline(name: str, device: str):
+    import torch
 
     from .pipelines import TronPipeline
     from .pipelines.loading import PipelineNotFoundError
 
-    # One progress bar per command: the Langevin steps'. Loading bars would add two more for a second's work.
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    disable_loading_progress_bars()
     try:
         pipe = TronPipeline.from_pretrained(name)
     except PipelineNotFoundError as error:
@@ -96,10 +131,19 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    if (args.prompt is None) == (args.class_label is None):
-        raise CommandError("give either a prompt or --class_label.")
+    given = [name for name, value in (("a prompt", args.prompt), ("--class_label", args.class_label),
+                                      ("--prompts_file", args.prompts_file), ("--class_labels", args.class_labels)) if value is not None]
+    if len(given) != 1:
+        got = f" (got {' and '.join(given)})" if given else ""
+        raise CommandError(f"give either a prompt or --class_label, or many conditions with --prompts_file or --class_labels{got}.")
+    if args.prompts_file is not None or args.class_labels is not None:
+        from .generate_many import generate_many
+
+        args.num_images = args.num_images or 1
+        return generate_many(args)
+    args.num_images = args.num_images or 8
     folder = _writable_folder(args.out)
-    pipe = _load_pipeline(args.pipeline, args.device)
+    pipe = _load_pipeline(args.pipeline, args.device or "cpu")
 
     import torch
 

@@ -17,6 +17,7 @@ keys is rejected with a `CheckpointMismatchError` that lists all of them.
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
@@ -335,18 +336,39 @@ def convert_biggan_pytorch(
     return convert_state_dict(state_dict, layout, model, f"BigGAN-PyTorch BigGAN {resolution} px ({config})")
 
 
+def biggan_pytorch_resolution(state_dict: dict[str, torch.Tensor]) -> int:
+    """The resolution (a key of `BIGGAN_ARCHITECTURES`) whose number of residual blocks a BigGAN-PyTorch state dict
+    has (``blocks.{i}.0.*`` keys: 6 blocks at 256 px, 7 at 512 px).
+
+    Raises:
+        CheckpointMismatchError: when no architecture has that many blocks.
+    """
+    block_indices = {int(match.group(1)) for key in state_dict if (match := re.match(r"blocks\.(\d+)\.0\.", key))}
+    by_blocks = {len(architecture["channel_multipliers"]) - 1: resolution for resolution, architecture in BIGGAN_ARCHITECTURES.items()}
+    if len(block_indices) not in by_blocks:
+        expected = ", ".join(f"{blocks} ({resolution} px)" for blocks, resolution in sorted(by_blocks.items()))
+        raise CheckpointMismatchError(
+            f"A BigGAN-PyTorch generator has {expected} residual blocks; this state dict has {len(block_indices)}: give the resolution."
+        )
+    return by_blocks[len(block_indices)]
+
+
 def load_biggan_pytorch(
-    checkpoint_path: str | os.PathLike, resolution: int, sn_eps: float = BIGGAN_PYTORCH_SN_EPS, **config_overrides
+    checkpoint_path: str | os.PathLike, resolution: int | None = None, sn_eps: float = BIGGAN_PYTORCH_SN_EPS, **config_overrides
 ) -> BigGANGenerator:
-    """Read a bare BigGAN-PyTorch state dict with ``torch.load(..., weights_only=True)`` and convert it."""
+    """Read a bare BigGAN-PyTorch state dict with ``torch.load(..., weights_only=True)`` and convert it; the resolution
+    is inferred from the number of blocks (`biggan_pytorch_resolution`) unless given."""
     state_dict = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     if not isinstance(state_dict, dict):
         raise CheckpointMismatchError(f"Expected a bare state dict in {checkpoint_path}, found {type(state_dict)}.")
+    if resolution is None:
+        resolution = biggan_pytorch_resolution(state_dict)
     return convert_biggan_pytorch(state_dict, resolution, sn_eps=sn_eps, **config_overrides)
 
 
 __all__ = [
     "BIGGAN_PYTORCH_SN_EPS",
+    "biggan_pytorch_resolution",
     "biggan_deep_config_from_pytorch_pretrained",
     "convert_biggan_pytorch",
     "convert_pytorch_pretrained_biggan",

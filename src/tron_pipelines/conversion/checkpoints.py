@@ -79,6 +79,12 @@ def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) 
     half-written folder. An existing ``dump_path`` folder is replaced (moved aside, then deleted once the new one is in
     place).
     """
+    return write_folder_atomically(dump_path, lambda staging: model.save_pretrained(staging, safe_serialization=True))
+
+
+def write_folder_atomically(dump_path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Fill a temporary sibling folder with ``write(staging)``, then rename it to ``dump_path`` (replacing an existing
+    folder, as `save_pretrained_atomically` does). Leftovers of a killed write are named ``.{name}.partial-*``."""
     dump_path = Path(dump_path).absolute()
     if dump_path.exists() and not dump_path.is_dir():
         raise FileExistsError(f"{dump_path} exists and is not a folder.")
@@ -87,7 +93,7 @@ def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) 
     staging = dump_path.with_name(f".{dump_path.name}.partial-{suffix}")
     previous = dump_path.with_name(f".{dump_path.name}.previous-{suffix}")
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        write(staging)
         if dump_path.exists():
             os.replace(dump_path, previous)
         os.replace(staging, dump_path)
@@ -100,4 +106,11 @@ def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) 
     return dump_path
 
 
-__all__ = ["CheckpointMismatchError", "TargetTensor", "check_checkpoint", "convert_state_dict", "save_pretrained_atomically"]
+__all__ = [
+    "CheckpointMismatchError",
+    "TargetTensor",
+    "check_checkpoint",
+    "convert_state_dict",
+    "save_pretrained_atomically",
+    "write_folder_atomically",
+]

@@ -230,10 +230,17 @@ class TronPipeline(DiffusionPipeline):
         )
 
     @classmethod
-    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> "TronPipeline":
+    def from_pipe(
+        cls, pipeline: DiffusionPipeline, dtype: torch.dtype | None = None, torch_dtype: torch.dtype | None = None, **kwargs
+    ) -> "TronPipeline":
         """A new `TronPipeline` sharing ``pipeline``'s components: the same model, tokenizer and scheduler objects, no
         weights copied. Keyword arguments replace components (``scheduler=``, ``translator=``, ...) or settings
-        (``default_num_inference_steps=``, ...); the models keep their dtype unless ``dtype`` is given.
+        (``default_num_inference_steps=``, ...); ``dtype`` (or diffusers' older ``torch_dtype``) casts the (shared) models,
+        which otherwise stay as they are.
+
+        diffusers' own `from_pipe` carries a model over only when its class equals the annotation exactly (every
+        TronGenerator subclass and any encoder would be dropped) and casts the shared models, and so the source
+        pipeline's, to float32 unless told otherwise; this one does neither.
 
         Example:
             ```py
@@ -242,14 +249,20 @@ class TronPipeline(DiffusionPipeline):
             True
             ```
         """
-        expected, _ = cls._get_signature_keys(cls)
-        # diffusers carries a model over only when its class equals the annotation exactly; every TronGenerator
-        # subclass (and any encoder) would be dropped, so all components are passed on explicitly.
-        shared = {name: component for name, component in pipeline.components.items() if name in expected and name not in kwargs}
-        if "dtype" not in kwargs and "torch_dtype" not in kwargs:
-            # diffusers would cast the shared models, and so the source pipeline's, to float32.
-            kwargs["dtype"] = pipeline.dtype
-        return super().from_pipe(pipeline, **shared, **kwargs)
+        expected, optional = cls._get_signature_keys(cls)
+        unknown = sorted(set(kwargs) - set(expected) - set(optional))
+        if unknown:
+            raise TypeError(f"`from_pipe` got {unknown}, which are neither components nor settings of {cls.__name__}.")
+        components = {name: kwargs.get(name, getattr(pipeline, name, None)) for name in expected}
+        missing = [name for name, component in components.items() if component is None and name not in cls._optional_components]
+        if missing:
+            raise ValueError(f"`pipeline` ({type(pipeline).__name__}) has no {missing}: give them as keyword arguments.")
+        settings = {name: kwargs.get(name, pipeline.config[name]) for name in optional if name in kwargs or name in pipeline.config}
+        new = cls(**components, **settings)
+        if "_name_or_path" in pipeline.config:
+            new.register_to_config(_name_or_path=pipeline.config._name_or_path)
+        dtype = dtype or torch_dtype
+        return new.to(dtype=dtype) if dtype is not None else new
 
     def enable_sequential_cpu_offload(self, *args, **kwargs):
         raise NotImplementedError(

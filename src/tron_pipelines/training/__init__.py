@@ -9,7 +9,7 @@
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "arguments": ("build_train_translator_parser", "parse_train_args", "check_train_args", "command_line"),
+    "arguments": ("build_train_translator_parser", "parse_train_args", "check_train_args", "command_line", "parse_build_args"),
     "pairs": (
         "PairSource",
         "PairCache",
@@ -32,7 +32,8 @@ _EXPORTS = {
         "estimate_condition_covariance",
         "evaluate_translator",
         "files_to_upload",
+        "new_translator",
     ),
-    "model_card": ("save_model_card",),
+    "model_card": ("save_model_card", "metrics_table"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

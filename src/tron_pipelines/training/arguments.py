@@ -1,9 +1,11 @@
-"""Command-line arguments of ``tron train-translator`` and ``tron generate-pairs``, named like diffusers' training examples.
+"""Command-line arguments of ``tron train-translator``, ``tron generate-pairs`` and ``tron build``, named like diffusers'
+training examples.
 
 Only argparse is imported here, so that ``tron --help`` does not load the training stack.
 """
 
 import argparse
+import json
 import shlex
 import sys
 
@@ -13,9 +15,23 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 PAIR_DTYPES = ("float32", "float16")
 
 
-def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where pairs come from: the pipeline, the cache and the condition route (shared by both commands)."""
-    group = parser.add_argument_group("pairs")
+class _ArgumentGroup:
+    """An argument group that leaves out the options whose destination is in ``exclude``: ``tron build`` reuses the
+    training options but sets some of them itself (`BUILD_SETS`)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, title: str, exclude: tuple[str, ...]):
+        self.group = parser.add_argument_group(title)
+        self.exclude = exclude
+
+    def add_argument(self, *flags, **kwargs) -> None:
+        if flags[0].lstrip("-") not in self.exclude:
+            self.group.add_argument(*flags, **kwargs)
+
+
+def add_pair_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """Where pairs come from: the pipeline, the cache and the condition route (shared by the commands), minus the
+    options named in ``exclude``."""
+    group = _ArgumentGroup(parser, "pairs", exclude)
     group.add_argument(
         "--pipeline", type=str, required=True,
         help="Saved TronPipeline (folder, embedded name or Hub repo id) providing the generator and the encoder. Its "
@@ -55,9 +71,10 @@ def add_generate_pairs_arguments(parser: argparse.ArgumentParser) -> None:
     add_pair_arguments(parser)
 
 
-def add_train_translator_arguments(parser: argparse.ArgumentParser) -> None:
-    add_pair_arguments(parser)
-    model = parser.add_argument_group("translator")
+def add_train_translator_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """The options of ``tron train-translator``, minus those named in ``exclude``."""
+    add_pair_arguments(parser, exclude)
+    model = _ArgumentGroup(parser, "translator", exclude)
     model.add_argument("--output_dir", type=str, default="tron-translator", help="Where the pipeline, the checkpoints and the logs go.")
     model.add_argument("--overwrite_output_dir", action="store_true", help="Train into a non-empty --output_dir (its old checkpoints are removed).")
     model.add_argument(
@@ -73,7 +90,7 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser) -> None:
         "method's 0.01 makes every sample of a short run alike.",
     )
 
-    loss = parser.add_argument_group("loss and condition noise")
+    loss = _ArgumentGroup(parser, "loss and condition noise", exclude)
     loss.add_argument("--nll_weight", type=float, default=1e-4, help="Weight alpha of the NLL against the auxiliary-latent MSE.")
     loss.add_argument(
         "--condition_noise", type=str, default="none", choices=CONDITION_NOISES,
@@ -84,7 +101,7 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser) -> None:
     )
     loss.add_argument("--condition_noise_scale", type=float, default=0.2, help="Scale s of the condition noise.")
 
-    optimization = parser.add_argument_group("optimisation")
+    optimization = _ArgumentGroup(parser, "optimisation", exclude)
     optimization.add_argument("--train_batch_size", type=int, default=16, help="Pairs per device per step (the method's 16).")
     optimization.add_argument("--num_train_epochs", type=int, default=10, help="Epochs, unless --max_train_steps is given.")
     optimization.add_argument("--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides --num_train_epochs).")
@@ -112,7 +129,7 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser) -> None:
     optimization.add_argument("--ema_inv_gamma", type=float, default=1.0)
     optimization.add_argument("--ema_power", type=float, default=3 / 4)
 
-    run = parser.add_argument_group("checkpoints, validation and logging")
+    run = _ArgumentGroup(parser, "checkpoints, validation and logging", exclude)
     run.add_argument("--checkpointing_steps", type=int, default=500, help="Save a resumable checkpoint every N steps.")
     run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     run.add_argument(
@@ -134,6 +151,119 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--push_to_hub", action="store_true", help="Upload the trained pipeline and its model card to the Hub.")
     run.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id (default: the --output_dir folder name).")
     run.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the stored login).")
+
+
+# Options of `tron train-translator` that `tron build` sets itself (its stage folders, resuming) or defines its own way
+# (the push of the finished pipeline).
+BUILD_SETS = (
+    "pipeline", "pairs_dir", "output_dir", "overwrite_output_dir", "translator_name_or_path", "resume_from_checkpoint",
+    "push_to_hub", "hub_model_id", "hub_token",
+)
+# `tron build --num_pairs` default: the method's 1,000,000 pairs.
+BUILD_DEFAULT_NUM_PAIRS = 1_000_000
+BUILD_DESCRIPTION = """\
+From a generator checkpoint and an encoder to a trained, documented (and optionally pushed) TR0N pipeline, in stages:
+convert the generator, assemble it with the encoder and an untrained translator, make synthetic pairs (z ~ p(z),
+c = f(G(z))), train the translator, write the model card with the validation figures and a sample grid, push. Each
+stage is skipped when its output is complete and was built from the same inputs; run the same command again to finish
+an interrupted build (training resumes from its last checkpoint). A changed input reruns the stages that depend on it.
+Run under `accelerate launch` for several processes (pairs and training are split over them).
+
+Layout of --output:
+  OUTPUT/pipeline/     the pipeline: TronPipeline.from_pretrained("OUTPUT/pipeline"), with README.md (model card)
+                       and samples/ (the card's sample grid); nothing else
+  OUTPUT/build.json    per stage: what it was built from (fingerprints of inputs and settings), what it produced, seconds
+  OUTPUT/stages/       the stages' work: convert/ (converted generator), assemble/ (base pipeline), pairs/ (pair
+                       cache), train/ (checkpoints, logs, training card)
+
+Without --num_pairs, the method's 1,000,000 pairs (days of CPU time for full-size models; minutes on GPUs)."""
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """argparse type: ``KEY=VALUE``, the value read as JSON when it is JSON (``0.5``, ``true``, ``[1, 2]``), else text."""
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _key_value_text(item: tuple[str, object]) -> str:
+    """The ``KEY=VALUE`` text that `key_value` reads back as ``item``."""
+    key, value = item
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def add_model_card_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a pipeline's model card says about its base models (``tron build``, ``build_tron_pipeline.py``)."""
+    group = parser.add_argument_group("model card")
+    group.add_argument("--generator_id", type=str, default=None, help="Where the generator weights come from, e.g. deepmind/biggan-deep-256 (the card's base model).")
+    group.add_argument("--generator_license", type=str, default="see the generator's source", help="Licence of the generator weights.")
+    group.add_argument("--encoder_license", type=str, default="see the encoder's source", help="Licence of the encoder weights.")
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """Pushing a finished pipeline folder to the Hub (``tron build``, ``build_tron_pipeline.py``)."""
+    group = parser.add_argument_group("Hub")
+    group.add_argument("--push_to_hub", action="store_true", help="Upload the pipeline folder and its model card to the Hub.")
+    group.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id, e.g. org/tron-biggan (required with --push_to_hub).")
+    group.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the stored login).")
+    group.add_argument("--private", action="store_true", help="Create the Hub repo private.")
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``tron build``: its sources and output, every ``tron train-translator`` option it does not set
+    itself, the sample grid, the model card and the Hub."""
+    from ..generate_command import non_negative_int, positive_int
+
+    sources = parser.add_argument_group("generator, encoder and output")
+    sources.add_argument(
+        "--generator", type=str, required=True,
+        help="A generator folder or checkpoint, its format detected from the files: a tron_pipelines generator folder, "
+        "a pytorch-pretrained-biggan folder, a BigGAN-PyTorch .pth, a rosinality .pt or an NVIDIA .pkl.",
+    )
+    sources.add_argument("--encoder", type=str, required=True, help="A CLIP Hub id or folder, an OpenCLIP folder, or a classifier folder.")
+    sources.add_argument("--output", type=str, required=True, help="Build folder (layout above); an earlier build's folder continues it.")
+    sources.add_argument(
+        "--preset", type=str, default=None,
+        help="Sampling preset of the pipeline: biggan or stylegan (`SAMPLING_PRESETS`; default: the one of the generator's format or class).",
+    )
+    sources.add_argument(
+        "--generator_config", type=key_value, nargs="+", default=[], metavar="KEY=VALUE",
+        help="Settings of the converted generator, e.g. default_truncation=0.5 (BigGAN-deep), truncation_psi=0.7 or "
+        "latent_space=w+ (StyleGAN), resolution=512 (BigGAN-PyTorch).",
+    )
+    add_train_translator_arguments(parser, exclude=BUILD_SETS)
+    parser.set_defaults(num_pairs=BUILD_DEFAULT_NUM_PAIRS)
+
+    samples = parser.add_argument_group("sample grid of the model card")
+    samples.add_argument(
+        "--sample_prompts", type=str, nargs="+", default=None, help="Prompts of the grid (CLIP encoders; default: a few for the preset)."
+    )
+    samples.add_argument(
+        "--sample_class_labels", type=int, nargs="+", default=None, help="Classes of the grid (classifier encoders; default: the first 8)."
+    )
+    samples.add_argument("--sample_images", type=positive_int, default=2, help="Images per prompt or class (default 2).")
+    samples.add_argument("--sample_steps", type=non_negative_int, default=None, help="Langevin steps of the samples (default: the preset's).")
+    samples.add_argument("--sample_augmentations", type=non_negative_int, default=None, help="Augmented copies per image (default: the preset's).")
+    samples.add_argument("--no_samples", action="store_true", help="Write the model card without a sample grid.")
+    add_model_card_arguments(parser)
+    add_hub_arguments(parser)
+
+
+def build_build_parser(prog: str = "tron build") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=BUILD_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_build_arguments(parser)
+    return parser
+
+
+def parse_build_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``tron build`` arguments (``sys.argv[1:]`` when ``argv`` is None; dashes work as underscores)."""
+    from ..cli import normalize_option_spelling
+
+    return build_build_parser().parse_args(normalize_option_spelling(sys.argv[1:] if argv is None else list(argv)))
 
 
 def build_train_translator_parser(prog: str = "tron train-translator") -> argparse.ArgumentParser:
@@ -196,20 +326,40 @@ def check_train_args(args: argparse.Namespace) -> None:
     )
 
 
-def command_line(args: argparse.Namespace, command: str = "tron train-translator") -> str:
-    """A shell command that repeats ``args``: the command and every argument that differs from its default (the Hub
+def command_line(
+    args: argparse.Namespace,
+    command: str = "tron train-translator",
+    parser: argparse.ArgumentParser | None = None,
+    required: tuple[str, ...] = ("pipeline",),
+    skip: tuple[str, ...] = (),
+) -> str:
+    """A shell command that repeats ``args`` of ``parser`` (default: train-translator's): the command, the
+    ``required`` options and every other option that differs from its default, except those in ``skip`` (the Hub
     token never appears)."""
-    defaults = vars(build_train_translator_parser().parse_args(["--pipeline", ""]))
+    parser = parser or build_train_translator_parser()
+    defaults = vars(parser.parse_args([word for name in required for word in (f"--{name}", "")]))
     words = command.split()
     for name, default in defaults.items():
         value = getattr(args, name, default)
-        if name == "hub_token" or (value == default and name != "pipeline"):
+        if name in ("hub_token", *skip) or (value == default and name not in required):
             continue
-        words += [f"--{name}"] if value is True else [f"--{name}", str(value)]
+        if value is True:
+            words.append(f"--{name}")
+        elif isinstance(value, (list, tuple)):
+            words += [f"--{name}", *(_key_value_text(item) if isinstance(item, tuple) else str(item) for item in value)]
+        else:
+            words += [f"--{name}", str(value)]
     return shlex.join(words)
 
 
 __all__ = [
+    "BUILD_SETS",
+    "add_build_arguments",
+    "add_hub_arguments",
+    "add_model_card_arguments",
+    "build_build_parser",
+    "key_value",
+    "parse_build_args",
     "add_pair_arguments",
     "add_generate_pairs_arguments",
     "add_train_translator_arguments",

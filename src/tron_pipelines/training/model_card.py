@@ -27,7 +27,8 @@ def _usage_snippet(repo_id: str, encoder_kind: str) -> str:
     )
 
 
-def _metrics_table(initial: dict, final: dict) -> str:
+def metrics_table(initial: dict, final: dict) -> str:
+    """Markdown table of the validation metrics (`METRIC_DESCRIPTIONS`) before and after training."""
     rows = ["| metric | before training | after training |", "|---|---|---|"]
     for name, description in METRIC_DESCRIPTIONS.items():
         if name in final:
@@ -93,7 +94,7 @@ The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="t
 
 ## Validation
 
-{_metrics_table(initial_metrics, metrics)}
+{metrics_table(initial_metrics, metrics)}
 
 ## Command
 
@@ -123,4 +124,4 @@ The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="t
     return card
 
 
-__all__ = ["save_model_card"]
+__all__ = ["METRIC_DESCRIPTIONS", "metrics_table", "save_model_card"]

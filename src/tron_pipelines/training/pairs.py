@@ -667,16 +667,22 @@ def generate_pairs_command(args) -> PairCache:
 
     check_generate_pairs_args(args)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    cache = generate_pairs_from_args(args, accelerator)
+    accelerator.print(f"Pair cache {args.pairs_dir!r}: {len(cache)} pairs in {cache.manifest['num_shards']} shard(s), complete.")
+    return cache
+
+
+def generate_pairs_from_args(args, accelerator) -> "PairCache":
+    """`generate_pairs` with the generator and encoder of ``args.pipeline``, the condition route and the cache settings
+    of ``args`` (`add_pair_arguments`), split over the processes of ``accelerator``."""
     pipeline = load_training_pipeline(args.pipeline)
     condition_fn = load_condition_fn(args.condition_fn) if args.condition_fn else None
     pipeline.to(accelerator.device)
     source = PairSource.from_pipeline(pipeline, condition_fn, args.condition_name)
-    cache = generate_pairs(
+    return generate_pairs(
         source, args.pairs_dir, args.num_pairs, args.pairs_per_shard, args.seed, args.generation_batch_size,
         args.pairs_dtype, accelerator=accelerator,
     )
-    accelerator.print(f"Pair cache {args.pairs_dir!r}: {len(cache)} pairs in {cache.manifest['num_shards']} shard(s), complete.")
-    return cache
 
 
 __all__ = [
@@ -685,6 +691,7 @@ __all__ = [
     "PairCacheError",
     "generate_pairs",
     "generate_pairs_command",
+    "generate_pairs_from_args",
     "open_pair_cache",
     "load_training_pipeline",
     "load_condition_fn",

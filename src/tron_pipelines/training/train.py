@@ -29,6 +29,8 @@ from huggingface_hub import create_repo, upload_folder
 from huggingface_hub.utils import filter_repo_objects
 from tqdm.auto import tqdm
 
+from ..encoders import EncoderAdapter
+from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
 from ..pipelines.pipeline_tron import TronPipeline
 from ..pretrained import EMBEDDED_ROOT
@@ -308,20 +310,30 @@ def check_output_dir(args: argparse.Namespace) -> None:
         )
 
 
+def new_translator(
+    generator: TronGenerator, adapter: EncoderAdapter, num_components: int = 10, hidden_dim: int | None = None, init_std: float | None = None
+) -> TranslatorModel:
+    """An untrained translator sized for ``generator``'s latents (main, its bound, auxiliary ones) and ``adapter``'s
+    conditions (CLIP embeddings or class probabilities). ``init_std`` defaults to 1 (training then sets the spread of
+    G's latents, see `--init_std`)."""
+    auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
+    return TranslatorModel(
+        condition_dim=adapter.condition_dim,
+        latent_dim=generator.latent_dim,
+        num_components=num_components,
+        hidden_dim=hidden_dim,
+        latent_threshold=generator.main_latent.threshold,
+        auxiliary_latent_dims=auxiliary or None,
+        init_std=init_std or 1.0,
+    )
+
+
 def build_translator(pipeline: TronPipeline, args: argparse.Namespace) -> TranslatorModel:
     """A new translator fitting the pipeline's generator and encoder, or ``--translator_name_or_path`` checked against them."""
     adapter, generator = pipeline.encoder_adapter, pipeline.generator
     auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
     if args.translator_name_or_path is None:
-        return TranslatorModel(
-            condition_dim=adapter.condition_dim,
-            latent_dim=generator.latent_dim,
-            num_components=args.num_components,
-            hidden_dim=args.hidden_dim,
-            latent_threshold=generator.main_latent.threshold,
-            auxiliary_latent_dims=auxiliary or None,
-            init_std=args.init_std or 1.0,
-        )
+        return new_translator(generator, adapter, args.num_components, args.hidden_dim, args.init_std)
     path = Path(args.translator_name_or_path)
     subfolder = "translator" if (path / "translator" / "config.json").is_file() else None
     try:
@@ -444,12 +456,13 @@ def _report_to(value: str) -> str | None:
     return None if value == "none" else value
 
 
-def train_translator(args: argparse.Namespace) -> TrainingResult:
+def train_translator(args: argparse.Namespace, end_training: bool = True) -> TrainingResult:
     """Train a translator as ``tron train-translator`` does (``args`` from `parse_train_args`).
 
     Checks every argument, the pipeline, the translator's dimensions, the output folder and the pair cache before any
     pair is generated or any step taken, and raises ``ValueError`` naming the argument at fault. Saves the pipeline with
-    the new translator and a model card in ``--output_dir``; returns a `TrainingResult`.
+    the new translator and a model card in ``--output_dir``; returns a `TrainingResult`. With ``end_training=False``
+    the trackers are finished but the processes' group is kept, for a caller with more work for them (``tron build``).
     """
     check_train_args(args)
     output_dir = Path(args.output_dir)
@@ -708,7 +721,11 @@ def train_translator(args: argparse.Namespace) -> TrainingResult:
             f"{train_seconds:.1f}s: {result.steps_per_second:.2f} steps/s, {result.pairs_per_second:.1f} pairs/s. "
             f"Final validation: {format_metrics(metrics)}. Saved to {str(output_dir)!r}."
         )
-    accelerator.end_training()
+    if end_training:
+        accelerator.end_training()
+    else:
+        for tracker in accelerator.trackers:
+            tracker.finish()
     return result
 
 
@@ -726,5 +743,6 @@ __all__ = [
     "evaluate_translator",
     "files_to_upload",
     "build_optimizer",
+    "new_translator",
     "main",
 ]
