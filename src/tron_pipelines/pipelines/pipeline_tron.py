@@ -257,7 +257,9 @@ class TronPipeline(DiffusionPipeline):
         missing = [name for name, component in components.items() if component is None and name not in cls._optional_components]
         if missing:
             raise ValueError(f"`pipeline` ({type(pipeline).__name__}) has no {missing}: give them as keyword arguments.")
-        settings = {name: kwargs.get(name, pipeline.config[name]) for name in optional if name in kwargs or name in pipeline.config}
+        # The call's value first: the source (any pipeline with the components) may not have the setting at all.
+        settings = {name: kwargs[name] for name in optional if name in kwargs}
+        settings.update({name: pipeline.config[name] for name in optional if name not in kwargs and name in pipeline.config})
         new = cls(**components, **settings)
         if "_name_or_path" in pipeline.config:
             new.register_to_config(_name_or_path=pipeline.config._name_or_path)
