@@ -61,20 +61,39 @@ def test_text_length_is_the_shorter_of_tokenizer_and_position_table(clip, tokeni
     torch.testing.assert_close(EncoderAdapter(clip, long_limit).encode_prompts(prompts, cpu), EncoderAdapter(clip, tokenizer).encode_prompts(prompts, cpu))
 
 
-@pytest.mark.parametrize("config_size,image_size", [({"image_size": 20}, 20), ({}, 224)])
-def test_clip_without_transformers_sub_configs(clip, tokenizer, config_size, image_size):
-    # OpenCLIP's wrapper: one flat config (no `vision_config`, `text_config` or `projection_dim`), its image size there
-    # or CLIP's 224, and the tokenizer's limit as the text length.
-    config = SimpleNamespace(embed_dim=8, **config_size)
-    encoder = SimpleNamespace(config=config, get_text_features=clip.get_text_features, get_image_features=clip.get_image_features)
+GREY_STATISTICS = {"image_mean": (0.1, 0.2, 0.3), "image_std": (0.4, 0.5, 0.6)}
+
+
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        ({"image_size": 20, "num_channels": 1, **GREY_STATISTICS}, (20, 1, (0.1,), (0.4,))),
+        ({}, (224, 3, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)),
+    ],
+)
+def test_clip_without_transformers_sub_configs(clip, tokenizer, config, expected):
+    # OpenCLIP's wrapper: one flat config (no `vision_config`, `text_config` or `projection_dim`) with the image size,
+    # channels and statistics, or CLIP's defaults where it has none; the tokenizer's limit is the text length.
+    encoder = SimpleNamespace(
+        config=SimpleNamespace(embed_dim=8, **config), get_text_features=clip.get_text_features, get_image_features=clip.get_image_features
+    )
     adapter = EncoderAdapter(encoder, tokenizer)
-    assert (adapter.kind, adapter.condition_dim, adapter.image_size, adapter.channels) == ("clip", 8, image_size, 3)
+    assert (adapter.kind, adapter.condition_dim) == ("clip", 8)
+    assert (adapter.image_size, adapter.channels, adapter.image_mean, adapter.image_std) == expected
     assert adapter.max_text_length() == tokenizer.model_max_length
 
 
-def test_an_encoder_without_text_features_is_a_classifier():
-    encoder = SimpleNamespace(config=SimpleNamespace(num_classes=4, image_size=12), get_image_features=lambda **kwargs: None)
-    assert EncoderAdapter(encoder).kind == "classifier"
+@pytest.mark.parametrize(
+    "config,expected",
+    [({"image_size": 12, "num_channels": 1}, (12, 1, (0.5,), (0.5,))), ({}, (224, 3, (0.5,) * 3, (0.5,) * 3))],
+)
+def test_classifier_config_defaults(config, expected):
+    # A classifier is anything without text features; its size and channels come from its config (`num_channels`
+    # when there is no `in_channels`), else 224 and RGB, normalised to [-1, 1].
+    encoder = SimpleNamespace(config=SimpleNamespace(num_classes=4, **config), get_image_features=lambda **kwargs: None)
+    adapter = EncoderAdapter(encoder)
+    assert adapter.kind == "classifier"
+    assert (adapter.image_size, adapter.channels, adapter.image_mean, adapter.image_std) == expected
 
 
 def test_truncation_warning_names_the_dropped_words(clip, tokenizer):

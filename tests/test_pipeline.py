@@ -504,6 +504,18 @@ def test_image_conditions_count_one_image_or_a_batch(clip_pipe):
         assert out.images.shape == (2 * conditions, 8)
 
 
+def test_settings_not_given_take_the_documented_defaults(clip_pipe):
+    # 10 steps, 8 augmented copies, 1 candidate (the class docstring): a call without them is a call with them.
+    assert (clip_pipe.config.default_num_inference_steps, clip_pipe.config.default_num_augmentations) == (10, 8)
+    assert clip_pipe.config.default_num_candidates == 1
+    plain = clip_pipe(prompt="a cat", generator=seeded(0), output_type="latent", return_energy_trace=True)
+    spelled_out = clip_pipe(
+        prompt="a cat", generator=seeded(0), output_type="latent", return_energy_trace=True,
+        num_inference_steps=10, num_augmentations=8, num_candidates=1,
+    )
+    torch.testing.assert_close(plain.energy_trace, spelled_out.energy_trace, rtol=0, atol=0)
+
+
 class TwoAuxiliaryLatents(ConvGenerator):
     """The test generator with two auxiliary latents after z, which shift its input."""
 
