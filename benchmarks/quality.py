@@ -228,7 +228,8 @@ def score_runs(workload: Workload, conditions: Conditions, runs: dict, evaluator
     for arm, snapshots in runs.items():
         for steps, snapshot in sorted(snapshots.items()):
             metrics, rendered = render_and_score(workload, conditions, snapshot["latents"], evaluator)
-            rows.append({"arm": arm, "steps": steps, "seconds": snapshot["seconds"], **metrics})
+            rows.append({"arm": arm, "steps": steps, "seconds": snapshot["seconds"],
+                         "seconds_per_image": snapshot["seconds"] / len(conditions), **metrics})
             if steps in keep_images_at:
                 images[(arm, steps)] = rendered
     return rows, images
@@ -274,8 +275,10 @@ def tune_prior_baseline(workload: Workload, settings: QualitySettings, evaluator
 
 
 # Section ----------------------------------------------------------------------------------------------------------
-def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvaluator | None, output_dir: Path) -> dict:
-    """Tune, run the arms, score every (arm, T), and the pipeline's own defaults; write grids and plots."""
+def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvaluator | None, output_dir: Path,
+            label: str | None = None) -> dict:
+    """Tune, run the arms, score every (arm, T), and the pipeline's own defaults; write grids and plots, named
+    ``quality_<label>_*`` (``label`` defaults to the workload's kind)."""
     pipe = workload.pipe
     started = time.perf_counter()
     tuning = tune_prior_baseline(workload, settings, evaluator)
@@ -287,7 +290,8 @@ def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvalu
     defaults_run = langevin_snapshots(workload, conditions, seeds, [default_steps], "translator", num_candidates=None)
     defaults, _ = render_and_score(workload, conditions, defaults_run[default_steps]["latents"], evaluator)
     defaults.update({"arm": f"pipeline defaults (translator, best of {pipe.config.default_num_candidates})", "steps": default_steps,
-                     "seconds": defaults_run[default_steps]["seconds"]})
+                     "seconds": defaults_run[default_steps]["seconds"],
+                     "seconds_per_image": defaults_run[default_steps]["seconds"] / len(conditions)})
 
     with swapped_scheduler(workload, **tuning["best"]) as tuned:
         runs = run_arms(workload, conditions, seeds, settings)
@@ -312,7 +316,7 @@ def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvalu
         # The shipped defaults too: their sampler was tuned on other seeds, as the prior arm's was.
         result["claim"] = paper_claim(rows + [defaults], default_steps, max(settings.step_counts),
                                       result["real_digits"]["diversity_ratio"], (*TRANSLATOR_ARMS, defaults["arm"]))
-    prefix = f"quality_{workload.kind}"
+    prefix = f"quality_{label or workload.kind}"
     result["plots"] = [plot_quality(rows, output_dir / f"{prefix}_vs_steps.png", "steps"),
                        plot_quality(rows, output_dir / f"{prefix}_vs_seconds.png", "seconds")]
     result["sample_grids"] = save_sample_grids(images, conditions, output_dir, prefix)
@@ -427,8 +431,9 @@ def _spread(items: list, count: int) -> list:
 
 
 QUALITY_COLUMNS = [
-    ("arm", "arm", ""), ("steps", "T", "d"), ("seconds", "seconds", ".1f"), ("energy", "energy", ".3f"),
-    ("accuracy", "accuracy", ".3f"), ("worst_class_accuracy", "worst digit", ".3f"), ("diversity_ratio", "diversity / real", ".3f"),
+    ("arm", "arm", ""), ("steps", "T", "d"), ("seconds", "seconds", ".1f"), ("seconds_per_image", "s / image", ".3f"),
+    ("energy", "energy", ".3f"), ("accuracy", "accuracy", ".3f"), ("worst_class_accuracy", "worst digit", ".3f"),
+    ("diversity_ratio", "diversity / real", ".3f"),
     ("diversity_ratio_correct", "diversity / real (correct only)", ".3f"), ("frechet_distance", "FD", ".1f"),
     ("frechet_distance_std", "FD bootstrap std", ".1f"),
 ]
@@ -451,8 +456,8 @@ def quality_tables(result: dict) -> str:
     """Markdown tables of a quality result: tuning grid, pipeline defaults, every (arm, T), real digits, claim."""
     columns = TEXT_COLUMNS if result["kind"] == "text" else QUALITY_COLUMNS
     has_metrics = "accuracy" in result["rows"][0]
-    columns = columns if has_metrics else columns[:4]
-    grid_columns = [("step_size", "step size", "g"), ("noise_std", "noise std", "g")] + columns[3:]
+    columns = columns if has_metrics else columns[:5]
+    grid_columns = [("step_size", "step size", "g"), ("noise_std", "noise std", "g")] + columns[4:]
     parts = [
         f"Tuning grid (prior arm, T={result['tuning']['rows'][0]['steps']}, {result['tuning']['num_images']} images; "
         f"chosen: {result['tuning']['best']}, by {result['tuning']['criterion']}):",
@@ -464,7 +469,8 @@ def quality_tables(result: dict) -> str:
         format_table(result["rows"], columns),
     ]
     if "real_digits" in result:
-        real = dict(result["real_digits"], arm="real training digits (same class counts)", steps=None, seconds=None, energy=None)
+        real = dict(result["real_digits"], arm="real training digits (same class counts)", steps=None, seconds=None,
+                    seconds_per_image=None, energy=None)
         parts += ["\nReference:", format_table([real], columns)]
         for name, claim in result["claim"].items():
             gaps = f"diversity gap to real digits {claim['ours']['diversity_gap']:.3f} vs prior {claim['prior']['diversity_gap']:.3f}"

@@ -3,12 +3,15 @@
     python benchmarks/run.py --quick                                  # everything, small sizes (< 10 min on 2 cores)
     python benchmarks/run.py                                          # everything, full sizes
     python benchmarks/run.py throughput overhead --device cuda --speed_workloads biggan-deep-256-clip
+    python benchmarks/run.py sampler --device cuda                    # diffusion G: cost per Langevin step
 
-Sections (all by default): ``quality`` (initialisations x T steps, with the evaluation model), ``throughput``
-(batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step breakdown), ``memory`` (peak
-vs batch size and steps, memory after every step) and ``features`` (bf16/fp16 autocast, channels_last,
-torch.compile). Each section prints its tables and writes ``<section>.json`` (and PNG plots) to ``--output_dir``;
-``report.md`` collects all tables.
+Sections (all but ``sampler`` by default): ``quality`` (initialisations x T steps, with the evaluation model),
+``throughput`` (batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step breakdown),
+``memory`` (peak vs batch size and steps, memory after every step), ``features`` (bf16/fp16 autocast, channels_last,
+torch.compile) and, only when named, ``sampler`` (a diffusion-sampler G, `ddpm-cifar10-32-clip` by default: seconds,
+GFLOP and peak memory of a Langevin step at 1, 5 and 10 sampler steps, with and without gradient checkpointing).
+Each section prints its tables and writes ``<section>.json`` (and PNG plots) to ``--output_dir``; ``report.md``
+collects all tables.
 """
 
 import argparse
@@ -27,7 +30,8 @@ import torch  # noqa: E402
 from common import format_table, matmul_gflops, write_json  # noqa: E402
 from workloads import SYNTHETIC_WORKLOADS, load_workload  # noqa: E402
 
-SECTIONS = ("quality", "throughput", "overhead", "memory", "features")
+SECTIONS = ("quality", "throughput", "overhead", "memory", "features", "sampler")
+DEFAULT_SECTIONS = SECTIONS[:-1]
 QUICK = {
     "batch_sizes": [1, 8, 32],
     "repeats": 3,
@@ -37,6 +41,9 @@ QUICK = {
     "quality": {"samples_per_condition": 3, "grid_step_sizes": [0.3, 1.0], "grid_noise_stds": [0.01, 0.05],
                 "tuning_samples_per_condition": 1},
     "text": {"samples_per_condition": 2, "one_prompt_per_digit": True},
+    "diffusion": {"samples_per_condition": 2, "step_counts": [0, 5, 10], "grid_step_sizes": [0.3, 1.0],
+                  "grid_noise_stds": [0.01], "tuning_samples_per_condition": 1, "fusedream_candidates": 21},
+    "sampler": {"batch_size": 1, "sampler_steps": [1, 5, 10], "langevin_steps": 1, "repeats": 1},
 }
 FULL = {
     "batch_sizes": [1, 2, 4, 8, 16, 32, 64],
@@ -46,18 +53,27 @@ FULL = {
     "trace_steps": 100,
     "quality": {},
     "text": {"samples_per_condition": 8},
+    "diffusion": {"samples_per_condition": 8, "step_counts": [0, 5, 10, 25], "grid_step_sizes": [0.3, 1.0, 3.0],
+                  "grid_noise_stds": [0.01, 0.1], "tuning_samples_per_condition": 2, "fusedream_candidates": 51},
+    "sampler": {"batch_size": 2, "sampler_steps": [1, 5, 10], "langevin_steps": 2, "repeats": 2},
 }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sections", nargs="*", help=f"Sections to run, of {', '.join(SECTIONS)} (default: all).")
-    parser.add_argument("--pipeline", default="tron-mnist", help="Class pipeline: embedded name or folder.")
+    parser.add_argument("sections", nargs="*", help=f"Sections to run, of {', '.join(SECTIONS)} (default: all but sampler).")
+    parser.add_argument("--pipeline", default="tron-mnist", help="Class pipeline: embedded name or folder ('' skips it in the quality section).")
     parser.add_argument("--text_pipeline", default="tron-mnist-text",
-                        help="Text pipeline for the quality section; skipped with a note when it cannot be loaded.")
+                        help="Text pipeline for the quality section ('' to skip it); skipped with a note when it cannot be loaded.")
+    parser.add_argument("--diffusion_pipeline", default="tron-mnist-ddim",
+                        help="Class pipeline with a diffusion G for the quality section (smaller sizes: every Langevin step "
+                             "runs the sampler; '' to skip it); skipped with a note when it cannot be loaded.")
     parser.add_argument("--speed_workloads", nargs="+", default=None,
                         help=f"Workloads of the speed sections: pipelines or {SYNTHETIC_WORKLOADS} "
                              "(default: --pipeline and biggan-tiny).")
+    parser.add_argument("--sampler_workload", default="ddpm-cifar10-32-clip",
+                        help="Workload of the sampler section: a pipeline whose G is a diffusers sampler, or ddpm-cifar10-32-clip.")
+    parser.add_argument("--sampler_batch_size", type=int, default=None, help="Batch of the sampler section (default: by mode).")
     parser.add_argument("--eval_classifier", default=None, help="Evaluation classifier folder (default: benchmarks/assets/mnist-eval-classifier, committed).")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="Small sizes: the whole suite in under 10 minutes on 2 CPU cores.")
@@ -74,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.sections) - set(SECTIONS) - {"memory-probe"}
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
-    args.sections = args.sections or list(SECTIONS)
+    args.sections = args.sections or list(DEFAULT_SECTIONS)
     return args
 
 
@@ -133,6 +149,8 @@ def main(argv=None) -> None:
     speed_sections = [s for s in ("throughput", "overhead", "memory", "features") if s in args.sections]
     if speed_sections:
         run_speed(args, sizes, speed_names, speed_sections, include_compile, output_dir, emit)
+    if "sampler" in args.sections:
+        run_sampler(args, sizes["sampler"], output_dir, emit)
 
     env["load_average_at_end"] = os.getloadavg()
     env["seconds"] = time.perf_counter() - started
@@ -149,15 +167,19 @@ def run_quality(args, sizes, output_dir: Path, emit) -> None:
     evaluator_dir = args.eval_classifier or DEFAULT_EVAL_CLASSIFIER
     evaluator = MnistEvaluator(evaluator_dir) if Path(evaluator_dir).is_dir() else None
     results = {}
-    for name, overrides in ((args.pipeline, {}), (args.text_pipeline, sizes["text"])):
+    # Labels name the results and files: the class and text pipelines by their kind, the diffusion one apart.
+    for name, overrides, label in ((args.pipeline, {}, None), (args.text_pipeline, sizes["text"], None),
+                                   (args.diffusion_pipeline, sizes["diffusion"], "diffusion")):
+        if not name:
+            continue
         try:
             workload = load_workload(name, args.device)
         except (OSError, ValueError) as error:
             emit(f"Quality: {name}", f"Skipped: cannot load `{name}` ({type(error).__name__}: {str(error)[:200]}).")
             continue
         settings = QualitySettings(**{**sizes["quality"], **overrides})
-        result = quality(workload, settings, evaluator, output_dir)
-        results[workload.kind] = result
+        result = quality(workload, settings, evaluator, output_dir, label)
+        results[label or workload.kind] = result
         emit(f"Quality: {workload.name} ({workload.kind}, {result['seconds']:.0f} s)", quality_tables(result))
     write_json(output_dir / "quality.json", results)
 
@@ -244,6 +266,23 @@ def run_speed(args, sizes, names, sections, include_compile, output_dir: Path, e
             plots[section](result if section != "throughput" else [r for r in result if len(r["rows"]) > 1],
                            output_dir / f"{section}.png")
         write_json(output_dir / f"{section}.json", result)
+
+
+def run_sampler(args, sizes: dict, output_dir: Path, emit) -> None:
+    import speed
+
+    workload = load_workload(args.sampler_workload, args.device)
+    batch_size = args.sampler_batch_size or sizes["batch_size"]
+    result = speed.sampler_cost(workload, batch_size, sizes["sampler_steps"], sizes["langevin_steps"], sizes["repeats"])
+    write_json(output_dir / "sampler.json", result)
+    emit(f"Sampler cost: {workload.name} ({result['parameters_M']:.1f} M parameters in G), batch {batch_size}, "
+         f"N={result['num_augmentations']} augmentations",
+         format_table(result["rows"], [("sampler_steps", "sampler steps", "d"), ("checkpointing", "checkpointing", ""),
+                                       ("seconds_per_langevin_step", "s / Langevin step", ".2f"),
+                                       ("gflops_per_langevin_step", "GFLOP / Langevin step", ".1f"),
+                                       ("generator_gflops", "of which G fwd+bwd", ".1f"), ("peak_MiB", "peak MiB", ".0f")])
+         + f"\n\nPeak memory: {result['measure']}. GFLOP: matrix products and convolutions, forward and backward "
+         "(attention is not counted on CPU).")
 
 
 if __name__ == "__main__":

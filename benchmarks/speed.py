@@ -445,6 +445,54 @@ def memory(workload: Workload, batch_sizes: list[int], step_counts: list[int], r
     }
 
 
+# Diffusion sampler cost ---------------------------------------------------------------------------------------------
+def sampler_cost(workload: Workload, batch_size: int, sampler_steps: list[int], langevin_steps: int, repeats: int) -> dict:
+    """What one Langevin step costs when G is a diffusion sampler, for each number of sampler steps, with and without
+    gradient checkpointing: seconds (median over ``repeats`` of a ``langevin_steps``-step call minus a 0-step call,
+    per step), GFLOP of matrix products and convolutions (`FlopCounter`, forward and backward, the recomputation
+    included; G's share counted on its own forward + backward), and the call's peak memory above what the process held
+    before it (`peak_memory_of_call`, in this process)."""
+    pipe, device = workload.pipe, workload.device
+    base = pipe.generator
+    rows = []
+    try:
+        for num_steps in sampler_steps:
+            for checkpointing in (False, True):
+                generator = base.with_num_sampler_steps(num_steps)
+                if checkpointing:
+                    generator.enable_gradient_checkpointing()
+                pipe.generator = generator
+                seconds, zero_step_seconds = (
+                    median_seconds(lambda steps=steps: batched_call(workload, batch_size, steps), device, repeats)[0]
+                    for steps in (langevin_steps, 0)
+                )
+                flops = []
+                for steps in (1, 0):
+                    with FlopCounter() as counter:
+                        batched_call(workload, batch_size, steps)
+                    flops.append(counter.total)
+                latents = generator.sample_latents(batch_size, generator=torch.Generator(device).manual_seed(0), device=device)
+                with FlopCounter() as generator_counter:
+                    leaf = latents.requires_grad_(True)
+                    torch.autograd.grad(generator.generate(leaf).sum(), leaf)
+                rows.append({
+                    "sampler_steps": num_steps,
+                    "checkpointing": checkpointing,
+                    "seconds_per_langevin_step": (seconds - zero_step_seconds) / langevin_steps,
+                    "gflops_per_langevin_step": (flops[0] - flops[1]) / 1e9,
+                    "generator_gflops": generator_counter.total / 1e9,
+                    "peak_MiB": peak_memory_of_call(workload, batch_size, 1)["peak_MiB"],
+                })
+    finally:
+        pipe.generator = base
+    return {
+        "workload": workload.name, "batch_size": batch_size, "num_augmentations": pipe.config.default_num_augmentations,
+        "langevin_steps": langevin_steps, "parameters_M": sum(p.numel() for p in base.parameters()) / 1e6,
+        "measure": "max allocated (GPU)" if device.type == "cuda" else "peak RSS above the pre-call RSS (CPU, in-process)",
+        "rows": rows,
+    }
+
+
 # Speed features section -------------------------------------------------------------------------------------------
 def speed_features(workload: Workload, batch_size: int, steps: int, repeats: int, include_compile: bool) -> dict:
     """Images per second at ``batch_size`` for each optional speed feature, its speed-up over float32 eager, and how

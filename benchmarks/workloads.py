@@ -3,7 +3,9 @@
 * a saved or embedded pipeline (``--pipeline``, default the embedded ``tron-mnist``);
 * ``biggan-tiny``: a small BigGAN + a small random CLIP, random weights, runs anywhere in seconds;
 * ``biggan-deep-256-clip``: full-size BigGAN-deep-256 + CLIP ViT-B/32 with random weights (a GPU workload: compute
-  does not depend on the weights, so random weights give the real cost).
+  does not depend on the weights, so random weights give the real cost);
+* ``ddpm-cifar10-32-clip``: a `DiffusionSamplerGenerator` with the architecture of `google/ddpm-cifar10-32` (35.7 M
+  parameters, DDIM, 10 sampler steps) + CLIP ViT-B/32, random weights.
 """
 
 import sys
@@ -14,10 +16,12 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 from tron_pipelines import BigGANDeepGenerator, BigGANGenerator, LangevinScheduler, TranslatorModel, TronPipeline
+from tron_pipelines.conversion.tr0n import assemble_pipeline
+from tron_pipelines.models import DiffusionSamplerGenerator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MNIST_EXAMPLES = REPO_ROOT / "examples" / "mnist"
-SYNTHETIC_WORKLOADS = ("biggan-tiny", "biggan-deep-256-clip")
+SYNTHETIC_WORKLOADS = ("biggan-tiny", "biggan-deep-256-clip", "ddpm-cifar10-32-clip")
 
 
 @dataclass
@@ -67,6 +71,8 @@ def load_workload(name_or_path: str, device: str | torch.device = "cpu") -> Work
         workload = biggan_tiny_workload()
     elif name_or_path == "biggan-deep-256-clip":
         workload = biggan_deep_256_clip_workload()
+    elif name_or_path == "ddpm-cifar10-32-clip":
+        workload = ddpm_cifar10_32_clip_workload()
     else:
         pipe = TronPipeline.from_pretrained(name_or_path)
         adapter = pipe.encoder_adapter
@@ -148,6 +154,30 @@ def biggan_deep_256_clip_workload(seed: int = 0) -> Workload:
                     condition_pool=pool)
 
 
+# The published configs of `google/ddpm-cifar10-32` (Ho et al.'s CIFAR-10 model: 128 base channels, multipliers 1, 2,
+# 2, 2, two residual blocks per resolution, self-attention at 16 px; 35,746,307 parameters) and of its DDPM schedule.
+DDPM_CIFAR10_UNET = dict(
+    sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_eps=1e-6, downsample_padding=0,
+    flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, attention_head_dim=None,
+)
+DDPM_CIFAR10_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=True)
+
+
+def ddpm_cifar10_32_clip_workload(seed: int = 0, num_sampler_steps: int = 10) -> Workload:
+    """`google/ddpm-cifar10-32`'s UNet sampled by DDIM (eta 0) for ``num_sampler_steps`` steps as G, + CLIP ViT-B/32
+    (transformers' default config), random weights; conditions are random unit vectors scaled like CLIP embeddings."""
+    torch.manual_seed(seed)
+    generator = DiffusionSamplerGenerator(DDPM_CIFAR10_UNET, "DDIMScheduler", DDPM_CIFAR10_SCHEDULE, num_sampler_steps).eval()
+    encoder = CLIPModel(CLIPConfig()).eval()
+    translator = TranslatorModel(condition_dim=512, latent_dim=generator.latent_dim, num_components=10).eval()
+    pipe = assemble_pipeline(translator, generator, encoder, preset="diffusion")
+    pool = torch.nn.functional.normalize(torch.randn(64, 512, generator=torch.Generator().manual_seed(seed + 1)), dim=1) * 10
+    return Workload("ddpm-cifar10-32-clip", pipe, "embeds", "DDPM CIFAR-10 UNet (DDIM) + CLIP ViT-B/32, random weights",
+                    condition_pool=pool)
+
+
 def _biggan_clip_pipeline(translator: TranslatorModel, generator, encoder) -> TronPipeline:
     """TR0N's BigGAN + CLIP sampling settings around the given models."""
     scheduler = LangevinScheduler(step_size=5.0, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, clamp_threshold=2.0)
@@ -212,6 +242,7 @@ __all__ = [
     "load_workload",
     "biggan_tiny_workload",
     "biggan_deep_256_clip_workload",
+    "ddpm_cifar10_32_clip_workload",
     "import_mnist_data",
     "mnist_prompts",
     "SYNTHETIC_WORKLOADS",

@@ -96,3 +96,23 @@ def test_quality_section_runs_every_arm(evaluator, tmp_path):
     assert "Claim pipeline defaults (translator, best of 4)@10 vs prior@2" in tables
     assert "| worst digit |" in tables and "Weakest conditions: " in tables and "Accuracy per digit: 0: " in tables
     assert all((tmp_path / name).is_file() for name in result["plots"] + result["sample_grids"])
+
+
+def test_sampler_section_counts_every_sampler_step_and_the_recomputation():
+    from speed import sampler_cost
+    from test_diffusers_generators import classifier_tron_pipeline, gradient_generators
+    from workloads import Workload
+
+    pipe = classifier_tron_pipeline(gradient_generators()["ddim"].eval())
+    workload = Workload("tiny-ddim", pipe, "class", "tiny random DDIM", num_classes=4)
+    result = sampler_cost(workload, batch_size=2, sampler_steps=[1, 2], langevin_steps=1, repeats=1)
+    rows = {(row["sampler_steps"], row["checkpointing"]): row for row in result["rows"]}
+    assert set(rows) == {(1, False), (1, True), (2, False), (2, True)}
+    one, two = rows[1, False]["generator_gflops"], rows[2, False]["generator_gflops"]
+    # G's work is per sampler step: a forward pass and a backward pass to the input as costly as it (frozen weights
+    # get no gradient); checkpointing adds a second forward pass of every step, a little less than a full one (the
+    # recomputation stops once it has what the backward pass needs).
+    assert two == pytest.approx(2 * one, rel=1e-6)
+    assert 1.3 * one < rows[1, True]["generator_gflops"] <= 1.5 * one
+    assert all(row["gflops_per_langevin_step"] > row["generator_gflops"] > 0 and row["seconds_per_langevin_step"] > 0 for row in rows.values())
+    assert pipe.generator.config.num_sampler_steps == 3  # the pipeline's own G is put back

@@ -263,14 +263,14 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
     for path, (name, preset) in cases.items():
         entry = detect_generator_format(path)
         assert (entry.name, entry.default_preset(str(path))) == (name, preset), path
-    assert [entry.name for entry in GENERATOR_FORMATS] == ["tron_pipelines", "pytorch-pretrained-biggan", "biggan-pytorch", "rosinality", "nvlabs"]
+    assert [entry.name for entry in GENERATOR_FORMATS] == ["tron_pipelines", "pytorch-pretrained-biggan", "biggan-pytorch", "rosinality", "nvlabs", "diffusers"]
     # BigGAN-PyTorch's resolution comes from the number of blocks; settings reach the converter.
     assert detect_generator_format(tmp_path / "biggan-512.pth").load(str(tmp_path / "biggan-512.pth")).resolution == 512
     assert detect_generator_format(sources["generator"]).load(str(sources["generator"]), default_truncation=0.5).config.default_truncation == 0.5
     # Files that are none of them: a translator checkpoint (a torch archive of another kind) and a text file.
     (tmp_path / "notes.txt").write_text("not a model")
     for path in (FIXTURES / "tr0n-translator" / "biggan" / "model_best.pth", tmp_path / "notes.txt", tmp_path):
-        with pytest.raises(UnknownGeneratorFormatError, match="Known formats: tron_pipelines: .*; nvlabs: "):
+        with pytest.raises(UnknownGeneratorFormatError, match="Known formats: tron_pipelines: .*; nvlabs: .*; diffusers: "):
             detect_generator_format(path)
 
 

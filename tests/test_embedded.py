@@ -13,11 +13,14 @@ from tron_pipelines import TronPipeline, embedded_pipelines
 from tron_pipelines.cli import main
 
 
-def test_both_pipelines_ship():
-    assert embedded_pipelines() == ["tron-mnist", "tron-mnist-text"]
+def test_every_embedded_pipeline_ships():
+    assert embedded_pipelines() == ["tron-mnist", "tron-mnist-ddim", "tron-mnist-text"]
 
 
-@pytest.mark.parametrize("name,condition", [("tron-mnist", {"class_labels": [0, 7]}), ("tron-mnist-text", {"prompt": ["a bold seven", "a thin two leaning left"]})])
+@pytest.mark.parametrize(
+    "name,condition",
+    [("tron-mnist", {"class_labels": [0, 7]}), ("tron-mnist-ddim", {"class_labels": [0, 7]}), ("tron-mnist-text", {"prompt": ["a bold seven", "a thin two leaning left"]})],
+)
 def test_embedded_pipeline_generates(name, condition):
     pipe = TronPipeline.from_pretrained(name)
     pipe.set_progress_bar_config(disable=True)

@@ -111,6 +111,31 @@ def test_train_generator(tmp_path, eval_classifier_dir):
     assert images.shape == (4, 1, 28, 28) and images.abs().max() <= 1
 
 
+def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, eval_classifier_dir):
+    import shutil
+
+    from diffusers import DDPMPipeline
+
+    from tron_pipelines.models import DiffusionSamplerGenerator
+
+    tiny = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "100", "--sampler_steps", "1",
+            "--num_eval_samples", "20", "--block_out_channels", "8", "16", "--norm_num_groups", "4", "--layers_per_block", "1",
+            "--lr_warmup_steps", "1", "--train_batch_size", "8", "--eval_classifier_dir", str(eval_classifier_dir)]
+    metrics = run_script("train_ddpm.py", tmp_path / "run", *tiny)
+    assert metrics["steps"] == 4 and sum(metrics["sampler_steps"]["1"]["predicted_class_histogram"]) == 20
+    assert (tmp_path / "run" / "samples_1_steps.png").is_file()
+    pipeline = DDPMPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    generator = DiffusionSamplerGenerator.from_diffusers(tmp_path / "run" / "pipeline", num_sampler_steps=2)
+    assert generator.latent_shape == (1, 28, 28) and pipeline.scheduler.config.prediction_type == "v_prediction"
+    # A second run from the step-2 checkpoint ends with the same (EMA) weights as the uninterrupted run.
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    run_script("train_ddpm.py", tmp_path / "resumed", *tiny, "--resume_from_checkpoint", "latest")
+    resumed = DDPMPipeline.from_pretrained(tmp_path / "resumed" / "pipeline").unet.state_dict()
+    for name, tensor in pipeline.unet.state_dict().items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
 def test_train_clip(tmp_path):
     from PIL import Image
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer

@@ -127,6 +127,7 @@ def test_compiled_energy_graph_matches_eager(classifier_pipe):
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
+    counters.clear()  # Dynamo's counters are process-wide and outlive reset(): count this test's graphs only
     eager = call(classifier_pipe, class_labels=[0, 1, 2], generator=seeded(0))
     classifier_pipe.enable_energy_compile(backend="aot_eager")
     compiled = call(classifier_pipe, class_labels=[0, 1, 2], generator=seeded(0))

@@ -1,12 +1,18 @@
-"""Train the translators of the embedded MNIST pipelines and assemble `tron-mnist` and `tron-mnist-text`.
+"""Train the translators of the embedded MNIST pipelines and assemble `tron-mnist`, `tron-mnist-text` and
+`tron-mnist-ddim`.
 
-Needs the frozen parts from the other scripts of this folder (generator, classifier f, CLIP). Each translator is
-trained with this package's own trainer (`tron train-translator`) on synthetic pairs z ~ N(0, I), c = f(G(z)):
-class probabilities for `tron-mnist`, CLIP *image* embeddings with norm-matched condition noise for
+Needs the frozen parts from the other scripts of this folder (GAN generator, classifier f, CLIP, diffusion model).
+Each translator is trained with this package's own trainer (`tron train-translator`) on synthetic pairs
+z ~ N(0, I), c = f(G(z)): class probabilities for `tron-mnist` and `tron-mnist-ddim` (the same classifier f; G the GAN
+or the diffusion model sampled by DDIM), CLIP *image* embeddings with norm-matched condition noise for
 `tron-mnist-text` (at sampling time the condition is a CLIP *text* embedding, as in the method).
 
     python examples/mnist/build_pipelines.py --generator outputs/mnist/generator --classifier outputs/mnist/classifier \
-        --clip outputs/mnist/clip --work_dir outputs/build --output_root src/tron_pipelines/pretrained
+        --clip outputs/mnist/clip --ddpm outputs/mnist/ddpm/pipeline --work_dir outputs/build \
+        --output_root src/tron_pipelines/pretrained
+
+Every pipeline whose parts are given is trained, or those named by ``--pipelines``; e.g. ``--classifier
+src/tron_pipelines/pretrained/tron-mnist/encoder --ddpm outputs/mnist/ddpm/pipeline`` builds `tron-mnist-ddim` alone.
 
 After a change of the sampling settings below, reassemble without training, from the trained pipelines of a build or
 from the embedded pipelines themselves (their model cards are kept):
@@ -24,6 +30,7 @@ from train_clip import caption_words
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
+from tron_pipelines.models import DiffusionSamplerGenerator
 from tron_pipelines.training.arguments import parse_train_args
 from tron_pipelines.training.train import train_translator
 
@@ -48,58 +55,86 @@ SAMPLING = {
         # The CLIP learned only its captions' words; other words get a warning (`TronPipeline` prompt_vocabulary).
         "prompt_vocabulary": " ".join(caption_words()),
     },
+    # Chosen on tuning seeds (4 per digit; step sizes 0.3 / 1 / 3 x 1 / 4 / 8 candidates x 0 / 5 / 10 steps): x_T
+    # says little about the digit (the translator's one-candidate proposals are 0.33 accurate), so the best of 8
+    # proposals does most of the work (0.975 at 0 steps) and 5 steps of size 1 finish it (1.0, FD 113 vs 140 with
+    # 4 candidates and 10 steps); step size 3 overshoots.
+    "tron-mnist-ddim": {
+        "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
+        "default_num_inference_steps": 5,
+        "default_num_augmentations": 0,
+        "default_num_candidates": 8,
+        "augmentation_policy": "translation",
+    },
 }
+# DDIM steps of the diffusion G of `tron-mnist-ddim` (each one a UNet pass forward, and backward in every Langevin step).
+DDIM_SAMPLER_STEPS = 4
 
 TRAINING_ARGS = [
     "--num_pairs", "100000", "--num_components", "10", "--hidden_dim", "256", "--train_batch_size", "256",
     "--max_train_steps", "2000", "--learning_rate", "1e-3", "--lr_warmup_steps", "100", "--validation_steps", "1000",
     "--checkpointing_steps", "100000", "--generation_batch_size", "500", "--overwrite_output_dir",
 ]
-CONDITION_NOISE = {"tron-mnist": ["--condition_noise", "none"], "tron-mnist-text": ["--condition_noise", "adaptive", "--condition_noise_scale", "0.3"]}
+CONDITION_NOISE = {
+    "tron-mnist": ["--condition_noise", "none"],
+    "tron-mnist-text": ["--condition_noise", "adaptive", "--condition_noise_scale", "0.3"],
+    "tron-mnist-ddim": ["--condition_noise", "none"],
+}
+# The frozen parts each pipeline is trained from (command-line arguments).
+PARTS = {"tron-mnist": ("generator", "classifier"), "tron-mnist-text": ("generator", "clip"), "tron-mnist-ddim": ("ddpm", "classifier")}
 
 
-def base_pipelines(args) -> dict[str, TronPipeline]:
-    """The frozen parts with an untrained translator of the right size (the trainer builds its own)."""
-    generator = ConvGenerator.from_pretrained(args.generator).eval()
-    classifier = ConvClassifier.from_pretrained(args.classifier).eval()
-    clip = CLIPModel.from_pretrained(args.clip).eval()
-    untrained = lambda condition_dim: TranslatorModel(condition_dim=condition_dim, latent_dim=generator.latent_dim)  # noqa: E731
-    return {
-        "tron-mnist": TronPipeline(untrained(classifier.config.num_classes), generator, classifier, LangevinScheduler()),
-        "tron-mnist-text": TronPipeline(
-            untrained(clip.config.projection_dim), generator, clip, LangevinScheduler(),
+def base_pipeline(name: str, args) -> TronPipeline:
+    """The frozen parts of pipeline ``name`` with an untrained translator of the right size (the trainer builds its
+    own)."""
+    if name == "tron-mnist-ddim":
+        generator = DiffusionSamplerGenerator.from_diffusers(args.ddpm, num_sampler_steps=DDIM_SAMPLER_STEPS)
+    else:
+        generator = ConvGenerator.from_pretrained(args.generator).eval()
+    if name == "tron-mnist-text":
+        clip = CLIPModel.from_pretrained(args.clip).eval()
+        translator = TranslatorModel(condition_dim=clip.config.projection_dim, latent_dim=generator.latent_dim)
+        return TronPipeline(
+            translator, generator, clip, LangevinScheduler(),
             tokenizer=AutoTokenizer.from_pretrained(args.clip), image_processor=CLIPImageProcessor.from_pretrained(args.clip),
-        ),
-    }
+        )
+    classifier = ConvClassifier.from_pretrained(args.classifier).eval()
+    translator = TranslatorModel(condition_dim=classifier.config.num_classes, latent_dim=generator.latent_dim)
+    return TronPipeline(translator, generator, classifier, LangevinScheduler())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--generator", help="Generator folder (training only).")
-    parser.add_argument("--classifier", help="Classifier folder (training only).")
-    parser.add_argument("--clip", help="CLIP folder (training only).")
+    parser.add_argument("--pipelines", nargs="+", choices=list(SAMPLING), default=None,
+                        help="Pipelines to build (default: every one whose parts are given, or all with --reassemble_from).")
+    parser.add_argument("--generator", help="ConvGenerator folder, train_generator.py (training tron-mnist, tron-mnist-text).")
+    parser.add_argument("--classifier", help="ConvClassifier folder, train_classifier.py (training tron-mnist, tron-mnist-ddim).")
+    parser.add_argument("--clip", help="CLIP folder, train_clip.py (training tron-mnist-text).")
+    parser.add_argument("--ddpm", help="DDPMPipeline folder, train_ddpm.py's pipeline/ (training tron-mnist-ddim).")
     parser.add_argument("--work_dir", default="outputs/build")
     parser.add_argument("--output_root", default="src/tron_pipelines/pretrained")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--reassemble_from", default=None,
         help="Skip training: take each pipeline's trained parts from this folder pattern ({name} = tron-mnist, "
-        "tron-mnist-text), e.g. 'outputs/build/trained-{name}' or the embedded 'src/tron_pipelines/pretrained/{name}', "
+        "tron-mnist-text, tron-mnist-ddim), e.g. 'outputs/build/trained-{name}' or the embedded 'src/tron_pipelines/pretrained/{name}', "
         "and reassemble them with SAMPLING.",
     )
     args = parser.parse_args()
-    if args.reassemble_from is None and not (args.generator and args.classifier and args.clip):
-        parser.error("training needs --generator, --classifier and --clip (or --reassemble_from to skip training).")
+    given = [name for name, parts in PARTS.items() if all(getattr(args, part) for part in parts)]
+    names = args.pipelines or (list(SAMPLING) if args.reassemble_from else given)
+    missing = sorted({f"--{part} (for {name})" for name in names for part in PARTS[name] if not getattr(args, part)})
+    if args.reassemble_from is None and (missing or not names):
+        parser.error(f"training needs {', '.join(missing) or 'the parts of a pipeline'} (or --reassemble_from to skip training).")
     torch.manual_seed(args.seed)
     work = Path(args.work_dir)
-    names = SAMPLING if args.reassemble_from else base_pipelines(args)
     for name in names:
         if args.reassemble_from:
             trained = TronPipeline.from_pretrained(args.reassemble_from.format(name=name))
             report = f"reassembled from {args.reassemble_from.format(name=name)}"
         else:
             base_dir = work / f"base-{name}"
-            save_pretrained_atomically(names[name], base_dir)
+            save_pretrained_atomically(base_pipeline(name, args), base_dir)
             train_args = parse_train_args(
                 ["--pipeline", str(base_dir), "--pairs_dir", str(work / f"pairs-{name}"), "--output_dir", str(work / f"trained-{name}"),
                  "--seed", str(args.seed), *TRAINING_ARGS, *CONDITION_NOISE[name]]

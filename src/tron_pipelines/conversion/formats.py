@@ -23,6 +23,8 @@ PRESET_OF_GENERATOR_CLASS = {
     "BigGANDeepGenerator": "biggan",
     "StyleGAN2Generator": "stylegan",
     "StyleGAN3Generator": "stylegan",
+    "DiffusionSamplerGenerator": "diffusion",
+    "ConsistencyModelGenerator": "diffusion",
 }
 # First bytes of a pickle of protocol 2 or later (PROTO opcode), what an NVIDIA network pickle starts with.
 PICKLE_PROTOCOL_OPCODE = b"\x80"
@@ -128,6 +130,18 @@ def _load_rosinality(source: str, **settings):
     return load_rosinality_checkpoint(source, **settings)
 
 
+def _is_diffusers(source: str) -> bool:
+    from .tr0n import DIFFUSERS_PREFIX
+
+    return source.startswith(DIFFUSERS_PREFIX)
+
+
+def _load_diffusers(source: str, **settings):
+    from .tr0n import load_generator
+
+    return load_generator(source, **settings)
+
+
 def _is_network_pickle(source: str) -> bool:
     path = Path(source)
     if not path.is_file() or zipfile.is_zipfile(path):
@@ -177,6 +191,14 @@ GENERATOR_FORMATS: tuple[GeneratorFormat, ...] = (
         _is_network_pickle,
         _load_network_pickle,
         lambda source: "stylegan",
+    ),
+    GeneratorFormat(
+        "diffusers",
+        "diffusers:<Hub id or folder> of a DDPM / DDIM / LDM / consistency-model pipeline or an AutoencoderKL / VQModel "
+        "(settings: num_sampler_steps, scheduler_class, scheduler_overrides)",
+        _is_diffusers,
+        _load_diffusers,
+        lambda source: "diffusion",
     ),
 )
 

@@ -32,6 +32,15 @@ SAMPLING_PRESETS = {
         "default_num_inference_steps": 100,
         "default_num_augmentations": 50,
     },
+    # Diffusion generators (`DiffusionSamplerGenerator`, `ConsistencyModelGenerator`): every Langevin step runs the
+    # whole sampler forward and backward, so fewer steps than for a GAN; the latent is the flattened initial noise,
+    # thousands of N(0, I) values, which a mild momentum and an unclamped step of about one clipped gradient keep near
+    # its typical set. Chosen on `tron-mnist-ddim` (see its model card).
+    "diffusion": {
+        "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
+        "default_num_inference_steps": 10,
+        "default_num_augmentations": 8,
+    },
 }
 
 
@@ -110,13 +119,25 @@ def load_tr0n_translator(checkpoint_path: str | os.PathLike, latent_threshold: f
 # Assembly
 
 
-def load_generator(path: str | os.PathLike):
-    """Load any `TronGenerator` folder, choosing the class from its ``config.json`` among `tron_pipelines.models`."""
+DIFFUSERS_PREFIX = "diffusers:"
+
+
+def load_generator(path: str | os.PathLike, **diffusers_kwargs):
+    """Load any `TronGenerator` folder, choosing the class from its ``config.json`` among `tron_pipelines.models`; or, for
+    ``"diffusers:<repo id or folder>"``, turn a diffusers pipeline into G (`load_diffusers_generator`: DDPM / DDIM /
+    LDM / consistency-model pipelines, or an autoencoder), passing ``diffusers_kwargs`` on (e.g.
+    ``num_sampler_steps``)."""
     from .. import models
 
+    if str(path).startswith(DIFFUSERS_PREFIX):
+        return models.load_diffusers_generator(str(path)[len(DIFFUSERS_PREFIX) :], **diffusers_kwargs)
+    if diffusers_kwargs:
+        raise ValueError(f"{sorted(diffusers_kwargs)} only apply to `diffusers:` generators, not to the folder {path}.")
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"`--generator` {path} is not a generator folder (no config.json).")
+        raise FileNotFoundError(
+            f"`--generator` {path} is not a generator folder (no config.json); prefix a diffusers pipeline with {DIFFUSERS_PREFIX!r}."
+        )
     class_name = json.loads(config_file.read_text())["_class_name"]
     generator_class = getattr(models, class_name, None)
     if not isinstance(generator_class, type) or not issubclass(generator_class, models.TronGenerator):

@@ -11,6 +11,10 @@ _EXPORTS = {
     "open_clip_encoder": ("OpenCLIPEncoder",),
     "stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
     "stylegan3": ("StyleGAN3Generator",),
+    "diffusers_generators": (
+        "ConsistencyModelGenerator", "DiffusersGenerator", "DiffusionSamplerGenerator", "VAEDecoderGenerator",
+        "load_diffusers_generator",
+    ),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

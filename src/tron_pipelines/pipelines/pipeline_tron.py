@@ -286,9 +286,13 @@ class TronPipeline(DiffusionPipeline):
 
         The whole path becomes one graph (and its backward one more), so operations are fused across the generator,
         the augmentations and the encoder; the random draws stay outside the graph, so results keep their seeds. The
-        first call compiles (about a minute on 2 CPU cores for the MNIST models, more for large ones), and a new
-        batch size or dtype may compile again; later calls reuse the graphs. Energies agree with the eager path up to
-        float rounding. Not saved with the pipeline; `disable_energy_compile` undoes it.
+        first call compiles (2-2.5 minutes on 2 CPU cores for the embedded MNIST pipelines, more for large models), and
+        a new batch size or dtype may compile again; later calls reuse the graphs. Energies agree with the eager path
+        up to float rounding. Not saved with the pipeline; `disable_energy_compile` undoes it.
+
+        Whether it pays depends on the models and the device: measured on a CPU at batch 32 (`python
+        benchmarks/run.py features --compile`), later calls ran 0.9-1.2x the eager speed for `tron-mnist` and 0.34x
+        (slower) for `tron-mnist-text`. Measure before turning it on.
 
         Args:
             **compile_kwargs: Passed to `torch.compile`, e.g. ``mode="max-autotune"``, ``backend="inductor"``,
@@ -710,7 +714,8 @@ class TronPipeline(DiffusionPipeline):
             return_dict: Return a [`TronPipelineOutput`] (default) or a tuple ``(images, latents, energies[, trace])``.
             return_energy_trace: Also return the energy of every image before every step, ``(steps, B)``.
             autocast_dtype: Run G and f under ``torch.autocast`` in this dtype (``torch.bfloat16``; ``torch.float16``
-                on GPU). Latents, energies and the scheduler stay in float32.
+                on GPU). Latents, energies and the scheduler stay in float32. Not always faster: on a CPU it sped up the
+                convolutional `tron-mnist` 1.9x and slowed the CLIP-conditioned `tron-mnist-text` to 0.85x (README).
             callback_on_step_end: Called after each step as ``callback(pipe, step, timestep, tensors)``; may return
                 replacements for ``latents`` (packed, effective) and ``condition_embeds``.
             callback_on_step_end_tensor_inputs: Names passed to the callback, from ``_callback_tensor_inputs``.
