@@ -61,6 +61,9 @@ setup(
         # `tron evaluate --features inception` (FID): torch-fidelity's port of the TF Inception-v3 that FID is defined
         # with, the extractor behind torchmetrics' FID. It needs a torchvision built for the installed torch.
         "evaluate": ["torch-fidelity>=0.3"],
+        # Mutation testing of the sampling core (setup.cfg's [mutmut] section, docs/testing.md); not part of the
+        # test suite. Pinned: another version may make other mutants, and the recorded kill rate is for this one.
+        "mutation": ["mutmut==3.8.1"],
         "tensorboard": ["tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["tron=tron_pipelines.cli:main"]},

@@ -22,6 +22,7 @@ import tron_pipelines
 from conftest import HUB_COMMIT, fill_hub_cache
 from tron_pipelines import GradientDescentScheduler, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.pipelines.loading import PipelineNotFoundError
+from tron_pipelines.pipelines.pipeline_tron import per_layer_memory_hooks
 
 
 def seeded(count: int, offset: int = 0) -> list[torch.Generator]:
@@ -151,6 +152,20 @@ def test_from_pipe_takes_replacements_and_settings(clip_pipe):
     assert not torch.allclose(run(new, FIRST).latents, run(clip_pipe, FIRST).latents)
 
 
+def test_from_pipe_carries_settings_and_name_over(clip_pipe):
+    # Settings the call does not replace come from the source pipeline, not from the defaults; so does its name.
+    source = TronPipeline.from_pipe(clip_pipe, default_num_inference_steps=3, default_num_candidates=2, prompt_vocabulary="seven")
+    source.register_to_config(_name_or_path="org/tron-seven")
+    new = TronPipeline.from_pipe(source, default_num_augmentations=5)
+    assert new.config.default_num_inference_steps == 3 and new.config.default_num_candidates == 2
+    assert new.config.prompt_vocabulary == "seven" and new.config.default_num_augmentations == 5
+    assert new.config._name_or_path == "org/tron-seven"
+    # Any pipeline with the components will do; a setting it does not have is taken from the call.
+    components = {name: getattr(clip_pipe, name) for name in clip_pipe.components}
+    other = TronPipeline.from_pipe(SimpleNamespace(config={}, **components), default_num_inference_steps=4)
+    assert other.config.default_num_inference_steps == 4 and other.config.default_num_augmentations == 8
+
+
 def test_from_pipe_keeps_the_models_dtype_quietly(clip_pipe):
     clip_pipe.to(torch.bfloat16)
     records, handler = diffusers_warnings()
@@ -177,6 +192,11 @@ def test_from_pipe_names_what_it_cannot_use(clip_pipe):
 def test_from_pipe_casts_when_asked(clip_pipe, keyword):
     new = TronPipeline.from_pipe(clip_pipe, **{keyword: torch.bfloat16})
     assert new.generator.dtype == torch.bfloat16 and new.encoder.dtype == torch.bfloat16
+
+
+def test_a_model_that_is_not_a_torch_module_has_no_memory_hooks():
+    # An encoder may be any object with the right methods; the hook check must not ask it for `.modules()`.
+    assert per_layer_memory_hooks(SimpleNamespace(config={})) == []
 
 
 def test_layerwise_casting_of_the_generator_is_refused_before_sampling(clip_pipe):

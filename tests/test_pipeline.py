@@ -13,7 +13,16 @@ import torch
 from diffusers.utils import make_image_grid
 
 import tron_pipelines
-from tron_pipelines import EncoderAdapter, GradientDescentScheduler, LangevinScheduler, TronPipeline, TronPipelineOutput
+from tron_pipelines import (
+    ConvGenerator,
+    EncoderAdapter,
+    GradientDescentScheduler,
+    LangevinScheduler,
+    LatentSpec,
+    TranslatorModel,
+    TronPipeline,
+    TronPipelineOutput,
+)
 
 
 def seeded(seed=0):
@@ -422,7 +431,7 @@ def test_interrupt_stops_updates(clip_pipe):
         ({"prompt": 3}, TypeError, "`prompt`"),
         ({"prompt": ["a", "b"], "negative_prompt": ["x", "y", "z"]}, ValueError, "negative_prompt"),
         ({"prompt": "a cat", "generator": [torch.Generator()] * 2}, ValueError, "list of 2 generators"),
-        ({"prompt": "a cat", "num_inference_steps": -1}, ValueError, "num_inference_steps"),
+        ({"prompt": "a cat", "num_inference_steps": -1}, ValueError, r"`num_inference_steps` must be an integer >= 0 \(0 = translator only\)"),
         ({"prompt": "a cat", "num_images_per_prompt": 0}, ValueError, "num_images_per_prompt"),
         ({"prompt": "a cat", "latents": torch.zeros(1, 7)}, ValueError, r"`latents` must have shape \(1, 8\)"),
         ({"prompt": "a cat", "latents": torch.zeros(1, 8, dtype=torch.long)}, ValueError, "floating-point"),
@@ -432,7 +441,9 @@ def test_interrupt_stops_updates(clip_pipe):
         ({"prompt": "a cat", "num_candidates": 0}, ValueError, "num_candidates"),
         ({"prompt": "a cat", "num_candidates": 2, "latents": torch.zeros(1, 8)}, ValueError, "given `latents`"),
         ({"prompt": "a cat", "num_candidates": 2, "initialization": "translator_mean"}, ValueError, "random initialisation"),
-        ({"condition_embeds": torch.zeros(2, 5)}, ValueError, r"shape \(batch, 16\)"),
+        ({"condition_embeds": torch.zeros(2, 5)}, ValueError, r"`condition_embeds` must be a tensor of shape \(batch, 16\)"),
+        ({"condition_embeds": torch.zeros(2, 16, 1)}, ValueError, r"`condition_embeds` must be a tensor of shape \(batch, 16\)"),
+        ({"image": torch.zeros(3, 16, 16), "class_labels": 1}, ValueError, "got `image` and `class_labels`"),
         ({"prompt": "a cat", "callback_on_step_end_tensor_inputs": ["secret"]}, ValueError, "secret"),
     ],
 )
@@ -457,9 +468,82 @@ def test_bad_input_to_classifier_pipeline(classifier_pipe, kwargs, match):
         classifier_pipe(**kwargs)
 
 
-def test_mismatched_components_are_rejected(clip_components):
-    from tron_pipelines import TranslatorModel
+@pytest.mark.parametrize("class_labels", [[], [1.5], "3"])
+def test_class_labels_that_are_not_ints_are_refused(classifier_pipe, class_labels):
+    # 1.5 would otherwise become class 1 without a word.
+    with pytest.raises(TypeError, match="`class_labels` must be an int or a non-empty list of ints"):
+        classifier_pipe(class_labels=class_labels)
 
+
+def test_class_labels_may_be_a_tensor(classifier_pipe):
+    as_list = call(classifier_pipe, class_labels=[1, 3], num_inference_steps=0, output_type="latent")
+    as_tensor = call(classifier_pipe, class_labels=torch.tensor([1, 3]), num_inference_steps=0, output_type="latent")
+    torch.testing.assert_close(as_tensor.images, as_list.images, rtol=0, atol=0)
+
+
+def test_negative_prompt_needs_the_tokenizer(clip_pipe):
+    without_tokenizer = TronPipeline.from_pipe(clip_pipe, tokenizer=None)
+    with pytest.raises(ValueError, match="`negative_prompt` needs a CLIP encoder and a tokenizer"):
+        without_tokenizer(condition_embeds=torch.zeros(1, 16), negative_prompt="a dog")
+
+
+def test_one_negative_prompt_serves_every_prompt(clip_pipe):
+    one = call(clip_pipe, prompt=["a cat", "a dog"], negative_prompt=["a car"], num_inference_steps=0)
+    repeated = call(clip_pipe, prompt=["a cat", "a dog"], negative_prompt=["a car", "a car"], num_inference_steps=0)
+    torch.testing.assert_close(one.energies, repeated.energies, rtol=0, atol=0)
+
+
+def test_image_conditions_count_one_image_or_a_batch(clip_pipe):
+    # One image (PIL, or a 3-D array or tensor) is one condition; a 4-D tensor or a list is one per entry: the
+    # generator list must then have conditions x images per prompt entries.
+    picture = torch.rand(3, 16, 16, generator=seeded(4))
+    pil = PIL.Image.fromarray((picture.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    for image, conditions in ((pil, 1), (picture, 1), (picture.numpy(), 1), (torch.stack([picture, picture]), 2), ([pil] * 3, 3)):
+        generators = [seeded(i) for i in range(2 * conditions)]
+        out = call(clip_pipe, image=image, num_images_per_prompt=2, generator=generators, num_inference_steps=0, output_type="latent")
+        assert out.images.shape == (2 * conditions, 8)
+
+
+def test_settings_not_given_take_the_documented_defaults(clip_pipe):
+    # 10 steps, 8 augmented copies, 1 candidate (the class docstring): a call without them is a call with them.
+    assert (clip_pipe.config.default_num_inference_steps, clip_pipe.config.default_num_augmentations) == (10, 8)
+    assert clip_pipe.config.default_num_candidates == 1
+    plain = clip_pipe(prompt="a cat", generator=seeded(0), output_type="latent", return_energy_trace=True)
+    spelled_out = clip_pipe(
+        prompt="a cat", generator=seeded(0), output_type="latent", return_energy_trace=True,
+        num_inference_steps=10, num_augmentations=8, num_candidates=1,
+    )
+    torch.testing.assert_close(plain.energy_trace, spelled_out.energy_trace, rtol=0, atol=0)
+
+
+class TwoAuxiliaryLatents(ConvGenerator):
+    """The test generator with two auxiliary latents after z, which shift its input."""
+
+    @property
+    def latent_specs(self):
+        return super().latent_specs + [LatentSpec("a", 2), LatentSpec("b", 3)]
+
+    def generate(self, latents):
+        main, a, b = latents.split([8, 2, 3], dim=1)
+        return super().generate(main + a.sum(1, keepdim=True) - b.mean(1, keepdim=True))
+
+
+def test_auxiliary_latents_are_packed_in_the_generators_order(clip_components):
+    plain = clip_components["generator"]
+    generator = TwoAuxiliaryLatents(**{key: value for key, value in plain.config.items() if not key.startswith("_")})
+    generator.load_state_dict(plain.state_dict())
+    torch.manual_seed(3)
+    # The translator lists them the other way round: the packing follows the generator.
+    translator = TranslatorModel(condition_dim=16, latent_dim=8, num_components=3, hidden_dim=32, auxiliary_latent_dims={"b": 3, "a": 2})
+    pipe = TronPipeline(**{**clip_components, "generator": generator.eval(), "translator": translator.eval()})
+    conditions = torch.randn(2, 16, generator=seeded(5))
+    out = pipe(condition_embeds=conditions, generator=seeded(0), num_inference_steps=0, output_type="latent")
+    with torch.no_grad():
+        main, auxiliary = translator.sample(conditions, generator=seeded(0))
+    torch.testing.assert_close(out.latents, torch.cat([main, auxiliary["a"], auxiliary["b"]], dim=1), rtol=0, atol=0)
+
+
+def test_mismatched_components_are_rejected(clip_components):
     clip_components["translator"] = TranslatorModel(condition_dim=10, latent_dim=8, num_components=2, hidden_dim=8)
     with pytest.raises(ValueError, match="10-dim conditions"):
         TronPipeline(**clip_components)("a cat")

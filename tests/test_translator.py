@@ -27,6 +27,29 @@ def test_forward_shapes_and_bounds(translator):
     assert TranslatorModel(condition_dim=6, latent_dim=4).trunk_in.out_features == 24  # default 4 x condition_dim
 
 
+def test_forward_is_the_documented_network(translator):
+    # u = ReLU(W1 c); u = u + ReLU(W2 u); means = tau * tanh(W_mu u), logits W_l u, auxiliary W_a u; one std per
+    # dimension, exp(log_std) + 1e-6, shared by all components. Trained-like weights: random log stds.
+    with torch.no_grad():
+        translator.log_stds.copy_(torch.randn(4, generator=seeded(2)))
+    condition = torch.randn(5, 6, generator=seeded(3))
+    p = dict(translator.named_parameters())
+
+    def linear(name, x):
+        return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
+
+    hidden = torch.relu(linear("trunk_in", condition))
+    hidden = hidden + torch.relu(linear("trunk_hidden", hidden))
+    out = translator(condition)
+    torch.testing.assert_close(out.means, 2.0 * torch.tanh(linear("mean_head", hidden)).view(5, 3, 4))
+    torch.testing.assert_close(out.mixture_logits, linear("logit_head", hidden))
+    torch.testing.assert_close(out.auxiliary_latents["y"], linear("auxiliary_heads.y", hidden))
+    torch.testing.assert_close(out.stds, (p["log_stds"].exp() + 1e-6).expand(5, 3, 4))
+    # A translator cast to bfloat16 gives every output in bfloat16.
+    low = translator.to(torch.bfloat16)(condition)
+    assert {low.means.dtype, low.stds.dtype, low.mixture_logits.dtype, low.auxiliary_latents["y"].dtype} == {torch.bfloat16}
+
+
 def test_log_prob_matches_mixture_by_hand(translator):
     condition, latents = torch.randn(2, 6), torch.randn(2, 4) * 0.01
     out = translator(condition)

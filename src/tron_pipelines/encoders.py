@@ -184,8 +184,6 @@ def _to_tensor01(images) -> torch.Tensor:
     else:
         arrays = [np.asarray(image, dtype=np.float32) / (255.0 if isinstance(image, PIL.Image.Image) else 1.0) for image in images]
         tensor = torch.from_numpy(np.stack([a[..., None] if a.ndim == 2 else a for a in arrays]))
-    if tensor.ndim == 3:
-        tensor = tensor.unsqueeze(1)
     if tensor.shape[1] not in (1, 3) and tensor.shape[-1] in (1, 3):
         tensor = tensor.permute(0, 3, 1, 2)
     return tensor

@@ -41,9 +41,9 @@ def gaussian_prior_energy(latents: torch.Tensor) -> torch.Tensor:
     return 0.5 * latents.float().pow(2).sum(dim=1)
 
 
-def _uniform(shape, generator, device, low=0.0, high=1.0) -> torch.Tensor:
+def _uniform(shape, generator, device) -> torch.Tensor:
     # Gaussian draws mapped through the normal CDF: diffusers' randn_tensor gives per-sample generator semantics.
-    return low + (high - low) * torch.special.ndtr(randn_tensor(shape, generator=generator, device=device, dtype=torch.float32))
+    return torch.special.ndtr(randn_tensor(shape, generator=generator, device=device, dtype=torch.float32))
 
 
 class DiffAugment:

@@ -141,9 +141,10 @@ class TronPipeline(DiffusionPipeline):
         image_processor (`CLIPImageProcessor`, optional): preprocessing of real-image conditions.
 
     Settings saved in ``model_index.json`` (override them in ``from_pretrained(..., name=value)``):
-        default_num_inference_steps: Langevin steps when the call gives none.
-        default_num_augmentations: Augmented copies per image in the energy when the call gives none.
-        default_num_candidates: Initial draws per image when the call gives none (the lowest-energy one is refined).
+        default_num_inference_steps: Langevin steps when the call gives none (10 unless set).
+        default_num_augmentations: Augmented copies per image in the energy when the call gives none (8 unless set).
+        default_num_candidates: Initial draws per image when the call gives none (1 unless set; the lowest-energy one
+            is refined).
         augmentation_policy: The `DiffAugment` operations of the energy, comma-separated, from ``"color"``,
             ``"translation"``, ``"resize"``, ``"cutout"`` (the method uses all four for CLIP on natural images; small
             digits keep only translation). A string, because diffusers reads two-item lists in ``model_index.json``
@@ -257,7 +258,9 @@ class TronPipeline(DiffusionPipeline):
         missing = [name for name, component in components.items() if component is None and name not in cls._optional_components]
         if missing:
             raise ValueError(f"`pipeline` ({type(pipeline).__name__}) has no {missing}: give them as keyword arguments.")
-        settings = {name: kwargs.get(name, pipeline.config[name]) for name in optional if name in kwargs or name in pipeline.config}
+        # The call's value first: the source (any pipeline with the components) may not have the setting at all.
+        settings = {name: kwargs[name] for name in optional if name in kwargs}
+        settings.update({name: pipeline.config[name] for name in optional if name not in kwargs and name in pipeline.config})
         new = cls(**components, **settings)
         if "_name_or_path" in pipeline.config:
             new.register_to_config(_name_or_path=pipeline.config._name_or_path)
