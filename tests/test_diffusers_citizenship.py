@@ -19,7 +19,6 @@ from diffusers.hooks import apply_layerwise_casting
 from diffusers.utils import logging as diffusers_logging
 
 import tron_pipelines
-from conftest import HUB_COMMIT, fill_hub_cache
 from tron_pipelines import GradientDescentScheduler, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.pipelines.loading import PipelineNotFoundError
 from tron_pipelines.pipelines.pipeline_tron import per_layer_memory_hooks
