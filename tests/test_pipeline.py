@@ -490,7 +490,9 @@ def test_negative_prompt_needs_the_tokenizer(clip_pipe):
 def test_one_negative_prompt_serves_every_prompt(clip_pipe):
     one = call(clip_pipe, prompt=["a cat", "a dog"], negative_prompt=["a car"], num_inference_steps=0)
     repeated = call(clip_pipe, prompt=["a cat", "a dog"], negative_prompt=["a car", "a car"], num_inference_steps=0)
-    torch.testing.assert_close(one.energies, repeated.energies, rtol=0, atol=0)
+    # Encoding one negative text or a batch of two rounds differently (3e-8 seen); a negative prompt missing for the
+    # second prompt moves its energy by its weight x cosine, orders of magnitude more.
+    torch.testing.assert_close(one.energies, repeated.energies, rtol=0, atol=1e-6)
 
 
 def test_image_conditions_count_one_image_or_a_batch(clip_pipe):
