@@ -105,10 +105,9 @@ HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def fill_hub_cache(folder, cache_dir, repo_id):
-    """A saved folder as the Hugging Face cache holds a downloaded repo (the layout `snapshot_download` writes):
-    ``models--org--name/refs/main`` naming a commit, and ``snapshots/<commit>/`` with the files."""
-    import shutil
-
+    """A saved folder laid out as the Hugging Face cache holds a downloaded repo (what `snapshot_download` writes),
+    so that Hub loading is tested offline: ``models--org--name/refs/main`` naming `HUB_COMMIT`, and
+    ``snapshots/<commit>/`` with the files."""
     repo_cache = cache_dir / f"models--{repo_id.replace('/', '--')}"
     shutil.copytree(folder, repo_cache / "snapshots" / HUB_COMMIT)
     (repo_cache / "refs").mkdir(parents=True)
@@ -174,18 +173,6 @@ def classifier_pipe(classifier_components):
     pipe = TronPipeline(**classifier_components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def fill_hub_cache(folder, cache_dir, repo_id):
-    """The cache `snapshot_download` leaves for ``repo_id`` at commit `HUB_COMMIT`: refs/main and
-    snapshots/<commit>/... with the files of ``folder``."""
-    repo_cache = cache_dir / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, repo_cache / "snapshots" / HUB_COMMIT)
-    (repo_cache / "refs").mkdir(parents=True)
-    (repo_cache / "refs" / "main").write_text(HUB_COMMIT)
 
 
 def save_pipeline(folder: Path, tokenizer, generator_seed: int = 0) -> Path:

@@ -5,7 +5,6 @@ import pytest
 import torch
 from conftest import HUB_COMMIT, fill_hub_cache
 
-from conftest import fill_hub_cache
 from tron_pipelines import TronPipeline, embedded_pipelines
 from tron_pipelines.pipelines.loading import PipelineNotFoundError
 from tron_pipelines.pretrained import resolve_pretrained_path
