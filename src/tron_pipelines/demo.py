@@ -43,7 +43,7 @@ import PIL.Image  # noqa: E402
 import torch  # noqa: E402
 from diffusers.utils import export_to_gif  # noqa: E402
 
-from .pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline, prompt_words  # noqa: E402
+from .pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline  # noqa: E402
 from .samples import write_samples  # noqa: E402
 
 DEFAULT_PIPELINES = ("tron-mnist-text", "tron-mnist")
@@ -203,10 +203,9 @@ def warn_about_unknown_words(pipe: TronPipeline, prompts: dict[str, str | None])
     """A warning in the page (``gr.Warning``) for each prompt field with words outside the pipeline's
     ``prompt_vocabulary`` (the words its text encoder was trained on; nothing when the pipeline has none). The
     pipeline warns too, but only in the server's log."""
-    known = set(pipe.config.get("prompt_vocabulary", "").split())
     for field, prompt in prompts.items():
-        unknown = [word for word in dict.fromkeys(prompt_words(prompt or "")) if word not in known]
-        if known and unknown:
+        unknown = pipe.unknown_words(prompt or "")
+        if unknown:
             gr.Warning(f"{field}: the text encoder never saw {', '.join(map(repr, unknown))} in training and follows "
                        "only the words it knows; the examples show phrasings it was trained on.")
 

@@ -564,13 +564,16 @@ class TronPipeline(DiffusionPipeline):
             raise ValueError(f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}.")
         return batch_size
 
+    def unknown_words(self, prompt: str) -> list[str]:
+        """The words of ``prompt`` outside the pipeline's ``prompt_vocabulary``, each once, in order; ``[]`` when the
+        pipeline has no vocabulary."""
+        known = set(self.config.prompt_vocabulary.split())
+        return [word for word in dict.fromkeys(prompt_words(prompt)) if word not in known] if known else []
+
     def warn_about_unknown_words(self, prompts: list[str], argument: str = "prompt") -> None:
         """Warn about the words of ``prompts`` outside the pipeline's ``prompt_vocabulary`` (nothing when it is empty)."""
-        known = set(self.config.prompt_vocabulary.split())
-        if not known:
-            return
         for index, prompt in enumerate(prompts):
-            unknown = [word for word in dict.fromkeys(prompt_words(prompt)) if word not in known]
+            unknown = self.unknown_words(prompt)
             if unknown:
                 warnings.warn(
                     f"`{argument}` {index} has words this pipeline's text encoder never saw in training: {unknown}. It "
