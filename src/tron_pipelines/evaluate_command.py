@@ -57,6 +57,7 @@ def list_images(folder: Path, option: str) -> list[dict]:
     (``manifest.jsonl`` of a many-condition run, ``manifest.json`` of a single one); without a manifest, every image
     file, sorted by name."""
     from .generate_many import MANIFEST_NAME, PART_GLOB, read_manifest_lines
+    from .samples import MANIFEST_NAME as SAMPLES_MANIFEST_NAME
 
     if not folder.is_dir():
         raise CommandError(f"{option} {folder}: no such folder.")
@@ -64,8 +65,8 @@ def list_images(folder: Path, option: str) -> list[dict]:
         entries = read_manifest_lines(folder / MANIFEST_NAME)
     elif any(folder.glob(PART_GLOB)):
         raise CommandError(f"{option} {folder} holds an unfinished tron generate run (manifest parts, no {MANIFEST_NAME}): run the same tron generate command again to finish it.")
-    elif (folder / "manifest.json").is_file():
-        entries = json.loads((folder / "manifest.json").read_text()).get("images", [])
+    elif (folder / SAMPLES_MANIFEST_NAME).is_file():
+        entries = json.loads((folder / SAMPLES_MANIFEST_NAME).read_text()).get("images", [])
     else:
         entries = [{"file": path.name} for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")]
     for entry in entries:
@@ -197,9 +198,9 @@ def _evaluate(args: argparse.Namespace) -> None:
         metrics.update({"accuracy": accuracy, "num_labelled_images": len(labelled), "classifier": args.classifier})
         rows.append(("accuracy", f"{accuracy:.4f}", len(labelled), f"classifier {args.classifier}"))
 
-    from .samples import replace_atomically
+    from .samples import write_json_atomically
 
-    replace_atomically(output, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
+    write_json_atomically(output, metrics)
     print(format_rows(rows))
     print(f"Wrote {output}" + (f" and {args.save_reference}" if args.save_reference else ""))
 

@@ -263,7 +263,9 @@ def generate_many(args: argparse.Namespace) -> None:
     _check_run_record(folder, record, recorded)
     state.wait_for_everyone()
     if state.is_main_process:
-        _write_json_atomic(folder / RUN_NAME, record)
+        from .samples import write_json_atomically
+
+        write_json_atomically(folder / RUN_NAME, record)
         for leftover in folder.glob(".*.tmp"):
             leftover.unlink(missing_ok=True)  # written by a process killed mid-file
     own_part = folder / f"manifest.part-{state.process_index:05d}.jsonl"
@@ -391,11 +393,6 @@ def _merge_manifest(folder: Path, items: list[Item]) -> None:
     for part in folder.glob(PART_GLOB):
         part.unlink()
 
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    from .samples import replace_atomically
-
-    replace_atomically(path, lambda temporary: temporary.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 __all__ = ["Condition", "Item", "check_conditions", "generate_many", "plan_items", "read_manifest_lines", "read_prompts_file"]

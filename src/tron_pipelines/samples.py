@@ -20,6 +20,11 @@ def replace_atomically(path: Path, write) -> None:
     os.replace(temporary, path)
 
 
+def write_json_atomically(path: Path, data) -> None:
+    """``data`` as indented JSON at ``path``, through `replace_atomically`."""
+    replace_atomically(path, lambda temporary: temporary.write_text(json.dumps(data, indent=2) + "\n"))
+
+
 def image_grid(images, columns: int):
     """One PIL grid, ``columns`` wide; a short last row is filled with black."""
     from diffusers.utils import make_image_grid
@@ -66,4 +71,4 @@ def write_samples(
     return manifest
 
 
-__all__ = ["GRID_NAME", "MANIFEST_NAME", "image_grid", "replace_atomically", "write_samples"]
+__all__ = ["GRID_NAME", "MANIFEST_NAME", "image_grid", "replace_atomically", "write_json_atomically", "write_samples"]
