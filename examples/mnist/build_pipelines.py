@@ -41,7 +41,7 @@ from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 from captions import caption_words
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
-from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
+from tron_pipelines.conversion.checkpoints import save_pretrained_atomically, write_folder_atomically
 from tron_pipelines.models import DiffusionSamplerGenerator
 from tron_pipelines.pretrained import EMBEDDED_ROOT
 from tron_pipelines.training.arguments import parse_train_args
@@ -192,9 +192,13 @@ def main():
         output = Path(args.output_root) / name
         # The model cards are written by hand from the benchmark's measurements: a rebuild keeps them.
         card = (output / "README.md").read_text() if (output / "README.md").is_file() else None
-        folder = save_pretrained_atomically(pipe, output)
-        if card is not None:
-            (folder / "README.md").write_text(card)
+
+        def write(staging: Path, pipe=pipe, card=card) -> None:
+            pipe.save_pretrained(staging, safe_serialization=True)
+            if card is not None:
+                (staging / "README.md").write_text(card)
+
+        folder = write_folder_atomically(output, write)
         print(f"{name}: {report}; saved to {folder}")
 
 

@@ -251,9 +251,10 @@ def main(argv=None) -> dict:
         "seconds_per_step_this_run": round(training_seconds / max(1, global_step - first_step), 3),
         "sampler_steps": {},
     }
+    # Through the public loader, as `tron-mnist-ddim` is built; loaded once, the step counts share its networks.
+    saved = DiffusionSamplerGenerator.from_diffusers(output_dir / "pipeline", num_sampler_steps=args.sampler_steps[0])
     for num_steps in args.sampler_steps:
-        # Through the public loader, as `tron-mnist-ddim` is built.
-        generator = DiffusionSamplerGenerator.from_diffusers(output_dir / "pipeline", num_sampler_steps=num_steps)
+        generator = saved.with_num_sampler_steps(num_steps)
         entry = {"seconds_forward_backward_batch_32": round(seconds_per_langevin_pass(generator), 3)}
         if eval_classifier is not None:
             entry.update(score_samples(generator, eval_classifier, args.num_eval_samples, args.seed + 1))
