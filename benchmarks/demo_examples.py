@@ -30,6 +30,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from workloads import mnist_prompts  # noqa: E402
 
 from tron_pipelines import TronPipeline  # noqa: E402
+from tron_pipelines.samples import write_json_atomically  # noqa: E402
 
 PIPELINE = "tron-mnist-text"
 EXAMPLES_FILE = REPO_ROOT / "src" / "tron_pipelines" / "demo_examples.json"
@@ -119,9 +120,7 @@ def main(argv=None) -> None:
         return
     measured[PIPELINE] = {"measured_by": "python benchmarks/demo_examples.py", "settings": settings,
                           "examples": examples, "all_prompts": rows}
-    temporary = EXAMPLES_FILE.with_name(f".{EXAMPLES_FILE.name}.tmp")
-    temporary.write_text(json.dumps(measured, indent=2) + "\n")
-    os.replace(temporary, EXAMPLES_FILE)
+    write_json_atomically(EXAMPLES_FILE, measured)
     print(f"Wrote {EXAMPLES_FILE.relative_to(REPO_ROOT)}")
 
 
