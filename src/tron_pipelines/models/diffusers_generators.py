@@ -311,7 +311,7 @@ class DiffusionSamplerGenerator(UNetSamplerGenerator, ConfigMixin):
         """
         index = read_pipeline_index(name_or_path, **loading_kwargs)
         kind = index.get("_class_name")
-        if kind not in ("DDPMPipeline", "DDIMPipeline", "LDMPipeline"):
+        if PIPELINE_KINDS.get(kind) is not DiffusionSamplerGenerator:  # the table below, read at call time
             raise ValueError(f"{name_or_path} is a {kind}; `DiffusionSamplerGenerator` reads {PIPELINE_KINDS_TEXT}.")
         decoder_component = "vqvae" if kind == "LDMPipeline" else None
         return cls._from_pipeline_components(name_or_path, index, num_sampler_steps, scheduler_class, scheduler_overrides,
@@ -371,7 +371,7 @@ class ConsistencyModelGenerator(UNetSamplerGenerator, ConfigMixin):
         ``"openai/diffusers-cd_bedroom256_lpips"``; arguments as in the class and `DiffusionSamplerGenerator.from_diffusers`."""
         index = read_pipeline_index(name_or_path, **loading_kwargs)
         kind = index.get("_class_name")
-        if kind != "ConsistencyModelPipeline":
+        if PIPELINE_KINDS.get(kind) is not ConsistencyModelGenerator:
             raise ValueError(f"{name_or_path} is a {kind}; `ConsistencyModelGenerator` reads ConsistencyModelPipeline folders.")
         return cls._from_pipeline_components(
             name_or_path, index, num_sampler_steps, "CMStochasticIterativeScheduler", scheduler_overrides, None,

@@ -331,9 +331,9 @@ def new_translator(
 def build_translator(pipeline: TronPipeline, args: argparse.Namespace) -> TranslatorModel:
     """A new translator fitting the pipeline's generator and encoder, or ``--translator_name_or_path`` checked against them."""
     adapter, generator = pipeline.encoder_adapter, pipeline.generator
-    auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
     if args.translator_name_or_path is None:
         return new_translator(generator, adapter, args.num_components, args.hidden_dim, args.init_std)
+    auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
     path = Path(args.translator_name_or_path)
     subfolder = "translator" if (path / "translator" / "config.json").is_file() else None
     try:
