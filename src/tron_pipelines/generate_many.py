@@ -32,6 +32,7 @@ same batch as in an uninterrupted run, and finishes only the remaining batches.
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -251,10 +252,7 @@ def generate_many(args: argparse.Namespace) -> None:
     check_conditions(conditions, pipe, source)
 
     num_inference_steps = pipe.config.default_num_inference_steps if args.steps is None else args.steps
-    if args.candidates is not None:
-        num_candidates = args.candidates
-    else:  # the pipeline's rule: its default where there is something to search (random draws)
-        num_candidates = 1 if args.init == "translator_mean" else pipe.config.default_num_candidates
+    num_candidates = pipe.default_num_candidates_for(args.init) if args.candidates is None else args.candidates
     record = run_record(args, conditions, num_inference_steps, num_candidates)
     items = plan_items(conditions, args.num_images, args.seed)
 
@@ -339,13 +337,8 @@ def _sample_batch(pipe, batch: list[Item], conditions: list[Condition], folder: 
     from .samples import replace_atomically
 
     entries = []
-    start = 0
-    while start < len(batch):
-        kind = conditions[batch[start].condition].kind
-        end = start
-        while end < len(batch) and conditions[batch[end].condition].kind == kind:
-            end += 1
-        group = batch[start:end]
+    for kind, group in itertools.groupby(batch, key=lambda item: conditions[item.condition].kind):
+        group = list(group)
         values = [conditions[item.condition].value for item in group]
         if kind == "image":
             values = [_open_image(conditions[item.condition], args.prompts_file) for item in group]
@@ -369,7 +362,6 @@ def _sample_batch(pipe, batch: list[Item], conditions: list[Condition], folder: 
             entry.update({condition.kind: condition.value, **condition.extra, "seed": item.seed, "energy": float(energy),
                           "file": item.file, "process": process_index})
             entries.append(entry)
-        start = end
     return entries
 
 

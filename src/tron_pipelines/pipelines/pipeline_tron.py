@@ -564,6 +564,12 @@ class TronPipeline(DiffusionPipeline):
             raise ValueError(f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}.")
         return batch_size
 
+    def default_num_candidates_for(self, initialization: str, latents: torch.Tensor | None = None) -> int:
+        """The candidates a call makes when not told: the saved ``default_num_candidates`` where there is something to
+        search (random draws, no given ``latents``), else 1."""
+        drawn = latents is None and initialization != "translator_mean"
+        return self.config.default_num_candidates if drawn else 1
+
     def unknown_words(self, prompt: str) -> list[str]:
         """The words of ``prompt`` outside the pipeline's ``prompt_vocabulary``, each once, in order; ``[]`` when the
         pipeline has no vocabulary."""
@@ -733,9 +739,7 @@ class TronPipeline(DiffusionPipeline):
         num_inference_steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         num_augmentations = self.config.default_num_augmentations if num_augmentations is None else num_augmentations
         if num_candidates is None:
-            # The saved default applies where there is something to search: random draws, no given latents.
-            drawn = latents is None and initialization != "translator_mean"
-            num_candidates = self.config.default_num_candidates if drawn else 1
+            num_candidates = self.default_num_candidates_for(initialization, latents)
         adapter = self.encoder_adapter
         self.check_components(adapter)
         batch_size = self.check_inputs(
