@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import format_table  # noqa: E402
 from metrics import MnistEvaluator  # noqa: E402
-from quality import EVALUATION_SEED, TUNING_SEED, langevin_snapshots, make_conditions, render_and_score  # noqa: E402
+from quality import (  # noqa: E402
+    EVALUATION_SEED, TUNING_SEED, langevin_snapshots, make_conditions, render_and_score, weakest_conditions,
+)
 from workloads import load_workload  # noqa: E402
 
 COLUMNS = [
@@ -56,11 +58,7 @@ def main(argv=None) -> None:
             metrics, _ = render_and_score(workload, conditions, snapshot["latents"], evaluator)
             rows.append({"pipeline": name, "arm": arm, **metrics})
             print(format_table(rows[-1:], COLUMNS), flush=True)
-            if "accuracy_by_class" in metrics:
-                print("per digit: " + ", ".join(f"{k}: {v:.3f}" for k, v in sorted(metrics["accuracy_by_class"].items())))
-            if "accuracy_by_prompt" in metrics:
-                weakest = sorted(metrics["accuracy_by_prompt"].items(), key=lambda item: item[1])[:5]
-                print("weakest prompts: " + ", ".join(f"{prompt!r} {value:.2f}" for prompt, value in weakest), flush=True)
+            print(weakest_conditions(metrics), flush=True)
     print(f"\n{len(conditions)} images per pipeline and arm, {args.seeds} seeds {first_seed}..{first_seed + len(conditions) - 1}\n")
     print(format_table(rows, COLUMNS))
 

@@ -330,25 +330,14 @@ def caption_settings(args: argparse.Namespace) -> dict:
 
 def check_pair_args(args: argparse.Namespace) -> None:
     """Raise ``ValueError`` naming the argument for impossible pair settings."""
-    from ..captioning import DECODINGS, IMPORT_SPEC
+    from ..captioning import DECODINGS
+    from .routes import check_route_arguments
 
     _require(args.num_pairs is None or args.num_pairs >= 1, f"`--num_pairs` must be >= 1, got {args.num_pairs}.")
     _require(args.pairs_per_shard >= 1, f"`--pairs_per_shard` must be >= 1, got {args.pairs_per_shard}.")
     _require(args.generation_batch_size >= 1, f"`--generation_batch_size` must be >= 1, got {args.generation_batch_size}.")
     _require(args.seed >= 0, f"`--seed` must be >= 0, got {args.seed}.")
-    route = args.condition_route
-    _require(
-        route in ("image", "caption", "mix") or bool(IMPORT_SPEC.match(route)),
-        f"`--condition_route` must be 'image', 'caption', 'mix' or 'package.module:function', got {route!r}.",
-    )
-    captioning = route in ("caption", "mix")
-    _require(not captioning or args.captioner is not None, f"`--condition_route {route}` needs `--captioner`.")
-    given = [f"--{name}" for name in ("captioner", "caption_ratio", *CAPTION_SETTINGS) if getattr(args, name) is not None]
-    _require(captioning or not given, f"{', '.join(given)} only apply to `--condition_route caption` or `mix`, not {route!r}.")
-    _require(
-        args.caption_ratio is None or (route == "mix" and 0 < args.caption_ratio < 1),
-        f"`--caption_ratio` is the caption fraction of `--condition_route mix`, strictly between 0 and 1; got {args.caption_ratio} with route {route!r}.",
-    )
+    check_route_arguments(args.condition_route, args.captioner, args.caption_ratio, caption_settings(args))
     _require(
         args.caption_decoding is None or args.caption_decoding in DECODINGS,
         f"`--caption_decoding` must be one of {DECODINGS}, got {args.caption_decoding!r}.",

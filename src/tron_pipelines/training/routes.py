@@ -134,32 +134,45 @@ class FunctionRoute(ConditionRoute):
         return RouteOutput(self.function(images, adapter))
 
 
+def check_route_arguments(
+    route: str, captioner=None, caption_ratio: float | None = None, caption_settings: dict | None = None
+) -> float | None:
+    """Raise ``ValueError`` naming the argument when the command-line route values cannot go together; return the
+    caption fraction of a caption (1) or mix route, ``None`` for the others. Checks names only: nothing is loaded."""
+    if route not in ROUTES and not IMPORT_SPEC.match(route):
+        raise ValueError(f"`--condition_route` must be 'image', 'caption', 'mix' or 'package.module:function', got {route!r}.")
+    if route not in ("caption", "mix"):
+        given = [name for name, value in (("--captioner", captioner), ("--caption_ratio", caption_ratio)) if value is not None]
+        given += [f"caption settings ({', '.join(caption_settings)})"] if caption_settings else []
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to `--condition_route caption` or `mix`, not {route!r}.")
+        return None
+    if captioner is None:
+        raise ValueError(f"`--condition_route {route}` needs `--captioner` (a captioning model, or 'package.module:name').")
+    if caption_ratio is not None and (route == "caption" or not 0 < caption_ratio < 1):
+        raise ValueError(
+            f"`--caption_ratio` is the caption fraction of `--condition_route mix`, strictly between 0 and 1; got "
+            f"{caption_ratio} with route {route!r}."
+        )
+    return 1.0 if route == "caption" else (DEFAULT_CAPTION_RATIO if caption_ratio is None else caption_ratio)
+
+
 def load_condition_route(
     route: str = "image",
     captioner: "str | Captioner | Callable | None" = None,
     caption_ratio: float | None = None,
     caption_settings: dict | None = None,
 ) -> ConditionRoute:
-    """A route from command-line values: ``route`` is ``"image"``, ``"caption"``, ``"mix"`` or a
-    ``"package.module:function"`` condition function; ``captioner`` and ``caption_settings`` go to `load_captioner`
-    (caption and mix only); ``caption_ratio`` is the caption fraction of a mix (default 0.5)."""
-    caption_settings = caption_settings or {}
-    if route in ("caption", "mix"):
-        if captioner is None:
-            raise ValueError(f"`--condition_route {route}` needs `--captioner` (a captioning model, or 'package.module:name').")
-        if route == "caption" and caption_ratio is not None:
-            raise ValueError("`--caption_ratio` sets the caption fraction of `--condition_route mix`, not of the caption route.")
-        ratio = 1.0 if route == "caption" else (DEFAULT_CAPTION_RATIO if caption_ratio is None else caption_ratio)
-        if route == "mix" and not 0 < ratio < 1:
-            raise ValueError(f"`--caption_ratio` of a mix must be strictly between 0 and 1, got {ratio}.")
-        return CaptionRoute(load_captioner(captioner, **caption_settings), ratio)
-    if captioner is not None or caption_ratio is not None or caption_settings:
-        raise ValueError(f"`--captioner`, `--caption_ratio` and the caption settings apply to the caption and mix routes, not to {route!r}.")
+    """A route from command-line values (checked by `check_route_arguments`): ``route`` is ``"image"``,
+    ``"caption"``, ``"mix"`` or a ``"package.module:function"`` condition function; ``captioner`` and
+    ``caption_settings`` go to `load_captioner` (caption and mix only); ``caption_ratio`` is the caption fraction of a
+    mix (default 0.5)."""
+    ratio = check_route_arguments(route, captioner, caption_ratio, caption_settings)
+    if ratio is not None:
+        return CaptionRoute(load_captioner(captioner, **(caption_settings or {})), ratio)
     if route == "image":
         return ImageRoute()
-    if IMPORT_SPEC.match(route):
-        return FunctionRoute(import_object(route, "--condition_route"), route)
-    raise ValueError(f"`--condition_route` must be one of {ROUTES} or 'package.module:function', got {route!r}.")
+    return FunctionRoute(import_object(route, "--condition_route"), route)
 
 
 __all__ = [
@@ -168,6 +181,7 @@ __all__ = [
     "CaptionRoute",
     "FunctionRoute",
     "RouteOutput",
+    "check_route_arguments",
     "load_condition_route",
     "ROUTES",
     "DEFAULT_CAPTION_RATIO",
