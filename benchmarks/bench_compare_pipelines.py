@@ -7,7 +7,8 @@ between candidates without looking at the evaluation seeds, then on the evaluati
 For each pipeline, every class (or benchmark prompt) ``--samples_per_condition`` times on seeds 500000 + i (tuning)
 or 1000 + i (evaluation, as `benchmarks/run.py quality`): the pipeline's shipped sampling defaults, and translator draws followed by 10 Langevin steps (the claim's arm), scored by
 the committed evaluation classifier (`metrics.MnistEvaluator`): energy, accuracy, worst digit and worst prompt,
-diversity ratio to real digits and Fréchet distance.
+diversity ratio to real digits and Fréchet distance. With ``--ranking_pool N``, also what the energy alone picks
+from N prior draws per condition: where that is the wrong digit, f is the limit, not the translator or the sampler.
 """
 
 import argparse
@@ -22,7 +23,8 @@ import torch  # noqa: E402
 from common import format_table  # noqa: E402
 from metrics import MnistEvaluator  # noqa: E402
 from quality import (  # noqa: E402
-    EVALUATION_SEED, TUNING_SEED, langevin_snapshots, make_conditions, render_and_score, weakest_conditions,
+    EVALUATION_SEED, TUNING_SEED, langevin_snapshots, make_conditions, energy_ranking_latents, render_and_score,
+    weakest_conditions,
 )
 from workloads import load_workload  # noqa: E402
 
@@ -39,6 +41,11 @@ def main(argv=None) -> None:
     parser.add_argument("--samples_per_condition", type=int, default=8)
     parser.add_argument("--seeds", choices=["tuning", "evaluation"], default="tuning")
     parser.add_argument("--steps", type=int, default=10, help="Langevin steps after a single translator draw.")
+    parser.add_argument(
+        "--ranking_pool", type=int, default=0,
+        help="Also score what the energy alone picks: per condition, the lowest-energy images of this many prior "
+        "draws (quality.energy_ranking_latents; 0 = off). Shows where f itself prefers the wrong digit.",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -54,6 +61,10 @@ def main(argv=None) -> None:
             f"translator@{args.steps}": langevin_snapshots(workload, conditions, seeds, [args.steps], num_candidates=1)[args.steps],
             f"shipped defaults@{defaults}": langevin_snapshots(workload, conditions, seeds, [defaults], num_candidates=None)[defaults],
         }
+        if args.ranking_pool:
+            arms[f"energy's pick of {args.ranking_pool} prior draws"] = {
+                "latents": energy_ranking_latents(workload, conditions, args.samples_per_condition, args.ranking_pool)
+            }
         for arm, snapshot in arms.items():
             metrics, _ = render_and_score(workload, conditions, snapshot["latents"], evaluator)
             rows.append({"pipeline": name, "arm": arm, **metrics})

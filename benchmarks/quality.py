@@ -169,6 +169,32 @@ def prior_candidates(workload: Workload, conditions: Conditions, seeds: list[int
     return {"latents": torch.stack(latents), "energies": torch.stack(energies), "seconds": time.perf_counter() - start}
 
 
+def energy_ranking_latents(workload: Workload, conditions: Conditions, samples_per_condition: int, pool_size: int,
+                           chunk_size: int = 2000) -> torch.Tensor:
+    """What the energy alone would pick: for each condition, the ``samples_per_condition`` lowest-energy latents of
+    one shared pool of ``pool_size`` prior draws (random search on f in the limit: no translator, no Langevin). Where
+    these are the wrong digit, f itself prefers the wrong digit among what G makes, and no sampler following the
+    energy can do better there. The energy is taken without augmentations (a pool is scored once per condition).
+
+    ``conditions`` must be condition-major with ``samples_per_condition`` rows per condition (`make_conditions`).
+    Returns latents ``(len(conditions), total_latent_dim)``.
+    """
+    if len(conditions) % samples_per_condition or pool_size < samples_per_condition:
+        raise ValueError(f"{len(conditions)} conditions are not blocks of {samples_per_condition}, or the pool "
+                         f"({pool_size}) is smaller than a block.")
+    pipe, device = workload.pipe, workload.device
+    pool = pipe.generator.sample_latents(pool_size, generator=torch.Generator(device).manual_seed(CANDIDATE_SEED), device=device)
+    chosen = []
+    for first in range(0, len(conditions), samples_per_condition):
+        energies = torch.cat([
+            pipe(**conditions.subset([first]), num_images_per_prompt=len(chunk), latents=chunk, num_inference_steps=0,
+                 num_augmentations=0, output_type="latent").energies
+            for chunk in pool.split(chunk_size)
+        ])
+        chosen.append(pool[energies.topk(samples_per_condition, largest=False).indices])
+    return torch.cat(chosen)
+
+
 def best_of_n_snapshots(candidates: dict, step_counts: list[int]) -> dict:
     """Random search: for each T, the lowest-energy of the first T + 1 candidates of every image."""
     snapshots = {}

@@ -13,7 +13,9 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from common import FlopCounter  # noqa: E402
 from metrics import MnistEvaluator  # noqa: E402
-from quality import QualitySettings, paper_claim, quality, quality_tables  # noqa: E402
+from quality import (  # noqa: E402
+    CANDIDATE_SEED, QualitySettings, energy_ranking_latents, make_conditions, paper_claim, quality, quality_tables,
+)
 from workloads import load_workload  # noqa: E402
 
 
@@ -116,3 +118,22 @@ def test_sampler_section_counts_every_sampler_step_and_the_recomputation():
     assert 1.3 * one < rows[1, True]["generator_gflops"] <= 1.5 * one
     assert all(row["gflops_per_langevin_step"] > row["generator_gflops"] > 0 and row["seconds_per_langevin_step"] > 0 for row in rows.values())
     assert pipe.generator.config.num_sampler_steps == 3  # the pipeline's own G is put back
+
+
+@torch.no_grad()
+def test_energy_ranking_picks_the_lowest_energy_draws_of_the_pool_for_each_condition():
+    workload = load_workload("tron-mnist")
+    pipe = workload.pipe
+    conditions = make_conditions(workload, samples_per_condition=3)
+    chosen = energy_ranking_latents(workload, conditions, samples_per_condition=3, pool_size=50, chunk_size=16)
+    assert chosen.shape == (30, pipe.generator.latent_dim)
+    # Independently: the class energy is -log p(class) under f, from f's probabilities as training pairs label them.
+    pool = pipe.generator.sample_latents(50, generator=torch.Generator().manual_seed(CANDIDATE_SEED))
+    adapter = pipe.encoder_adapter
+    energies = -adapter.encode_generated(pipe.generator(pool)).log()  # (50, 10)
+    for label in range(10):
+        expected = pool[energies[:, label].argsort()[:3]]
+        picked = chosen[3 * label : 3 * label + 3]
+        assert torch.equal(picked.sort(dim=0).values, expected.sort(dim=0).values), label
+    with pytest.raises(ValueError, match="not blocks of 4"):
+        energy_ranking_latents(workload, conditions, samples_per_condition=4, pool_size=50)
