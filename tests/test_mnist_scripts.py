@@ -140,7 +140,9 @@ def test_train_clip(tmp_path):
     from PIL import Image
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-    metrics = run_script("train_clip.py", tmp_path, "--max_steps", "2", "--batch_size", "16", "--num_layers", "1")
+    metrics = run_script(
+        "train_clip.py", tmp_path, "--max_steps", "2", "--batch_size", "16", "--num_layers", "1", "--max_shear", "0.5"
+    )
     assert metrics["image_processor_max_abs_difference"] == 0.0
     assert metrics["tokenizer_reload_same_ids"] and metrics["tokenizer_decode_round_trip"]
     assert metrics["caption_words_split_into_pieces"] == []
@@ -159,6 +161,26 @@ def test_train_clip(tmp_path):
         image = model.get_image_features(pixel_values=pixel_values)
     text, image = (t if isinstance(t, torch.Tensor) else t.pooler_output for t in (text, image))
     assert text.shape == (3, model.config.projection_dim) and image.shape == (1, model.config.projection_dim)
+
+
+def test_shear_moves_the_measured_slant_by_the_shear():
+    from train_clip import random_shear, shear_images
+
+    images = torch.from_numpy(data.load_split().held_out_images[:64]).float()
+    before = data.slant(images.numpy())
+    for shear in (-0.3, 0.2):
+        sheared = shear_images(images, torch.full((len(images),), shear))
+        change = data.slant(sheared.numpy()) - before
+        # Bilinear resampling and the 28-pixel frame blur the shift by a few hundredths, far below the 0.3-0.5 steps
+        # between the slant words' thresholds.
+        assert abs(np.median(change) - shear) < 0.03, (shear, np.median(change))
+        assert np.percentile(np.abs(change - shear), 90) < 0.08
+        np.testing.assert_allclose(sheared.sum(dim=(1, 2)), images.sum(dim=(1, 2)), rtol=0.05)
+    generator = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(random_shear(images, 0.5, 0.0, generator), images, atol=1e-5, rtol=0)
+    sheared = random_shear(images, 0.5, 1.0, generator)
+    changes = np.abs(data.slant(sheared.numpy()) - before)
+    assert changes.max() > 0.3 and changes.max() < 0.6
 
 
 def test_mnist_captioner_describes_digits_as_the_clip_training_captions_did():
