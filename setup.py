@@ -30,6 +30,9 @@ setup(
         "accelerate>=1.0",
         "safetensors>=0.4",
         "huggingface_hub>=0.26",
+        # A lock across processes on diffusers' shared modules cache while a pipeline loads (huggingface_hub and torch
+        # already depend on it).
+        "filelock>=3.12",
         "numpy>=1.24",
         "Pillow>=9.0",
         "tqdm>=4.60",

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -250,6 +251,49 @@ def test_generic_diffusers_loader_opens_a_saved_pipeline(clip_pipe, tmp_path, so
     assert Path(result["module"]).resolve().parent == Path(tron_pipelines.__file__).resolve().parent  # the code under test
     expected = clip_pipe("a bold seven", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     np.testing.assert_allclose(np.array(result["images"]), expected, atol=1e-5)
+
+
+LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from tron_pipelines.pipelines.loading import modules_cache_lock
+with modules_cache_lock():
+    print("locked", flush=True)
+    while not Path(sys.argv[1]).exists():
+        time.sleep(0.01)
+"""
+WAITING_LOADER = """
+import sys
+from pathlib import Path
+from tron_pipelines import TronPipeline
+print("ready", flush=True)
+TronPipeline.from_pretrained(sys.argv[1])
+Path(sys.argv[2]).touch()
+"""
+
+
+def test_a_load_waits_while_another_process_holds_the_modules_cache(clip_pipe, tmp_path):
+    # diffusers copies a folder's pipeline.py and component re-export files into one shared modules cache on every
+    # load (truncate, then write) and imports them from there: two processes loading at once (`accelerate launch`
+    # ranks, `tron generate` processes) could import a half-written file. Loads therefore take turns on a lock.
+    clip_pipe.save_pretrained(tmp_path / "saved")
+    release, loaded = tmp_path / "release", tmp_path / "loaded"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(release)], **pipes)
+    loader = subprocess.Popen([sys.executable, "-c", WAITING_LOADER, str(tmp_path / "saved"), str(loaded)], **pipes)
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()[-3000:]
+        assert loader.stdout.readline().strip() == "ready", loader.stderr.read()[-3000:]
+        time.sleep(3)  # a tiny pipeline loads in well under a second
+        assert not loaded.exists() and loader.poll() is None
+        release.touch()
+        assert holder.wait(timeout=60) == 0
+        assert loader.wait(timeout=120) == 0, loader.stderr.read()[-3000:]
+        assert loaded.exists()
+    finally:
+        for process in (holder, loader):
+            process.kill()
 
 
 def test_generic_diffusers_loader_passes_the_hubs_checks(clip_pipe, tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ import json
 import os
 from pathlib import Path
 
+from filelock import FileLock
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HFValidationError,
@@ -88,6 +89,19 @@ def import_component_modules(folder: str | os.PathLike) -> None:
         importlib.import_module(module)
 
 
+def modules_cache_lock() -> FileLock:
+    """A lock, across processes and threads, on diffusers' modules cache (``HF_MODULES_CACHE``).
+
+    On every load diffusers copies a folder's ``pipeline.py`` and component re-export files into one shared
+    ``diffusers_modules/local`` folder (truncating, then writing) and imports them from there, so a load running beside
+    another (the ranks of ``accelerate launch``, the processes of ``tron generate``) can import a half-written file.
+    """
+    from diffusers.utils.constants import HF_MODULES_CACHE
+
+    os.makedirs(HF_MODULES_CACHE, exist_ok=True)
+    return FileLock(os.path.join(HF_MODULES_CACHE, f"{PACKAGE}.lock"))
+
+
 def pipeline_file_text() -> str:
     return _HEADER + f"from {PACKAGE} import TronPipeline  # noqa: F401\n"
 
@@ -139,5 +153,6 @@ __all__ = [
     "has_only_our_code",
     "import_component_modules",
     "locate_pipeline",
+    "modules_cache_lock",
     "write_generic_loader_files",
 ]

@@ -25,7 +25,9 @@ from ..energies import AUGMENTATIONS, ConditionTerm, DiffAugment, TronEnergy
 from ..models.batch_norm_folding import fold_batch_norms, folds_of, refold_batch_norms, unfold_batch_norms
 from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
-from .loading import has_only_our_code, import_component_modules, locate_pipeline, write_generic_loader_files
+from .loading import (
+    has_only_our_code, import_component_modules, locate_pipeline, modules_cache_lock, write_generic_loader_files,
+)
 from .pipeline_output import TronPipelineOutput
 
 EXAMPLE_DOC_STRING = """
@@ -202,14 +204,18 @@ class TronPipeline(DiffusionPipeline):
 
         Raises `PipelineNotFoundError` (an ``OSError``) in one sentence when the name is none of the three. The
         re-export files that `save_pretrained` writes for diffusers' generic loader are trusted only when they are
-        exactly this package's own (see `tron_pipelines.pipelines.loading`).
+        exactly this package's own (see `tron_pipelines.pipelines.loading`). Concurrent loads, from threads or
+        processes, take turns (diffusers rewrites those files in one shared modules cache on every load).
         """
         download_kwargs = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
         folder = locate_pipeline(pretrained_model_name_or_path, cls.download, download_kwargs)
         import_component_modules(folder)
         if has_only_our_code(folder):
             kwargs.setdefault("trust_remote_code", True)
-        pipe = super().from_pretrained(folder, **{key: value for key, value in kwargs.items() if key not in _DOWNLOAD_KWARGS})
+        # diffusers resolves each component's class from its re-export file while it loads the weights, so the
+        # whole load holds the lock.
+        with modules_cache_lock():
+            pipe = super().from_pretrained(folder, **{key: value for key, value in kwargs.items() if key not in _DOWNLOAD_KWARGS})
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe
 
