@@ -263,10 +263,12 @@ with modules_cache_lock():
         time.sleep(0.01)
 """
 WAITING_LOADER = """
-import sys
+import sys, time
 from pathlib import Path
 from tron_pipelines import TronPipeline
 print("ready", flush=True)
+while not Path(sys.argv[3]).exists():
+    time.sleep(0.01)
 TronPipeline.from_pretrained(sys.argv[1])
 Path(sys.argv[2]).touch()
 """
@@ -277,14 +279,15 @@ def test_a_load_waits_while_another_process_holds_the_modules_cache(clip_pipe, t
     # load (truncate, then write) and imports them from there: two processes loading at once (`accelerate launch`
     # ranks, `tron generate` processes) could import a half-written file. Loads therefore take turns on a lock.
     clip_pipe.save_pretrained(tmp_path / "saved")
-    release, loaded = tmp_path / "release", tmp_path / "loaded"
+    release, loaded, go = tmp_path / "release", tmp_path / "loaded", tmp_path / "go"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(release)], **pipes)
-    loader = subprocess.Popen([sys.executable, "-c", WAITING_LOADER, str(tmp_path / "saved"), str(loaded)], **pipes)
+    loader = subprocess.Popen([sys.executable, "-c", WAITING_LOADER, str(tmp_path / "saved"), str(loaded), str(go)], **pipes)
     try:
         assert holder.stdout.readline().strip() == "locked", holder.stderr.read()[-3000:]
         assert loader.stdout.readline().strip() == "ready", loader.stderr.read()[-3000:]
+        go.touch()  # the loader starts only once the other process holds the lock
         time.sleep(3)  # a tiny pipeline loads in well under a second
         assert not loaded.exists() and loader.poll() is None
         release.touch()
