@@ -125,6 +125,22 @@ class MnistEvaluator:
             result[f"{attribute}_requests"] = int(asked.sum())
         return result
 
+    def attribute_shares(self, images, labels) -> list[dict]:
+        """Per digit of ``labels`` (0-9): its share of all images and, among its images, the share of each stroke
+        weight and slant category (`data.attribute_categories`), keys ``"thin"``, ``"bold"``, ``"left"``,
+        ``"upright"``, ``"right"``. Tells how often a generator makes what a prompt can ask for."""
+        images, labels = to_grey01(images), np.asarray(labels)
+        categories = self.data.attribute_categories(images, labels)
+        rows = []
+        for digit in range(self.data.NUM_CLASSES):
+            mine = labels == digit
+            row = {"digit": digit, "share": float(mine.mean())}
+            for attribute, names in (("stroke_weight", self.data.STROKE_WEIGHTS), ("slant", self.data.SLANTS)):
+                for code, name in enumerate(names):
+                    row[name] = float((categories[attribute][mine] == code).mean()) if mine.any() else float("nan")
+            rows.append(row)
+        return rows
+
     def real_baseline(self, labels) -> dict:
         """`score` of real training digits with the same class counts as ``labels``: the floor of the Fréchet
         distance at this sample size, and real accuracy/diversity for reference."""

@@ -71,6 +71,25 @@ def test_worst_digit_and_worst_prompt_are_reported(evaluator):
     assert scores["accuracy_by_prompt"]["p1"] == pytest.approx(correct[1::3].mean())
 
 
+def test_attribute_shares_count_each_digits_slants_and_stroke_weights(evaluator):
+    # Real digits, each mirrored left-right once: a mirrored digit leans the other way, so the shares of left and
+    # right swap between the two halves, and each is counted here image by image with the slant measure itself.
+    data = evaluator.data
+    images, labels = evaluator.split.held_out_images[:400], evaluator.split.held_out_labels[:400]
+    shares = evaluator.attribute_shares(images, labels)
+    mirrored = evaluator.attribute_shares(images[:, :, ::-1], labels)
+    for digit in range(10):
+        mine = images[labels == digit]
+        slants = np.array([data.slant(image[None])[0] for image in mine])
+        assert shares[digit]["share"] == pytest.approx(len(mine) / len(images))
+        assert shares[digit]["left"] == pytest.approx(np.mean(slants < data.SLANT_LEFT_BELOW))
+        assert shares[digit]["right"] == pytest.approx(np.mean(slants > data.SLANT_RIGHT_ABOVE))
+        assert shares[digit]["upright"] == pytest.approx(np.mean(np.abs(slants) <= data.SLANT_UPRIGHT_WITHIN))
+        assert mirrored[digit]["left"] == pytest.approx(shares[digit]["right"])
+        assert mirrored[digit]["thin"] == pytest.approx(shares[digit]["thin"])  # mirroring keeps the stroke
+        assert 0 < shares[digit]["thin"] and 0 < shares[digit]["bold"] and shares[digit]["thin"] + shares[digit]["bold"] < 1
+
+
 def test_flop_counter_counts_forward_and_input_gradient_under_autograd_grad():
     layer = torch.nn.Linear(8, 4).requires_grad_(False)
     conv = torch.nn.Conv2d(3, 5, 3, padding=1).requires_grad_(False)
