@@ -26,7 +26,7 @@ def generator_images(pipe, num_samples: int, seed: int, chunk_size: int = 2000) 
     """``num_samples`` prior draws of ``pipe.generator``, rendered ``(N, C, H, W)`` in [-1, 1]."""
     latents = pipe.generator.sample_latents(num_samples, generator=torch.Generator(pipe.device).manual_seed(seed), device=pipe.device)
     with torch.no_grad():
-        return torch.cat([pipe.generator(chunk).clamp(-1, 1).cpu() for chunk in latents.split(chunk_size)])
+        return torch.cat([pipe.generator.generate(chunk).clamp(-1, 1).cpu() for chunk in latents.split(chunk_size)])
 
 
 def main(argv=None) -> None:
@@ -42,13 +42,13 @@ def main(argv=None) -> None:
     evaluator = MnistEvaluator()
     pipe = TronPipeline.from_pretrained(args.pipeline)
     grey = ((generator_images(pipe, args.num_samples, args.seed) + 1) / 2).mean(dim=1).numpy()
-    read = evaluator.classifier.logits_from_features(evaluator.classifier.features(grey)).argmax(axis=1)
+    read = evaluator.classifier.predict(grey)
     split = evaluator.split
     sources = {
         f"G, {args.num_samples} draws (digit as read)": evaluator.attribute_shares(grey, read),
         f"real held-out ({len(split.held_out_labels)})": evaluator.attribute_shares(split.held_out_images, split.held_out_labels),
     }
-    rows = [{**shares[digit], "source": source} for digit in range(10) for source, shares in sources.items()]
+    rows = [{**shares[digit], "source": source} for digit in range(evaluator.data.NUM_CLASSES) for source, shares in sources.items()]
     print(format_table(rows, COLUMNS))
 
 
