@@ -35,7 +35,7 @@ from ..models.generator import TronGenerator
 from ..pipelines.pipeline_tron import TronPipeline
 from ..pretrained import resolve_pretrained_path
 from ..schedulers import LangevinScheduler
-from .routes import ConditionRoute, ImageRoute, load_condition_route
+from .routes import ConditionRoute, ImageRoute, caption_conditions, load_condition_route
 
 MANIFEST_NAME = "manifest.json"
 CACHE_FORMAT = "tron-pairs"
@@ -722,16 +722,13 @@ class ReencodingSource(PairSource):
         conditions = torch.empty(len(captions), self.adapter.condition_dim, device=self.device)
         with autocast() if autocast is not None else nullcontext():
             for begin in range(0, len(captions), batch_size):
-                rows = range(begin, min(begin + batch_size, len(captions)))
-                captioned = [row for row in rows if captions[row] is not None]
-                others = [row for row in rows if captions[row] is None]
-                if captioned:
-                    texts = [captions[row] for row in captioned]
-                    conditions[captioned] = self.adapter.encode_prompts(texts, self.device).float()
-                if others:
-                    conditions[others] = self.adapter.encode_generated(self.generator.generate(latents[others])).float()
+                stop = min(begin + batch_size, len(captions))
+                batch_latents = latents[begin:stop]
+                conditions[begin:stop] = caption_conditions(
+                    self.adapter, captions[begin:stop], lambda rows: self.generator.generate(batch_latents[rows]), self.device
+                )
                 if progress is not None:
-                    progress.update(len(rows))
+                    progress.update(stop - begin)
         return {"latents": latents, "conditions": conditions, "captions": captions}
 
 

@@ -95,20 +95,15 @@ class CaptionRoute(ConditionRoute):
             captioned = torch.ones(count, dtype=torch.bool)
         else:
             captioned = torch.rand(count, generator=generator) < self.caption_ratio
-        conditions = torch.empty(count, adapter.condition_dim, device=images.device)
         captions: list[str | None] = [None] * count
         chosen = captioned.nonzero().flatten().tolist()
         if chosen:
             texts = self.captioner(images[chosen], generator)
             if len(texts) != len(chosen) or not all(isinstance(text, str) for text in texts):
                 raise ValueError(f"The captioner returned {len(texts)} captions for {len(chosen)} images; expected one string per image.")
-            conditions[chosen] = adapter.encode_prompts(texts, images.device).to(conditions.dtype)
             for index, text in zip(chosen, texts):
                 captions[index] = text
-        others = (~captioned).nonzero().flatten().tolist()
-        if others:
-            conditions[others] = adapter.encode_generated(images[others]).to(conditions.dtype)
-        return RouteOutput(conditions, captions)
+        return RouteOutput(caption_conditions(adapter, captions, lambda rows: images[rows], images.device), captions)
 
     def identity(self):
         identity = {"route": self.name, "captioner": self.captioner.identity()}
@@ -119,6 +114,22 @@ class CaptionRoute(ConditionRoute):
     def to(self, device):
         self.captioner.to(device)
         return self
+
+
+def caption_conditions(
+    adapter: EncoderAdapter, captions: list[str | None], render: Callable[[list[int]], torch.Tensor], device
+) -> torch.Tensor:
+    """Float32 conditions ``(len(captions), condition_dim)`` on ``device``: the text encoder's embedding of each
+    caption, and for the pairs without one (``None``, the image-route pairs of a mix) the encoder's embedding of their
+    images, ``render(rows)`` ``(len(rows), C, H, W)`` in ``[-1, 1]`` (rendered only for those rows)."""
+    conditions = torch.empty(len(captions), adapter.condition_dim, device=device)
+    captioned = [row for row, caption in enumerate(captions) if caption is not None]
+    others = [row for row, caption in enumerate(captions) if caption is None]
+    if captioned:
+        conditions[captioned] = adapter.encode_prompts([captions[row] for row in captioned], device).to(conditions.dtype)
+    if others:
+        conditions[others] = adapter.encode_generated(render(others)).to(conditions.dtype)
+    return conditions
 
 
 class FunctionRoute(ConditionRoute):
@@ -181,6 +192,7 @@ __all__ = [
     "CaptionRoute",
     "FunctionRoute",
     "RouteOutput",
+    "caption_conditions",
     "check_route_arguments",
     "load_condition_route",
     "ROUTES",
