@@ -386,5 +386,4 @@ def _merge_manifest(folder: Path, items: list[Item]) -> None:
         part.unlink()
 
 
-
 __all__ = ["Condition", "Item", "check_conditions", "generate_many", "plan_items", "read_manifest_lines", "read_prompts_file"]

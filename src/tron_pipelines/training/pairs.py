@@ -34,6 +34,7 @@ from ..encoders import EncoderAdapter
 from ..models.generator import TronGenerator
 from ..pipelines.pipeline_tron import TronPipeline
 from ..pretrained import resolve_pretrained_path
+from ..samples import write_json_atomically
 from ..schedulers import LangevinScheduler
 from .routes import ConditionRoute, ImageRoute, caption_conditions, load_condition_route
 
@@ -357,12 +358,6 @@ def _write_shard(path: Path, pairs: dict, shard: dict, dtype: str) -> None:
     os.replace(temporary, path)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(temporary, path)
-
-
 def read_manifest(pairs_dir: str | os.PathLike) -> dict | None:
     """The manifest of the cache in ``pairs_dir``, or ``None`` when there is none."""
     path = Path(pairs_dir) / MANIFEST_NAME
@@ -491,7 +486,7 @@ def generate_pairs(
     wait()
     if is_main:
         pairs_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(pairs_dir / MANIFEST_NAME, expected)
+        write_json_atomically(pairs_dir / MANIFEST_NAME, expected)
     wait()
 
     own_shards = expected["shards"][process_index::num_processes]
@@ -527,7 +522,7 @@ def generate_pairs(
         missing = [shard["file"] for shard in expected["shards"] if check_shard(pairs_dir / shard["file"], shard, expected, verify_checksum=False)]
         if missing:
             raise PairCacheError(f"Pair cache {str(pairs_dir)!r}: shards {missing} are missing after generation.")
-        _write_json_atomic(pairs_dir / MANIFEST_NAME, {**expected, "complete": True})
+        write_json_atomically(pairs_dir / MANIFEST_NAME, {**expected, "complete": True})
         total_generated, slowest = sum(count for count, _ in counts), max(seconds for _, seconds in counts)
         if total_generated:
             print(
