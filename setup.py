@@ -2,6 +2,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+
 ROOT = Path(__file__).parent
 version = {}
 exec((ROOT / "src" / "tron_pipelines" / "version.py").read_text(), version)
@@ -17,7 +18,13 @@ setup(
     packages=find_packages("src"),
     include_package_data=True,
     package_data={
-        "tron_pipelines": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/*.py", "pretrained/*/*/*", "demo_examples.json"]
+        "tron_pipelines": [
+            "pretrained/*/*.json",
+            "pretrained/*/*.md",
+            "pretrained/*/*.py",
+            "pretrained/*/*/*",
+            "demo_examples.json",
+        ]
     },
     python_requires=">=3.10",
     install_requires=[

@@ -23,20 +23,36 @@ from pathlib import Path
 
 import torch
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "examples" / "mnist"))
 
 
 # BLIP base (Salesforce/blip-image-captioning-base): ViT-B/16 at 384 px, BERT-base decoder, 30,524 tokens.
 BLIP_SIZES = {
-    "tiny": dict(vocab_size=64, hidden_size=64, num_layers=2, num_heads=4, image_size=28, patch_size=7),
-    "base": dict(vocab_size=30524, hidden_size=768, num_layers=12, num_heads=12, image_size=384, patch_size=16),
+    "tiny": {"vocab_size": 64, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "image_size": 28, "patch_size": 7},
+    "base": {
+        "vocab_size": 30524,
+        "hidden_size": 768,
+        "num_layers": 12,
+        "num_heads": 12,
+        "image_size": 384,
+        "patch_size": 16,
+    },
 }
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def random_blip(folder: Path, words: list[str], hidden_size: int, num_layers: int, num_heads: int, image_size: int,
-                patch_size: int, seed: int = 0):
+def random_blip(
+    folder: Path,
+    words: list[str],
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    image_size: int,
+    patch_size: int,
+    seed: int = 0,
+):
     """A random `BlipForConditionalGeneration` (ViT of ``num_layers`` on ``image_size`` px, BERT decoder of
     ``num_layers``) and its `BlipProcessor`, with a word-level tokenizer over ``words`` written to ``folder``."""
     from transformers import (
@@ -52,11 +68,21 @@ def random_blip(folder: Path, words: list[str], hidden_size: int, num_layers: in
     vocab = list(dict.fromkeys([*SPECIAL_TOKENS, "a", "picture", "of", *words, "[DEC]"]))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]", model_max_length=512)
-    layers = dict(hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads)
+    layers = {
+        "hidden_size": hidden_size,
+        "intermediate_size": 4 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+    }
     config = BlipConfig(
         text_config=BlipTextConfig(
-            vocab_size=len(vocab), bos_token_id=vocab.index("[DEC]"), sep_token_id=3, eos_token_id=3, pad_token_id=0,
-            encoder_hidden_size=hidden_size, **layers,
+            vocab_size=len(vocab),
+            bos_token_id=vocab.index("[DEC]"),
+            sep_token_id=3,
+            eos_token_id=3,
+            pad_token_id=0,
+            encoder_hidden_size=hidden_size,
+            **layers,
         ).to_dict(),
         vision_config=BlipVisionConfig(image_size=image_size, patch_size=patch_size, **layers).to_dict(),
     )
@@ -143,12 +169,27 @@ def main():
         for size, count in (("tiny", args.tiny_blip_pairs), ("base", args.base_blip_pairs)):
             if count:
                 (Path(folder) / size).mkdir()
-                captioner = TransformersCaptioner(*random_blip_of_size(size, Path(folder) / size), batch_size=min(args.batch_size, 16 if size == "base" else 500))
+                captioner = TransformersCaptioner(
+                    *random_blip_of_size(size, Path(folder) / size),
+                    batch_size=min(args.batch_size, 16 if size == "base" else 500),
+                )
                 label = f"random BLIP {size} ({sum(p.numel() for p in captioner.model.parameters()) / 1e6:.1f} M params), beam 3"
-                rows.append(("caption", label, CaptionRoute(captioner.to(device)), count, min(args.batch_size, 16 if size == "base" else args.batch_size)))
-        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+                rows.append(
+                    (
+                        "caption",
+                        label,
+                        CaptionRoute(captioner.to(device)),
+                        count,
+                        min(args.batch_size, 16 if size == "base" else args.batch_size),
+                    )
+                )
+        device_name = (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+        )
         print(f"{args.pipeline} on {device_name}, torch {torch.__version__}, load average {os.getloadavg()}\n")
-        print("| route | captioner | pairs | ms per pair | pairs/s | parts alone: render / caption / encode (ms per pair) | example caption |")
+        print(
+            "| route | captioner | pairs | ms per pair | pairs/s | parts alone: render / caption / encode (ms per pair) | example caption |"
+        )
         print("|---|---|---|---|---|---|---|")
         for name, label, route, count, batch_size in rows:
             timing = time_route(pipe, route, count, batch_size)

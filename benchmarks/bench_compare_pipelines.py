@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -23,15 +24,26 @@ import torch  # noqa: E402
 from common import format_table  # noqa: E402
 from metrics import MnistEvaluator  # noqa: E402
 from quality import (  # noqa: E402
-    EVALUATION_SEED, TUNING_SEED, langevin_snapshots, make_conditions, energy_ranking_latents, render_and_score,
+    EVALUATION_SEED,
+    TUNING_SEED,
+    energy_ranking_latents,
+    langevin_snapshots,
+    make_conditions,
+    render_and_score,
     weakest_conditions,
 )
 from workloads import load_workload  # noqa: E402
 
+
 COLUMNS = [
-    ("pipeline", "pipeline", "s"), ("arm", "arm", "s"), ("energy", "energy", ".3f"), ("accuracy", "accuracy", ".3f"),
-    ("worst_class_accuracy", "worst digit", ".3f"), ("worst_prompt_accuracy", "worst prompt", ".3f"),
-    ("diversity_ratio", "diversity / real", ".3f"), ("frechet_distance", "FD", ".1f"),
+    ("pipeline", "pipeline", "s"),
+    ("arm", "arm", "s"),
+    ("energy", "energy", ".3f"),
+    ("accuracy", "accuracy", ".3f"),
+    ("worst_class_accuracy", "worst digit", ".3f"),
+    ("worst_prompt_accuracy", "worst prompt", ".3f"),
+    ("diversity_ratio", "diversity / real", ".3f"),
+    ("frechet_distance", "FD", ".1f"),
 ]
 
 
@@ -42,7 +54,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", choices=["tuning", "evaluation"], default="tuning")
     parser.add_argument("--steps", type=int, default=10, help="Langevin steps after a single translator draw.")
     parser.add_argument(
-        "--ranking_pool", type=int, default=0,
+        "--ranking_pool",
+        type=int,
+        default=0,
         help="Also score what the energy alone picks: per condition, the lowest-energy images of this many prior "
         "draws (quality.energy_ranking_latents; 0 = off). Shows where f itself prefers the wrong digit.",
     )
@@ -58,8 +72,12 @@ def main(argv=None) -> None:
         seeds = [first_seed + i for i in range(len(conditions))]
         defaults = workload.pipe.config.default_num_inference_steps
         arms = {
-            f"translator@{args.steps}": langevin_snapshots(workload, conditions, seeds, [args.steps], num_candidates=1)[args.steps],
-            f"shipped defaults@{defaults}": langevin_snapshots(workload, conditions, seeds, [defaults], num_candidates=None)[defaults],
+            f"translator@{args.steps}": langevin_snapshots(
+                workload, conditions, seeds, [args.steps], num_candidates=1
+            )[args.steps],
+            f"shipped defaults@{defaults}": langevin_snapshots(
+                workload, conditions, seeds, [defaults], num_candidates=None
+            )[defaults],
         }
         if args.ranking_pool:
             arms[f"energy's pick of {args.ranking_pool} prior draws"] = {
@@ -70,7 +88,9 @@ def main(argv=None) -> None:
             rows.append({"pipeline": name, "arm": arm, **metrics})
             print(format_table(rows[-1:], COLUMNS), flush=True)
             print(weakest_conditions(metrics), flush=True)
-    print(f"\n{len(conditions)} images per pipeline and arm, {args.seeds} seeds {first_seed}..{first_seed + len(conditions) - 1}\n")
+    print(
+        f"\n{len(conditions)} images per pipeline and arm, {args.seeds} seeds {first_seed}..{first_seed + len(conditions) - 1}\n"
+    )
     print(format_table(rows, COLUMNS))
 
 

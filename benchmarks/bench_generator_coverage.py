@@ -17,6 +17,7 @@ from metrics import MnistEvaluator
 
 from tron_pipelines import TronPipeline
 
+
 COLUMNS = [("digit", "digit", "d"), ("source", "images", "s"), ("share", "share of images", ".3f")] + [
     (name, f"{name} (of the digit)", ".3f") for name in ("thin", "bold", "left", "upright", "right")
 ]
@@ -24,7 +25,9 @@ COLUMNS = [("digit", "digit", "d"), ("source", "images", "s"), ("share", "share 
 
 def generator_images(pipe, num_samples: int, seed: int, chunk_size: int = 2000) -> torch.Tensor:
     """``num_samples`` prior draws of ``pipe.generator``, rendered ``(N, C, H, W)`` in [-1, 1]."""
-    latents = pipe.generator.sample_latents(num_samples, generator=torch.Generator(pipe.device).manual_seed(seed), device=pipe.device)
+    latents = pipe.generator.sample_latents(
+        num_samples, generator=torch.Generator(pipe.device).manual_seed(seed), device=pipe.device
+    )
     with torch.no_grad():
         return torch.cat([pipe.generator.generate(chunk).clamp(-1, 1).cpu() for chunk in latents.split(chunk_size)])
 
@@ -46,9 +49,15 @@ def main(argv=None) -> None:
     split = evaluator.split
     sources = {
         f"G, {args.num_samples} draws (digit as read)": evaluator.attribute_shares(grey, read),
-        f"real held-out ({len(split.held_out_labels)})": evaluator.attribute_shares(split.held_out_images, split.held_out_labels),
+        f"real held-out ({len(split.held_out_labels)})": evaluator.attribute_shares(
+            split.held_out_images, split.held_out_labels
+        ),
     }
-    rows = [{**shares[digit], "source": source} for digit in range(evaluator.data.NUM_CLASSES) for source, shares in sources.items()]
+    rows = [
+        {**shares[digit], "source": source}
+        for digit in range(evaluator.data.NUM_CLASSES)
+        for source, shares in sources.items()
+    ]
     print(format_table(rows, COLUMNS))
 
 

@@ -30,23 +30,35 @@ def main() -> None:
     parser.add_argument("--num_augmentations", type=int, default=None, help="Default: the pipeline's.")
     parser.add_argument("--num_candidates", type=int, default=None, help="Default: the pipeline's.")
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 1, 2], help="T values timed (at least two).")
-    parser.add_argument("--repeats", type=int, default=1, help="Timed calls per T (median); one untimed warm-up call first.")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="Timed calls per T (median); one untimed warm-up call first."
+    )
     parser.add_argument("--target_steps", type=int, default=100, help="T of the extrapolation (the method's 100).")
-    parser.add_argument("--num_images", type=int, default=40504, help="Images of the extrapolation (COCO val 2014 captions).")
+    parser.add_argument(
+        "--num_images", type=int, default=40504, help="Images of the extrapolation (COCO val 2014 captions)."
+    )
     args = parser.parse_args()
 
     workload = load_workload(args.workload, args.device)
     pipe, device = workload.pipe, workload.device
     conditions = workload.condition_kwargs(args.batch_size)
     generators = lambda: seeded_generators(range(args.batch_size), device)  # noqa: E731
-    settings = dict(num_augmentations=args.num_augmentations, num_candidates=args.num_candidates, output_type="np")
+    settings = {
+        "num_augmentations": args.num_augmentations,
+        "num_candidates": args.num_candidates,
+        "output_type": "np",
+    }
     pipe(**conditions, num_inference_steps=0, generator=generators(), **settings)  # warm-up
 
     per_image, cpu_per_image = {}, {}
     for steps in args.steps:
         cpu_start = time.process_time()
-        seconds, _ = median_seconds(lambda: pipe(**conditions, num_inference_steps=steps, generator=generators(), **settings),
-                                    device, args.repeats, warmup=0)
+        seconds, _ = median_seconds(
+            lambda: pipe(**conditions, num_inference_steps=steps, generator=generators(), **settings),
+            device,
+            args.repeats,
+            warmup=0,
+        )
         per_image[steps] = seconds / args.batch_size
         cpu_per_image[steps] = (time.process_time() - cpu_start) / args.repeats / args.batch_size
     slope, intercept = np.polyfit(list(per_image), list(per_image.values()), 1)
@@ -58,7 +70,9 @@ def main() -> None:
         "device": str(device),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "batch_size": args.batch_size,
-        "num_augmentations": pipe.config.default_num_augmentations if args.num_augmentations is None else args.num_augmentations,
+        "num_augmentations": pipe.config.default_num_augmentations
+        if args.num_augmentations is None
+        else args.num_augmentations,
         "num_candidates": pipe.num_candidates,
         "seconds_per_image": {str(steps): value for steps, value in per_image.items()},
         "cpu_seconds_per_image": {str(steps): value for steps, value in cpu_per_image.items()},
@@ -66,16 +80,23 @@ def main() -> None:
         "seconds_per_image_before_langevin": intercept,
         "cpu_seconds_per_image_per_step": cpu_slope,
         "cpu_seconds_per_image_before_langevin": cpu_intercept,
-        "target": {"steps": args.target_steps, "num_images": args.num_images,
-                   "seconds_per_image": at_target, "hours": at_target * args.num_images / 3600,
-                   "cpu_seconds_per_image": cpu_at_target, "cpu_hours": cpu_at_target * args.num_images / 3600},
+        "target": {
+            "steps": args.target_steps,
+            "num_images": args.num_images,
+            "seconds_per_image": at_target,
+            "hours": at_target * args.num_images / 3600,
+            "cpu_seconds_per_image": cpu_at_target,
+            "cpu_hours": cpu_at_target * args.num_images / 3600,
+        },
     }
     adapter = pipe.encoder_adapter
     if adapter.kind == "clip":
         images = torch.rand(args.batch_size, adapter.channels, adapter.image_size, adapter.image_size, device=device)
         cpu_start = time.process_time()
         with torch.no_grad():
-            seconds, _ = median_seconds(lambda: adapter.features(adapter.preprocess_generated(images * 2 - 1)), device, 2)
+            seconds, _ = median_seconds(
+                lambda: adapter.features(adapter.preprocess_generated(images * 2 - 1)), device, 2
+            )
         result["clip_image_features_seconds_per_image"] = seconds / args.batch_size
         result["clip_image_features_cpu_seconds_per_image"] = (time.process_time() - cpu_start) / 3 / args.batch_size
     print(json.dumps(result, indent=2))

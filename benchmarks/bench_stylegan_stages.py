@@ -26,6 +26,7 @@ from tron_pipelines.encoders import EncoderAdapter
 from tron_pipelines.models import StyleGAN2Generator, StyleGAN3Generator, TranslatorModel
 from tron_pipelines.models.stylegan2 import stylegan2_block_channels
 
+
 # NVIDIA's released configurations: StyleGAN2 config F; StyleGAN3-T and -R (R doubles the channels, 1x1 convs and
 # radial filters). Channel bases are those of the 1024 px FFHQ networks.
 ARCHITECTURES = {
@@ -56,9 +57,16 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mapping_batch", type=int, default=64)
     parser.add_argument("--pair_batch", type=int, default=4)
-    parser.add_argument("--num_augmentations", type=int, default=8, help="Copies per image in the sampling step (the method uses 50; cost is linear in it).")
+    parser.add_argument(
+        "--num_augmentations",
+        type=int,
+        default=8,
+        help="Copies per image in the sampling step (the method uses 50; cost is linear in it).",
+    )
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="Stages to run (default: all).")
+    parser.add_argument(
+        "--stages", nargs="+", default=list(STAGES), choices=STAGES, help="Stages to run (default: all)."
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -89,7 +97,10 @@ def main():
         "mapping": (lambda: generator.map_latents(z), 5 * args.repeats, False, {"batch": args.mapping_batch}),
         "synthesis_forward": (lambda: generator.generate(latents), args.repeats, False, {"batch": args.pair_batch}),
         "pairs": (
-            lambda: adapter.encode_generated(generator.generate(latents)), args.repeats, False, {"batch": args.pair_batch}
+            lambda: adapter.encode_generated(generator.generate(latents)),
+            args.repeats,
+            False,
+            {"batch": args.pair_batch},
         ),
         "train": (translator_train_step(translator, conditions, targets), 5 * args.repeats, True, {"batch": 16}),
         "langevin": (

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -31,18 +32,39 @@ from tron_pipelines.training.arguments import parse_train_args  # noqa: E402
 from tron_pipelines.training.pairs import generate_pairs, load_training_pipeline  # noqa: E402
 from tron_pipelines.training.train import train_translator  # noqa: E402
 
+
 # The embedded pipelines' training settings (build_pipelines.py), minus the step count.
-TRAINING_ARGS = ["--num_components", "10", "--hidden_dim", "256", "--train_batch_size", "256", "--learning_rate", "1e-3",
-                 "--lr_warmup_steps", "100", "--checkpointing_steps", "1000000", "--report_to", "none"]
+TRAINING_ARGS = [
+    "--num_components",
+    "10",
+    "--hidden_dim",
+    "256",
+    "--train_batch_size",
+    "256",
+    "--learning_rate",
+    "1e-3",
+    "--lr_warmup_steps",
+    "100",
+    "--checkpointing_steps",
+    "1000000",
+    "--report_to",
+    "none",
+]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", default="tron-mnist", help="Embedded name or folder (its translator is replaced).")
+    parser.add_argument(
+        "--pipeline", default="tron-mnist", help="Embedded name or folder (its translator is replaced)."
+    )
     parser.add_argument("--steps", type=int, nargs="+", default=[50, 200, 500, 2000], help="Training step budgets.")
-    parser.add_argument("--num_pairs", type=int, default=100_000, help="Pairs in the cache (the embedded build used 100,000).")
+    parser.add_argument(
+        "--num_pairs", type=int, default=100_000, help="Pairs in the cache (the embedded build used 100,000)."
+    )
     parser.add_argument("--samples_per_condition", type=int, default=16, help="Evaluation images per class or prompt.")
-    parser.add_argument("--work_dir", default=None, help="Where the cache and translators go (default: a temporary folder).")
+    parser.add_argument(
+        "--work_dir", default=None, help="Where the cache and translators go (default: a temporary folder)."
+    )
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args(argv)
 
@@ -79,17 +101,35 @@ def main(argv=None) -> None:
     rows = []
     for budget in args.steps:
         output_dir = work / f"translator-{budget}"
-        train_args = parse_train_args([
-            "--pipeline", str(base), "--pairs_dir", str(work / "pairs"), "--output_dir", str(output_dir),
-            "--max_train_steps", str(budget), "--validation_steps", str(budget), "--overwrite_output_dir", *TRAINING_ARGS,
-        ])
+        train_args = parse_train_args(
+            [
+                "--pipeline",
+                str(base),
+                "--pairs_dir",
+                str(work / "pairs"),
+                "--output_dir",
+                str(output_dir),
+                "--max_train_steps",
+                str(budget),
+                "--validation_steps",
+                str(budget),
+                "--overwrite_output_dir",
+                *TRAINING_ARGS,
+            ]
+        )
         started = time.perf_counter()
         result = train_translator(train_args)
         train_seconds = time.perf_counter() - started
         workload = load_workload(str(output_dir))
-        row = {"steps": budget, "pairs_seen": budget * 256, "train_seconds": train_seconds,
-               "nll_per_dim": result.metrics["nll_per_dim"], "std_mean": result.metrics["std_mean"],
-               "residual_std": result.metrics["residual_std"], **score(workload, evaluator, args.samples_per_condition)}
+        row = {
+            "steps": budget,
+            "pairs_seen": budget * 256,
+            "train_seconds": train_seconds,
+            "nll_per_dim": result.metrics["nll_per_dim"],
+            "std_mean": result.metrics["std_mean"],
+            "residual_std": result.metrics["residual_std"],
+            **score(workload, evaluator, args.samples_per_condition),
+        }
         rows.append(row)
         print(format_table([row], COLUMNS), flush=True)
     print(f"\nPair cache: {args.num_pairs} pairs in {pair_seconds:.0f} s. Work folder: {work}\n")
@@ -97,10 +137,16 @@ def main(argv=None) -> None:
 
 
 COLUMNS = [
-    ("steps", "training steps", "d"), ("pairs_seen", "pairs seen", "d"), ("train_seconds", "seconds (incl. validation)", ".0f"),
-    ("nll_per_dim", "val NLL / dim", ".3f"), ("std_mean", "fitted std", ".3f"), ("residual_std", "data std", ".3f"),
-    ("translator_accuracy", "accuracy, translator alone", ".3f"), ("translator_diversity", "diversity / real", ".3f"),
-    ("defaults_accuracy", "accuracy, shipped sampling", ".3f"), ("defaults_worst_class_accuracy", "worst digit", ".3f"),
+    ("steps", "training steps", "d"),
+    ("pairs_seen", "pairs seen", "d"),
+    ("train_seconds", "seconds (incl. validation)", ".0f"),
+    ("nll_per_dim", "val NLL / dim", ".3f"),
+    ("std_mean", "fitted std", ".3f"),
+    ("residual_std", "data std", ".3f"),
+    ("translator_accuracy", "accuracy, translator alone", ".3f"),
+    ("translator_diversity", "diversity / real", ".3f"),
+    ("defaults_accuracy", "accuracy, shipped sampling", ".3f"),
+    ("defaults_worst_class_accuracy", "worst digit", ".3f"),
     ("defaults_diversity", "diversity / real", ".3f"),
 ]
 

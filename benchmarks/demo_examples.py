@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,6 +33,7 @@ from workloads import mnist_prompts  # noqa: E402
 from tron_pipelines import TronPipeline  # noqa: E402
 from tron_pipelines.samples import write_json_atomically  # noqa: E402
 
+
 PIPELINE = "tron-mnist-text"
 EXAMPLES_FILE = REPO_ROOT / "src" / "tron_pipelines" / "demo_examples.json"
 EVALUATION_SEED = 10_000
@@ -40,34 +42,51 @@ EVALUATION_SEED = 10_000
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images_per_prompt", type=int, default=32, help="Images per prompt (default 32).")
-    parser.add_argument("--min_accuracy", type=float, default=0.95, help="Least digit accuracy of an example (default 0.95).")
-    parser.add_argument("--min_attribute", type=float, default=0.9,
-                        help="Least share of images obeying the asked stroke weight or slant (default 0.9).")
-    parser.add_argument("--dry_run", action="store_true", help=f"Print the table only; do not write {EXAMPLES_FILE.name}.")
-    parser.add_argument("--reuse_measurements", action="store_true",
-                        help=f"Choose again from the scores stored in {EXAMPLES_FILE.name} instead of sampling.")
+    parser.add_argument(
+        "--min_accuracy", type=float, default=0.95, help="Least digit accuracy of an example (default 0.95)."
+    )
+    parser.add_argument(
+        "--min_attribute",
+        type=float,
+        default=0.9,
+        help="Least share of images obeying the asked stroke weight or slant (default 0.9).",
+    )
+    parser.add_argument(
+        "--dry_run", action="store_true", help=f"Print the table only; do not write {EXAMPLES_FILE.name}."
+    )
+    parser.add_argument(
+        "--reuse_measurements",
+        action="store_true",
+        help=f"Choose again from the scores stored in {EXAMPLES_FILE.name} instead of sampling.",
+    )
     return parser.parse_args(argv)
 
 
-def measure(pipe: TronPipeline, evaluator: MnistEvaluator, images_per_prompt: int, prompts_per_batch: int = 5) -> list[dict]:
+def measure(
+    pipe: TronPipeline, evaluator: MnistEvaluator, images_per_prompt: int, prompts_per_batch: int = 5
+) -> list[dict]:
     """Digit accuracy and attribute obedience of every candidate prompt at the pipeline's defaults (image i of every
     prompt uses seed ``EVALUATION_SEED + i``)."""
     prompts, requests = mnist_prompts()
     rows = []
     for start in tqdm(range(0, len(prompts), prompts_per_batch), desc=f"{len(prompts)} prompts"):
         batch = prompts[start : start + prompts_per_batch]
-        generators = [torch.Generator().manual_seed(EVALUATION_SEED + i) for _ in batch for i in range(images_per_prompt)]
+        generators = [
+            torch.Generator().manual_seed(EVALUATION_SEED + i) for _ in batch for i in range(images_per_prompt)
+        ]
         images = pipe(batch, num_images_per_prompt=images_per_prompt, generator=generators, output_type="np").images
         for offset, (prompt, request) in enumerate(zip(batch, requests[start : start + prompts_per_batch])):
             own = images[offset * images_per_prompt : (offset + 1) * images_per_prompt]
             scores = evaluator.score_prompts(own, [request] * images_per_prompt)
             asked = [scores[f"{name}_obeyed"] for name in ("stroke_weight", "slant") if scores[f"{name}_requests"]]
-            rows.append({
-                "prompt": prompt,
-                "digit": request["label"],
-                "digit_accuracy": round(scores["accuracy"], 4),
-                "attribute_obeyed": round(asked[0], 4) if asked else None,
-            })
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "digit": request["label"],
+                    "digit_accuracy": round(scores["accuracy"], 4),
+                    "attribute_obeyed": round(asked[0], 4) if asked else None,
+                }
+            )
     return rows
 
 
@@ -75,13 +94,19 @@ def choose_examples(rows: list[dict], min_accuracy: float, min_attribute: float)
     """One example per digit: among the prompts that pass both bars, those with the best digit accuracy (then
     attribute obedience, then asking for an attribute, which shows more of the method); ties go round the phrasings
     by digit, so the examples show thin, bold and slanted digits alike."""
+
     def score(row):
         return (row["digit_accuracy"], row["attribute_obeyed"] or 1.0, row["attribute_obeyed"] is not None)
 
     examples = []
     for digit in sorted({row["digit"] for row in rows}):
-        passing = [row for row in rows if row["digit"] == digit and row["digit_accuracy"] >= min_accuracy
-                   and (row["attribute_obeyed"] or 1.0) >= min_attribute]
+        passing = [
+            row
+            for row in rows
+            if row["digit"] == digit
+            and row["digit_accuracy"] >= min_accuracy
+            and (row["attribute_obeyed"] or 1.0) >= min_attribute
+        ]
         if passing:
             best = [row for row in passing if score(row) == max(map(score, passing))]
             examples.append(best[digit % len(best)])
@@ -114,12 +139,18 @@ def main(argv=None) -> None:
         attribute = "" if row["attribute_obeyed"] is None else f"{row['attribute_obeyed']:.3f}"
         print(f"| {row['prompt']} | {row['digit_accuracy']:.3f} | {attribute} | {'yes' if row in examples else ''} |")
     accuracies = np.array([row["digit_accuracy"] for row in rows])
-    print(f"\n{len(rows)} prompts x {settings['images_per_prompt']} images: digit accuracy mean {accuracies.mean():.3f}, "
-          f"worst {accuracies.min():.3f}; {len(examples)} examples (one per digit at >= {args.min_accuracy}).")
+    print(
+        f"\n{len(rows)} prompts x {settings['images_per_prompt']} images: digit accuracy mean {accuracies.mean():.3f}, "
+        f"worst {accuracies.min():.3f}; {len(examples)} examples (one per digit at >= {args.min_accuracy})."
+    )
     if args.dry_run:
         return
-    measured[PIPELINE] = {"measured_by": "python benchmarks/demo_examples.py", "settings": settings,
-                          "examples": examples, "all_prompts": rows}
+    measured[PIPELINE] = {
+        "measured_by": "python benchmarks/demo_examples.py",
+        "settings": settings,
+        "examples": examples,
+        "all_prompts": rows,
+    }
     write_json_atomically(EXAMPLES_FILE, measured)
     print(f"Wrote {EXAMPLES_FILE.relative_to(REPO_ROOT)}")
 

@@ -33,6 +33,7 @@ from tron_pipelines.evaluation import (
     to_grey01,
 )
 
+
 # Committed (2.9 MB) so that a fresh clone scores samples exactly as the published tables did;
 # `examples/mnist/train_eval_classifier.py` rebuilds it.
 DEFAULT_EVAL_CLASSIFIER = REPO_ROOT / "benchmarks" / "assets" / "mnist-eval-classifier"
@@ -71,7 +72,9 @@ class MnistEvaluator:
         self.real_features = self.classifier.features(split.held_out_images)
         self.real_statistics = FeatureStatistics.from_features(self.real_features)
         self.real_diversity = within_class_diversity(split.held_out_images.astype(np.float64), split.held_out_labels)
-        self.real_accuracy = classification_accuracy(self.classifier.logits_from_features(self.real_features), split.held_out_labels)
+        self.real_accuracy = classification_accuracy(
+            self.classifier.logits_from_features(self.real_features), split.held_out_labels
+        )
 
     def diversity_ratio(self, images: np.ndarray, labels: np.ndarray) -> float:
         """Within-class diversity over that of real held-out digits, averaged over the classes present."""
@@ -121,7 +124,9 @@ class MnistEvaluator:
         for attribute in ("stroke_weight", "slant"):
             requested = np.array([request[attribute] for request in requests])
             asked = requested != self.data.UNSPECIFIED
-            result[f"{attribute}_obeyed"] = float((measured[attribute][asked] == requested[asked]).mean()) if asked.any() else float("nan")
+            result[f"{attribute}_obeyed"] = (
+                float((measured[attribute][asked] == requested[asked]).mean()) if asked.any() else float("nan")
+            )
             result[f"{attribute}_requests"] = int(asked.sum())
         return result
 

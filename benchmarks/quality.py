@@ -35,6 +35,7 @@ from tron_pipelines import LangevinScheduler
 from tron_pipelines.evaluation import to_grey01
 from tron_pipelines.pipelines.pipeline_tron import INITIALIZATIONS
 
+
 ARMS = ("translator", "translator_search", "translator_mean", "prior", "best_of_n_prior", "fusedream")
 TRANSLATOR_ARMS = ("translator", "translator_search", "translator_mean")
 # Seed blocks: evaluation images, grid tuning images, prior candidates, and the augmentations of the final scoring.
@@ -86,12 +87,14 @@ def make_conditions(workload: Workload, samples_per_condition: int, one_prompt_p
     """Every class (or benchmark prompt) ``samples_per_condition`` times, condition-major."""
     if workload.kind == "class":
         labels = np.repeat(np.arange(workload.num_classes), samples_per_condition)
-        return Conditions({"class_labels": labels.tolist()}, labels, names=[str(k) for k in range(workload.num_classes)])
+        return Conditions(
+            {"class_labels": labels.tolist()}, labels, names=[str(k) for k in range(workload.num_classes)]
+        )
     if workload.kind == "text":
         prompts, requests = mnist_prompts()
         chosen = np.arange(len(prompts))
         if one_prompt_per_digit:
-            kinds = len(prompts) // len(set(request["label"] for request in requests))
+            kinds = len(prompts) // len({request["label"] for request in requests})
             chosen = np.array([digit * kinds + digit % kinds for digit in range(len(prompts) // kinds)])
         prompts, requests = [prompts[i] for i in chosen], [requests[i] for i in chosen]
         order = np.repeat(np.arange(len(prompts)), samples_per_condition)
@@ -105,9 +108,15 @@ def make_conditions(workload: Workload, samples_per_condition: int, one_prompt_p
 
 
 # Running the arms -------------------------------------------------------------------------------------------------
-def langevin_snapshots(workload: Workload, conditions: Conditions, seeds: list[int], step_counts: list[int],
-                       initialization: str = "translator", latents: torch.Tensor | None = None,
-                       num_candidates: int | None = 1) -> dict:
+def langevin_snapshots(
+    workload: Workload,
+    conditions: Conditions,
+    seeds: list[int],
+    step_counts: list[int],
+    initialization: str = "translator",
+    latents: torch.Tensor | None = None,
+    num_candidates: int | None = 1,
+) -> dict:
     """Latents after each T in ``step_counts`` and the seconds it took to get them (rendering included).
 
     ``num_candidates`` initial draws per image (``None``: the pipeline's default); the arms use 1, so that each
@@ -116,8 +125,13 @@ def langevin_snapshots(workload: Workload, conditions: Conditions, seeds: list[i
     Returns ``{T: {"latents": (B, total_latent_dim), "seconds": float}}``.
     """
     pipe, device = workload.pipe, workload.device
-    common = dict(conditions.call_kwargs, initialization=initialization, latents=latents, output_type="latent",
-                  num_candidates=num_candidates)
+    common = dict(
+        conditions.call_kwargs,
+        initialization=initialization,
+        latents=latents,
+        output_type="latent",
+        num_candidates=num_candidates,
+    )
     snapshots = {}
     start = time.perf_counter()
     initial = pipe(**common, num_inference_steps=0, generator=seeded_generators(seeds, device))
@@ -141,7 +155,12 @@ def langevin_snapshots(workload: Workload, conditions: Conditions, seeds: list[i
         return {}
 
     start = time.perf_counter()
-    pipe(**common, num_inference_steps=positive[-1], generator=seeded_generators(seeds, device), callback_on_step_end=snapshot)
+    pipe(
+        **common,
+        num_inference_steps=positive[-1],
+        generator=seeded_generators(seeds, device),
+        callback_on_step_end=snapshot,
+    )
     # The time after the last step is rendering and final scoring; every T would pay it once.
     rendering = time.perf_counter() - start - elapsed[positive[-1]]
     for steps in positive:
@@ -162,15 +181,22 @@ def prior_candidates(workload: Workload, conditions: Conditions, seeds: list[int
             num_candidates, generator=torch.Generator(device).manual_seed(CANDIDATE_SEED + seed), device=device
         )
         # One condition, num_candidates images: the condition is repeated for each candidate.
-        out = pipe(**conditions.subset([index]), num_images_per_prompt=num_candidates, latents=draws,
-                   num_inference_steps=0, output_type="latent", generator=torch.Generator(device).manual_seed(seed))
+        out = pipe(
+            **conditions.subset([index]),
+            num_images_per_prompt=num_candidates,
+            latents=draws,
+            num_inference_steps=0,
+            output_type="latent",
+            generator=torch.Generator(device).manual_seed(seed),
+        )
         latents.append(draws)
         energies.append(out.energies)
     return {"latents": torch.stack(latents), "energies": torch.stack(energies), "seconds": time.perf_counter() - start}
 
 
-def energy_ranking_latents(workload: Workload, conditions: Conditions, samples_per_condition: int, pool_size: int,
-                           chunk_size: int = 2000) -> torch.Tensor:
+def energy_ranking_latents(
+    workload: Workload, conditions: Conditions, samples_per_condition: int, pool_size: int, chunk_size: int = 2000
+) -> torch.Tensor:
     """What the energy alone would pick: for each condition, the ``samples_per_condition`` lowest-energy latents of
     one shared pool of ``pool_size`` prior draws (random search on f in the limit: no translator, no Langevin). Where
     these are the wrong digit, f itself prefers the wrong digit among what G makes, and no sampler following the
@@ -180,17 +206,29 @@ def energy_ranking_latents(workload: Workload, conditions: Conditions, samples_p
     Returns latents ``(len(conditions), total_latent_dim)``.
     """
     if len(conditions) % samples_per_condition or pool_size < samples_per_condition:
-        raise ValueError(f"{len(conditions)} conditions are not blocks of {samples_per_condition}, or the pool "
-                         f"({pool_size}) is smaller than a block.")
+        raise ValueError(
+            f"{len(conditions)} conditions are not blocks of {samples_per_condition}, or the pool "
+            f"({pool_size}) is smaller than a block."
+        )
     pipe, device = workload.pipe, workload.device
-    pool = pipe.generator.sample_latents(pool_size, generator=torch.Generator(device).manual_seed(CANDIDATE_SEED), device=device)
+    pool = pipe.generator.sample_latents(
+        pool_size, generator=torch.Generator(device).manual_seed(CANDIDATE_SEED), device=device
+    )
     chosen = []
     for first in range(0, len(conditions), samples_per_condition):
-        energies = torch.cat([
-            pipe(**conditions.subset([first]), num_images_per_prompt=len(chunk), latents=chunk, num_inference_steps=0,
-                 num_augmentations=0, output_type="latent").energies
-            for chunk in pool.split(chunk_size)
-        ])
+        energies = torch.cat(
+            [
+                pipe(
+                    **conditions.subset([first]),
+                    num_images_per_prompt=len(chunk),
+                    latents=chunk,
+                    num_inference_steps=0,
+                    num_augmentations=0,
+                    output_type="latent",
+                ).energies
+                for chunk in pool.split(chunk_size)
+            ]
+        )
         chosen.append(pool[energies.topk(samples_per_condition, largest=False).indices])
     return torch.cat(chosen)
 
@@ -213,10 +251,14 @@ def run_arms(workload: Workload, conditions: Conditions, seeds: list[int], setti
     """``{arm: {T: {"latents", "seconds"}}}`` for every arm."""
     step_counts = settings.step_counts
     # One arm per initialisation of the pipeline, named after it.
-    runs = {initialization: langevin_snapshots(workload, conditions, seeds, step_counts, initialization)
-            for initialization in INITIALIZATIONS}
+    runs = {
+        initialization: langevin_snapshots(workload, conditions, seeds, step_counts, initialization)
+        for initialization in INITIALIZATIONS
+    }
     if workload.pipe.config.default_num_candidates > 1:
-        runs["translator_search"] = langevin_snapshots(workload, conditions, seeds, step_counts, "translator", num_candidates=None)
+        runs["translator_search"] = langevin_snapshots(
+            workload, conditions, seeds, step_counts, "translator", num_candidates=None
+        )
     num_candidates = max(max(step_counts) + 1, settings.fusedream_candidates)
     candidates = prior_candidates(workload, conditions, seeds, num_candidates)
     runs["best_of_n_prior"] = best_of_n_snapshots(candidates, step_counts)
@@ -230,14 +272,20 @@ def run_arms(workload: Workload, conditions: Conditions, seeds: list[int], setti
 
 
 # Scoring ----------------------------------------------------------------------------------------------------------
-def render_and_score(workload: Workload, conditions: Conditions, latents: torch.Tensor,
-                     evaluator: MnistEvaluator | None) -> tuple[dict, np.ndarray]:
+def render_and_score(
+    workload: Workload, conditions: Conditions, latents: torch.Tensor, evaluator: MnistEvaluator | None
+) -> tuple[dict, np.ndarray]:
     """Images of ``latents``, their mean energy (augmentations drawn from fixed seeds, the same for every arm) and
     the evaluation metrics. Returns ``(metrics, images (B, H, W, C) in [0, 1])``."""
     pipe, device = workload.pipe, workload.device
     seeds = [SCORING_SEED + i for i in range(len(conditions))]
-    out = pipe(**conditions.call_kwargs, latents=latents, num_inference_steps=0, output_type="np",
-               generator=seeded_generators(seeds, device))
+    out = pipe(
+        **conditions.call_kwargs,
+        latents=latents,
+        num_inference_steps=0,
+        output_type="np",
+        generator=seeded_generators(seeds, device),
+    )
     metrics = {"energy": out.energies.mean().item()}
     if evaluator is not None:
         if conditions.requests is not None:
@@ -247,15 +295,23 @@ def render_and_score(workload: Workload, conditions: Conditions, latents: torch.
     return metrics, out.images
 
 
-def score_runs(workload: Workload, conditions: Conditions, runs: dict, evaluator: MnistEvaluator | None,
-               keep_images_at: set[int]) -> tuple[list[dict], dict]:
+def score_runs(
+    workload: Workload, conditions: Conditions, runs: dict, evaluator: MnistEvaluator | None, keep_images_at: set[int]
+) -> tuple[list[dict], dict]:
     """One row per (arm, T) with the metrics and seconds; the images of the T in ``keep_images_at``."""
     rows, images = [], {}
     for arm, snapshots in runs.items():
         for steps, snapshot in sorted(snapshots.items()):
             metrics, rendered = render_and_score(workload, conditions, snapshot["latents"], evaluator)
-            rows.append({"arm": arm, "steps": steps, "seconds": snapshot["seconds"],
-                         "seconds_per_image": snapshot["seconds"] / len(conditions), **metrics})
+            rows.append(
+                {
+                    "arm": arm,
+                    "steps": steps,
+                    "seconds": snapshot["seconds"],
+                    "seconds_per_image": snapshot["seconds"] / len(conditions),
+                    **metrics,
+                }
+            )
             if steps in keep_images_at:
                 images[(arm, steps)] = rendered
     return rows, images
@@ -296,13 +352,23 @@ def tune_prior_baseline(workload: Workload, settings: QualitySettings, evaluator
     else:
         best = min(rows, key=lambda row: row["energy"])
         criterion = "lowest energy of the prior arm at the largest T"
-    return {"rows": rows, "best": {"step_size": best["step_size"], "noise_std": best["noise_std"]}, "criterion": criterion,
-            "num_images": len(conditions), "base_config": dict(base_config)}
+    return {
+        "rows": rows,
+        "best": {"step_size": best["step_size"], "noise_std": best["noise_std"]},
+        "criterion": criterion,
+        "num_images": len(conditions),
+        "base_config": dict(base_config),
+    }
 
 
 # Section ----------------------------------------------------------------------------------------------------------
-def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvaluator | None, output_dir: Path,
-            label: str | None = None) -> dict:
+def quality(
+    workload: Workload,
+    settings: QualitySettings,
+    evaluator: MnistEvaluator | None,
+    output_dir: Path,
+    label: str | None = None,
+) -> dict:
     """Tune, run the arms, score every (arm, T), and the pipeline's own defaults; write grids and plots, named
     ``quality_<label>_*`` (``label`` defaults to the workload's kind)."""
     pipe = workload.pipe
@@ -315,9 +381,14 @@ def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvalu
     # The pipeline as shipped: its own scheduler settings, default initialisation, candidates and steps.
     defaults_run = langevin_snapshots(workload, conditions, seeds, [default_steps], "translator", num_candidates=None)
     defaults, _ = render_and_score(workload, conditions, defaults_run[default_steps]["latents"], evaluator)
-    defaults.update({"arm": f"pipeline defaults (translator, best of {pipe.config.default_num_candidates})", "steps": default_steps,
-                     "seconds": defaults_run[default_steps]["seconds"],
-                     "seconds_per_image": defaults_run[default_steps]["seconds"] / len(conditions)})
+    defaults.update(
+        {
+            "arm": f"pipeline defaults (translator, best of {pipe.config.default_num_candidates})",
+            "steps": default_steps,
+            "seconds": defaults_run[default_steps]["seconds"],
+            "seconds_per_image": defaults_run[default_steps]["seconds"] / len(conditions),
+        }
+    )
 
     with swapped_scheduler(workload, **tuning["best"]) as tuned:
         runs = run_arms(workload, conditions, seeds, settings)
@@ -340,18 +411,30 @@ def quality(workload: Workload, settings: QualitySettings, evaluator: MnistEvalu
         result["real_digits"] = evaluator.real_baseline(conditions.labels)
         result["real_digits"]["held_out_accuracy"] = evaluator.real_accuracy
         # The shipped defaults too: their sampler was tuned on other seeds, as the prior arm's was.
-        result["claim"] = paper_claim(rows + [defaults], default_steps, max(settings.step_counts),
-                                      result["real_digits"]["diversity_ratio"], (*TRANSLATOR_ARMS, defaults["arm"]))
+        result["claim"] = paper_claim(
+            rows + [defaults],
+            default_steps,
+            max(settings.step_counts),
+            result["real_digits"]["diversity_ratio"],
+            (*TRANSLATOR_ARMS, defaults["arm"]),
+        )
     prefix = f"quality_{label or workload.kind}"
-    result["plots"] = [plot_quality(rows, output_dir / f"{prefix}_vs_steps.png", "steps"),
-                       plot_quality(rows, output_dir / f"{prefix}_vs_seconds.png", "seconds")]
+    result["plots"] = [
+        plot_quality(rows, output_dir / f"{prefix}_vs_steps.png", "steps"),
+        plot_quality(rows, output_dir / f"{prefix}_vs_seconds.png", "seconds"),
+    ]
     result["sample_grids"] = save_sample_grids(images, conditions, output_dir, prefix)
     result["seconds"] = time.perf_counter() - started
     return result
 
 
-def paper_claim(rows: list[dict], translator_steps: int, prior_steps: int, real_diversity: float,
-                arms: tuple[str, ...] = TRANSLATOR_ARMS) -> dict:
+def paper_claim(
+    rows: list[dict],
+    translator_steps: int,
+    prior_steps: int,
+    real_diversity: float,
+    arms: tuple[str, ...] = TRANSLATOR_ARMS,
+) -> dict:
     """Translator initialisation after ``translator_steps`` vs prior initialisation after ``prior_steps``: lower or
     equal energy and Fréchet distance, higher or equal accuracy, and within-class diversity at least as close to that
     of real digits (``real_diversity``, the ratio real digits score at this sample size). The Fréchet distance
@@ -378,10 +461,17 @@ def paper_claim(rows: list[dict], translator_steps: int, prior_steps: int, real_
             continue
         ours = with_gap(ours)
         allowance = {"frechet_distance": float(np.hypot(ours["frechet_distance_std"], prior["frechet_distance_std"]))}
-        checks = {key: ours[key] >= prior[key] if key in higher_is_better else ours[key] <= prior[key] + allowance.get(key, 0.0)
-                  for key in compared}
-        matching = [row["steps"] for row in rows if row["arm"] == arm
-                    and row["energy"] <= prior["energy"] and row["accuracy"] >= prior["accuracy"]]
+        checks = {
+            key: ours[key] >= prior[key]
+            if key in higher_is_better
+            else ours[key] <= prior[key] + allowance.get(key, 0.0)
+            for key in compared
+        }
+        matching = [
+            row["steps"]
+            for row in rows
+            if row["arm"] == arm and row["energy"] <= prior["energy"] and row["accuracy"] >= prior["accuracy"]
+        ]
         shown = [*checks, "diversity_ratio", "diversity_ratio_correct", "frechet_distance_std"]
         claim[f"{arm}@{translator_steps} vs prior@{prior_steps}"] = {
             "holds": all(checks.values()),
@@ -422,8 +512,9 @@ def plot_quality(rows: list[dict], path: Path, x_key: str) -> str:
     return save_figure(figure, path)
 
 
-def save_sample_grids(images: dict, conditions: Conditions, output_dir: Path, prefix: str,
-                      max_rows: int = 10, max_columns: int = 8) -> list[str]:
+def save_sample_grids(
+    images: dict, conditions: Conditions, output_dir: Path, prefix: str, max_rows: int = 10, max_columns: int = 8
+) -> list[str]:
     """One PNG per T with a panel per arm: a row per class (or per prompt, ``max_rows`` spread over the prompts),
     up to ``max_columns`` samples each."""
     keys = list(dict.fromkeys(conditions.names))
@@ -433,8 +524,9 @@ def save_sample_grids(images: dict, conditions: Conditions, output_dir: Path, pr
     names = []
     for steps in sorted({steps for _, steps in images}):
         arms = [arm for arm in ARMS if (arm, steps) in images]
-        figure, axes = new_figure(len(arms), width=columns * 0.42 + (1.6 if conditions.requests else 0.6),
-                                  height=len(shown) * 0.42 + 0.5)
+        figure, axes = new_figure(
+            len(arms), width=columns * 0.42 + (1.6 if conditions.requests else 0.6), height=len(shown) * 0.42 + 0.5
+        )
         for axis, arm in zip(axes, arms):
             rendered = to_grey01(images[(arm, steps)])
             rows = []
@@ -443,7 +535,9 @@ def save_sample_grids(images: dict, conditions: Conditions, output_dir: Path, pr
                 rows.append(np.concatenate(list(rendered[start : start + columns]), axis=1))
             axis.imshow(np.concatenate(rows, axis=0), cmap="gray", vmin=0, vmax=1)
             side = rendered.shape[1]
-            axis.set_yticks([side * (i + 0.5) for i in range(len(shown))], shown if axis is axes[0] else [], fontsize=7)
+            axis.set_yticks(
+                [side * (i + 0.5) for i in range(len(shown))], shown if axis is axes[0] else [], fontsize=7
+            )
             axis.set_xticks([])
             axis.set_title(arm, fontsize=8)
         figure.suptitle(f"T = {steps} Langevin steps (best-of-N: N = T + 1 draws)", fontsize=9)
@@ -457,14 +551,23 @@ def _spread(items: list, count: int) -> list:
 
 
 QUALITY_COLUMNS = [
-    ("arm", "arm", ""), ("steps", "T", "d"), ("seconds", "seconds", ".1f"), ("seconds_per_image", "s / image", ".3f"),
-    ("energy", "energy", ".3f"), ("accuracy", "accuracy", ".3f"), ("worst_class_accuracy", "worst digit", ".3f"),
+    ("arm", "arm", ""),
+    ("steps", "T", "d"),
+    ("seconds", "seconds", ".1f"),
+    ("seconds_per_image", "s / image", ".3f"),
+    ("energy", "energy", ".3f"),
+    ("accuracy", "accuracy", ".3f"),
+    ("worst_class_accuracy", "worst digit", ".3f"),
     ("diversity_ratio", "diversity / real", ".3f"),
-    ("diversity_ratio_correct", "diversity / real (correct only)", ".3f"), ("frechet_distance", "FD", ".1f"),
+    ("diversity_ratio_correct", "diversity / real (correct only)", ".3f"),
+    ("frechet_distance", "FD", ".1f"),
     ("frechet_distance_std", "FD bootstrap std", ".1f"),
 ]
-TEXT_COLUMNS = QUALITY_COLUMNS + [("worst_prompt_accuracy", "worst prompt", ".3f"), ("stroke_weight_obeyed", "stroke obeyed", ".3f"),
-                                  ("slant_obeyed", "slant obeyed", ".3f")]
+TEXT_COLUMNS = QUALITY_COLUMNS + [
+    ("worst_prompt_accuracy", "worst prompt", ".3f"),
+    ("stroke_weight_obeyed", "stroke obeyed", ".3f"),
+    ("slant_obeyed", "slant obeyed", ".3f"),
+]
 
 
 def weakest_conditions(row: dict, count: int = 5) -> str:
@@ -474,8 +577,10 @@ def weakest_conditions(row: dict, count: int = 5) -> str:
         return ""
     weakest = sorted(by_condition.items(), key=lambda item: item[1])[:count]
     digits = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(row["accuracy_by_class"].items()))
-    return (f"Weakest conditions: {', '.join(f'{name!r} {value:.3f}' for name, value in weakest)}. "
-            f"Accuracy per digit: {digits}.")
+    return (
+        f"Weakest conditions: {', '.join(f'{name!r} {value:.3f}' for name, value in weakest)}. "
+        f"Accuracy per digit: {digits}."
+    )
 
 
 def quality_tables(result: dict) -> str:
@@ -495,14 +600,22 @@ def quality_tables(result: dict) -> str:
         format_table(result["rows"], columns),
     ]
     if "real_digits" in result:
-        real = dict(result["real_digits"], arm="real training digits (same class counts)", steps=None, seconds=None,
-                    seconds_per_image=None, energy=None)
+        real = dict(
+            result["real_digits"],
+            arm="real training digits (same class counts)",
+            steps=None,
+            seconds=None,
+            seconds_per_image=None,
+            energy=None,
+        )
         parts += ["\nReference:", format_table([real], columns)]
         for name, claim in result["claim"].items():
             gaps = f"diversity gap to real digits {claim['ours']['diversity_gap']:.3f} vs prior {claim['prior']['diversity_gap']:.3f}"
-            parts.append(f"\nClaim {name}: {'holds' if claim['holds'] else 'does not hold'} {claim['checks']} ({gaps}); "
-                         f"fewest steps matching prior@{name.split('@')[-1]} on energy and accuracy: "
-                         f"{claim['fewest_steps_matching_prior_energy_and_accuracy']}")
+            parts.append(
+                f"\nClaim {name}: {'holds' if claim['holds'] else 'does not hold'} {claim['checks']} ({gaps}); "
+                f"fewest steps matching prior@{name.split('@')[-1]} on energy and accuracy: "
+                f"{claim['fewest_steps_matching_prior_energy_and_accuracy']}"
+            )
     return "\n".join(parts)
 
 

@@ -23,6 +23,7 @@ from workloads import Workload
 from tron_pipelines.energies import FEATURE_ENERGIES, ConditionTerm, TronEnergy
 from tron_pipelines.models.batch_norm_folding import foldable_pairs
 
+
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 
 
@@ -38,7 +39,10 @@ FEATURES = {
     "fused batch norm": ({}, ("fuse_batch_norm",)),
     "fused batch norm + channels_last": ({}, ("fuse_batch_norm", "channels_last")),
     "torch.compile": ({}, ("compile",)),
-    "torch.compile + channels_last + bf16 autocast": ({"autocast_dtype": torch.bfloat16}, ("compile", "channels_last")),
+    "torch.compile + channels_last + bf16 autocast": (
+        {"autocast_dtype": torch.bfloat16},
+        ("compile", "channels_last"),
+    ),
 }
 
 
@@ -47,8 +51,13 @@ def applicable_features(workload: Workload, include_compile: bool = True) -> lis
     folding only where G or f has a BatchNorm to fold, compile only when asked for."""
     pipe = workload.pipe
     has_folds = any(foldable_pairs(model) for model in (pipe.generator, pipe.encoder))
-    return [name for name in FEATURES if ("fp16" not in name or workload.device.type == "cuda")
-            and ("fused batch norm" not in name or has_folds) and ("compile" not in name or include_compile)]
+    return [
+        name
+        for name in FEATURES
+        if ("fp16" not in name or workload.device.type == "cuda")
+        and ("fused batch norm" not in name or has_folds)
+        and ("compile" not in name or include_compile)
+    ]
 
 
 @contextmanager
@@ -81,7 +90,11 @@ def batched_call(workload: Workload, batch_size: int, steps: int, seed: int = 0,
     """One pipeline call for ``batch_size`` images, image ``i`` seeded with ``seed + i``."""
     generators = seeded_generators(range(seed, seed + batch_size), workload.device)
     return workload.pipe(
-        **workload.condition_kwargs(batch_size), num_inference_steps=steps, generator=generators, output_type="pt", **call_kwargs
+        **workload.condition_kwargs(batch_size),
+        num_inference_steps=steps,
+        generator=generators,
+        output_type="pt",
+        **call_kwargs,
     )
 
 
@@ -90,8 +103,11 @@ def one_at_a_time(workload: Workload, batch_size: int, steps: int, seed: int = 0
     and seeds as `batched_call`. Returns the stacked ``images``, ``latents`` and ``energies``."""
     outputs = [
         workload.pipe(
-            **workload.condition_kwargs(1, start=index), num_inference_steps=steps,
-            generator=seeded_generators([seed + index], workload.device), output_type="pt", **call_kwargs,
+            **workload.condition_kwargs(1, start=index),
+            num_inference_steps=steps,
+            generator=seeded_generators([seed + index], workload.device),
+            output_type="pt",
+            **call_kwargs,
         )
         for index in range(batch_size)
     ]
@@ -104,7 +120,9 @@ def bare_inputs(workload: Workload, batch_size: int, seed: int = 0) -> dict:
     adapter = pipe.encoder_adapter
     kwargs = workload.condition_kwargs(batch_size)
     conditions = pipe.encode_condition(adapter, device=device, **kwargs)
-    initial = pipe(**kwargs, num_inference_steps=0, generator=torch.Generator(device).manual_seed(seed), output_type="latent")
+    initial = pipe(
+        **kwargs, num_inference_steps=0, generator=torch.Generator(device).manual_seed(seed), output_type="latent"
+    )
     return {
         "adapter": adapter,
         "conditions": conditions,
@@ -143,8 +161,15 @@ def bare_forward_backward(workload: Workload, inputs: dict, steps: int, num_augm
 
 
 # Throughput -------------------------------------------------------------------------------------------------------
-def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: int, loop_batch: int = 32,
-               num_augmentations: int | None = None, feature: str = "float32 eager") -> dict:
+def throughput(
+    workload: Workload,
+    batch_sizes: list[int],
+    steps: int,
+    repeats: int,
+    loop_batch: int = 32,
+    num_augmentations: int | None = None,
+    feature: str = "float32 eager",
+) -> dict:
     """Images per second of one batched call for each batch size, against the one-at-a-time loop over
     ``loop_batch`` images (its rate does not depend on the batch size), and how far their images differ. Both sides
     run with the same speed ``feature``. The matrix-product and convolution work of one image (`FlopCounter`) turns
@@ -165,7 +190,9 @@ def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: 
             seconds, single = timed(lambda: one_at_a_time(workload, loop_batch, steps, **extra), device)
             loop_times.append(seconds)
             for batch_size in batch_sizes:
-                seconds, outputs[batch_size] = timed(lambda: batched_call(workload, batch_size, steps, **extra), device)
+                seconds, outputs[batch_size] = timed(
+                    lambda: batched_call(workload, batch_size, steps, **extra), device
+                )
                 batched_times[batch_size].append(seconds)
         loop_seconds = statistics.median(loop_times)
         loop_rate = loop_batch / loop_seconds
@@ -173,10 +200,16 @@ def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: 
         for batch_size, times in batched_times.items():
             seconds = statistics.median(times)
             ratios = [batch_size * loop / (loop_batch * batched) for loop, batched in zip(loop_times, times)]
-            rows.append({
-                "batch_size": batch_size, "batched_seconds": seconds, "batched_images_per_second": batch_size / seconds,
-                "loop_images_per_second": loop_rate, "speedup": statistics.median(ratios), "speedup_per_round": ratios,
-            })
+            rows.append(
+                {
+                    "batch_size": batch_size,
+                    "batched_seconds": seconds,
+                    "batched_images_per_second": batch_size / seconds,
+                    "loop_images_per_second": loop_rate,
+                    "speedup": statistics.median(ratios),
+                    "speedup_per_round": ratios,
+                }
+            )
         batched = outputs[loop_batch] if loop_batch in outputs else batched_call(workload, loop_batch, steps, **extra)
         sensitivity = perturbation_sensitivity(workload, loop_batch, steps, **extra)
         # The same work per image at any batch size, so one image is enough to count it.
@@ -193,7 +226,9 @@ def throughput(workload: Workload, batch_sizes: list[int], steps: int, repeats: 
         "workload": workload.name,
         "feature": feature,
         "steps": steps,
-        "num_augmentations": workload.pipe.config.default_num_augmentations if num_augmentations is None else num_augmentations,
+        "num_augmentations": workload.pipe.config.default_num_augmentations
+        if num_augmentations is None
+        else num_augmentations,
         "loop_batch": loop_batch,
         "loop_seconds": loop_seconds,
         "gflops_per_image": gflops_per_image,
@@ -212,7 +247,10 @@ def perturbation_sensitivity(workload: Workload, batch_size: int, steps: int, se
     device = workload.device
     initial = batched_call(workload, batch_size, 0, seed, **call_kwargs).latents
     nudge = 1e-6 * torch.randn(initial.shape, generator=torch.Generator().manual_seed(seed)).to(device)
-    runs = [batched_call(workload, batch_size, steps, seed, latents=latents, **call_kwargs).images for latents in (initial, initial + nudge)]
+    runs = [
+        batched_call(workload, batch_size, steps, seed, latents=latents, **call_kwargs).images
+        for latents in (initial, initial + nudge)
+    ]
     return image_differences(*runs)
 
 
@@ -237,15 +275,24 @@ def best_settings_speedup(results: list[dict], batch_size: int, matmul_gflops: f
     matrix-product rate ``matmul_gflops``, and the speed-up over the loop that a batched call running at that full
     rate would have (the float32 ceiling of batching on this machine)."""
     default_augmentations = max(result["num_augmentations"] for result in results)
-    candidates = [(result, row) for result in results if result["num_augmentations"] == default_augmentations
-                  for row in result["rows"] if row["batch_size"] == batch_size]
+    candidates = [
+        (result, row)
+        for result in results
+        if result["num_augmentations"] == default_augmentations
+        for row in result["rows"]
+        if row["batch_size"] == batch_size
+    ]
     batched_result, batched_row = max(candidates, key=lambda pair: pair[1]["batched_images_per_second"])
     loop_result, loop_row = max(candidates, key=lambda pair: pair[1]["loop_images_per_second"])
     default = next(row for result, row in candidates if result["feature"] == "float32 eager")
     return {
-        "workload": results[0]["workload"], "batch_size": batch_size, "num_augmentations": default_augmentations,
-        "batched_feature": batched_result["feature"], "batched_images_per_second": batched_row["batched_images_per_second"],
-        "loop_feature": loop_result["feature"], "loop_images_per_second": loop_row["loop_images_per_second"],
+        "workload": results[0]["workload"],
+        "batch_size": batch_size,
+        "num_augmentations": default_augmentations,
+        "batched_feature": batched_result["feature"],
+        "batched_images_per_second": batched_row["batched_images_per_second"],
+        "loop_feature": loop_result["feature"],
+        "loop_images_per_second": loop_row["loop_images_per_second"],
         "speedup": batched_row["batched_images_per_second"] / loop_row["loop_images_per_second"],
         "default_speedup": default["speedup"],
         "matmul_gflops": matmul_gflops,
@@ -266,7 +313,9 @@ def overhead(workload: Workload, batch_size: int, steps: int, repeats: int) -> d
     inputs = bare_inputs(workload, batch_size)
 
     def pipeline_call(num_steps):
-        return pipe(**kwargs, num_inference_steps=num_steps, generator=torch.Generator(device).manual_seed(0), output_type="pt")
+        return pipe(
+            **kwargs, num_inference_steps=num_steps, generator=torch.Generator(device).manual_seed(0), output_type="pt"
+        )
 
     pipeline_call(steps), bare_forward_backward(workload, inputs, steps, num_augmentations)  # warm-up
     pipeline_times, bare_times, zero_step_times, bare_zero_step_times = [], [], [], []
@@ -274,9 +323,14 @@ def overhead(workload: Workload, batch_size: int, steps: int, repeats: int) -> d
         pipeline_times.append(timed(lambda: pipeline_call(steps), device)[0])
         bare_times.append(timed(lambda: bare_forward_backward(workload, inputs, steps, num_augmentations), device)[0])
         zero_step_times.append(timed(lambda: pipeline_call(0), device)[0])
-        bare_zero_step_times.append(timed(lambda: bare_forward_backward(workload, inputs, 0, num_augmentations), device)[0])
+        bare_zero_step_times.append(
+            timed(lambda: bare_forward_backward(workload, inputs, 0, num_augmentations), device)[0]
+        )
     pipeline_seconds, bare_seconds = statistics.median(pipeline_times), statistics.median(bare_times)
-    zero_step_seconds, bare_zero_step_seconds = statistics.median(zero_step_times), statistics.median(bare_zero_step_times)
+    zero_step_seconds, bare_zero_step_seconds = (
+        statistics.median(zero_step_times),
+        statistics.median(bare_zero_step_times),
+    )
     stages = step_breakdown(workload, inputs, batch_size, num_augmentations, steps, repeats)
     per_step_pipeline = (pipeline_seconds - zero_step_seconds) / steps
     stages["pipeline bookkeeping"] = max(per_step_pipeline - sum(stages.values()), 0.0)
@@ -298,15 +352,20 @@ def overhead(workload: Workload, batch_size: int, steps: int, repeats: int) -> d
     }
 
 
-def step_breakdown(workload: Workload, inputs: dict, batch_size: int, num_augmentations: int, steps: int,
-                   repeats: int) -> dict[str, float]:
+def step_breakdown(
+    workload: Workload, inputs: dict, batch_size: int, num_augmentations: int, steps: int, repeats: int
+) -> dict[str, float]:
     """Median seconds per Langevin step of each stage, timed one by one (with a GPU sync between stages) in a loop
     that does what the pipeline's loop does."""
     pipe, device = workload.pipe, workload.device
     adapter = inputs["adapter"]
     energy = TronEnergy(
-        pipe.generator, adapter, inputs["feature_energy"], [ConditionTerm(inputs["conditions"], 1.0)],
-        num_augmentations=num_augmentations, augment=inputs["augment"],
+        pipe.generator,
+        adapter,
+        inputs["feature_energy"],
+        [ConditionTerm(inputs["conditions"], 1.0)],
+        num_augmentations=num_augmentations,
+        augment=inputs["augment"],
     )
     scheduler = copy.deepcopy(pipe.scheduler)
     generator = torch.Generator(device).manual_seed(0)
@@ -327,19 +386,34 @@ def step_breakdown(workload: Workload, inputs: dict, batch_size: int, num_augmen
                     leaves.append(state.auxiliary.detach().requires_grad_(True))
                 packed = state.packed(*leaves)
                 images = clock("generator", lambda: pipe.generator.generate(packed))
-                copies = clock("augmentation", lambda: energy.augment.apply(
-                    images, energy.sample_augmentations(packed, generator)) if num_augmentations else images.unsqueeze(1))
+                copies = clock(
+                    "augmentation",
+                    lambda: (
+                        energy.augment.apply(images, energy.sample_augmentations(packed, generator))
+                        if num_augmentations
+                        else images.unsqueeze(1)
+                    ),
+                )
 
                 def encode():
                     features = adapter.features(adapter.preprocess_generated(copies.flatten(0, 1)))
-                    return energy.feature_energy(features.float().view(batch_size, copies.shape[1], -1), inputs["conditions"])
+                    return energy.feature_energy(
+                        features.float().view(batch_size, copies.shape[1], -1), inputs["conditions"]
+                    )
 
                 energies = clock("encoder + energy", encode)
                 grads = clock("backward", lambda: torch.autograd.grad(energies.sum(), leaves))
-            step = clock("scheduler", lambda: scheduler.step(
-                grads[0], t, state.langevin, generator=generator,
-                auxiliary_output=grads[1] if len(grads) > 1 else None, auxiliary_sample=state.auxiliary,
-            ))
+            step = clock(
+                "scheduler",
+                lambda: scheduler.step(
+                    grads[0],
+                    t,
+                    state.langevin,
+                    generator=generator,
+                    auxiliary_output=grads[1] if len(grads) > 1 else None,
+                    auxiliary_sample=state.auxiliary,
+                ),
+            )
             state = type(state)(step.prev_sample, step.prev_auxiliary_sample, state.num_components)
     return {name: statistics.median(values) for name, values in samples.items()}
 
@@ -370,7 +444,11 @@ def peak_memory_of_call(workload: Workload, batch_size: int, steps: int) -> dict
         before = torch.cuda.memory_allocated()
         batched_call(workload, batch_size, steps)
         torch.cuda.synchronize()
-        return {"batch_size": batch_size, "steps": steps, "peak_MiB": (torch.cuda.max_memory_allocated() - before) / 2**20}
+        return {
+            "batch_size": batch_size,
+            "steps": steps,
+            "peak_MiB": (torch.cuda.max_memory_allocated() - before) / 2**20,
+        }
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before = _proc_status_kib("VmRSS")
     batched_call(workload, batch_size, steps)
@@ -388,8 +466,19 @@ def memory_probe_in_subprocess(workload_name: str, device: str, batch_size: int,
     """`peak_memory_of_call` in a fresh process: memory a process already holds (freed but cached by the
     allocator) would otherwise hide part of the next measurement."""
     command = [
-        sys.executable, str(BENCHMARKS_DIR / "run.py"), "memory-probe", "--pipeline", workload_name, "--device", device,
-        "--probe_batch", str(batch_size), "--probe_steps", str(steps), "--threads", str(threads),
+        sys.executable,
+        str(BENCHMARKS_DIR / "run.py"),
+        "memory-probe",
+        "--pipeline",
+        workload_name,
+        "--device",
+        device,
+        "--probe_batch",
+        str(batch_size),
+        "--probe_steps",
+        str(steps),
+        "--threads",
+        str(threads),
     ]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     if result.returncode != 0:
@@ -416,13 +505,24 @@ def memory_per_step(workload: Workload, batch_size: int, steps: int) -> dict:
     half = np.arange(len(trace) // 2, len(trace))
     slope = float(np.polyfit(half, np.asarray(trace)[half], 1)[0]) if len(half) > 1 else float("nan")
     return {
-        "batch_size": batch_size, "steps": steps, "MiB_per_step": trace, "growth_MiB_per_step_second_half": slope,
-        "growth_first_to_last_MiB": trace[-1] - trace[0], "measure": "allocated" if device.type == "cuda" else "RSS",
+        "batch_size": batch_size,
+        "steps": steps,
+        "MiB_per_step": trace,
+        "growth_MiB_per_step_second_half": slope,
+        "growth_first_to_last_MiB": trace[-1] - trace[0],
+        "measure": "allocated" if device.type == "cuda" else "RSS",
     }
 
 
-def memory(workload: Workload, batch_sizes: list[int], step_counts: list[int], reference_batch: int,
-           reference_steps: int, trace_steps: int, threads: int) -> dict:
+def memory(
+    workload: Workload,
+    batch_sizes: list[int],
+    step_counts: list[int],
+    reference_batch: int,
+    reference_steps: int,
+    trace_steps: int,
+    threads: int,
+) -> dict:
     """Peak memory of a call vs batch size (at ``reference_steps``) and vs steps (at ``reference_batch``), each in a
     fresh process, and the per-step memory trace of one long call."""
     device = str(workload.device)
@@ -431,7 +531,9 @@ def memory(workload: Workload, batch_sizes: list[int], step_counts: list[int], r
     def probe(batch_size, steps):
         # The two sweeps meet at (reference_batch, reference_steps): one fresh process is enough for it.
         if (batch_size, steps) not in probes:
-            probes[batch_size, steps] = memory_probe_in_subprocess(workload.name_or_path, device, batch_size, steps, threads)
+            probes[batch_size, steps] = memory_probe_in_subprocess(
+                workload.name_or_path, device, batch_size, steps, threads
+            )
         return probes[batch_size, steps]
 
     by_batch = [probe(b, reference_steps) for b in batch_sizes]
@@ -446,7 +548,9 @@ def memory(workload: Workload, batch_sizes: list[int], step_counts: list[int], r
 
 
 # Diffusion sampler cost ---------------------------------------------------------------------------------------------
-def sampler_cost(workload: Workload, batch_size: int, sampler_steps: list[int], langevin_steps: int, repeats: int) -> dict:
+def sampler_cost(
+    workload: Workload, batch_size: int, sampler_steps: list[int], langevin_steps: int, repeats: int
+) -> dict:
     """What one Langevin step costs when G is a diffusion sampler, for each number of sampler steps, with and without
     gradient checkpointing: seconds (median over ``repeats`` of a ``langevin_steps``-step call minus a 0-step call,
     per step), GFLOP of matrix products and convolutions (`FlopCounter`, forward and backward, the recomputation
@@ -471,24 +575,33 @@ def sampler_cost(workload: Workload, batch_size: int, sampler_steps: list[int], 
                     with FlopCounter() as counter:
                         batched_call(workload, batch_size, steps)
                     flops.append(counter.total)
-                latents = generator.sample_latents(batch_size, generator=torch.Generator(device).manual_seed(0), device=device)
+                latents = generator.sample_latents(
+                    batch_size, generator=torch.Generator(device).manual_seed(0), device=device
+                )
                 with FlopCounter() as generator_counter:
                     leaf = latents.requires_grad_(True)
                     torch.autograd.grad(generator.generate(leaf).sum(), leaf)
-                rows.append({
-                    "sampler_steps": num_steps,
-                    "checkpointing": checkpointing,
-                    "seconds_per_langevin_step": (seconds - zero_step_seconds) / langevin_steps,
-                    "gflops_per_langevin_step": (flops[0] - flops[1]) / 1e9,
-                    "generator_gflops": generator_counter.total / 1e9,
-                    "peak_MiB": peak_memory_of_call(workload, batch_size, 1)["peak_MiB"],
-                })
+                rows.append(
+                    {
+                        "sampler_steps": num_steps,
+                        "checkpointing": checkpointing,
+                        "seconds_per_langevin_step": (seconds - zero_step_seconds) / langevin_steps,
+                        "gflops_per_langevin_step": (flops[0] - flops[1]) / 1e9,
+                        "generator_gflops": generator_counter.total / 1e9,
+                        "peak_MiB": peak_memory_of_call(workload, batch_size, 1)["peak_MiB"],
+                    }
+                )
     finally:
         pipe.generator = base
     return {
-        "workload": workload.name, "batch_size": batch_size, "num_augmentations": pipe.config.default_num_augmentations,
-        "langevin_steps": langevin_steps, "parameters_M": sum(p.numel() for p in base.parameters()) / 1e6,
-        "measure": "max allocated (GPU)" if device.type == "cuda" else "peak RSS above the pre-call RSS (CPU, in-process)",
+        "workload": workload.name,
+        "batch_size": batch_size,
+        "num_augmentations": pipe.config.default_num_augmentations,
+        "langevin_steps": langevin_steps,
+        "parameters_M": sum(p.numel() for p in base.parameters()) / 1e6,
+        "measure": "max allocated (GPU)"
+        if device.type == "cuda"
+        else "peak RSS above the pre-call RSS (CPU, in-process)",
         "rows": rows,
     }
 
@@ -523,9 +636,13 @@ def speed_features(workload: Workload, batch_size: int, steps: int, repeats: int
                 seconds[name].append(elapsed)
     for name in compiled:
         with speed_feature(workload, name) as call_kwargs:
-            first_call_seconds[name], _ = timed(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device)
+            first_call_seconds[name], _ = timed(
+                lambda: batched_call(workload, batch_size, steps, **call_kwargs), device
+            )
             for _ in range(repeats):
-                elapsed, outputs[name] = timed(lambda: batched_call(workload, batch_size, steps, **call_kwargs), device)
+                elapsed, outputs[name] = timed(
+                    lambda: batched_call(workload, batch_size, steps, **call_kwargs), device
+                )
                 seconds[name].append(elapsed)
     base = interleaved[0]
     reference = outputs[base].energies
@@ -536,14 +653,19 @@ def speed_features(workload: Workload, batch_size: int, steps: int, repeats: int
         else:
             ratios = [statistics.median(seconds[base]) / elapsed for elapsed in seconds[name]]
         changes = (outputs[name].energies - reference).abs()
-        rows.append({
-            "feature": name, "images_per_second": batch_size / statistics.median(seconds[name]),
-            "speedup": statistics.median(ratios), "speedup_per_round": ratios, "interleaved": name in interleaved,
-            "mean_energy": outputs[name].energies.mean().item(),
-            "median_abs_energy_change": changes.median().item(),
-            "max_abs_energy_change": changes.max().item(),
-            "first_call_seconds": first_call_seconds[name],
-        })
+        rows.append(
+            {
+                "feature": name,
+                "images_per_second": batch_size / statistics.median(seconds[name]),
+                "speedup": statistics.median(ratios),
+                "speedup_per_round": ratios,
+                "interleaved": name in interleaved,
+                "mean_energy": outputs[name].energies.mean().item(),
+                "median_abs_energy_change": changes.median().item(),
+                "max_abs_energy_change": changes.max().item(),
+                "first_call_seconds": first_call_seconds[name],
+            }
+        )
     return {"workload": workload.name, "batch_size": batch_size, "steps": steps, "rows": rows}
 
 
@@ -552,7 +674,9 @@ def plot_throughput(results: list[dict], path: Path) -> str:
     figure, axes = new_figure(len(results))
     for axis, result in zip(axes, results):
         batch_sizes = [row["batch_size"] for row in result["rows"]]
-        axis.plot(batch_sizes, [row["batched_images_per_second"] for row in result["rows"]], "o-", label="batched pipeline")
+        axis.plot(
+            batch_sizes, [row["batched_images_per_second"] for row in result["rows"]], "o-", label="batched pipeline"
+        )
         axis.plot(batch_sizes, [row["loop_images_per_second"] for row in result["rows"]], "s--", label="one at a time")
         axis.set_xscale("log", base=2)
         axis.set_xlabel("batch size")
@@ -572,7 +696,9 @@ def plot_overhead(results: list[dict], path: Path) -> str:
             bottom += seconds * 1e3
         axis.bar(["bare fwd+bwd step"], [result["bare_per_step_seconds"] * 1e3], color="grey")
         axis.set_ylabel("ms per step")
-        axis.set_title(f"{result['workload']}, batch {result['batch_size']}: ratio {result['overhead_ratio']:.2f}", fontsize=9)
+        axis.set_title(
+            f"{result['workload']}, batch {result['batch_size']}: ratio {result['overhead_ratio']:.2f}", fontsize=9
+        )
         axis.legend(fontsize=7)
     return save_figure(figure, path)
 
@@ -580,10 +706,22 @@ def plot_overhead(results: list[dict], path: Path) -> str:
 def plot_memory(results: list[dict], path: Path) -> str:
     figure, axes = new_figure(3)
     for result in results:
-        axes[0].plot([r["batch_size"] for r in result["by_batch"]], [r["peak_MiB"] for r in result["by_batch"]], "o-", label=result["workload"])
-        axes[1].plot([r["steps"] for r in result["by_steps"]], [r["peak_MiB"] for r in result["by_steps"]], "o-", label=result["workload"])
+        axes[0].plot(
+            [r["batch_size"] for r in result["by_batch"]],
+            [r["peak_MiB"] for r in result["by_batch"]],
+            "o-",
+            label=result["workload"],
+        )
+        axes[1].plot(
+            [r["steps"] for r in result["by_steps"]],
+            [r["peak_MiB"] for r in result["by_steps"]],
+            "o-",
+            label=result["workload"],
+        )
         trace = result["per_step"]["MiB_per_step"]
-        axes[2].plot(range(1, len(trace) + 1), trace, label=f"{result['workload']} (batch {result['per_step']['batch_size']})")
+        axes[2].plot(
+            range(1, len(trace) + 1), trace, label=f"{result['workload']} (batch {result['per_step']['batch_size']})"
+        )
     axes[0].set(xlabel="batch size", ylabel="peak MiB above pre-call", title="peak vs batch size")
     axes[1].set(xlabel="Langevin steps", ylabel="peak MiB above pre-call", title="peak vs steps")
     axes[2].set(xlabel="step", ylabel=f"{results[0]['per_step']['measure']} MiB", title="memory after each step")

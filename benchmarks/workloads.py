@@ -19,6 +19,7 @@ from tron_pipelines import BigGANDeepGenerator, BigGANGenerator, LangevinSchedul
 from tron_pipelines.conversion.tr0n import assemble_pipeline
 from tron_pipelines.models import DiffusionSamplerGenerator
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MNIST_EXAMPLES = REPO_ROOT / "examples" / "mnist"
 SYNTHETIC_WORKLOADS = ("biggan-tiny", "biggan-deep-256-clip", "ddpm-cifar10-32-clip")
@@ -77,9 +78,13 @@ def load_workload(name_or_path: str, device: str | torch.device = "cpu") -> Work
         pipe = TronPipeline.from_pretrained(name_or_path)
         adapter = pipe.encoder_adapter
         if adapter.kind == "classifier":
-            workload = Workload(Path(str(name_or_path)).name, pipe, "class", str(name_or_path), num_classes=adapter.num_classes)
+            workload = Workload(
+                Path(str(name_or_path)).name, pipe, "class", str(name_or_path), num_classes=adapter.num_classes
+            )
         else:
-            workload = Workload(Path(str(name_or_path)).name, pipe, "text", str(name_or_path), prompts=mnist_prompts()[0])
+            workload = Workload(
+                Path(str(name_or_path)).name, pipe, "text", str(name_or_path), prompts=mnist_prompts()[0]
+            )
     workload.name_or_path = str(name_or_path)
     workload.pipe.to(device)
     workload.pipe.set_progress_bar_config(disable=True)
@@ -88,15 +93,25 @@ def load_workload(name_or_path: str, device: str | torch.device = "cpu") -> Work
     return workload
 
 
-def _random_clip(projection_dim: int, image_size: int, patch_size: int, hidden_size: int, layers: int, heads: int) -> CLIPModel:
+def _random_clip(
+    projection_dim: int, image_size: int, patch_size: int, hidden_size: int, layers: int, heads: int
+) -> CLIPModel:
     config = CLIPConfig(
         text_config=CLIPTextConfig(
-            vocab_size=64, hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=layers,
-            num_attention_heads=heads, max_position_embeddings=16,
+            vocab_size=64,
+            hidden_size=hidden_size,
+            intermediate_size=4 * hidden_size,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=16,
         ).to_dict(),
         vision_config=CLIPVisionConfig(
-            hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
-            image_size=image_size, patch_size=patch_size,
+            hidden_size=hidden_size,
+            intermediate_size=4 * hidden_size,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            image_size=image_size,
+            patch_size=patch_size,
         ).to_dict(),
         projection_dim=projection_dim,
     )
@@ -117,7 +132,11 @@ def biggan_tiny_workload(seed: int = 0) -> Workload:
     """
     torch.manual_seed(seed)
     generator = BigGANGenerator(
-        latent_dim=40, class_embed_dim=32, num_classes=10, channel_width=16, channel_multipliers=(4, 4, 2, 1),
+        latent_dim=40,
+        class_embed_dim=32,
+        num_classes=10,
+        channel_width=16,
+        channel_multipliers=(4, 4, 2, 1),
         attention_resolution=16,
     ).eval()
     _calibrate_frozen_batch_norm(generator)
@@ -126,8 +145,13 @@ def biggan_tiny_workload(seed: int = 0) -> Workload:
         condition_dim=64, latent_dim=40, num_components=10, latent_threshold=2.0, auxiliary_latent_dims={"y": 32}
     ).eval()
     pipe = _biggan_clip_pipeline(translator, generator, encoder)
-    return Workload("biggan-tiny", pipe, "embeds", "BigGAN 32px + CLIP ViT (2 layers), random weights",
-                    condition_pool=_condition_pool(pipe, 64, seed + 1))
+    return Workload(
+        "biggan-tiny",
+        pipe,
+        "embeds",
+        "BigGAN 32px + CLIP ViT (2 layers), random weights",
+        condition_pool=_condition_pool(pipe, 64, seed + 1),
+    )
 
 
 def biggan_deep_256_clip_workload(seed: int = 0) -> Workload:
@@ -140,48 +164,85 @@ def biggan_deep_256_clip_workload(seed: int = 0) -> Workload:
     # pytorch-pretrained-biggan's biggan-deep-256 config.json, translated by
     # `tron_pipelines.conversion.biggan.biggan_deep_config_from_pytorch_pretrained`.
     generator = BigGANDeepGenerator(
-        latent_dim=128, class_embed_dim=128, num_classes=1000, channel_width=128,
+        latent_dim=128,
+        class_embed_dim=128,
+        num_classes=1000,
+        channel_width=128,
         channel_multipliers=(16, 16, 16, 16, 8, 8, 8, 8, 4, 4, 2, 2, 1),
-        upsample_blocks=(False, True) * 6, attention_block_index=8, num_truncations=51, eps=1e-4,
+        upsample_blocks=(False, True) * 6,
+        attention_block_index=8,
+        num_truncations=51,
+        eps=1e-4,
     ).eval()
     encoder = CLIPModel(CLIPConfig()).eval()
     translator = TranslatorModel(
         condition_dim=512, latent_dim=128, num_components=10, latent_threshold=2.0, auxiliary_latent_dims={"y": 128}
     ).eval()
     pipe = _biggan_clip_pipeline(translator, generator, encoder)
-    pool = torch.nn.functional.normalize(torch.randn(64, 512, generator=torch.Generator().manual_seed(seed + 1)), dim=1) * 10
-    return Workload("biggan-deep-256-clip", pipe, "embeds", "BigGAN-deep-256 + CLIP ViT-B/32, random weights",
-                    condition_pool=pool)
+    pool = (
+        torch.nn.functional.normalize(torch.randn(64, 512, generator=torch.Generator().manual_seed(seed + 1)), dim=1)
+        * 10
+    )
+    return Workload(
+        "biggan-deep-256-clip", pipe, "embeds", "BigGAN-deep-256 + CLIP ViT-B/32, random weights", condition_pool=pool
+    )
 
 
 # The published configs of `google/ddpm-cifar10-32` (Ho et al.'s CIFAR-10 model: 128 base channels, multipliers 1, 2,
 # 2, 2, two residual blocks per resolution, self-attention at 16 px; 35,746,307 parameters) and of its DDPM schedule.
-DDPM_CIFAR10_UNET = dict(
-    sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_eps=1e-6, downsample_padding=0,
-    flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, attention_head_dim=None,
-)
-DDPM_CIFAR10_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=True)
+DDPM_CIFAR10_UNET = {
+    "sample_size": 32,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": (128, 256, 256, 256),
+    "layers_per_block": 2,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "norm_eps": 1e-6,
+    "downsample_padding": 0,
+    "flip_sin_to_cos": False,
+    "freq_shift": 1,
+    "mid_block_scale_factor": 1,
+    "attention_head_dim": None,
+}
+DDPM_CIFAR10_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "clip_sample": True,
+}
 
 
 def ddpm_cifar10_32_clip_workload(seed: int = 0, num_sampler_steps: int = 10) -> Workload:
     """`google/ddpm-cifar10-32`'s UNet sampled by DDIM (eta 0) for ``num_sampler_steps`` steps as G, + CLIP ViT-B/32
     (transformers' default config), random weights; conditions are random unit vectors scaled like CLIP embeddings."""
     torch.manual_seed(seed)
-    generator = DiffusionSamplerGenerator(DDPM_CIFAR10_UNET, "DDIMScheduler", DDPM_CIFAR10_SCHEDULE, num_sampler_steps).eval()
+    generator = DiffusionSamplerGenerator(
+        DDPM_CIFAR10_UNET, "DDIMScheduler", DDPM_CIFAR10_SCHEDULE, num_sampler_steps
+    ).eval()
     encoder = CLIPModel(CLIPConfig()).eval()
     translator = TranslatorModel(condition_dim=512, latent_dim=generator.latent_dim, num_components=10).eval()
     pipe = assemble_pipeline(translator, generator, encoder, preset="diffusion")
-    pool = torch.nn.functional.normalize(torch.randn(64, 512, generator=torch.Generator().manual_seed(seed + 1)), dim=1) * 10
-    return Workload("ddpm-cifar10-32-clip", pipe, "embeds", "DDPM CIFAR-10 UNet (DDIM) + CLIP ViT-B/32, random weights",
-                    condition_pool=pool)
+    pool = (
+        torch.nn.functional.normalize(torch.randn(64, 512, generator=torch.Generator().manual_seed(seed + 1)), dim=1)
+        * 10
+    )
+    return Workload(
+        "ddpm-cifar10-32-clip",
+        pipe,
+        "embeds",
+        "DDPM CIFAR-10 UNet (DDIM) + CLIP ViT-B/32, random weights",
+        condition_pool=pool,
+    )
 
 
 def _biggan_clip_pipeline(translator: TranslatorModel, generator, encoder) -> TronPipeline:
     """TR0N's BigGAN + CLIP sampling settings around the given models."""
     scheduler = LangevinScheduler(step_size=5.0, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, clamp_threshold=2.0)
-    return TronPipeline(translator, generator, encoder, scheduler, default_num_inference_steps=10, default_num_augmentations=8)
+    return TronPipeline(
+        translator, generator, encoder, scheduler, default_num_inference_steps=10, default_num_augmentations=8
+    )
 
 
 def _calibrate_frozen_batch_norm(generator: BigGANGenerator) -> None:

@@ -21,12 +21,19 @@ from tron_pipelines.training.arguments import add_hub_arguments, add_model_card_
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--generator", required=True, help="Generator folder or checkpoint (any format tron build reads).")
+    parser.add_argument(
+        "--generator", required=True, help="Generator folder or checkpoint (any format tron build reads)."
+    )
     parser.add_argument("--encoder", required=True, help="CLIP Hub id or folder, or a classifier folder.")
-    parser.add_argument("--translator", required=True, help="TranslatorModel folder (e.g. from `tron train-translator`).")
+    parser.add_argument(
+        "--translator", required=True, help="TranslatorModel folder (e.g. from `tron train-translator`)."
+    )
     parser.add_argument("--preset", default="biggan", choices=sorted(SAMPLING_PRESETS))
     parser.add_argument("--dump_path", required=True, help="Output pipeline folder (written atomically).")
-    parser.add_argument("--translator_notes", default="Trained with `tron train-translator` on synthetic pairs (z ~ p(z), c = f(G(z))).")
+    parser.add_argument(
+        "--translator_notes",
+        default="Trained with `tron train-translator` on synthetic pairs (z ~ p(z), c = f(G(z))).",
+    )
     add_model_card_arguments(parser)
     add_hub_arguments(parser)
     args = parser.parse_args(argv)

@@ -22,7 +22,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_path", required=True, help="BigGAN-PyTorch generator state dict (.pth).")
     parser.add_argument(
-        "--resolution", type=int, default=None, choices=sorted(BIGGAN_ARCHITECTURES),
+        "--resolution",
+        type=int,
+        default=None,
+        choices=sorted(BIGGAN_ARCHITECTURES),
         help="Output side (default: inferred from the number of residual blocks in the checkpoint).",
     )
     parser.add_argument("--dump_path", required=True, help="Output folder (replaced if it exists).")

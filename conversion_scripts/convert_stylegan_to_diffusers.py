@@ -44,29 +44,44 @@ def comma_separated(cast):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint_path", required=True, help="NVIDIA network pickle (.pkl) or rosinality checkpoint (.pt).")
+    parser.add_argument(
+        "--checkpoint_path", required=True, help="NVIDIA network pickle (.pkl) or rosinality checkpoint (.pt)."
+    )
     parser.add_argument("--dump_path", required=True, help="Output folder (replaced if it exists).")
     parser.add_argument("--format", choices=["auto", "nvlabs", "rosinality"], default="auto")
     tron = parser.add_argument_group("TR0N settings of the converted generator")
-    tron.add_argument("--truncation_psi", type=float, default=1.0, help="Truncation of the prior (1 = none, the method's).")
-    tron.add_argument("--latent_space", choices=LATENT_SPACES, default="w", help="Optimise one w (the method) or all of w+.")
-    tron.add_argument("--noise_mode", choices=NOISE_MODES, default=None, help="StyleGAN2 noise inputs (default: const).")
+    tron.add_argument(
+        "--truncation_psi", type=float, default=1.0, help="Truncation of the prior (1 = none, the method's)."
+    )
+    tron.add_argument(
+        "--latent_space", choices=LATENT_SPACES, default="w", help="Optimise one w (the method) or all of w+."
+    )
+    tron.add_argument(
+        "--noise_mode", choices=NOISE_MODES, default=None, help="StyleGAN2 noise inputs (default: const)."
+    )
     nvlabs = parser.add_argument_group("NVIDIA network pickles")
     nvlabs.add_argument("--network", default="G_ema", help="Which network of the pickle (G_ema, the method's; or G).")
     rosinality = parser.add_argument_group("rosinality checkpoints (settings the file does not store)")
     rosinality.add_argument(
-        "--channels", type=comma_separated(int), default=None,
+        "--channels",
+        type=comma_separated(int),
+        default=None,
         help="Channels per block from 4 px up, e.g. 512,512,512,512,512,256,128,64,32 (default: read from the shapes).",
     )
     rosinality.add_argument("--lr_mlp", type=float, default=ROSINALITY_LR_MLP, help="The generator's lr_mlp.")
-    rosinality.add_argument("--blur_kernel", type=comma_separated(float), default=ROSINALITY_BLUR_KERNEL, help="The generator's blur_kernel.")
+    rosinality.add_argument(
+        "--blur_kernel",
+        type=comma_separated(float),
+        default=ROSINALITY_BLUR_KERNEL,
+        help="The generator's blur_kernel.",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     source_format = checkpoint_format(args.checkpoint_path) if args.format == "auto" else args.format
-    tron_settings = dict(truncation_psi=args.truncation_psi, latent_space=args.latent_space)
+    tron_settings = {"truncation_psi": args.truncation_psi, "latent_space": args.latent_space}
     if args.noise_mode is not None:
         tron_settings["noise_mode"] = args.noise_mode
     try:

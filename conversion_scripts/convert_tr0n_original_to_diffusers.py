@@ -11,16 +11,34 @@ Example (the method's BigGAN-512 + CLIP ViT-B/32 translator):
 import argparse
 
 from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
-from tron_pipelines.conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder, load_generator, load_tr0n_translator
+from tron_pipelines.conversion.tr0n import (
+    SAMPLING_PRESETS,
+    assemble_pipeline,
+    load_encoder,
+    load_generator,
+    load_tr0n_translator,
+)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint_path", required=True, help="Official checkpoint (model_best.pth or checkpoint-epoch{N}.pth).")
+    parser.add_argument(
+        "--checkpoint_path", required=True, help="Official checkpoint (model_best.pth or checkpoint-epoch{N}.pth)."
+    )
     parser.add_argument("--generator", required=True, help="Folder of a converted generator (e.g. BigGANGenerator).")
     parser.add_argument("--encoder", required=True, help="CLIP Hub id or folder (with tokenizer and image processor).")
-    parser.add_argument("--latent_threshold", type=float, default=None, help="tau of tau*tanh on the means: 2.0 for BigGAN translators, omit for StyleGAN/NVAE.")
-    parser.add_argument("--preset", default="biggan", choices=sorted(SAMPLING_PRESETS), help="Sampling settings of the method's scripts.")
+    parser.add_argument(
+        "--latent_threshold",
+        type=float,
+        default=None,
+        help="tau of tau*tanh on the means: 2.0 for BigGAN translators, omit for StyleGAN/NVAE.",
+    )
+    parser.add_argument(
+        "--preset",
+        default="biggan",
+        choices=sorted(SAMPLING_PRESETS),
+        help="Sampling settings of the method's scripts.",
+    )
     parser.add_argument("--dump_path", required=True, help="Output pipeline folder (written atomically).")
     return parser.parse_args(argv)
 
@@ -29,7 +47,9 @@ def main(argv=None):
     args = parse_args(argv)
     translator = load_tr0n_translator(args.checkpoint_path, args.latent_threshold)
     encoder, tokenizer, image_processor = load_encoder(args.encoder)
-    pipe = assemble_pipeline(translator, load_generator(args.generator), encoder, tokenizer, image_processor, args.preset)
+    pipe = assemble_pipeline(
+        translator, load_generator(args.generator), encoder, tokenizer, image_processor, args.preset
+    )
     print(f"Saved the pipeline to {save_pretrained_atomically(pipe, args.dump_path)}")
 
 

@@ -5,17 +5,18 @@ import os
 import shutil
 from pathlib import Path
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import shutil
 
 import pytest
 import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
+
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -46,7 +47,25 @@ def one_thread():
     yield
     torch.set_num_threads(previous)
 
-WORDS = ["a", "photo", "of", "the", "number", "bold", "thin", "seven", "three", "red", "car", "cat", "dog", "leaning", "right", "left"]
+
+WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "number",
+    "bold",
+    "thin",
+    "seven",
+    "three",
+    "red",
+    "car",
+    "cat",
+    "dog",
+    "leaning",
+    "right",
+    "left",
+]
 
 
 def tiny_tokenizer(tmp_path_factory) -> CLIPTokenizer:
@@ -81,11 +100,23 @@ def tiny_clip(vocab_size: int, seed: int = 0) -> CLIPModel:
     torch.manual_seed(seed)
     config = CLIPConfig(
         text_config=CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         ).to_dict(),
         vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=4,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=4,
         ).to_dict(),
         projection_dim=16,
     )
@@ -94,7 +125,13 @@ def tiny_clip(vocab_size: int, seed: int = 0) -> CLIPModel:
 
 def tiny_generator(seed: int = 0, **kwargs) -> ConvGenerator:
     torch.manual_seed(seed)
-    config = dict(latent_dim=8, out_channels=3, base_channels=8, base_resolution=4, channel_multipliers=(2, 1))
+    config = {
+        "latent_dim": 8,
+        "out_channels": 3,
+        "base_channels": 8,
+        "base_resolution": 4,
+        "channel_multipliers": (2, 1),
+    }
     config.update(kwargs)
     generator = ConvGenerator(**config)
     calibrate_batch_norm(generator, torch.randn(256, config["latent_dim"]))

@@ -8,13 +8,20 @@ import numpy as np
 import pytest
 import torch
 
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from common import FlopCounter  # noqa: E402
 from metrics import MnistEvaluator  # noqa: E402
 from quality import (  # noqa: E402
-    CANDIDATE_SEED, QualitySettings, energy_ranking_latents, make_conditions, paper_claim, quality, quality_tables,
+    CANDIDATE_SEED,
+    QualitySettings,
+    energy_ranking_latents,
+    make_conditions,
+    paper_claim,
+    quality,
+    quality_tables,
 )
 from workloads import load_workload  # noqa: E402
 
@@ -30,19 +37,33 @@ def test_real_digits_score_as_real(evaluator):
     assert scores["accuracy"] > 0.95
     assert 0.85 < scores["diversity_ratio"] < 1.15
     assert 0 < scores["frechet_distance_std"] < scores["frechet_distance"]
-    collapsed = evaluator.score(np.repeat(split.held_out_images[:1], 20, axis=0), np.repeat(split.held_out_labels[:1], 20))
+    collapsed = evaluator.score(
+        np.repeat(split.held_out_images[:1], 20, axis=0), np.repeat(split.held_out_labels[:1], 20)
+    )
     assert collapsed["accuracy"] in (0.0, 1.0) and collapsed["diversity_ratio"] == 0.0
 
 
 def _row(arm, steps, energy, accuracy, diversity, frechet, frechet_std=1.0):
-    return {"arm": arm, "steps": steps, "energy": energy, "accuracy": accuracy, "diversity_ratio": diversity,
-            "diversity_ratio_correct": diversity, "frechet_distance": frechet, "frechet_distance_std": frechet_std}
+    return {
+        "arm": arm,
+        "steps": steps,
+        "energy": energy,
+        "accuracy": accuracy,
+        "diversity_ratio": diversity,
+        "diversity_ratio_correct": diversity,
+        "frechet_distance": frechet,
+        "frechet_distance_std": frechet_std,
+    }
 
 
 def test_claim_judges_diversity_by_distance_from_real_digits_and_fd_within_noise():
     prior = _row("prior", 100, 0.1, 0.6, 1.2, 40.0)  # more "diverse" than real digits because it is often wrong
-    rows = [prior, _row("translator", 10, 0.05, 0.9, 0.95, 41.0), _row("translator_mean", 10, 0.01, 1.0, 0.3, 40.0),
-            _row("translator_search", 10, 0.05, 0.9, 0.95, 45.0)]
+    rows = [
+        prior,
+        _row("translator", 10, 0.05, 0.9, 0.95, 41.0),
+        _row("translator_mean", 10, 0.01, 1.0, 0.3, 40.0),
+        _row("translator_search", 10, 0.05, 0.9, 0.95, 45.0),
+    ]
     claim = paper_claim(rows, 10, 100, real_diversity=1.0)
     assert claim["translator@10 vs prior@100"]["holds"]  # FD 41 vs 40 is within sqrt(2) of bootstrap noise
     assert claim["translator_mean@10 vs prior@100"]["checks"]["diversity_gap"] is False  # collapse is not diversity
@@ -58,7 +79,10 @@ def test_worst_digit_and_worst_prompt_are_reported(evaluator):
     predicted = evaluator.classifier.predict(images)
     sevens = np.flatnonzero(labels == 7)
     labels[sevens[: len(sevens) // 4]] = 1
-    requests = [{"prompt": f"p{i % 3}", "label": int(label), "stroke_weight": -1, "slant": -1} for i, label in enumerate(labels)]
+    requests = [
+        {"prompt": f"p{i % 3}", "label": int(label), "stroke_weight": -1, "slant": -1}
+        for i, label in enumerate(labels)
+    ]
     for i in range(0, 300, 3):
         requests[i]["label"] = (requests[i]["label"] + 1) % 10  # prompt "p0" asks for the wrong digit
     scores = evaluator.score_prompts(images, requests)
@@ -87,7 +111,11 @@ def test_attribute_shares_count_each_digits_slants_and_stroke_weights(evaluator)
         assert shares[digit]["upright"] == pytest.approx(np.mean(np.abs(slants) <= data.SLANT_UPRIGHT_WITHIN))
         assert mirrored[digit]["left"] == pytest.approx(shares[digit]["right"])
         assert mirrored[digit]["thin"] == pytest.approx(shares[digit]["thin"])  # mirroring keeps the stroke
-        assert 0 < shares[digit]["thin"] and 0 < shares[digit]["bold"] and shares[digit]["thin"] + shares[digit]["bold"] < 1
+        assert (
+            0 < shares[digit]["thin"]
+            and 0 < shares[digit]["bold"]
+            and shares[digit]["thin"] + shares[digit]["bold"] < 1
+        )
 
 
 def test_flop_counter_counts_forward_and_input_gradient_under_autograd_grad():
@@ -105,8 +133,14 @@ def test_flop_counter_counts_forward_and_input_gradient_under_autograd_grad():
 
 def test_quality_section_runs_every_arm(evaluator, tmp_path):
     workload = load_workload("tron-mnist")
-    settings = QualitySettings(samples_per_condition=2, step_counts=[0, 2], grid_step_sizes=[1.0], grid_noise_stds=[0.01],
-                               tuning_samples_per_condition=1, fusedream_candidates=3)
+    settings = QualitySettings(
+        samples_per_condition=2,
+        step_counts=[0, 2],
+        grid_step_sizes=[1.0],
+        grid_noise_stds=[0.01],
+        tuning_samples_per_condition=1,
+        fusedream_candidates=3,
+    )
     result = quality(workload, settings, evaluator, tmp_path)
     arms = {row["arm"] for row in result["rows"]}
     assert arms == {"translator", "translator_search", "translator_mean", "prior", "best_of_n_prior", "fusedream"}
@@ -135,7 +169,10 @@ def test_sampler_section_counts_every_sampler_step_and_the_recomputation():
     # recomputation stops once it has what the backward pass needs).
     assert two == pytest.approx(2 * one, rel=1e-6)
     assert 1.3 * one < rows[1, True]["generator_gflops"] <= 1.5 * one
-    assert all(row["gflops_per_langevin_step"] > row["generator_gflops"] > 0 and row["seconds_per_langevin_step"] > 0 for row in rows.values())
+    assert all(
+        row["gflops_per_langevin_step"] > row["generator_gflops"] > 0 and row["seconds_per_langevin_step"] > 0
+        for row in rows.values()
+    )
     assert pipe.generator.config.num_sampler_steps == 3  # the pipeline's own G is put back
 
 

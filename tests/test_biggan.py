@@ -16,9 +16,14 @@ from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN128
 import tron_pipelines.models.biggan as biggan_module
 import tron_pipelines.models.biggan_deep as biggan_deep_module
 from tron_pipelines import BigGANDeepGenerator, BigGANGenerator
-from tron_pipelines.conversion.biggan import convert_biggan_pytorch, convert_pytorch_pretrained_biggan, load_biggan_pytorch
+from tron_pipelines.conversion.biggan import (
+    convert_biggan_pytorch,
+    convert_pytorch_pretrained_biggan,
+    load_biggan_pytorch,
+)
 from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
 from tron_pipelines.models.biggan import BIGGAN_ARCHITECTURES
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "conversion_scripts"

@@ -18,17 +18,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import CLIPImageProcessor
-
 from conftest import reset_accelerate_state, tiny_clip
 from test_biggan import biggan_pytorch_state_dict, random_package_biggan
 from test_training import KILLER, SUBPROCESS_ENV, free_port, shard_contents
 from test_tron_biggan import TINY_DEEP
+from transformers import CLIPImageProcessor
+
 from tron_pipelines import ConvClassifier, ConvGenerator, TronPipeline
 from tron_pipelines import build as tron_build
 from tron_pipelines.cli import main
 from tron_pipelines.conversion.formats import GENERATOR_FORMATS, UnknownGeneratorFormatError, detect_generator_format
 from tron_pipelines.training import files_to_upload, read_manifest
+
 
 # One thread per test process, and a fresh Accelerate state after each in-process build (a process-wide singleton).
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
@@ -55,7 +56,9 @@ def sources(tmp_path_factory, tokenizer) -> dict[str, Path]:
     torch.save(random_package_biggan(TINY_DEEP).state_dict(), biggan / "pytorch_model.bin")
     (biggan / "config.json").write_text(TINY_DEEP.to_json_string())
     torch.manual_seed(0)
-    ConvClassifier(num_classes=4, in_channels=3, image_size=16, image_mean=(0.5,) * 3, image_std=(0.5,) * 3, channels=(8, 16)).save_pretrained(root / "classifier")
+    ConvClassifier(
+        num_classes=4, in_channels=3, image_size=16, image_mean=(0.5,) * 3, image_std=(0.5,) * 3, channels=(8, 16)
+    ).save_pretrained(root / "classifier")
     return {
         "generator": biggan,
         "clip": save_clip(root / "clip", tokenizer, seed=0),
@@ -67,11 +70,43 @@ def sources(tmp_path_factory, tokenizer) -> dict[str, Path]:
 def build_argv(sources, output, *extra, encoder="clip") -> list[str]:
     """A build small enough for seconds on a CPU; 24 training steps with checkpoints at 8, 16 and 24."""
     argv = [
-        "build", "--generator", sources["generator"], "--encoder", sources[encoder], "--output", output,
-        "--num_pairs", "64", "--pairs_per_shard", "32", "--generation_batch_size", "16", "--num_components", "3",
-        "--hidden_dim", "32", "--train_batch_size", "16", "--max_train_steps", "24", "--learning_rate", "1e-3",
-        "--checkpointing_steps", "8", "--validation_steps", "8", "--num_validation_pairs", "32",
-        "--num_validation_conditions", "4", "--report_to", "none", "--sample_steps", "2", "--sample_augmentations", "2",
+        "build",
+        "--generator",
+        sources["generator"],
+        "--encoder",
+        sources[encoder],
+        "--output",
+        output,
+        "--num_pairs",
+        "64",
+        "--pairs_per_shard",
+        "32",
+        "--generation_batch_size",
+        "16",
+        "--num_components",
+        "3",
+        "--hidden_dim",
+        "32",
+        "--train_batch_size",
+        "16",
+        "--max_train_steps",
+        "24",
+        "--learning_rate",
+        "1e-3",
+        "--checkpointing_steps",
+        "8",
+        "--validation_steps",
+        "8",
+        "--num_validation_pairs",
+        "32",
+        "--num_validation_conditions",
+        "4",
+        "--report_to",
+        "none",
+        "--sample_steps",
+        "2",
+        "--sample_augmentations",
+        "2",
     ]
     if encoder != "classifier":
         argv += ["--sample_prompts", "a red car", "a cat"]
@@ -81,11 +116,19 @@ def build_argv(sources, output, *extra, encoder="clip") -> list[str]:
 def stage_lines(text: str) -> dict[str, str]:
     """``{stage: "ran" | "resumed" | "skipped ..."}`` from the summary's stage table."""
     table = text.split("Stages:\n", 1)[1].splitlines()
-    return {line.split()[0]: " ".join(line.split()[3:]) for line in table if line.startswith("  ") and not line.split()[0] == "total"}
+    return {
+        line.split()[0]: " ".join(line.split()[3:])
+        for line in table
+        if line.startswith("  ") and not line.split()[0] == "total"
+    }
 
 
 def files_state(folder: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def translator_bytes(output: Path) -> bytes:
@@ -105,9 +148,13 @@ def reference(sources, tmp_path_factory) -> tuple[Path, str]:
 
 def test_one_command_builds_a_pipeline_that_loads_and_refines(reference):
     output, printed = reference
-    assert stage_lines(printed) == {name: "ran" for name in ("convert", "assemble", "pairs", "train", "card")}
+    assert stage_lines(printed) == dict.fromkeys(("convert", "assemble", "pairs", "train", "card"), "ran")
     pipeline_dir = output / "pipeline"
-    assert f'TronPipeline.from_pretrained("{pipeline_dir}")' in printed and "nats/dim" in printed and "fitted spread" in printed
+    assert (
+        f'TronPipeline.from_pretrained("{pipeline_dir}")' in printed
+        and "nats/dim" in printed
+        and "fitted spread" in printed
+    )
 
     # The final folder is the pipeline, its card and its samples; checkpoints and caches stay in stages/.
     assert sorted(p.name for p in output.iterdir()) == ["build.json", "pipeline", "stages"]
@@ -136,8 +183,13 @@ def test_one_command_builds_a_pipeline_that_loads_and_refines(reference):
     pipe.set_progress_bar_config(disable=True)
     assert type(pipe.generator).__name__ == "BigGANDeepGenerator" and pipe.scheduler.config.clamp_threshold == 2.0
     out = pipe(
-        "a red car", num_images_per_prompt=4, num_inference_steps=15, num_augmentations=4,
-        generator=[torch.Generator().manual_seed(s) for s in range(4)], return_energy_trace=True, output_type="np",
+        "a red car",
+        num_images_per_prompt=4,
+        num_inference_steps=15,
+        num_augmentations=4,
+        generator=[torch.Generator().manual_seed(s) for s in range(4)],
+        return_energy_trace=True,
+        output_type="np",
     )
     start, end = out.energy_trace[:3].mean().item(), out.energy_trace[-3:].mean().item()
     assert end < start - ENERGY_DROP, (start, end)
@@ -155,17 +207,29 @@ def test_a_build_killed_in_training_finishes_from_its_last_checkpoint(sources, r
     output = tmp_path / "build"
     script = tmp_path / "killer.py"
     script.write_text(KILLER)  # SIGKILL while writing the second checkpoint (step 16)
-    run = subprocess.run([sys.executable, str(script), *build_argv(sources, output)], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(script), *build_argv(sources, output)],
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
     assert json.loads((output / "build.json").read_text())["stages"]["train"]["status"] == "running"
-    assert sorted(p.name for p in (output / "stages" / "train").glob("checkpoint-*")) == ["checkpoint-16.partial", "checkpoint-8"]
+    assert sorted(p.name for p in (output / "stages" / "train").glob("checkpoint-*")) == [
+        "checkpoint-16.partial",
+        "checkpoint-8",
+    ]
     assert not (output / "pipeline").exists()
 
     main(build_argv(sources, output))
     printed = capsys.readouterr().out
     assert stage_lines(printed) == {
-        "convert": "skipped (recorded time)", "assemble": "skipped (recorded time)", "pairs": "skipped (recorded time)",
-        "train": "resumed", "card": "ran",
+        "convert": "skipped (recorded time)",
+        "assemble": "skipped (recorded time)",
+        "pairs": "skipped (recorded time)",
+        "train": "resumed",
+        "card": "ran",
     }
     assert "Resuming from" in printed and "checkpoint-8" in printed
     assert translator_bytes(output) == translator_bytes(reference[0])
@@ -177,33 +241,68 @@ def test_another_encoder_rebuilds_from_the_assembly_on(reference, sources, tmp_p
     converted = files_state(output / "stages" / "convert")
     main(build_argv(sources, output, encoder="other_clip"))
     assert stage_lines(capsys.readouterr().out) == {
-        "convert": "skipped (recorded time)", "assemble": "ran", "pairs": "ran", "train": "ran", "card": "ran",
+        "convert": "skipped (recorded time)",
+        "assemble": "ran",
+        "pairs": "ran",
+        "train": "ran",
+        "card": "ran",
     }
     assert files_state(output / "stages" / "convert") == converted
     pairs = read_manifest(output / "stages" / "pairs")
-    assert pairs["complete"] and pairs["encoder"]["fingerprint"] != read_manifest(reference[0] / "stages" / "pairs")["encoder"]["fingerprint"]
+    assert (
+        pairs["complete"]
+        and pairs["encoder"]["fingerprint"]
+        != read_manifest(reference[0] / "stages" / "pairs")["encoder"]["fingerprint"]
+    )
     assert translator_bytes(output) != translator_bytes(reference[0])
 
 
 def test_two_processes_build_the_same_pairs_and_a_loadable_pipeline(reference, sources, tmp_path):
     output = tmp_path / "build"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "tron_pipelines.cli", *build_argv(sources, output),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "tron_pipelines.cli",
+        *build_argv(sources, output),
     ]
     # ACCELERATE_USE_CPU makes the torchrun-style launcher give CPU processes and gloo (see test_training.py).
-    run = subprocess.run(command, env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        command, env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert run.stdout.count("Pipeline: ") == 1 and "with 2 process(es)" in run.stdout  # one summary, pairs split in two
+    assert (
+        run.stdout.count("Pipeline: ") == 1 and "with 2 process(es)" in run.stdout
+    )  # one summary, pairs split in two
     manifest = json.loads((output / "build.json").read_text())
-    assert {name: record["processes"] for name, record in manifest["stages"].items()} == dict.fromkeys(("convert", "assemble", "pairs", "train", "card"), 2)
+    assert {name: record["processes"] for name, record in manifest["stages"].items()} == dict.fromkeys(
+        ("convert", "assemble", "pairs", "train", "card"), 2
+    )
     # The main process converted what one process converts; the two processes wrote the one-process cache, shard for
     # shard (tensors and metadata: safetensors orders a header's metadata differently from process to process).
-    assert manifest["stages"]["convert"]["outputs"] == json.loads((reference[0] / "build.json").read_text())["stages"]["convert"]["outputs"]
+    assert (
+        manifest["stages"]["convert"]["outputs"]
+        == json.loads((reference[0] / "build.json").read_text())["stages"]["convert"]["outputs"]
+    )
     for shard in read_manifest(reference[0] / "stages" / "pairs")["shards"]:
-        (expected, expected_meta), (actual, actual_meta) = (shard_contents(root / "stages" / "pairs" / shard["file"]) for root in (reference[0], output))
-        assert actual_meta == expected_meta and all(torch.equal(actual[name], expected[name]) for name in expected), shard["file"]
+        (expected, expected_meta), (actual, actual_meta) = (
+            shard_contents(root / "stages" / "pairs" / shard["file"]) for root in (reference[0], output)
+        )
+        assert actual_meta == expected_meta and all(torch.equal(actual[name], expected[name]) for name in expected), (
+            shard["file"]
+        )
     pipe = TronPipeline.from_pretrained(output / "pipeline")
     assert pipe.translator.config.num_components == 3
 
@@ -212,17 +311,28 @@ def test_push_uploads_the_pipeline_folder_once(reference, sources, tmp_path, mon
     uploads = []
     # The Hub is out of reach in tests: record what would be sent, filtered as huggingface_hub filters it.
     monkeypatch.setattr(tron_build, "create_repo", lambda repo_id, **kwargs: type("Repo", (), {"repo_id": repo_id})())
-    monkeypatch.setattr(tron_build, "upload_folder", lambda repo_id, folder_path, **kwargs: uploads.append((repo_id, files_to_upload(folder_path))))
+    monkeypatch.setattr(
+        tron_build,
+        "upload_folder",
+        lambda repo_id, folder_path, **kwargs: uploads.append((repo_id, files_to_upload(folder_path))),
+    )
     output = tmp_path / "build"
     shutil.copytree(reference[0], output)
     argv = build_argv(sources, output, "--push_to_hub", "--hub_model_id", "org/tiny-tron")
     main(argv)
     # The card names the repo in its loading snippet, so it is written again; nothing before it runs.
     assert stage_lines(capsys.readouterr().out) == {
-        **dict.fromkeys(("convert", "assemble", "pairs", "train"), "skipped (recorded time)"), "card": "ran", "push": "ran",
+        **dict.fromkeys(("convert", "assemble", "pairs", "train"), "skipped (recorded time)"),
+        "card": "ran",
+        "push": "ran",
     }
     ((repo_id, files),) = uploads
-    assert repo_id == "org/tiny-tron" and "README.md" in files and "samples/grid.png" in files and "translator/config.json" in files
+    assert (
+        repo_id == "org/tiny-tron"
+        and "README.md" in files
+        and "samples/grid.png" in files
+        and "translator/config.json" in files
+    )
     assert not [name for name in files if name.startswith(("stages", "checkpoint", "build.json"))]
     assert 'TronPipeline.from_pretrained("org/tiny-tron")' in (output / "pipeline" / "README.md").read_text()
     reset_accelerate_state()
@@ -232,11 +342,20 @@ def test_push_uploads_the_pipeline_folder_once(reference, sources, tmp_path, mon
 
 def test_a_classifier_encoder_builds_a_class_conditional_pipeline(sources, tmp_path, capsys):
     output = tmp_path / "build"
-    assert main(build_argv(sources, output, "--sample_class_labels", "0", "3", "--sample_images", "1", encoder="classifier")) == 0
+    assert (
+        main(
+            build_argv(
+                sources, output, "--sample_class_labels", "0", "3", "--sample_images", "1", encoder="classifier"
+            )
+        )
+        == 0
+    )
     # The conditions are the classifier's class probabilities, so the translator takes 4-dim ones.
     cache = read_manifest(output / "stages" / "pairs")
     assert cache["encoder"]["kind"] == "classifier" and cache["condition"]["dim"] == 4
-    conditions = torch.cat([shard_contents(output / "stages" / "pairs" / shard["file"])[0]["conditions"] for shard in cache["shards"]])
+    conditions = torch.cat(
+        [shard_contents(output / "stages" / "pairs" / shard["file"])[0]["conditions"] for shard in cache["shards"]]
+    )
     torch.testing.assert_close(conditions.sum(dim=1), torch.ones(len(conditions)))
     pipe = TronPipeline.from_pretrained(output / "pipeline")
     assert pipe.translator.config.condition_dim == 4 and pipe.tokenizer is None
@@ -247,7 +366,9 @@ def test_a_classifier_encoder_builds_a_class_conditional_pipeline(sources, tmp_p
 
 # Formats ----------------------------------------------------------------------------------------------------------
 def test_every_format_is_recognised_from_its_files(sources, tmp_path):
-    generator = ConvGenerator(latent_dim=4, out_channels=3, base_channels=4, base_resolution=4, channel_multipliers=(1,))
+    generator = ConvGenerator(
+        latent_dim=4, out_channels=3, base_channels=4, base_resolution=4, channel_multipliers=(1,)
+    )
     generator.save_pretrained(tmp_path / "tron")
     for resolution in (256, 512):
         torch.save(biggan_pytorch_state_dict(resolution, channel_width=4), tmp_path / f"biggan-{resolution}.pth")
@@ -263,14 +384,30 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
     for path, (name, preset) in cases.items():
         entry = detect_generator_format(path)
         assert (entry.name, entry.default_preset(str(path))) == (name, preset), path
-    assert [entry.name for entry in GENERATOR_FORMATS] == ["tron_pipelines", "pytorch-pretrained-biggan", "biggan-pytorch", "rosinality", "nvlabs", "diffusers"]
+    assert [entry.name for entry in GENERATOR_FORMATS] == [
+        "tron_pipelines",
+        "pytorch-pretrained-biggan",
+        "biggan-pytorch",
+        "rosinality",
+        "nvlabs",
+        "diffusers",
+    ]
     # BigGAN-PyTorch's resolution comes from the number of blocks; settings reach the converter.
-    assert detect_generator_format(tmp_path / "biggan-512.pth").load(str(tmp_path / "biggan-512.pth")).resolution == 512
-    assert detect_generator_format(sources["generator"]).load(str(sources["generator"]), default_truncation=0.5).config.default_truncation == 0.5
+    assert (
+        detect_generator_format(tmp_path / "biggan-512.pth").load(str(tmp_path / "biggan-512.pth")).resolution == 512
+    )
+    assert (
+        detect_generator_format(sources["generator"])
+        .load(str(sources["generator"]), default_truncation=0.5)
+        .config.default_truncation
+        == 0.5
+    )
     # Files that are none of them: a translator checkpoint (a torch archive of another kind) and a text file.
     (tmp_path / "notes.txt").write_text("not a model")
     for path in (FIXTURES / "tr0n-translator" / "biggan" / "model_best.pth", tmp_path / "notes.txt", tmp_path):
-        with pytest.raises(UnknownGeneratorFormatError, match="Known formats: tron_pipelines: .*; nvlabs: .*; diffusers: "):
+        with pytest.raises(
+            UnknownGeneratorFormatError, match="Known formats: tron_pipelines: .*; nvlabs: .*; diffusers: "
+        ):
             detect_generator_format(path)
 
 
@@ -278,9 +415,15 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
 @pytest.mark.parametrize(
     "case, pattern",
     [
-        ("unknown_format", r"--generator .*notes\.txt is in no known generator format\. Known formats: tron_pipelines: .*pytorch-pretrained-biggan: .*nvlabs: "),
+        (
+            "unknown_format",
+            r"--generator .*notes\.txt is in no known generator format\. Known formats: tron_pipelines: .*pytorch-pretrained-biggan: .*nvlabs: ",
+        ),
         ("missing_generator", r"--generator .*nowhere does not exist"),
-        ("classes_of_the_classifier", r"--sample_class_labels 4 7: the classifier --encoder .* has 4 classes \(0 to 3\)"),
+        (
+            "classes_of_the_classifier",
+            r"--sample_class_labels 4 7: the classifier --encoder .* has 4 classes \(0 to 3\)",
+        ),
         ("prompts_for_a_classifier", r"--sample_prompts needs a CLIP --encoder"),
         ("classes_for_clip", r"--sample_class_labels needs a classifier --encoder"),
         ("output_under_a_file", r"--output .* cannot be created: .*notes\.txt is a file, not a folder"),

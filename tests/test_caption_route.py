@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 from accelerate.state import AcceleratorState, GradientState
-
 from conftest import WORDS, tiny_clip, tiny_generator
 from test_training import train_args
+
 from tron_pipelines import EncoderAdapter, TronPipeline
 from tron_pipelines.captioning import Captioner, TransformersCaptioner, load_captioner
 from tron_pipelines.cli import main as cli_main
@@ -31,8 +31,10 @@ from tron_pipelines.training import (
     train_translator,
 )
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from bench_caption_route import random_blip  # noqa: E402  (the random BLIP the pair-cost benchmark times)
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +55,9 @@ class QuartileCaptioner(Captioner):
     def __init__(self):
         generator = tiny_generator(0)
         with torch.no_grad():
-            flat = generator.generate(generator.sample_latents(512, generator=torch.Generator().manual_seed(123))).flatten(1)
+            flat = generator.generate(
+                generator.sample_latents(512, generator=torch.Generator().manual_seed(123))
+            ).flatten(1)
         self.mean = flat.mean(dim=0)
         self.direction = torch.linalg.svd(flat - self.mean, full_matrices=False).Vh[0]
         self.edges = self.scores(flat).quantile(torch.tensor([0.25, 0.5, 0.75]))
@@ -66,7 +70,10 @@ class QuartileCaptioner(Captioner):
 
     def __call__(self, images, generator=None):
         articles = torch.randint(0, 2, (len(images),), generator=generator).tolist()
-        return [f"{('a', 'the')[article]} {self.NOUNS[quartile]}" for article, quartile in zip(articles, self.quartiles(images).tolist())]
+        return [
+            f"{('a', 'the')[article]} {self.NOUNS[quartile]}"
+            for article, quartile in zip(articles, self.quartiles(images).tolist())
+        ]
 
     def identity(self):
         return {"class": "test_caption_route.QuartileCaptioner"}
@@ -75,7 +82,16 @@ class QuartileCaptioner(Captioner):
 @pytest.fixture(scope="module")
 def blip(tmp_path_factory):
     """A random BLIP captioner: 2-layer ViT on 16 px, 2-layer BERT decoder, the test tokenizer's words."""
-    return random_blip(tmp_path_factory.mktemp("blip"), WORDS, hidden_size=32, num_layers=2, num_heads=2, image_size=16, patch_size=4, seed=3)
+    return random_blip(
+        tmp_path_factory.mktemp("blip"),
+        WORDS,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        image_size=16,
+        patch_size=4,
+        seed=3,
+    )
 
 
 def cache_contents(folder: Path) -> dict:
@@ -93,12 +109,18 @@ def assert_same_pairs(actual: dict, expected: dict) -> None:
 def test_blip_captions_generated_images_as_transformers_would(blip, source):
     model, processor = blip
     with torch.no_grad():
-        images = source.generator.generate(source.generator.sample_latents(6, generator=torch.Generator().manual_seed(0)))
+        images = source.generator.generate(
+            source.generator.sample_latents(6, generator=torch.Generator().manual_seed(0))
+        )
     captioner = TransformersCaptioner(model, processor, num_beams=2, min_length=5, max_length=10, batch_size=4)
     # "a picture of" and the begin token count towards the method's lengths, as in BLIP.
     assert captioner.prompt == "a picture of " and captioner.prompt_length == 4
     assert captioner.generate_kwargs() == {
-        "min_new_tokens": 1, "max_new_tokens": 6, "repetition_penalty": 1.1, "do_sample": False, "num_beams": 2,
+        "min_new_tokens": 1,
+        "max_new_tokens": 6,
+        "repetition_penalty": 1.1,
+        "do_sample": False,
+        "num_beams": 2,
     }
     captions = captioner(images)
 
@@ -149,7 +171,12 @@ def test_mix_route_honours_its_ratio_and_each_pair_its_route(source, tmp_path):
     # The cache records the route (ratio and captioner included) and refuses another one.
     generate_pairs(mix, tmp_path / "mix", 64, 32, seed=0, generation_batch_size=32, show_progress=False)
     condition = read_manifest(tmp_path / "mix")["condition"]
-    assert condition == {"route": "mix", "captioner": {"class": "test_caption_route.QuartileCaptioner"}, "caption_ratio": 0.25, "dim": 16}
+    assert condition == {
+        "route": "mix",
+        "captioner": {"class": "test_caption_route.QuartileCaptioner"},
+        "caption_ratio": 0.25,
+        "dim": 16,
+    }
     other_ratio = PairSource(source.generator, source.adapter, CaptionRoute(QuartileCaptioner(), 0.5))
     for other in (other_ratio, source):
         with pytest.raises(PairCacheError, match="condition: cache has"):
@@ -166,7 +193,9 @@ def test_caption_cache_stores_captions_and_resumes_to_the_same_pairs(blip, sourc
     expected = cache_contents(reference)
     assert len(expected["captions"]) == 48 and all(isinstance(text, str) for text in expected["captions"])
     with torch.no_grad():
-        encoded = torch.cat([source.adapter.encode_prompts(expected["captions"][i : i + 8], "cpu") for i in range(0, 48, 8)])
+        encoded = torch.cat(
+            [source.adapter.encode_prompts(expected["captions"][i : i + 8], "cpu") for i in range(0, 48, 8)]
+        )
     torch.testing.assert_close(expected["conditions"], encoded, rtol=0, atol=1e-6)
 
     # Interrupted: one shard never written, one whose captions were damaged, the manifest not complete.
@@ -187,15 +216,33 @@ def test_caption_cache_stores_captions_and_resumes_to_the_same_pairs(blip, sourc
 def test_reencoding_with_a_new_clip_equals_captioning_again(source, tokenizer, tmp_path):
     route = CaptionRoute(QuartileCaptioner(), 0.5)
     original = tmp_path / "original"
-    generate_pairs(PairSource(source.generator, source.adapter, route), original, 96, 32, seed=2, generation_batch_size=16, show_progress=False)
+    generate_pairs(
+        PairSource(source.generator, source.adapter, route),
+        original,
+        96,
+        32,
+        seed=2,
+        generation_batch_size=16,
+        show_progress=False,
+    )
 
     new_clip = EncoderAdapter(tiny_clip(len(tokenizer), seed=7), tokenizer, source.adapter.image_processor)
     captioned_again = tmp_path / "captioned-again"
-    generate_pairs(PairSource(source.generator, new_clip, route), captioned_again, 96, 32, seed=2, generation_batch_size=16, show_progress=False)
+    generate_pairs(
+        PairSource(source.generator, new_clip, route),
+        captioned_again,
+        96,
+        32,
+        seed=2,
+        generation_batch_size=16,
+        show_progress=False,
+    )
     new_source = PairSource(source.generator, new_clip)
     reencoded = reencode_pairs(new_source, original, tmp_path / "reencoded", show_progress=False)
     assert_same_pairs(cache_contents(tmp_path / "reencoded"), cache_contents(captioned_again))
-    assert not torch.allclose(reencoded[torch.arange(96)]["conditions"], PairCache(original)[torch.arange(96)]["conditions"])
+    assert not torch.allclose(
+        reencoded[torch.arange(96)]["conditions"], PairCache(original)[torch.arange(96)]["conditions"]
+    )
     manifest = reencoded.manifest
     assert manifest["condition"] == read_manifest(captioned_again)["condition"]
     assert manifest["reencoded_from"]["encoder"] == read_manifest(original)["encoder"]
@@ -211,14 +258,34 @@ def test_caption_pairs_train_a_translator_that_follows_captions(pipeline_dir, tm
     output_dir = tmp_path / "out"
     result = train_translator(
         train_args(
-            pipeline_dir, output_dir, "--condition-route", "caption", "--captioner", "test_caption_route:QuartileCaptioner",
-            "--pairs_dir", tmp_path / "pairs", "--num_pairs", 512, "--pairs_per_shard", 256, "--max_train_steps", 160,
-            "--learning_rate", 3e-3, "--validation_steps", 160, "--num_validation_pairs", 128,
+            pipeline_dir,
+            output_dir,
+            "--condition-route",
+            "caption",
+            "--captioner",
+            "test_caption_route:QuartileCaptioner",
+            "--pairs_dir",
+            tmp_path / "pairs",
+            "--num_pairs",
+            512,
+            "--pairs_per_shard",
+            256,
+            "--max_train_steps",
+            160,
+            "--learning_rate",
+            3e-3,
+            "--validation_steps",
+            160,
+            "--num_validation_pairs",
+            128,
         )
     )
     assert PairCache(tmp_path / "pairs").has_captions
     # Measured: 1.406 -> 1.343 nats per dimension.
-    assert result.metrics["nll_per_dim"] < result.initial_metrics["nll_per_dim"] - 0.03, (result.initial_metrics, result.metrics)
+    assert result.metrics["nll_per_dim"] < result.initial_metrics["nll_per_dim"] - 0.03, (
+        result.initial_metrics,
+        result.metrics,
+    )
     card = (output_dir / "README.md").read_text()
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["condition_route"] == "caption" and metadata["captioner"] == "test_caption_route.QuartileCaptioner"
@@ -230,8 +297,14 @@ def test_caption_pairs_train_a_translator_that_follows_captions(pipeline_dir, tm
     pipe.set_progress_bar_config(disable=True)
     captioner = QuartileCaptioner()
     for quartile in (0, 3):
-        out = pipe(f"a {QuartileCaptioner.NOUNS[quartile]}", num_images_per_prompt=64, num_inference_steps=0, num_candidates=1,
-                   output_type="pt", generator=torch.Generator().manual_seed(quartile))
+        out = pipe(
+            f"a {QuartileCaptioner.NOUNS[quartile]}",
+            num_images_per_prompt=64,
+            num_inference_steps=0,
+            num_candidates=1,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(quartile),
+        )
         hits = (captioner.quartiles(out.images * 2 - 1) == quartile).float().mean().item()
         assert hits > 0.5, (quartile, hits)  # measured: 0.69 and 0.72
 
@@ -241,19 +314,47 @@ def test_caption_pairs_train_a_translator_that_follows_captions(pipeline_dir, tm
     [
         (["--condition-route", "caption"], r"--condition_route caption. needs `--captioner`"),
         (["--captioner", "x:y"], r"--captioner only apply to `--condition_route caption` or `mix`, not 'image'"),
-        (["--condition_route", "caption", "--captioner", "x:y", "--caption_ratio", "0.5"], r"--caption_ratio. is the caption fraction"),
-        (["--condition_route", "mix", "--captioner", "x:y", "--caption_ratio", "1"], r"strictly between 0 and 1; got 1.0"),
-        (["--condition_route", "blip"], r"--condition_route. must be 'image', 'caption', 'mix' or 'package.module:function'"),
-        (["--condition_route", "caption", "--captioner", "x:y", "--caption_decoding", "top_k"], r"--caption_decoding. must be one of"),
-        (["--condition_route", "caption", "--captioner", "no_such_module:f"], r"--captioner. 'no_such_module:f' could not be imported"),
+        (
+            ["--condition_route", "caption", "--captioner", "x:y", "--caption_ratio", "0.5"],
+            r"--caption_ratio. is the caption fraction",
+        ),
+        (
+            ["--condition_route", "mix", "--captioner", "x:y", "--caption_ratio", "1"],
+            r"strictly between 0 and 1; got 1.0",
+        ),
+        (
+            ["--condition_route", "blip"],
+            r"--condition_route. must be 'image', 'caption', 'mix' or 'package.module:function'",
+        ),
+        (
+            ["--condition_route", "caption", "--captioner", "x:y", "--caption_decoding", "top_k"],
+            r"--caption_decoding. must be one of",
+        ),
+        (
+            ["--condition_route", "caption", "--captioner", "no_such_module:f"],
+            r"--captioner. 'no_such_module:f' could not be imported",
+        ),
     ],
 )
 def test_bad_route_arguments_fail_before_work(extra, pattern, pipeline_dir, tmp_path):
     with pytest.raises(ValueError, match=pattern):
-        cli_main(["generate-pairs", "--pipeline", str(pipeline_dir), "--pairs_dir", str(tmp_path / "pairs"), "--num_pairs", "8", *extra])
+        cli_main(
+            [
+                "generate-pairs",
+                "--pipeline",
+                str(pipeline_dir),
+                "--pairs_dir",
+                str(tmp_path / "pairs"),
+                "--num_pairs",
+                "8",
+                *extra,
+            ]
+        )
     assert not (tmp_path / "pairs").exists()
 
 
 def test_caption_route_needs_a_text_encoder(classifier_pipe):
-    with pytest.raises(ValueError, match="encodes captions with the pipeline's text encoder, but its encoder is a classifier"):
+    with pytest.raises(
+        ValueError, match="encodes captions with the pipeline's text encoder, but its encoder is a classifier"
+    ):
         PairSource.from_pipeline(classifier_pipe, CaptionRoute(QuartileCaptioner()))

@@ -33,7 +33,13 @@ def test_console_script_points_at_main():
 
 
 def fresh_process(code: str) -> str:
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert run.returncode == 0, run.stderr
     return run.stdout
 
@@ -47,9 +53,11 @@ def test_help_imports_no_model_code():
     )
     assert "train-translator" in out and "generate-pairs" in out
     # Argument definitions only: no torch, no diffusers, no pair, training or model module.
-    assert "LOADED ['tron_pipelines', 'tron_pipelines._lazy', 'tron_pipelines.cli', 'tron_pipelines.evaluate_command', " \
-        "'tron_pipelines.generate_command', " \
+    assert (
+        "LOADED ['tron_pipelines', 'tron_pipelines._lazy', 'tron_pipelines.cli', 'tron_pipelines.evaluate_command', "
+        "'tron_pipelines.generate_command', "
         "'tron_pipelines.training', 'tron_pipelines.training.arguments', 'tron_pipelines.version']" in out
+    )
 
 
 def test_package_import_is_lazy_and_every_name_resolves():
@@ -90,10 +98,26 @@ def test_train_translator_help_has_the_diffusers_style_flags(capsys):
         main(["train-translator", "--help"])
     text = capsys.readouterr().out
     for flag in (
-        "--pipeline", "--pairs_dir", "--num_pairs", "--output_dir", "--num_components", "--condition_noise",
-        "--condition_noise_scale", "--learning_rate", "--lr_scheduler", "--lr_warmup_steps", "--train_batch_size",
-        "--num_train_epochs", "--max_train_steps", "--mixed_precision", "--checkpointing_steps",
-        "--checkpoints_total_limit", "--resume_from_checkpoint", "--validation_steps", "--seed", "--push_to_hub",
+        "--pipeline",
+        "--pairs_dir",
+        "--num_pairs",
+        "--output_dir",
+        "--num_components",
+        "--condition_noise",
+        "--condition_noise_scale",
+        "--learning_rate",
+        "--lr_scheduler",
+        "--lr_warmup_steps",
+        "--train_batch_size",
+        "--num_train_epochs",
+        "--max_train_steps",
+        "--mixed_precision",
+        "--checkpointing_steps",
+        "--checkpoints_total_limit",
+        "--resume_from_checkpoint",
+        "--validation_steps",
+        "--seed",
+        "--push_to_hub",
         "--hub_model_id",
     ):
         assert flag in text, flag
@@ -108,7 +132,16 @@ def test_python_module_entry_is_the_same_command():
 
 def test_generate_pairs_then_train_translator(pipeline_dir, tmp_path, capsys):
     pairs_dir, output_dir = tmp_path / "pairs", tmp_path / "out"
-    pair_args = ["--pipeline", str(pipeline_dir), "--pairs_dir", str(pairs_dir), "--num_pairs", "48", "--pairs_per_shard", "16"]
+    pair_args = [
+        "--pipeline",
+        str(pipeline_dir),
+        "--pairs_dir",
+        str(pairs_dir),
+        "--num_pairs",
+        "48",
+        "--pairs_per_shard",
+        "16",
+    ]
     assert main(["generate-pairs", *pair_args]) == 0
     assert "Generated 48 pairs" in capsys.readouterr().out
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -116,11 +149,32 @@ def test_generate_pairs_then_train_translator(pipeline_dir, tmp_path, capsys):
     assert "Generated" not in capsys.readouterr().out
 
     AcceleratorState._reset_state(reset_partial_state=True)
-    assert main([
-        "train-translator", "--pipeline", str(pipeline_dir), "--pairs_dir", str(pairs_dir), "--output_dir", str(output_dir),
-        "--num_components", "2", "--train_batch_size", "8", "--max_train_steps", "4", "--num_validation_pairs", "16",
-        "--num_validation_conditions", "2", "--report_to", "none",
-    ]) == 0
+    assert (
+        main(
+            [
+                "train-translator",
+                "--pipeline",
+                str(pipeline_dir),
+                "--pairs_dir",
+                str(pairs_dir),
+                "--output_dir",
+                str(output_dir),
+                "--num_components",
+                "2",
+                "--train_batch_size",
+                "8",
+                "--max_train_steps",
+                "4",
+                "--num_validation_pairs",
+                "16",
+                "--num_validation_conditions",
+                "2",
+                "--report_to",
+                "none",
+            ]
+        )
+        == 0
+    )
     summary = capsys.readouterr().out
     assert "Trained 4 steps" in summary and "steps/s" in summary and "pairs/s" in summary
     assert (output_dir / "translator" / "config.json").is_file() and (output_dir / "README.md").is_file()

@@ -1,7 +1,6 @@
 """Official TR0N translator checkpoints -> TranslatorModel, and the assembly scripts, on synthetic checkpoints."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from tron_pipelines import TronPipeline
 from tron_pipelines import build as tron_build
 from tron_pipelines.conversion.checkpoints import CheckpointMismatchError
 from tron_pipelines.conversion.tr0n import convert_tr0n_translator, load_tr0n_translator
+
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "conversion_scripts"
 
@@ -29,10 +29,14 @@ def official_state_dict(prefix="z", condition_dim=512, latent_dim=128, num_compo
     hidden = 4 * condition_dim
     shapes = {
         f"{prefix}_log_stds": (1, 1, latent_dim),
-        "shared1.weight": (hidden, condition_dim), "shared1.bias": (hidden,),
-        "shared2.weight": (hidden, hidden), "shared2.bias": (hidden,),
-        f"{prefix}_layer.weight": (num_components * latent_dim, hidden), f"{prefix}_layer.bias": (num_components * latent_dim,),
-        f"{prefix}_mixture_logits.weight": (num_components, hidden), f"{prefix}_mixture_logits.bias": (num_components,),
+        "shared1.weight": (hidden, condition_dim),
+        "shared1.bias": (hidden,),
+        "shared2.weight": (hidden, hidden),
+        "shared2.bias": (hidden,),
+        f"{prefix}_layer.weight": (num_components * latent_dim, hidden),
+        f"{prefix}_layer.bias": (num_components * latent_dim,),
+        f"{prefix}_mixture_logits.weight": (num_components, hidden),
+        f"{prefix}_mixture_logits.bias": (num_components,),
     }
     if with_y:
         shapes.update({"y_layer.weight": (128, hidden), "y_layer.bias": (128,)})
@@ -72,7 +76,10 @@ def test_converted_translator_matches_the_original(prefix, tau, with_y):
 
 
 def test_checkpoint_file_round_trip(tmp_path):
-    torch.save({"translator_state_dict": official_state_dict(condition_dim=16, latent_dim=8, num_components=3)}, tmp_path / "model_best.pth")
+    torch.save(
+        {"translator_state_dict": official_state_dict(condition_dim=16, latent_dim=8, num_components=3)},
+        tmp_path / "model_best.pth",
+    )
     translator = load_tr0n_translator(tmp_path / "model_best.pth", 2.0)
     assert translator.config.auxiliary_latent_dims == {"y": 128}
     torch.save({"model": {}}, tmp_path / "other.pth")
@@ -98,11 +105,23 @@ def test_convert_script_builds_a_pipeline_that_samples(clip_components, tmp_path
     components["encoder"].save_pretrained(tmp_path / "clip")
     components["tokenizer"].save_pretrained(tmp_path / "clip")
     components["image_processor"].save_pretrained(tmp_path / "clip")
-    checkpoint = {"translator_state_dict": official_state_dict(condition_dim=16, latent_dim=8, num_components=10, with_y=False)}
+    checkpoint = {
+        "translator_state_dict": official_state_dict(condition_dim=16, latent_dim=8, num_components=10, with_y=False)
+    }
     torch.save(checkpoint, tmp_path / "model_best.pth")
     load_script("convert_tr0n_original_to_diffusers").main(
-        ["--checkpoint_path", str(tmp_path / "model_best.pth"), "--generator", str(tmp_path / "generator"),
-         "--encoder", str(tmp_path / "clip"), "--preset", "biggan", "--dump_path", str(tmp_path / "pipe")]
+        [
+            "--checkpoint_path",
+            str(tmp_path / "model_best.pth"),
+            "--generator",
+            str(tmp_path / "generator"),
+            "--encoder",
+            str(tmp_path / "clip"),
+            "--preset",
+            "biggan",
+            "--dump_path",
+            str(tmp_path / "pipe"),
+        ]
     )
     pipe = TronPipeline.from_pretrained(tmp_path / "pipe")
     assert pipe.scheduler.config.momentum == 0.99 and pipe.scheduler.config.step_size == 5.0
@@ -118,11 +137,22 @@ def test_convert_script_rejects_a_translator_that_does_not_fit(clip_components, 
     clip_components["encoder"].save_pretrained(tmp_path / "clip")
     clip_components["tokenizer"].save_pretrained(tmp_path / "clip")
     clip_components["image_processor"].save_pretrained(tmp_path / "clip")
-    torch.save({"translator_state_dict": official_state_dict(condition_dim=16, latent_dim=6, num_components=2)}, tmp_path / "t.pth")
+    torch.save(
+        {"translator_state_dict": official_state_dict(condition_dim=16, latent_dim=6, num_components=2)},
+        tmp_path / "t.pth",
+    )
     with pytest.raises(ValueError, match="6-dim latents"):
         load_script("convert_tr0n_original_to_diffusers").main(
-            ["--checkpoint_path", str(tmp_path / "t.pth"), "--generator", str(tmp_path / "generator"),
-             "--encoder", str(tmp_path / "clip"), "--dump_path", str(tmp_path / "pipe")]
+            [
+                "--checkpoint_path",
+                str(tmp_path / "t.pth"),
+                "--generator",
+                str(tmp_path / "generator"),
+                "--encoder",
+                str(tmp_path / "clip"),
+                "--dump_path",
+                str(tmp_path / "pipe"),
+            ]
         )
     assert not (tmp_path / "pipe").exists()
 
@@ -138,18 +168,40 @@ def test_build_script_pushes_folder_and_card(clip_components, tmp_path, monkeypa
     monkeypatch.setattr(tron_build, "create_repo", lambda repo_id, **kwargs: type("Repo", (), {"repo_id": repo_id})())
 
     def fake_upload_folder(repo_id, folder_path, **kwargs):
-        uploads.append((repo_id, sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())))
+        uploads.append(
+            (repo_id, sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file()))
+        )
 
     monkeypatch.setattr(tron_build, "upload_folder", fake_upload_folder)
     script.main(
-        ["--generator", str(tmp_path / "generator"), "--encoder", str(tmp_path / "clip"), "--translator", str(tmp_path / "translator"),
-         "--dump_path", str(tmp_path / "pipe"), "--generator_id", "deepmind/biggan-deep-256", "--generator_license", "apache-2.0",
-         "--push_to_hub", "--hub_model_id", "org/tron-tiny"]
+        [
+            "--generator",
+            str(tmp_path / "generator"),
+            "--encoder",
+            str(tmp_path / "clip"),
+            "--translator",
+            str(tmp_path / "translator"),
+            "--dump_path",
+            str(tmp_path / "pipe"),
+            "--generator_id",
+            "deepmind/biggan-deep-256",
+            "--generator_license",
+            "apache-2.0",
+            "--push_to_hub",
+            "--hub_model_id",
+            "org/tron-tiny",
+        ]
     )
-    (repo_id, files), = uploads
+    ((repo_id, files),) = uploads
     assert repo_id == "org/tron-tiny"
-    assert {"model_index.json", "README.md", "translator/config.json", "translator/diffusion_pytorch_model.safetensors",
-            "generator/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"} <= set(files)
+    assert {
+        "model_index.json",
+        "README.md",
+        "translator/config.json",
+        "translator/diffusion_pytorch_model.safetensors",
+        "generator/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    } <= set(files)
     card = (tmp_path / "pipe" / "README.md").read_text()
     assert "library_name: tron_pipelines" in card and "deepmind/biggan-deep-256" in card and "apache-2.0" in card
     assert 'TronPipeline.from_pretrained("org/tron-tiny")' in card and '"momentum": 0.99' in card
@@ -157,4 +209,6 @@ def test_build_script_pushes_folder_and_card(clip_components, tmp_path, monkeypa
 
 def test_build_script_needs_a_hub_id(tmp_path):
     with pytest.raises(SystemExit):
-        load_script("build_tron_pipeline").parse_args(["--generator", "g", "--encoder", "e", "--translator", "t", "--dump_path", "d", "--push_to_hub"])
+        load_script("build_tron_pipeline").parse_args(
+            ["--generator", "g", "--encoder", "e", "--translator", "t", "--dump_path", "d", "--push_to_hub"]
+        )

@@ -31,16 +31,21 @@ def seeded(count: int, offset: int = 0) -> list[torch.Generator]:
 
 # Two different calls: different prompts, batch sizes and seeds, so shared Langevin state would be caught (mixed
 # momentum buffers of other shapes or values).
-FIRST = dict(prompt="a bold seven", num_images_per_prompt=1, offset=0)
-SECOND = dict(prompt=["a red car", "a thin three"], num_images_per_prompt=2, offset=100)
+FIRST = {"prompt": "a bold seven", "num_images_per_prompt": 1, "offset": 0}
+SECOND = {"prompt": ["a red car", "a thin three"], "num_images_per_prompt": 2, "offset": 100}
 STEPS = 4
 
 
 def run(pipe, call, **kwargs):
     count = (1 if isinstance(call["prompt"], str) else len(call["prompt"])) * call["num_images_per_prompt"]
     return pipe(
-        prompt=call["prompt"], num_images_per_prompt=call["num_images_per_prompt"], generator=seeded(count, call["offset"]),
-        num_inference_steps=STEPS, output_type="np", return_energy_trace=True, **kwargs,
+        prompt=call["prompt"],
+        num_images_per_prompt=call["num_images_per_prompt"],
+        generator=seeded(count, call["offset"]),
+        num_inference_steps=STEPS,
+        output_type="np",
+        return_energy_trace=True,
+        **kwargs,
     )
 
 
@@ -74,8 +79,10 @@ def test_concurrent_calls_equal_sequential_calls(clip_pipe):
         barrier.wait()
         return tensors
 
-    concurrent = in_threads(lambda: run(clip_pipe, FIRST, callback_on_step_end=lockstep),
-                            lambda: run(clip_pipe, SECOND, callback_on_step_end=lockstep))
+    concurrent = in_threads(
+        lambda: run(clip_pipe, FIRST, callback_on_step_end=lockstep),
+        lambda: run(clip_pipe, SECOND, callback_on_step_end=lockstep),
+    )
     # Equal up to float rounding: two threads share torch's intra-op thread pool, which may split a reduction
     # differently (measured: up to 1.5e-7). Shared Langevin state would differ by orders of magnitude more, or crash.
     for alone, together in zip(sequential, concurrent):
@@ -103,8 +110,10 @@ def test_interrupt_stops_only_the_calling_thread(clip_pipe):
         second_is_running.set()
         return tensors
 
-    interrupted, full = in_threads(lambda: run(clip_pipe, FIRST, callback_on_step_end=interrupt_then_wait),
-                                   lambda: run(clip_pipe, SECOND, callback_on_step_end=observe))
+    interrupted, full = in_threads(
+        lambda: run(clip_pipe, FIRST, callback_on_step_end=interrupt_then_wait),
+        lambda: run(clip_pipe, SECOND, callback_on_step_end=observe),
+    )
     torch.testing.assert_close(interrupted.latents, expected_interrupted.latents, rtol=0, atol=1e-5)
     torch.testing.assert_close(full.latents, expected_full.latents, rtol=0, atol=1e-5)
     assert full.energy_trace.shape[0] == STEPS and interrupted.energy_trace.shape[0] == 1
@@ -154,7 +163,9 @@ def test_from_pipe_takes_replacements_and_settings(clip_pipe):
 
 def test_from_pipe_carries_settings_and_name_over(clip_pipe):
     # Settings the call does not replace come from the source pipeline, not from the defaults; so does its name.
-    source = TronPipeline.from_pipe(clip_pipe, default_num_inference_steps=3, default_num_candidates=2, prompt_vocabulary="seven")
+    source = TronPipeline.from_pipe(
+        clip_pipe, default_num_inference_steps=3, default_num_candidates=2, prompt_vocabulary="seven"
+    )
     source.register_to_config(_name_or_path="org/tron-seven")
     new = TronPipeline.from_pipe(source, default_num_augmentations=5)
     assert new.config.default_num_inference_steps == 3 and new.config.default_num_candidates == 2
@@ -182,9 +193,14 @@ def test_from_pipe_keeps_the_models_dtype_quietly(clip_pipe):
 
 
 def test_from_pipe_names_what_it_cannot_use(clip_pipe):
-    with pytest.raises(TypeError, match=r"got \['num_steps'\], which are neither components nor settings of TronPipeline"):
+    with pytest.raises(
+        TypeError, match=r"got \['num_steps'\], which are neither components nor settings of TronPipeline"
+    ):
         TronPipeline.from_pipe(clip_pipe, num_steps=3)
-    with pytest.raises(ValueError, match=r"`pipeline` \(SimpleNamespace\) has no \['encoder', 'generator', 'scheduler', 'translator'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"`pipeline` \(SimpleNamespace\) has no \['encoder', 'generator', 'scheduler', 'translator'\]",
+    ):
         TronPipeline.from_pipe(SimpleNamespace(config={}))
 
 
@@ -201,7 +217,9 @@ def test_a_model_that_is_not_a_torch_module_has_no_memory_hooks():
 
 def test_layerwise_casting_of_the_generator_is_refused_before_sampling(clip_pipe):
     clip_pipe.generator.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match=r"`generator` has diffusers' layerwise_casting hooks: Langevin backpropagates"):
+    with pytest.raises(
+        ValueError, match=r"`generator` has diffusers' layerwise_casting hooks: Langevin backpropagates"
+    ):
         clip_pipe("a cat", num_inference_steps=1)
 
 
@@ -209,14 +227,18 @@ def test_layerwise_casting_of_the_generator_is_refused_before_sampling(clip_pipe
 def test_layerwise_casting_of_any_model_is_refused(clip_pipe, model):
     # transformers models have no `enable_layerwise_casting`; diffusers' hook applies to any module.
     apply_layerwise_casting(getattr(clip_pipe, model), storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match=rf"`{model}` has diffusers' layerwise_casting hooks: Langevin backpropagates"):
+    with pytest.raises(
+        ValueError, match=rf"`{model}` has diffusers' layerwise_casting hooks: Langevin backpropagates"
+    ):
         clip_pipe("a cat", num_inference_steps=1)
 
 
 def test_group_offload_is_refused(clip_pipe):
     with pytest.raises(NotImplementedError, match="Group offloading is not supported"):
         clip_pipe.enable_group_offload(torch.device("cpu"))
-    clip_pipe.generator.enable_group_offload(onload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1)
+    clip_pipe.generator.enable_group_offload(
+        onload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
+    )
     with pytest.raises(ValueError, match="`generator` has diffusers' group_offloading hooks"):
         clip_pipe("a cat", num_inference_steps=1)
 
@@ -243,13 +265,22 @@ def test_generic_diffusers_loader_opens_a_saved_pipeline(clip_pipe, tmp_path, so
         fill_hub_cache(tmp_path / "saved", tmp_path / "cache", "org/tron-tiny")
         location = "org/tron-tiny"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    run_ = subprocess.run([sys.executable, "-c", GENERIC_LOADER, location, str(tmp_path / "cache")],
-                          capture_output=True, text=True, timeout=300, env=env)
+    run_ = subprocess.run(
+        [sys.executable, "-c", GENERIC_LOADER, location, str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert run_.returncode == 0, run_.stderr[-3000:]
     result = json.loads(run_.stdout.strip().splitlines()[-1])
     assert result["class"] == "TronPipeline"
-    assert Path(result["module"]).resolve().parent == Path(tron_pipelines.__file__).resolve().parent  # the code under test
-    expected = clip_pipe("a bold seven", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert (
+        Path(result["module"]).resolve().parent == Path(tron_pipelines.__file__).resolve().parent
+    )  # the code under test
+    expected = clip_pipe(
+        "a bold seven", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
     np.testing.assert_allclose(np.array(result["images"]), expected, atol=1e-5)
 
 
@@ -283,7 +314,9 @@ def test_a_load_waits_while_another_process_holds_the_modules_cache(clip_pipe, t
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(release)], **pipes)
-    loader = subprocess.Popen([sys.executable, "-c", WAITING_LOADER, str(tmp_path / "saved"), str(loaded), str(go)], **pipes)
+    loader = subprocess.Popen(
+        [sys.executable, "-c", WAITING_LOADER, str(tmp_path / "saved"), str(loaded), str(go)], **pipes
+    )
     try:
         assert holder.stdout.readline().strip() == "locked", holder.stderr.read()[-3000:]
         assert loader.stdout.readline().strip() == "ready", loader.stderr.read()[-3000:]
@@ -315,10 +348,11 @@ def test_generic_diffusers_loader_passes_the_hubs_checks(clip_pipe, tmp_path, mo
     pipe = DiffusionPipeline.from_pretrained("org/tron-tiny", cache_dir=tmp_path / "cache", trust_remote_code=True)
     assert type(pipe) is TronPipeline and type(pipe.generator) is type(clip_pipe.generator)
     pipe.set_progress_bar_config(disable=True)
-    kwargs = dict(num_inference_steps=2, output_type="np")
+    kwargs = {"num_inference_steps": 2, "output_type": "np"}
     np.testing.assert_allclose(
         pipe("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images,
-        clip_pipe("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images, atol=1e-5,
+        clip_pipe("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images,
+        atol=1e-5,
     )
 
 
@@ -337,7 +371,9 @@ def test_saved_folder_declares_the_pipeline_for_the_generic_loader(clip_pipe, tm
     # Saving what was loaded declares the same classes and writes the same files again.
     TronPipeline.from_pretrained(tmp_path / "saved").save_pretrained(tmp_path / "again")
     again = json.loads((tmp_path / "again" / "model_index.json").read_text())
-    assert {k: v for k, v in again.items() if k != "_name_or_path"} == {k: v for k, v in index.items() if k != "_name_or_path"}
+    assert {k: v for k, v in again.items() if k != "_name_or_path"} == {
+        k: v for k, v in index.items() if k != "_name_or_path"
+    }
     for path in (tmp_path / "saved").rglob("*.py"):
         assert (tmp_path / "again" / path.relative_to(tmp_path / "saved")).read_text() == path.read_text()
 
@@ -378,11 +414,18 @@ def test_save_pretrained_pushes_the_generic_loader_files(clip_pipe, tmp_path, mo
     monkeypatch.setattr(pipeline_module, "create_repo", create_repo)
     monkeypatch.setattr(hub_utils, "upload_folder", upload_folder)
     clip_pipe.save_pretrained(
-        tmp_path / "saved", push_to_hub=True, repo_id="org/tron-tiny", commit_message="Add TR0N", private=True, create_pr=True,
+        tmp_path / "saved",
+        push_to_hub=True,
+        repo_id="org/tron-tiny",
+        commit_message="Add TR0N",
+        private=True,
+        create_pr=True,
         token="hf_test",
     )
     files, options = uploaded["org/tron-tiny"]
-    assert {"pipeline.py", "README.md", "model_index.json", "translator/tron_pipelines.models.translator.py"} <= set(files)
+    assert {"pipeline.py", "README.md", "model_index.json", "translator/tron_pipelines.models.translator.py"} <= set(
+        files
+    )
     assert options == {"token": "hf_test", "commit_message": "Add TR0N", "create_pr": True}
     assert created["org/tron-tiny"] == {"exist_ok": True, "private": True, "token": "hf_test"}
     assert "model card of a 🧨 diffusers pipeline" in (tmp_path / "saved" / "README.md").read_text(encoding="utf-8")
@@ -396,7 +439,11 @@ OFFLINE_REASON = "offline and not in the local Hub cache (LocalEntryNotFoundErro
 
 @pytest.mark.parametrize(
     "name,reason",
-    [("does-not-exist", OFFLINE_REASON), ("org/does-not-exist", OFFLINE_REASON), ("./no/such/folder", "not a valid Hub repo id either")],
+    [
+        ("does-not-exist", OFFLINE_REASON),
+        ("org/does-not-exist", OFFLINE_REASON),
+        ("./no/such/folder", "not a valid Hub repo id either"),
+    ],
 )
 def test_missing_pipeline_is_one_clear_error(name, reason, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

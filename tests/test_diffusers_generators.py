@@ -6,9 +6,9 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
+from conftest import tiny_clip
 from diffusers import (
     AutoencoderKL,
     CMStochasticIterativeScheduler,
@@ -36,28 +36,39 @@ from tron_pipelines.models import (
     load_diffusers_generator,
 )
 
-from conftest import tiny_clip
 
 SIDE = 8
 
 
 def tiny_unet(channels: int = 3, side: int = SIDE, seed: int = 0, **kwargs) -> UNet2DModel:
     torch.manual_seed(seed)
-    config = dict(
-        sample_size=side, in_channels=channels, out_channels=channels, block_out_channels=(8, 16), layers_per_block=1,
-        norm_num_groups=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=4,
-    )
+    config = {
+        "sample_size": side,
+        "in_channels": channels,
+        "out_channels": channels,
+        "block_out_channels": (8, 16),
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+        "attention_head_dim": 4,
+    }
     config.update(kwargs)
     return UNet2DModel(**config).eval()
 
 
 def tiny_autoencoder(kind: str, latent_channels: int = 3, seed: int = 1):
     torch.manual_seed(seed)
-    common = dict(
-        in_channels=3, out_channels=3, block_out_channels=(8, 16), latent_channels=latent_channels, norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=2 * SIDE,
-    )
+    common = {
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": (8, 16),
+        "latent_channels": latent_channels,
+        "norm_num_groups": 4,
+        "down_block_types": ("DownEncoderBlock2D",) * 2,
+        "up_block_types": ("UpDecoderBlock2D",) * 2,
+        "sample_size": 2 * SIDE,
+    }
     if kind == "VQModel":
         return VQModel(**common, num_vq_embeddings=16, vq_embed_dim=latent_channels).eval()
     return AutoencoderKL(**common).eval()
@@ -79,7 +90,9 @@ def seeds(batch: int, seed: int = 0) -> list[torch.Generator]:
 @pytest.fixture(scope="module")
 def ddpm_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddpm")
-    DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler(num_train_timesteps=100, clip_sample=False)).save_pretrained(folder)
+    DDPMPipeline(
+        unet=tiny_unet(), scheduler=DDPMScheduler(num_train_timesteps=100, clip_sample=False)
+    ).save_pretrained(folder)
     return folder
 
 
@@ -87,7 +100,9 @@ def ddpm_folder(tmp_path_factory):
 def ldm_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ldm")
     # LDMPipeline runs the scheduler it holds; the released LDM pipelines hold DDIM.
-    pipe = LDMPipeline(vqvae=tiny_autoencoder("VQModel"), unet=tiny_unet(), scheduler=DDIMScheduler(num_train_timesteps=100))
+    pipe = LDMPipeline(
+        vqvae=tiny_autoencoder("VQModel"), unet=tiny_unet(), scheduler=DDIMScheduler(num_train_timesteps=100)
+    )
     pipe.save_pretrained(folder)
     return folder
 
@@ -103,7 +118,9 @@ def consistency_folder(tmp_path_factory):
 def test_ddim_sampler_equals_ddim_pipeline(ddpm_folder):
     generator = DiffusionSamplerGenerator.from_diffusers(ddpm_folder, num_sampler_steps=4)
     reference = DDIMPipeline.from_pretrained(ddpm_folder)
-    expected = reference(batch_size=3, num_inference_steps=4, eta=0.0, generator=seeds(3), output_type="pt").images * 2 - 1
+    expected = (
+        reference(batch_size=3, num_inference_steps=4, eta=0.0, generator=seeds(3), output_type="pt").images * 2 - 1
+    )
     images = generator.generate(initial_noise(3, (3, SIDE, SIDE)).flatten(1))
     assert images.shape == (3, 3, SIDE, SIDE)
     assert (images - expected).abs().max() <= 1e-5
@@ -112,7 +129,9 @@ def test_ddim_sampler_equals_ddim_pipeline(ddpm_folder):
 
 
 def test_dpm_solver_sampler_equals_a_diffusers_pipeline_running_it(ddpm_folder):
-    generator = DiffusionSamplerGenerator.from_diffusers(ddpm_folder, num_sampler_steps=3, scheduler_class="DPMSolverMultistepScheduler")
+    generator = DiffusionSamplerGenerator.from_diffusers(
+        ddpm_folder, num_sampler_steps=3, scheduler_class="DPMSolverMultistepScheduler"
+    )
     # DDPMPipeline runs whatever scheduler it holds (DDIMPipeline would convert it to DDIM).
     reference = DDPMPipeline.from_pretrained(ddpm_folder)
     reference.scheduler = DPMSolverMultistepScheduler.from_config(reference.scheduler.config)
@@ -140,9 +159,22 @@ def test_consistency_model_equals_consistency_pipeline(consistency_folder, steps
     reference = ConsistencyModelPipeline.from_pretrained(consistency_folder)
     noise = initial_noise(2, (3, SIDE, SIDE))
     # The noise between steps: what the pipeline adds when every image's generator is seeded with `noise_seed`.
-    call = {"num_inference_steps": steps.get("num_sampler_steps")} if "num_sampler_steps" in steps else {"num_inference_steps": None, **steps}
-    expected = reference(batch_size=2, latents=noise, generator=[torch.Generator().manual_seed(7) for _ in range(2)],
-                         output_type="pt", **call).images * 2 - 1
+    call = (
+        {"num_inference_steps": steps.get("num_sampler_steps")}
+        if "num_sampler_steps" in steps
+        else {"num_inference_steps": None, **steps}
+    )
+    expected = (
+        reference(
+            batch_size=2,
+            latents=noise,
+            generator=[torch.Generator().manual_seed(7) for _ in range(2)],
+            output_type="pt",
+            **call,
+        ).images
+        * 2
+        - 1
+    )
     images = generator.generate(noise.flatten(1))
     assert (images - expected).abs().max() <= 1e-5
     # The same function of z whatever the batch: the fixed noise is per image, not per batch.
@@ -168,9 +200,15 @@ def gradient_generators(tmp_path_factory=None) -> dict:
     kl = tiny_autoencoder("AutoencoderKL")
     return {
         "ddim": DiffusionSamplerGenerator(unet_config, "DDIMScheduler", scheduler, num_sampler_steps=3),
-        "dpm-solver": DiffusionSamplerGenerator(unet_config, "DPMSolverMultistepScheduler", scheduler, num_sampler_steps=3),
-        "latent diffusion": DiffusionSamplerGenerator(unet_config, "DDIMScheduler", scheduler, 2, "AutoencoderKL", dict(kl.config)),
-        "consistency, 2 steps": ConsistencyModelGenerator(unet_config, dict(consistency_scheduler().config), num_sampler_steps=2),
+        "dpm-solver": DiffusionSamplerGenerator(
+            unet_config, "DPMSolverMultistepScheduler", scheduler, num_sampler_steps=3
+        ),
+        "latent diffusion": DiffusionSamplerGenerator(
+            unet_config, "DDIMScheduler", scheduler, 2, "AutoencoderKL", dict(kl.config)
+        ),
+        "consistency, 2 steps": ConsistencyModelGenerator(
+            unet_config, dict(consistency_scheduler().config), num_sampler_steps=2
+        ),
         "vae decoder": VAEDecoderGenerator("AutoencoderKL", dict(kl.config)),
     }
 
@@ -199,7 +237,10 @@ def test_gradients_match_finite_differences(kind):
     step, rtol = (1e-4, 2e-3) if kind == "dpm-solver" else (1e-6, 1e-5)
     with torch.no_grad():
         for direction in torch.randn((3, *latents.shape), dtype=torch.float64):
-            numeric = (energy_of(generator, latents + step * direction, weights) - energy_of(generator, latents - step * direction, weights)) / (2 * step)
+            numeric = (
+                energy_of(generator, latents + step * direction, weights)
+                - energy_of(generator, latents - step * direction, weights)
+            ) / (2 * step)
             analytic = (gradient * direction).sum(1)
             assert torch.allclose(numeric, analytic, rtol=rtol, atol=1e-7), (kind, numeric, analytic)
 
@@ -251,8 +292,12 @@ def classifier_tron_pipeline(generator) -> TronPipeline:
     from tron_pipelines import ConvClassifier
 
     torch.manual_seed(5)
-    classifier = ConvClassifier(num_classes=4, in_channels=3, image_size=SIDE, channels=(8, 16), image_mean=(0.5,) * 3, image_std=(0.5,) * 3).eval()
-    translator = TranslatorModel(condition_dim=4, latent_dim=generator.latent_dim, num_components=2, hidden_dim=16).eval()
+    classifier = ConvClassifier(
+        num_classes=4, in_channels=3, image_size=SIDE, channels=(8, 16), image_mean=(0.5,) * 3, image_std=(0.5,) * 3
+    ).eval()
+    translator = TranslatorModel(
+        condition_dim=4, latent_dim=generator.latent_dim, num_components=2, hidden_dim=16
+    ).eval()
     pipe = TronPipeline(translator, generator, classifier, LangevinScheduler(step_size=0.5, noise_std=0.01))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -264,7 +309,9 @@ def test_whole_pipeline_reloads_in_a_fresh_process(ddpm_folder, tmp_path):
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["generator"] == ["tron_pipelines.models.diffusers_generators", "DiffusionSamplerGenerator"]
-    expected = pipe(class_labels=[1, 2], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent").latents
+    expected = pipe(
+        class_labels=[1, 2], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent"
+    ).latents
     torch.save(expected, tmp_path / "expected.pt")
     script = textwrap.dedent(
         f"""
@@ -278,20 +325,34 @@ def test_whole_pipeline_reloads_in_a_fresh_process(ddpm_folder, tmp_path):
         print("ok")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "", "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "", "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
 
 
 def test_pipeline_in_bfloat16_and_under_autocast(ddpm_folder):
     pipe = classifier_tron_pipeline(DiffusionSamplerGenerator.from_diffusers(ddpm_folder, num_sampler_steps=2))
-    reference = pipe(class_labels=[0, 3], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
-    autocast = pipe(class_labels=[0, 3], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt",
-                    autocast_dtype=torch.bfloat16)
+    reference = pipe(
+        class_labels=[0, 3], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt"
+    )
+    autocast = pipe(
+        class_labels=[0, 3],
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+        autocast_dtype=torch.bfloat16,
+    )
     assert autocast.latents.dtype == torch.float32 and (autocast.images - reference.images).abs().max() < 0.1
     pipe.to(dtype=torch.bfloat16)
     assert pipe.generator.dtype == torch.bfloat16 and pipe.generator.unet.dtype == torch.bfloat16
-    lowered = pipe(class_labels=[0, 3], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
+    lowered = pipe(
+        class_labels=[0, 3], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt"
+    )
     assert lowered.latents.dtype == torch.float32 and torch.isfinite(lowered.energies).all()
     assert (lowered.images.float() - reference.images).abs().max() < 0.1
 
@@ -308,19 +369,48 @@ def test_model_cpu_offload_needs_an_accelerator_and_leaves_the_pipeline_usable(d
 def tiny_img2img(tokenizer) -> StableDiffusionImg2ImgPipeline:
     torch.manual_seed(6)
     unet = UNet2DConditionModel(
-        sample_size=SIDE, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4,
+        sample_size=SIDE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                                num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
     pipe = StableDiffusionImg2ImgPipeline(
-        vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(), scheduler=DDPMScheduler(num_train_timesteps=100),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=DDPMScheduler(num_train_timesteps=100),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -329,17 +419,39 @@ def tiny_img2img(tokenizer) -> StableDiffusionImg2ImgPipeline:
 def test_tron_images_chain_into_image_to_image(ddpm_folder, tokenizer):
     # A 16 px RGB TR0N pipeline (text conditions from a tiny CLIP) feeding Stable Diffusion's img2img.
     torch.manual_seed(7)
-    generator = DiffusionSamplerGenerator(dict(tiny_unet(side=16).config), "DDIMScheduler", dict(DDPMScheduler(num_train_timesteps=100).config), 2)
-    translator = TranslatorModel(condition_dim=16, latent_dim=generator.latent_dim, num_components=2, hidden_dim=16).eval()
-    tron = TronPipeline(translator, generator, tiny_clip(len(tokenizer)), LangevinScheduler(step_size=0.5, noise_std=0.01), tokenizer=tokenizer)
+    generator = DiffusionSamplerGenerator(
+        dict(tiny_unet(side=16).config), "DDIMScheduler", dict(DDPMScheduler(num_train_timesteps=100).config), 2
+    )
+    translator = TranslatorModel(
+        condition_dim=16, latent_dim=generator.latent_dim, num_components=2, hidden_dim=16
+    ).eval()
+    tron = TronPipeline(
+        translator,
+        generator,
+        tiny_clip(len(tokenizer)),
+        LangevinScheduler(step_size=0.5, noise_std=0.01),
+        tokenizer=tokenizer,
+    )
     tron.set_progress_bar_config(disable=True)
     img2img = tiny_img2img(tokenizer)
 
     def refine(image):
-        return img2img(prompt=["a red car"] * 2, image=image, strength=0.5, num_inference_steps=4, guidance_scale=1.0,
-                       generator=torch.Generator().manual_seed(0), output_type="pt").images
+        return img2img(
+            prompt=["a red car"] * 2,
+            image=image,
+            strength=0.5,
+            num_inference_steps=4,
+            guidance_scale=1.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).images
 
-    call = dict(prompt="a red car", num_images_per_prompt=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    call = {
+        "prompt": "a red car",
+        "num_images_per_prompt": 2,
+        "num_inference_steps": 2,
+        "generator": torch.Generator().manual_seed(0),
+    }
     as_pil = tron(**call, output_type="pil").images
     call["generator"] = torch.Generator().manual_seed(0)
     as_tensor = tron(**call, output_type="pt").images
@@ -357,10 +469,25 @@ def test_tron_images_chain_into_image_to_image(ddpm_folder, tokenizer):
     [
         (lambda: DiffusionSamplerGenerator(dict(tiny_unet(num_class_embeds=10).config)), "class-conditional"),
         (lambda: DiffusionSamplerGenerator(dict(tiny_unet(out_channels=6).config)), "out_channels"),
-        (lambda: DiffusionSamplerGenerator(dict(tiny_unet().config), "EulerAncestralDiscreteScheduler"), "scheduler_class"),
-        (lambda: DiffusionSamplerGenerator(dict(tiny_unet().config), "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}), "stochastic"),
+        (
+            lambda: DiffusionSamplerGenerator(dict(tiny_unet().config), "EulerAncestralDiscreteScheduler"),
+            "scheduler_class",
+        ),
+        (
+            lambda: DiffusionSamplerGenerator(
+                dict(tiny_unet().config), "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}
+            ),
+            "stochastic",
+        ),
         (lambda: DiffusionSamplerGenerator(dict(tiny_unet().config), num_sampler_steps=0), "num_sampler_steps"),
-        (lambda: DiffusionSamplerGenerator(dict(tiny_unet().config), decoder_class="AutoencoderKL", decoder_config=dict(tiny_autoencoder("AutoencoderKL", 4).config)), "latents"),
+        (
+            lambda: DiffusionSamplerGenerator(
+                dict(tiny_unet().config),
+                decoder_class="AutoencoderKL",
+                decoder_config=dict(tiny_autoencoder("AutoencoderKL", 4).config),
+            ),
+            "latents",
+        ),
         (lambda: VAEDecoderGenerator("UNet2DModel", {}), "decoder_class"),
     ],
 )
@@ -370,7 +497,9 @@ def test_bad_configurations_are_refused(build, match):
 
 
 def test_unsupported_pipelines_are_refused_with_the_supported_kinds(ddpm_folder, consistency_folder, tmp_path):
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]})
+    )
     with pytest.raises(ValueError, match="DDPMPipeline, DDIMPipeline, LDMPipeline, ConsistencyModelPipeline"):
         load_diffusers_generator(tmp_path)
     with pytest.raises(ValueError, match="ConsistencyModelPipeline"):
@@ -383,21 +512,67 @@ def test_tron_build_turns_a_diffusers_pipeline_into_a_trained_one(ddpm_folder, t
     from tron_pipelines.cli import main
     from tron_pipelines.conversion.formats import detect_generator_format
 
-    classifier_tron_pipeline(DiffusionSamplerGenerator.from_diffusers(ddpm_folder)).encoder.save_pretrained(tmp_path / "classifier")
+    classifier_tron_pipeline(DiffusionSamplerGenerator.from_diffusers(ddpm_folder)).encoder.save_pretrained(
+        tmp_path / "classifier"
+    )
     source = f"diffusers:{ddpm_folder}"
-    assert (detect_generator_format(source).name, detect_generator_format(source).default_preset(source)) == ("diffusers", "diffusion")
+    assert (detect_generator_format(source).name, detect_generator_format(source).default_preset(source)) == (
+        "diffusers",
+        "diffusion",
+    )
     output = tmp_path / "build"
-    assert main([
-        "build", "--generator", source, "--generator_config", "num_sampler_steps=2", "--encoder", str(tmp_path / "classifier"),
-        "--output", str(output), "--num_pairs", "32", "--pairs_per_shard", "32", "--generation_batch_size", "16",
-        "--num_components", "2", "--hidden_dim", "16", "--train_batch_size", "16", "--max_train_steps", "2",
-        "--validation_steps", "100", "--num_validation_pairs", "16", "--num_validation_conditions", "2", "--report_to", "none",
-        "--sample_class_labels", "3", "--sample_images", "1", "--sample_steps", "1", "--sample_augmentations", "0",
-    ]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--generator",
+                source,
+                "--generator_config",
+                "num_sampler_steps=2",
+                "--encoder",
+                str(tmp_path / "classifier"),
+                "--output",
+                str(output),
+                "--num_pairs",
+                "32",
+                "--pairs_per_shard",
+                "32",
+                "--generation_batch_size",
+                "16",
+                "--num_components",
+                "2",
+                "--hidden_dim",
+                "16",
+                "--train_batch_size",
+                "16",
+                "--max_train_steps",
+                "2",
+                "--validation_steps",
+                "100",
+                "--num_validation_pairs",
+                "16",
+                "--num_validation_conditions",
+                "2",
+                "--report_to",
+                "none",
+                "--sample_class_labels",
+                "3",
+                "--sample_images",
+                "1",
+                "--sample_steps",
+                "1",
+                "--sample_augmentations",
+                "0",
+            ]
+        )
+        == 0
+    )
     trained = TronPipeline.from_pretrained(output / "pipeline")
     trained.set_progress_bar_config(disable=True)
     assert isinstance(trained.generator, DiffusionSamplerGenerator) and trained.generator.config.num_sampler_steps == 2
     assert trained.translator.config.num_components == 2
     assert trained.config.default_num_inference_steps == SAMPLING_PRESETS["diffusion"]["default_num_inference_steps"]
-    out = trained(class_labels=[3], num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="np")
+    out = trained(
+        class_labels=[3], num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="np"
+    )
     assert out.images.shape == (1, SIDE, SIDE, 3)

@@ -19,7 +19,11 @@ def test_every_embedded_pipeline_ships():
 
 @pytest.mark.parametrize(
     "name,condition",
-    [("tron-mnist", {"class_labels": [0, 7]}), ("tron-mnist-ddim", {"class_labels": [0, 7]}), ("tron-mnist-text", {"prompt": ["a bold seven", "a thin two leaning left"]})],
+    [
+        ("tron-mnist", {"class_labels": [0, 7]}),
+        ("tron-mnist-ddim", {"class_labels": [0, 7]}),
+        ("tron-mnist-text", {"prompt": ["a bold seven", "a thin two leaning left"]}),
+    ],
 )
 def test_embedded_pipeline_generates(name, condition):
     pipe = TronPipeline.from_pretrained(name)
@@ -30,7 +34,23 @@ def test_embedded_pipeline_generates(name, condition):
 
 
 def test_readme_command_writes_a_grid(tmp_path):
-    assert main(["generate", "a bold seven leaning right", "--num-images", "2", "--seed", "0", "--steps", "2", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "a bold seven leaning right",
+                "--num-images",
+                "2",
+                "--seed",
+                "0",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["pipeline"] == "tron-mnist-text" and len(manifest["images"]) == 2
     assert (tmp_path / "grid.png").is_file()
@@ -50,4 +70,8 @@ def test_text_pipeline_warns_about_words_it_never_learned():
         pipe("a photo of a three", num_inference_steps=0, output_type="latent")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pipe(["the thin number two, tilted left", "a small handwritten 5 leaning to the right"], num_inference_steps=0, output_type="latent")
+        pipe(
+            ["the thin number two, tilted left", "a small handwritten 5 leaning to the right"],
+            num_inference_steps=0,
+            output_type="latent",
+        )

@@ -15,6 +15,7 @@ from transformers import CLIPImageProcessor, ViTConfig, ViTForImageClassificatio
 from tron_pipelines import ConvClassifier
 from tron_pipelines.encoders import EncoderAdapter
 
+
 # OpenAI CLIP's published pixel statistics.
 OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -35,7 +36,10 @@ def test_clip_without_an_image_processor_reads_its_vision_config(clip, tokenizer
 @pytest.mark.parametrize(
     "processor,size",
     [
-        (CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 20, "width": 20}), 20),  # the crop decides
+        (
+            CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 20, "width": 20}),
+            20,
+        ),  # the crop decides
         (SimpleNamespace(size={"shortest_edge": 18}), 18),
         (SimpleNamespace(crop_size=None, size={"height": 12, "width": 12}), 12),
         (SimpleNamespace(size=14, image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6]), 14),
@@ -44,7 +48,10 @@ def test_clip_without_an_image_processor_reads_its_vision_config(clip, tokenizer
 def test_image_processor_sets_size_and_statistics(clip, tokenizer, processor, size):
     adapter = EncoderAdapter(clip, tokenizer, processor)
     assert adapter.image_size == size
-    statistics = (tuple(getattr(processor, "image_mean", OPENAI_CLIP_MEAN)), tuple(getattr(processor, "image_std", OPENAI_CLIP_STD)))
+    statistics = (
+        tuple(getattr(processor, "image_mean", OPENAI_CLIP_MEAN)),
+        tuple(getattr(processor, "image_std", OPENAI_CLIP_STD)),
+    )
     assert (adapter.image_mean, adapter.image_std) == statistics
 
 
@@ -58,7 +65,10 @@ def test_text_length_is_the_shorter_of_tokenizer_and_position_table(clip, tokeni
     long_limit.model_max_length = 77
     prompts = ["a bold seven leaning right", "the number three"]
     cpu = torch.device("cpu")
-    torch.testing.assert_close(EncoderAdapter(clip, long_limit).encode_prompts(prompts, cpu), EncoderAdapter(clip, tokenizer).encode_prompts(prompts, cpu))
+    torch.testing.assert_close(
+        EncoderAdapter(clip, long_limit).encode_prompts(prompts, cpu),
+        EncoderAdapter(clip, tokenizer).encode_prompts(prompts, cpu),
+    )
 
 
 GREY_STATISTICS = {"image_mean": (0.1, 0.2, 0.3), "image_std": (0.4, 0.5, 0.6)}
@@ -75,7 +85,9 @@ def test_clip_without_transformers_sub_configs(clip, tokenizer, config, expected
     # OpenCLIP's wrapper: one flat config (no `vision_config`, `text_config` or `projection_dim`) with the image size,
     # channels and statistics, or CLIP's defaults where it has none; the tokenizer's limit is the text length.
     encoder = SimpleNamespace(
-        config=SimpleNamespace(embed_dim=8, **config), get_text_features=clip.get_text_features, get_image_features=clip.get_image_features
+        config=SimpleNamespace(embed_dim=8, **config),
+        get_text_features=clip.get_text_features,
+        get_image_features=clip.get_image_features,
     )
     adapter = EncoderAdapter(encoder, tokenizer)
     assert (adapter.kind, adapter.condition_dim) == ("clip", 8)
@@ -90,7 +102,9 @@ def test_clip_without_transformers_sub_configs(clip, tokenizer, config, expected
 def test_classifier_config_defaults(config, expected):
     # A classifier is anything without text features; its size and channels come from its config (`num_channels`
     # when there is no `in_channels`), else 224 and RGB, normalised to [-1, 1].
-    encoder = SimpleNamespace(config=SimpleNamespace(num_classes=4, **config), get_image_features=lambda **kwargs: None)
+    encoder = SimpleNamespace(
+        config=SimpleNamespace(num_classes=4, **config), get_image_features=lambda **kwargs: None
+    )
     adapter = EncoderAdapter(encoder)
     assert adapter.kind == "classifier"
     assert (adapter.image_size, adapter.channels, adapter.image_mean, adapter.image_std) == expected
@@ -103,7 +117,9 @@ def test_truncation_warning_names_the_dropped_words(clip, tokenizer):
     for count, shown in ((20, " ".join(words[14:20])), (21, " ".join(words[14:20]) + " ...")):
         with pytest.warns(UserWarning) as warned:
             adapter.encode_prompts([" ".join(words[:count])], cpu)
-        assert str(warned[0].message).endswith(f"{count - 14} tokens ({count - 14} words) were dropped, starting with {shown!r}.")
+        assert str(warned[0].message).endswith(
+            f"{count - 14} tokens ({count - 14} words) were dropped, starting with {shown!r}."
+        )
 
 
 def test_model_outputs_and_plain_tensors_both_give_the_embedding():
@@ -175,12 +191,21 @@ def test_features_cast_the_pixels_to_the_encoders_dtype():
     classifier = ConvClassifier(num_classes=4, in_channels=1, image_size=12, channels=(4,)).eval().to(torch.bfloat16)
     pixels = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        torch.testing.assert_close(EncoderAdapter(classifier).features(pixels), classifier(pixel_values=pixels.to(torch.bfloat16)).logits)
+        torch.testing.assert_close(
+            EncoderAdapter(classifier).features(pixels), classifier(pixel_values=pixels.to(torch.bfloat16)).logits
+        )
 
 
 def test_package_classifier():
-    classifier = ConvClassifier(num_classes=4, in_channels=1, image_size=12, channels=(4,), image_mean=(0.2,), image_std=(0.7,),
-                                labels=["a", "b", "c", "d"])
+    classifier = ConvClassifier(
+        num_classes=4,
+        in_channels=1,
+        image_size=12,
+        channels=(4,),
+        image_mean=(0.2,),
+        image_std=(0.7,),
+        labels=["a", "b", "c", "d"],
+    )
     adapter = EncoderAdapter(classifier)
     assert adapter.kind == "classifier" and adapter.feature_energy == "cross_entropy"
     assert (adapter.condition_dim, adapter.num_classes, adapter.image_size, adapter.channels) == (4, 4, 12, 1)
@@ -194,8 +219,17 @@ def test_package_classifier():
 def test_transformers_classifier_without_image_statistics():
     # A transformers image classifier: classes from num_labels and id2label, size and channels from its config, and
     # the [-1, 1] normalisation ((x - 0.5) / 0.5) when the config has no image statistics.
-    config = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=16, num_labels=3, id2label={0: "cat", 1: "dog", 2: "car"})
+    config = ViTConfig(
+        image_size=16,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        num_labels=3,
+        id2label={0: "cat", 1: "dog", 2: "car"},
+    )
     adapter = EncoderAdapter(ViTForImageClassification(config).eval())
     assert adapter.kind == "classifier" and adapter.condition_dim == 3 and adapter.class_names == ["cat", "dog", "car"]
     assert (adapter.image_size, adapter.channels) == (16, 3)
@@ -212,7 +246,9 @@ def test_array_layouts_without_an_image_processor(clip, tokenizer):
     mean, std = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
 
     def by_hand(channels_first):
-        resized = F.interpolate(channels_first.expand(-1, 3, -1, -1), size=(16, 16), mode="bilinear", align_corners=False)
+        resized = F.interpolate(
+            channels_first.expand(-1, 3, -1, -1), size=(16, 16), mode="bilinear", align_corners=False
+        )
         with torch.no_grad():
             features = adapter.encoder.get_image_features(pixel_values=(resized - mean) / std)
         return features if isinstance(features, torch.Tensor) else features.pooler_output
@@ -222,7 +258,9 @@ def test_array_layouts_without_an_image_processor(clip, tokenizer):
     for shape in ((1, 1, 6, 3), (1, 3, 6, 3), (2, 3, 16, 16)):
         pixels = torch.rand(shape, generator=generator)
         torch.testing.assert_close(adapter.encode_images(pixels.numpy(), cpu), by_hand(pixels), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(adapter.encode_images(pixels.permute(0, 2, 3, 1), cpu), by_hand(pixels), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            adapter.encode_images(pixels.permute(0, 2, 3, 1), cpu), by_hand(pixels), atol=1e-5, rtol=1e-5
+        )
     # Grey PIL images are 2-D arrays of 0..255: one channel, scaled by 1/255, one image or a list.
     grey = torch.randint(0, 256, (2, 1, 6, 5), generator=generator).float()
     pil = [PIL.Image.fromarray(image[0].numpy().astype(np.uint8), mode="L") for image in grey]

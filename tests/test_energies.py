@@ -2,7 +2,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tron_pipelines import ConditionTerm, DiffAugment, TronEnergy, cosine_energy, cross_entropy_energy, gaussian_prior_energy
+from tron_pipelines import (
+    ConditionTerm,
+    DiffAugment,
+    TronEnergy,
+    cosine_energy,
+    cross_entropy_energy,
+    gaussian_prior_energy,
+)
 from tron_pipelines.models.generator import ConvGenerator, sample_normal_prior
 
 
@@ -18,10 +25,14 @@ def test_tron_energy_defaults_score_the_plain_image(clip_pipe):
     energy = TronEnergy(clip_pipe.generator, adapter, "cosine", [ConditionTerm(condition)])
     assert energy.sample_augmentations(latents, seeded(0)) is None
     with torch.no_grad():
-        features = adapter.encoder.get_image_features(pixel_values=adapter.preprocess_generated(clip_pipe.generator.generate(latents)))
+        features = adapter.encoder.get_image_features(
+            pixel_values=adapter.preprocess_generated(clip_pipe.generator.generate(latents))
+        )
         features = features if isinstance(features, torch.Tensor) else features.pooler_output
         torch.testing.assert_close(energy(latents), -F.cosine_similarity(features, condition), atol=1e-6, rtol=1e-5)
-        norm_energy = TronEnergy(clip_pipe.generator, adapter, lambda f, c: f.norm(dim=-1).mean(dim=1), [ConditionTerm(condition, 2.0)])
+        norm_energy = TronEnergy(
+            clip_pipe.generator, adapter, lambda f, c: f.norm(dim=-1).mean(dim=1), [ConditionTerm(condition, 2.0)]
+        )
         torch.testing.assert_close(norm_energy(latents), 2.0 * features.norm(dim=-1), atol=1e-5, rtol=1e-5)
 
 
@@ -30,8 +41,12 @@ def test_cosine_and_cross_entropy_energies():
     assert cosine_energy(features, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(-0.5)
     logits = torch.tensor([[[2.0, 0.0, -1.0]]])
     target = F.one_hot(torch.tensor([0]), 3).float()
-    assert cross_entropy_energy(logits, target).item() == pytest.approx(F.cross_entropy(logits[0], torch.tensor([0])).item())
-    torch.testing.assert_close(gaussian_prior_energy(torch.tensor([[3.0, 4.0], [1.0, 0.0]])), torch.tensor([12.5, 0.5]))
+    assert cross_entropy_energy(logits, target).item() == pytest.approx(
+        F.cross_entropy(logits[0], torch.tensor([0])).item()
+    )
+    torch.testing.assert_close(
+        gaussian_prior_energy(torch.tensor([[3.0, 4.0], [1.0, 0.0]])), torch.tensor([12.5, 0.5])
+    )
 
 
 def test_diff_augment_shapes_randomness_and_gradients():
@@ -89,7 +104,9 @@ def shift_draw(pixels, side=8, ratio=0.25):
 def test_translation_equals_a_shifted_copy():
     images = torch.rand(1, 2, 8, 8, generator=seeded(0)) * 2 - 1
     shifts = [(1, 0), (0, -2), (2, 1), (-1, -1), (0, 0)]
-    parameters = draws_for(len(shifts), u4=[shift_draw(dx) for dx, _ in shifts], u5=[shift_draw(dy) for _, dy in shifts])
+    parameters = draws_for(
+        len(shifts), u4=[shift_draw(dx) for dx, _ in shifts], u5=[shift_draw(dy) for _, dy in shifts]
+    )
     copies = DiffAugment(policy=("translation",), translation_ratio=0.25).apply(images, parameters)
     for index, (dx, dy) in enumerate(shifts):
         torch.testing.assert_close(copies[0, index], shifted(images[0], dx, dy), atol=1e-5, rtol=0)
@@ -121,9 +138,13 @@ def test_color_changes_brightness_saturation_and_contrast_as_documented():
     torch.testing.assert_close(augment.apply(images, draws_for(1, u0=[0.8]))[0, 0], images[0] + 0.3)
     # Saturation alone: the channels move away from their per-pixel mean by a factor 2 * u1 (0: grey).
     torch.testing.assert_close(augment.apply(images, draws_for(1, u1=[0.0]))[0, 0], pixel_mean.expand(3, -1, -1))
-    torch.testing.assert_close(augment.apply(images, draws_for(1, u1=[0.9]))[0, 0], pixel_mean + 1.8 * (images[0] - pixel_mean))
+    torch.testing.assert_close(
+        augment.apply(images, draws_for(1, u1=[0.9]))[0, 0], pixel_mean + 1.8 * (images[0] - pixel_mean)
+    )
     # Contrast alone: the pixels move away from the image mean by a factor 0.5 + u2.
-    torch.testing.assert_close(augment.apply(images, draws_for(1, u2=[0.1]))[0, 0], image_mean + 0.6 * (images[0] - image_mean))
+    torch.testing.assert_close(
+        augment.apply(images, draws_for(1, u2=[0.1]))[0, 0], image_mean + 0.6 * (images[0] - image_mean)
+    )
     # All three: they commute (saturation keeps the image mean), so the result has a closed form.
     together = augment.apply(images, draws_for(1, u0=[0.2], u1=[0.3], u2=[0.9]))[0, 0]
     expected = -0.3 + image_mean + 1.4 * (0.6 * (images[0] - pixel_mean) + pixel_mean - image_mean)

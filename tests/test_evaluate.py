@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from conftest import reset_accelerate_state
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from conftest import reset_accelerate_state
 from tron_pipelines.cli import main
+
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_CLASSIFIER = ROOT / "benchmarks" / "assets" / "mnist-eval-classifier"
@@ -31,7 +32,11 @@ def generate(*args):
 
 def evaluate(*args) -> dict:
     assert main(["evaluate", *map(str, args)]) == 0
-    output = Path(args[list(args).index("--output") + 1]) if "--output" in args else Path(args[list(args).index("--images") + 1]) / "metrics.json"
+    output = (
+        Path(args[list(args).index("--output") + 1])
+        if "--output" in args
+        else Path(args[list(args).index("--images") + 1]) / "metrics.json"
+    )
     return json.loads(output.read_text())
 
 
@@ -58,29 +63,55 @@ def test_mnist_scores_equal_the_benchmarks_on_the_same_images(tmp_path, monkeypa
     generate("--pipeline", "tron-mnist", "--class_labels", "0-9", "--num_images", "3", "--steps", "2", "--out", digits)
     monkeypatch.setattr(sys, "argv", ["export_held_out.py", "--out", str(held_out)])
     export_held_out.main()
-    metrics = evaluate("--images", digits, "--reference", held_out, "--features", "classifier", "--classifier", EVAL_CLASSIFIER,
-                       "--save_reference", tmp_path / "held-out.npz")
+    metrics = evaluate(
+        "--images",
+        digits,
+        "--reference",
+        held_out,
+        "--features",
+        "classifier",
+        "--classifier",
+        EVAL_CLASSIFIER,
+        "--save_reference",
+        tmp_path / "held-out.npz",
+    )
     table = capsys.readouterr().out
     assert "Fréchet distance (classifier features)" in table and "accuracy" in table
 
     # The benchmark's own scoring of the same files: pixels / 255, as the pipeline's output_type="np" gives them.
     evaluator = MnistEvaluator(EVAL_CLASSIFIER)
     images, entries = load_images(digits)
-    expected = evaluator.score(np.stack([np.asarray(image, dtype=np.float64) / 255 for image in images]),
-                               [entry["class_label"] for entry in entries])
+    expected = evaluator.score(
+        np.stack([np.asarray(image, dtype=np.float64) / 255 for image in images]),
+        [entry["class_label"] for entry in entries],
+    )
     assert metrics["num_images"] == metrics["num_labelled_images"] == expected["num_images"] == 30
     assert metrics["num_reference_images"] == 1000
     for key in ("frechet_distance", "frechet_distance_std", "accuracy"):
         assert metrics[key] == expected[key], key
 
     # Saved statistics give the same numbers; the held-out PNGs score as the held-out arrays do.
-    assert evaluate("--images", digits, "--reference", tmp_path / "held-out.npz", "--features", "classifier",
-                    "--classifier", EVAL_CLASSIFIER, "--output", tmp_path / "again.json")["frechet_distance"] == expected["frechet_distance"]
+    assert (
+        evaluate(
+            "--images",
+            digits,
+            "--reference",
+            tmp_path / "held-out.npz",
+            "--features",
+            "classifier",
+            "--classifier",
+            EVAL_CLASSIFIER,
+            "--output",
+            tmp_path / "again.json",
+        )["frechet_distance"]
+        == expected["frechet_distance"]
+    )
     real = evaluate("--images", held_out, "--classifier", EVAL_CLASSIFIER)
     assert real["accuracy"] == evaluator.real_accuracy and "frechet_distance" not in real
 
     assert "holds statistics of other features (classifier:" in evaluate_error(
-        "--images", digits, "--reference", tmp_path / "held-out.npz", "--features", "clip", "--clip", "tron-mnist-text")
+        "--images", digits, "--reference", tmp_path / "held-out.npz", "--features", "clip", "--clip", "tron-mnist-text"
+    )
 
 
 def test_clip_score_and_fd_clip_match_an_independent_computation(clip_pipe, tmp_path):
@@ -88,21 +119,62 @@ def test_clip_score_and_fd_clip_match_an_independent_computation(clip_pipe, tmp_
     clip_pipe.save_pretrained(pipeline_dir)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a bold seven\na red car\n\na cat leaning left\n")
-    generate("--pipeline", pipeline_dir, "--prompts_file", prompts, "--num_images", "8", "--steps", "1", "--out", samples)
-    generate("--pipeline", pipeline_dir, "--prompts_file", prompts, "--num_images", "8", "--steps", "0", "--seed", "1000", "--out", reference)
+    generate(
+        "--pipeline", pipeline_dir, "--prompts_file", prompts, "--num_images", "8", "--steps", "1", "--out", samples
+    )
+    generate(
+        "--pipeline",
+        pipeline_dir,
+        "--prompts_file",
+        prompts,
+        "--num_images",
+        "8",
+        "--steps",
+        "0",
+        "--seed",
+        "1000",
+        "--out",
+        reference,
+    )
     (reference / "manifest.jsonl").unlink()  # a plain folder of images
-    metrics = evaluate("--images", samples, "--reference", reference, "--features", "clip", "--clip", pipeline_dir, "--batch_size", "5")
+    metrics = evaluate(
+        "--images",
+        samples,
+        "--reference",
+        reference,
+        "--features",
+        "clip",
+        "--clip",
+        pipeline_dir,
+        "--batch_size",
+        "5",
+    )
 
     images, entries = load_images(samples)
-    model, processor = CLIPModel.from_pretrained(pipeline_dir / "encoder"), CLIPImageProcessor.from_pretrained(pipeline_dir / "image_processor")
+    model, processor = (
+        CLIPModel.from_pretrained(pipeline_dir / "encoder"),
+        CLIPImageProcessor.from_pretrained(pipeline_dir / "image_processor"),
+    )
     tokenizer = CLIPTokenizer.from_pretrained(pipeline_dir / "tokenizer")
 
     def image_embeds(pils):
         with torch.no_grad():
-            return model.get_image_features(pixel_values=processor(images=[p.convert("RGB") for p in pils], return_tensors="pt").pixel_values).pooler_output.double().numpy()
+            return (
+                model.get_image_features(
+                    pixel_values=processor(images=[p.convert("RGB") for p in pils], return_tensors="pt").pixel_values
+                )
+                .pooler_output.double()
+                .numpy()
+            )
 
     with torch.no_grad():
-        tokens = tokenizer([entry["prompt"] for entry in entries], padding="max_length", max_length=16, truncation=True, return_tensors="pt")
+        tokens = tokenizer(
+            [entry["prompt"] for entry in entries],
+            padding="max_length",
+            max_length=16,
+            truncation=True,
+            return_tensors="pt",
+        )
         text = model.get_text_features(**tokens).pooler_output.double().numpy()
     generated = image_embeds(images)
     cosines = (generated * text).sum(1) / np.linalg.norm(generated, axis=1) / np.linalg.norm(text, axis=1)
@@ -111,8 +183,12 @@ def test_clip_score_and_fd_clip_match_an_independent_computation(clip_pipe, tmp_
 
     real = image_embeds([Image.open(path) for path in sorted(reference.glob("*.png"))])
     covariance_root = scipy.linalg.sqrtm(np.cov(generated, rowvar=False) @ np.cov(real, rowvar=False)).real
-    expected = ((generated.mean(0) - real.mean(0)) ** 2).sum() + np.trace(np.cov(generated, rowvar=False)) \
-        + np.trace(np.cov(real, rowvar=False)) - 2 * np.trace(covariance_root)
+    expected = (
+        ((generated.mean(0) - real.mean(0)) ** 2).sum()
+        + np.trace(np.cov(generated, rowvar=False))
+        + np.trace(np.cov(real, rowvar=False))
+        - 2 * np.trace(covariance_root)
+    )
     assert metrics["frechet_distance"] == pytest.approx(expected, rel=1e-4)
     assert metrics["num_reference_images"] == 24 and 0 < metrics["frechet_distance_std"]
 
@@ -120,7 +196,9 @@ def test_clip_score_and_fd_clip_match_an_independent_computation(clip_pipe, tmp_
 def test_conv_classifier_accuracy(classifier_pipe, tmp_path):
     pipeline_dir, samples = tmp_path / "pipe", tmp_path / "samples"
     classifier_pipe.save_pretrained(pipeline_dir)
-    generate("--pipeline", pipeline_dir, "--class_labels", "0-3", "--num_images", "3", "--steps", "1", "--out", samples)
+    generate(
+        "--pipeline", pipeline_dir, "--class_labels", "0-3", "--num_images", "3", "--steps", "1", "--out", samples
+    )
     metrics = evaluate("--images", samples, "--classifier", pipeline_dir / "encoder")
     images, entries = load_images(samples)
     pixels = torch.from_numpy(np.stack([np.asarray(image, dtype=np.float32) / 255 for image in images]))[:, None]
@@ -148,7 +226,9 @@ STUB_TORCHVISION = {  # what torch-fidelity imports from torchvision at import t
 }
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch_fidelity") is None, reason="torch-fidelity (extra [evaluate]) is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch_fidelity") is None, reason="torch-fidelity (extra [evaluate]) is not installed"
+)
 def test_inception_weights_that_cannot_be_downloaded_are_one_clear_line(tmp_path):
     # Only torch-fidelity itself is needed: a stand-in torchvision in its own process (transformers would try the
     # stand-in too), and no network, as on this machine.
@@ -159,23 +239,39 @@ def test_inception_weights_that_cannot_be_downloaded_are_one_clear_line(tmp_path
     folder.mkdir()
     for index in range(2):
         Image.new("RGB", (8, 8), (index, 0, 0)).save(folder / f"{index}.png")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "stub"), "TORCH_HOME": str(tmp_path / "torch-home"), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "tron_pipelines.cli", "evaluate", "--images", str(folder), "--reference", str(folder)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path / "stub"),
+        "TORCH_HOME": str(tmp_path / "torch-home"),
+        "OMP_NUM_THREADS": "1",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "tron_pipelines.cli", "evaluate", "--images", str(folder), "--reference", str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     last = run.stderr.strip().splitlines()[-1]
     assert run.returncode != 0 and "Traceback" not in run.stderr
-    assert last.startswith("tron evaluate: error: --features inception: torch-fidelity could not download the Inception-v3 weights")
+    assert last.startswith(
+        "tron evaluate: error: --features inception: torch-fidelity could not download the Inception-v3 weights"
+    )
     assert str(tmp_path / "torch-home" / "hub" / "checkpoints") in last
 
 
 def test_bad_input_is_one_line(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
-    assert "--images " + str(tmp_path / "none") + ": no such folder" in evaluate_error("--images", tmp_path / "none", "--reference", images)
+    assert "--images " + str(tmp_path / "none") + ": no such folder" in evaluate_error(
+        "--images", tmp_path / "none", "--reference", images
+    )
     assert "holds no images" in evaluate_error("--images", images, "--reference", images)
     Image.new("L", (8, 8)).save(images / "0.png")
     assert "nothing to compute" in evaluate_error("--images", images)
-    assert "--reference " + str(tmp_path / "ref.npz") + ": no such file" in evaluate_error("--images", images, "--reference", tmp_path / "ref.npz")
+    assert "--reference " + str(tmp_path / "ref.npz") + ": no such file" in evaluate_error(
+        "--images", images, "--reference", tmp_path / "ref.npz"
+    )
     assert "--clip: the images in" in evaluate_error("--images", images, "--clip", "tron-mnist-text")
     assert "at least 2 images" in evaluate_error("--images", images, "--reference", images)
     (images / "manifest.part-00000.jsonl").write_text("")
@@ -184,5 +280,15 @@ def test_bad_input_is_one_line(tmp_path):
     Image.new("L", (8, 8)).save(images / "1.png")
     (images / "manifest.part-00000.jsonl").unlink()
     assert "could not be read as reference statistics" in evaluate_error(
-        "--images", images, "--reference", tmp_path / "bad.npz", "--features", "classifier", "--classifier", EVAL_CLASSIFIER)
-    assert "not a classifier folder" in evaluate_error("--images", images, "--reference", images, "--features", "classifier", "--classifier", images)
+        "--images",
+        images,
+        "--reference",
+        tmp_path / "bad.npz",
+        "--features",
+        "classifier",
+        "--classifier",
+        EVAL_CLASSIFIER,
+    )
+    assert "not a classifier folder" in evaluate_error(
+        "--images", images, "--reference", images, "--features", "classifier", "--classifier", images
+    )

@@ -17,15 +17,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import reset_accelerate_state, tiny_clip, tiny_generator
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from conftest import reset_accelerate_state, tiny_clip, tiny_generator
 from tron_pipelines import LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.cli import main
 
-SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-                  "DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error"}
+
+SUBPROCESS_ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+    "DIFFUSERS_VERBOSITY": "error",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
 # 6 conditions x 2 images = 12 images in 4 batches of 3: with 2 processes, batches 0 and 2 on process 0, 1 and 3 on 1.
 RUN_OPTIONS = ["--num_images", "2", "--batch_size", "3", "--steps", "2", "--seed", "10"]
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
@@ -53,8 +60,15 @@ def prompts_file(tmp_path_factory) -> Path:
     """Prompts, an image condition and a line with its own seed; a blank line and an extra field (copied through)."""
     folder = tmp_path_factory.mktemp("prompts")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / "cat.png")
-    lines = [{"prompt": "a bold seven"}, {"prompt": "a thin three", "image_id": 42}, {"image": "cat.png"}, {},
-             {"prompt": "a red car", "seed": 7}, {"prompt": "a dog"}, {"prompt": "a cat"}]
+    lines = [
+        {"prompt": "a bold seven"},
+        {"prompt": "a thin three", "image_id": 42},
+        {"image": "cat.png"},
+        {},
+        {"prompt": "a red car", "seed": 7},
+        {"prompt": "a dog"},
+        {"prompt": "a cat"},
+    ]
     path = folder / "conditions.jsonl"
     path.write_text("\n".join(json.dumps(line) if line else "" for line in lines) + "\n")
     return path
@@ -64,7 +78,21 @@ def prompts_file(tmp_path_factory) -> Path:
 def reference_run(text_pipeline_dir, prompts_file, tmp_path_factory) -> Path:
     """The one-process run every other run is compared with."""
     out = tmp_path_factory.mktemp("runs") / "one-process"
-    assert main(["generate", "--pipeline", str(text_pipeline_dir), "--prompts_file", str(prompts_file), *RUN_OPTIONS, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--pipeline",
+                str(text_pipeline_dir),
+                "--prompts_file",
+                str(prompts_file),
+                *RUN_OPTIONS,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     reset_accelerate_state()
     return out
 
@@ -81,8 +109,9 @@ def assert_same_images(run: Path, reference: Path) -> None:
     """The same files, pixel for pixel, and the same manifest lines but for the process; energies agree to float
     rounding (a CPU kernel may round differently in another process, e.g. for other memory alignment)."""
     entries, expected = manifest(run), manifest(reference)
-    assert [{k: v for k, v in e.items() if k not in ("process", "energy")} for e in entries] == \
-        [{k: v for k, v in e.items() if k not in ("process", "energy")} for e in expected]
+    assert [{k: v for k, v in e.items() if k not in ("process", "energy")} for e in entries] == [
+        {k: v for k, v in e.items() if k not in ("process", "energy")} for e in expected
+    ]
     np.testing.assert_allclose([e["energy"] for e in entries], [e["energy"] for e in expected], rtol=1e-5, atol=1e-7)
     for entry in entries:
         assert pixels(run / entry["file"]) == pixels(reference / entry["file"]), entry["file"]
@@ -107,10 +136,12 @@ def test_images_are_seeded_by_index_and_batched_in_order(reference_run, text_pip
     # Batch 1 (images 3, 4, 5) is one call per run of a condition kind: a prompt, then an image condition.
     pipe = TronPipeline.from_pretrained(text_pipeline_dir)
     pipe.set_progress_bar_config(disable=True)
-    settings = dict(num_inference_steps=2, num_candidates=2, initialization="translator")
+    settings = {"num_inference_steps": 2, "num_candidates": 2, "initialization": "translator"}
     prompt_images = pipe(prompt=["a thin three"], generator=[torch.Generator().manual_seed(13)], **settings).images
     image_condition = Image.open(prompts_file.parent / "cat.png").convert("RGB")
-    image_images = pipe(image=[image_condition] * 2, generator=[torch.Generator().manual_seed(s) for s in (14, 15)], **settings).images
+    image_images = pipe(
+        image=[image_condition] * 2, generator=[torch.Generator().manual_seed(s) for s in (14, 15)], **settings
+    ).images
     for index, image in zip((3, 4, 5), prompt_images + image_images):
         assert pixels(reference_run / f"{index:06d}.png") == image.tobytes()
 
@@ -118,12 +149,34 @@ def test_images_are_seeded_by_index_and_batched_in_order(reference_run, text_pip
 def test_two_processes_write_the_same_images_as_one(reference_run, text_pipeline_dir, prompts_file, tmp_path):
     out = tmp_path / "two-processes"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "tron_pipelines.cli", "generate", "--pipeline", str(text_pipeline_dir), "--prompts_file", str(prompts_file),
-        *RUN_OPTIONS, "--out", str(out),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "tron_pipelines.cli",
+        "generate",
+        "--pipeline",
+        str(text_pipeline_dir),
+        "--prompts_file",
+        str(prompts_file),
+        *RUN_OPTIONS,
+        "--out",
+        str(out),
     ]
-    run = subprocess.run(command, env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        command, env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Sampled 12 images" in run.stdout and "with 2 process(es)" in run.stdout and "images/s" in run.stdout
     assert [entry["process"] for entry in manifest(out)] == [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1]
@@ -157,8 +210,19 @@ def test_killed_run_finishes_on_rerun_with_every_image_once(reference_run, text_
     out = tmp_path / "killed"
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    argv = ["generate", "--pipeline", str(text_pipeline_dir), "--prompts_file", str(prompts_file), *RUN_OPTIONS, "--out", str(out)]
-    run = subprocess.run([sys.executable, str(script), *argv], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
+    argv = [
+        "generate",
+        "--pipeline",
+        str(text_pipeline_dir),
+        "--prompts_file",
+        str(prompts_file),
+        *RUN_OPTIONS,
+        "--out",
+        str(out),
+    ]
+    run = subprocess.run(
+        [sys.executable, str(script), *argv], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
     part = out / "manifest.part-00000.jsonl"
     recorded = part.read_text()
@@ -173,8 +237,19 @@ def test_killed_run_finishes_on_rerun_with_every_image_once(reference_run, text_
 
 
 def test_rerun_skips_finished_work_and_refuses_other_settings(reference_run, text_pipeline_dir, prompts_file, capsys):
-    argv = ["generate", "--pipeline", str(text_pipeline_dir), "--prompts_file", str(prompts_file), *RUN_OPTIONS, "--out", str(reference_run)]
-    before = {name: os.stat(reference_run / name).st_mtime_ns for name in os.listdir(reference_run) if name.endswith(".png")}
+    argv = [
+        "generate",
+        "--pipeline",
+        str(text_pipeline_dir),
+        "--prompts_file",
+        str(prompts_file),
+        *RUN_OPTIONS,
+        "--out",
+        str(reference_run),
+    ]
+    before = {
+        name: os.stat(reference_run / name).st_mtime_ns for name in os.listdir(reference_run) if name.endswith(".png")
+    }
     assert main(argv) == 0
     assert "Nothing to do: all 12 images are already in" in capsys.readouterr().out
     assert {name: os.stat(reference_run / name).st_mtime_ns for name in before} == before
@@ -197,12 +272,16 @@ def run_error(*args) -> str:
     [
         ("", ".txt", "holds no conditions (it is empty or has only blank lines)"),
         ("\n  \n", ".txt", "holds no conditions"),
-        ('{"prompt": "a cat"}\n\n{"prompt": "a dog",}\n', ".jsonl", "line 3 is not valid JSON (Expecting property name"),
+        (
+            '{"prompt": "a cat"}\n\n{"prompt": "a dog",}\n',
+            ".jsonl",
+            "line 3 is not valid JSON (Expecting property name",
+        ),
         ("a cat\n\xff\xfe\n", ".txt", "line 2 is not UTF-8 text"),
         ('{"prompt": "a cat"}\n{"image": "missing.png"}\n', ".jsonl", "line 2: image 'missing.png' does not exist"),
         ('{"prompt": "a cat", "class_label": 1}\n', ".jsonl", "line 1: give exactly one of"),
-        ('{"class_label": -1}\n', ".jsonl", "line 1: \"class_label\" must be an integer >= 0, got -1"),
-        ('{"prompt": "a cat", "seed": "x"}\n', ".jsonl", "line 1: \"seed\" must be an integer >= 0"),
+        ('{"class_label": -1}\n', ".jsonl", 'line 1: "class_label" must be an integer >= 0, got -1'),
+        ('{"prompt": "a cat", "seed": "x"}\n', ".jsonl", 'line 1: "seed" must be an integer >= 0'),
         ('{"prompt": "a cat", "file": "x"}\n', ".jsonl", "line 1: ['file'] are fields of the manifest"),
     ],
 )
@@ -217,16 +296,20 @@ def test_bad_prompts_files_fail_before_loading(tmp_path, content, suffix, messag
 def test_class_labels_are_checked_against_the_pipeline_before_sampling(tmp_path):
     out = tmp_path / "out"
     assert "--class_labels: class label 10 out of range: the pipeline has classes 0..9" in run_error(
-        "--pipeline", "tron-mnist", "--class_labels", "8-10", "--out", str(out))
+        "--pipeline", "tron-mnist", "--class_labels", "8-10", "--out", str(out)
+    )
     reset_accelerate_state()
     path = tmp_path / "labels.jsonl"
     path.write_text('{"class_label": 3}\n{"class_label": 12}\n')
     assert f"--prompts_file {path} line 2: class label 12 out of range" in run_error(
-        "--pipeline", "tron-mnist", "--prompts_file", str(path), "--out", str(out))
+        "--pipeline", "tron-mnist", "--prompts_file", str(path), "--out", str(out)
+    )
     reset_accelerate_state()
     text = tmp_path / "prompts.txt"
     text.write_text("a seven\n")
-    assert "line 1: prompts need a text (CLIP) pipeline" in run_error("--pipeline", "tron-mnist", "--prompts_file", str(text), "--out", str(out))
+    assert "line 1: prompts need a text (CLIP) pipeline" in run_error(
+        "--pipeline", "tron-mnist", "--prompts_file", str(text), "--out", str(out)
+    )
     assert not list(out.glob("*.png"))
 
 
@@ -238,5 +321,7 @@ def test_class_label_lists_parse_ranges_and_refuse_nonsense(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["generate", "--class_labels", bad, "--out", str(tmp_path)])
         assert "argument --class_labels: must be class labels like 0-9 or 0,3,5-7" in capsys.readouterr().err
-    assert "give either a prompt or --class_label, or many conditions with --prompts_file or --class_labels (got a prompt and --class_labels)" in run_error(
-        "a cat", "--class_labels", "1", "--out", str(tmp_path))
+    assert (
+        "give either a prompt or --class_label, or many conditions with --prompts_file or --class_labels (got a prompt and --class_labels)"
+        in run_error("a cat", "--class_labels", "1", "--out", str(tmp_path))
+    )

@@ -17,7 +17,7 @@ def test_from_pretrained_with_a_hub_id(classifier_pipe, tmp_path, monkeypatch):
     pipe = TronPipeline.from_pretrained("org/tron-tiny", cache_dir=tmp_path / "cache")
     pipe.set_progress_bar_config(disable=True)
     assert pipe.config._name_or_path == "org/tron-tiny"  # the name asked for, not the snapshot folder
-    kwargs = dict(class_labels=[1], num_inference_steps=2, output_type="np")
+    kwargs = {"class_labels": [1], "num_inference_steps": 2, "output_type": "np"}
     np.testing.assert_allclose(
         pipe(generator=torch.Generator().manual_seed(0), **kwargs).images,
         classifier_pipe(generator=torch.Generator().manual_seed(0), **kwargs).images,

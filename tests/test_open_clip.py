@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is not installed (extra: tron-pipelines[open_clip])")
+
+open_clip = pytest.importorskip(
+    "open_clip", reason="open_clip_torch is not installed (extra: tron-pipelines[open_clip])"
+)
 
 from tron_pipelines import OpenCLIPEncoder, TronPipeline  # noqa: E402
 
@@ -20,7 +23,9 @@ def tiny_config(vocab_size):
 @pytest.fixture
 def open_clip_pipe(clip_components, tokenizer):
     torch.manual_seed(0)
-    encoder = OpenCLIPEncoder(model_name=None, model_config=tiny_config(len(tokenizer)), projection_dim=16, image_size=16).eval()
+    encoder = OpenCLIPEncoder(
+        model_name=None, model_config=tiny_config(len(tokenizer)), projection_dim=16, image_size=16
+    ).eval()
     clip_components.update(encoder=encoder, image_processor=None)
     pipe = TronPipeline(**clip_components)
     pipe.set_progress_bar_config(disable=True)
@@ -38,7 +43,7 @@ def test_features_are_open_clip_features(open_clip_pipe, tokenizer):
 
 
 def test_pipeline_with_open_clip_round_trips(open_clip_pipe, tmp_path):
-    kwargs = dict(prompt="a red car", num_inference_steps=2, num_augmentations=2, output_type="np")
+    kwargs = {"prompt": "a red car", "num_inference_steps": 2, "num_augmentations": 2, "output_type": "np"}
     before = open_clip_pipe(generator=torch.Generator().manual_seed(0), **kwargs)
     open_clip_pipe.save_pretrained(tmp_path)
     reloaded = TronPipeline.from_pretrained(tmp_path)

@@ -30,8 +30,12 @@ def test_batched_path_matches_one_image_at_a_time(classifier_pipe, initializatio
     # The benchmark's one-at-a-time baseline: same conditions, same seeds, one call per image.
     classifier_pipe.scheduler = LangevinScheduler(step_size=0.3, noise_std=0.01, momentum=0.5)
     labels = [0, 3, 3]
-    batch = call(classifier_pipe, class_labels=labels, initialization=initialization,
-                 generator=[seeded(10 + i) for i in range(len(labels))])
+    batch = call(
+        classifier_pipe,
+        class_labels=labels,
+        initialization=initialization,
+        generator=[seeded(10 + i) for i in range(len(labels))],
+    )
     for index, label in enumerate(labels):
         single = call(classifier_pipe, class_labels=label, initialization=initialization, generator=seeded(10 + index))
         torch.testing.assert_close(batch.images[index], single.images[0], atol=1e-4, rtol=0)
@@ -57,8 +61,13 @@ def test_snapshot_after_t_steps_equals_a_t_step_run(classifier_pipe):
         snapshots[step + 1] = tensors["latents"].clone()
         return {}
 
-    call(classifier_pipe, class_labels=[1, 2], num_inference_steps=6, generator=[seeded(0), seeded(1)],
-         callback_on_step_end=snapshot)
+    call(
+        classifier_pipe,
+        class_labels=[1, 2],
+        num_inference_steps=6,
+        generator=[seeded(0), seeded(1)],
+        callback_on_step_end=snapshot,
+    )
     short = call(classifier_pipe, class_labels=[1, 2], num_inference_steps=3, generator=[seeded(0), seeded(1)])
     torch.testing.assert_close(snapshots[3], short.latents)
 
@@ -66,7 +75,12 @@ def test_snapshot_after_t_steps_equals_a_t_step_run(classifier_pipe):
 # Mixed precision --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "dtype",
-    [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast needs a GPU"))],
+    [
+        torch.bfloat16,
+        pytest.param(
+            torch.float16, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast needs a GPU")
+        ),
+    ],
 )
 def test_mixed_precision_runs_and_keeps_float32_state(classifier_pipe, dtype):
     device = "cuda" if dtype == torch.float16 else "cpu"
@@ -105,7 +119,9 @@ def test_energy_compile_hands_the_energy_to_torch_compile_and_back(classifier_pi
         return graph_module.forward
 
     def energies():
-        return call(classifier_pipe, class_labels=[1], num_inference_steps=0, num_augmentations=0, generator=seeded(0)).energies
+        return call(
+            classifier_pipe, class_labels=[1], num_inference_steps=0, num_augmentations=0, generator=seeded(0)
+        ).energies
 
     eager = energies()
     torch._dynamo.reset()
@@ -120,6 +136,7 @@ def test_energy_compile_hands_the_energy_to_torch_compile_and_back(classifier_pi
         assert len(graphs) == count
     finally:
         torch._dynamo.reset()
+
 
 def test_compiled_energy_graph_matches_eager(classifier_pipe):
     # aot_eager traces the energy with Dynamo and splits forward/backward with AOTAutograd exactly as the default
@@ -139,7 +156,9 @@ def test_compiled_energy_graph_matches_eager(classifier_pipe):
     # One graph with gradients (the steps), one without (the final images); a new call recompiles nothing.
     assert graphs_after_first_call == 2 and counters["stats"]["unique_graphs"] == 2
     classifier_pipe.disable_energy_compile()
-    torch.testing.assert_close(call(classifier_pipe, class_labels=[0, 1, 2], generator=seeded(0)).latents, eager.latents)
+    torch.testing.assert_close(
+        call(classifier_pipe, class_labels=[0, 1, 2], generator=seeded(0)).latents, eager.latents
+    )
 
 
 def _inductor_skip_reason() -> str | None:
@@ -178,7 +197,10 @@ def _batch_norms(model):
 
 def test_fused_batch_norm_gives_the_same_result_and_unfuses_exactly(classifier_pipe):
     reference = call(classifier_pipe, class_labels=[0, 1, 2], generator=seeded(0))
-    originals = {name: {k: v.clone() for k, v in getattr(classifier_pipe, name).state_dict().items()} for name in ("generator", "encoder")}
+    originals = {
+        name: {k: v.clone() for k, v in getattr(classifier_pipe, name).state_dict().items()}
+        for name in ("generator", "encoder")
+    }
     expected = len(_batch_norms(classifier_pipe.generator)) + len(_batch_norms(classifier_pipe.encoder))
     assert classifier_pipe.fuse_batch_norm() == expected == 5  # G: Linear+BN1d, 2 x ConvTranspose+BN; f: 2 x Conv+BN
     assert not _batch_norms(classifier_pipe.generator) and not _batch_norms(classifier_pipe.encoder)
@@ -194,7 +216,11 @@ def test_fused_batch_norm_gives_the_same_result_and_unfuses_exactly(classifier_p
     classifier_pipe.generator.to(torch.float64)
     classifier_pipe.unfuse_batch_norm()
     assert {p.dtype for p in classifier_pipe.generator.parameters()} == {torch.float64}
-    assert all(b.dtype == torch.float64 for m in _batch_norms(classifier_pipe.generator) for b in (m.running_mean, m.running_var))
+    assert all(
+        b.dtype == torch.float64
+        for m in _batch_norms(classifier_pipe.generator)
+        for b in (m.running_mean, m.running_var)
+    )
 
 
 def test_save_pretrained_while_fused_writes_the_original_weights(classifier_pipe, tmp_path):
@@ -227,7 +253,9 @@ def test_fuse_batch_norm_refuses_training_mode_and_warns_when_nothing_folds(clas
     diffusers_logging.enable_propagation()
     try:
         assert clip_pipe.fuse_batch_norm(generator=False) == 0  # CLIP has LayerNorms only
-        assert "nothing folded in ['encoder']: no BatchNorm directly after a linear or convolution layer." in caplog.text
+        assert (
+            "nothing folded in ['encoder']: no BatchNorm directly after a linear or convolution layer." in caplog.text
+        )
         classifier_pipe.encoder.features[1].eval()
         assert classifier_pipe.fuse_batch_norm() == 5
         assert classifier_pipe.fuse_batch_norm() == 0
@@ -260,6 +288,12 @@ def test_no_autograd_state_outlives_its_step(classifier_pipe):
         return {}
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        call(classifier_pipe, class_labels=[0, 1], num_inference_steps=5, generator=seeded(0), callback_on_step_end=check)
+        call(
+            classifier_pipe,
+            class_labels=[0, 1],
+            num_inference_steps=5,
+            generator=seeded(0),
+            callback_on_step_end=check,
+        )
     assert len(saved_per_step) == 5 and all(len(refs) > 0 for refs in saved_per_step.values())
     assert alive_after_step == [0] * 5

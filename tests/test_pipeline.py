@@ -30,7 +30,7 @@ def seeded(seed=0):
 
 
 def call(pipe, **kwargs):
-    defaults = dict(num_inference_steps=3, num_augmentations=2, generator=seeded(0), output_type="np")
+    defaults = {"num_inference_steps": 3, "num_augmentations": 2, "generator": seeded(0), "output_type": "np"}
     defaults.update(kwargs)
     return pipe(**defaults)
 
@@ -58,7 +58,13 @@ def test_call_signature_follows_diffusers():
 
 
 def test_components_match_constructor(clip_pipe):
-    settings = {"default_num_inference_steps", "default_num_augmentations", "default_num_candidates", "augmentation_policy", "prompt_vocabulary"}
+    settings = {
+        "default_num_inference_steps",
+        "default_num_augmentations",
+        "default_num_candidates",
+        "augmentation_policy",
+        "prompt_vocabulary",
+    }
     init_names = set(inspect.signature(TronPipeline.__init__).parameters) - {"self"} - settings
     assert set(clip_pipe.components) == init_names
 
@@ -140,7 +146,9 @@ def test_batch_equals_single_runs(clip_pipe, initialization):
 
 def test_translator_mode_differs_within_prompt_mean_mode_does_not(clip_pipe):
     drawn = call(clip_pipe, prompt="a cat", num_images_per_prompt=3, num_inference_steps=0)
-    mixed = call(clip_pipe, prompt="a cat", num_images_per_prompt=3, num_inference_steps=0, initialization="translator_mean")
+    mixed = call(
+        clip_pipe, prompt="a cat", num_images_per_prompt=3, num_inference_steps=0, initialization="translator_mean"
+    )
     assert not torch.allclose(drawn.latents[0], drawn.latents[1])
     torch.testing.assert_close(mixed.latents[0], mixed.latents[1])
 
@@ -149,8 +157,15 @@ def test_translator_mode_differs_within_prompt_mean_mode_does_not(clip_pipe):
 def test_candidate_search_keeps_the_lowest_energy_draw(classifier_pipe, initialization):
     # With one generator per image, candidate c of an image is that generator's c-th draw: reproduce them one by one.
     labels, num_candidates = [0, 1, 2, 3], 4
-    searched = classifier_pipe(class_labels=labels, num_candidates=num_candidates, num_inference_steps=0, num_augmentations=0,
-                               initialization=initialization, generator=[seeded(s) for s in range(4)], output_type="latent")
+    searched = classifier_pipe(
+        class_labels=labels,
+        num_candidates=num_candidates,
+        num_inference_steps=0,
+        num_augmentations=0,
+        initialization=initialization,
+        generator=[seeded(s) for s in range(4)],
+        output_type="latent",
+    )
     adapter = classifier_pipe.encoder_adapter
     conditions = adapter.encode_class_labels(labels, torch.device("cpu"))
     generators = [seeded(s) for s in range(4)]
@@ -158,7 +173,13 @@ def test_candidate_search_keeps_the_lowest_energy_draw(classifier_pipe, initiali
     for _ in range(num_candidates):
         state = classifier_pipe.prepare_latent_state(conditions, initialization, generators, None, torch.device("cpu"))
         draws.append(state.packed())
-        out = classifier_pipe(class_labels=labels, latents=state.packed(), num_inference_steps=0, num_augmentations=0, output_type="latent")
+        out = classifier_pipe(
+            class_labels=labels,
+            latents=state.packed(),
+            num_inference_steps=0,
+            num_augmentations=0,
+            output_type="latent",
+        )
         energies.append(out.energies)
     draws, energies = torch.stack(draws, 1), torch.stack(energies, 1)
     best = energies.argmin(1)
@@ -224,7 +245,9 @@ def test_energy_decreases_over_langevin(clip_pipe):
     clip_pipe.scheduler = LangevinScheduler.from_config(
         clip_pipe.scheduler.config, step_size=3.0, noise_std=0.0, momentum=0.0, max_grad_norm=None
     )
-    out = call(clip_pipe, condition_embeds=targets, num_inference_steps=25, num_augmentations=0, return_energy_trace=True)
+    out = call(
+        clip_pipe, condition_embeds=targets, num_inference_steps=25, num_augmentations=0, return_energy_trace=True
+    )
     assert (out.energies < out.energy_trace[0] - 0.003).all(), (out.energy_trace[0], out.energies)
     assert (out.energy_trace[1:] <= out.energy_trace[:-1] + 1e-5).float().mean() > 0.9
 
@@ -233,7 +256,13 @@ def test_classifier_energy_decreases(classifier_pipe):
     classifier_pipe.scheduler = LangevinScheduler.from_config(
         classifier_pipe.scheduler.config, step_size=1.0, noise_std=0.0, max_grad_norm=None
     )
-    out = call(classifier_pipe, class_labels=[0, 1, 2, 3], num_inference_steps=20, num_augmentations=0, return_energy_trace=True)
+    out = call(
+        classifier_pipe,
+        class_labels=[0, 1, 2, 3],
+        num_inference_steps=20,
+        num_augmentations=0,
+        return_energy_trace=True,
+    )
     assert (out.energies < out.energy_trace[0] - 0.01).all(), (out.energy_trace[0], out.energies)
 
 
@@ -241,7 +270,9 @@ def test_gradient_descent_scheduler_swaps_in(clip_pipe):
     clip_pipe.scheduler = GradientDescentScheduler.from_config(clip_pipe.scheduler.config)
     assert clip_pipe.scheduler.config.step_size == 0.5
     first = call(clip_pipe, prompt="a cat", num_augmentations=0, initialization="translator_mean")
-    second = call(clip_pipe, prompt="a cat", num_augmentations=0, initialization="translator_mean", generator=seeded(5))
+    second = call(
+        clip_pipe, prompt="a cat", num_augmentations=0, initialization="translator_mean", generator=seeded(5)
+    )
     np.testing.assert_array_equal(first.images, second.images)  # no noise anywhere
 
 
@@ -286,17 +317,37 @@ def test_negative_prompt_energy_by_hand(clip_pipe, weight):
     # E = -cos(f(G(z)), c) + w * cos(f(G(z)), c_neg): the negative term counts against the energy it is near.
     latents = torch.randn(4, 8, generator=seeded(3))
     prompts, negatives = ["a cat", "a red car"], ["a dog", "a bold seven"]
-    out = call(clip_pipe, prompt=prompts, negative_prompt=negatives, negative_prompt_weight=weight, num_images_per_prompt=2,
-               latents=latents, num_inference_steps=0, num_augmentations=0, output_type="latent")
+    out = call(
+        clip_pipe,
+        prompt=prompts,
+        negative_prompt=negatives,
+        negative_prompt_weight=weight,
+        num_images_per_prompt=2,
+        latents=latents,
+        num_inference_steps=0,
+        num_augmentations=0,
+        output_type="latent",
+    )
     adapter = clip_pipe.encoder_adapter
     conditions = adapter.encode_prompts(prompts, torch.device("cpu")).repeat_interleave(2, dim=0)
     negative_conditions = adapter.encode_prompts(negatives, torch.device("cpu")).repeat_interleave(2, dim=0)
     features = clip_image_features_by_hand(clip_pipe, latents)
-    expected = -torch.cosine_similarity(features, conditions) + weight * torch.cosine_similarity(features, negative_conditions)
+    expected = -torch.cosine_similarity(features, conditions) + weight * torch.cosine_similarity(
+        features, negative_conditions
+    )
     torch.testing.assert_close(out.energies, expected, atol=1e-5, rtol=1e-5)
     # One negative prompt applies to every condition.
-    shared = call(clip_pipe, prompt=prompts, negative_prompt="a dog", negative_prompt_weight=weight, num_images_per_prompt=2,
-                  latents=latents, num_inference_steps=0, num_augmentations=0, output_type="latent")
+    shared = call(
+        clip_pipe,
+        prompt=prompts,
+        negative_prompt="a dog",
+        negative_prompt_weight=weight,
+        num_images_per_prompt=2,
+        latents=latents,
+        num_inference_steps=0,
+        num_augmentations=0,
+        output_type="latent",
+    )
     dog = adapter.encode_prompts(["a dog"], torch.device("cpu"))
     expected = -torch.cosine_similarity(features, conditions) + weight * torch.cosine_similarity(features, dog)
     torch.testing.assert_close(shared.energies, expected, atol=1e-5, rtol=1e-5)
@@ -306,7 +357,13 @@ def test_negative_prompt_moves_images_away_from_it(clip_pipe):
     # Same draws, same noise-free dynamics, with and without "a dog" as negative prompt: with it, the images end
     # further from the negative embedding (measured: cosine lower by 0.025-0.057 after 10 steps).
     clip_pipe.scheduler = LangevinScheduler(step_size=3.0, noise_std=0.0, momentum=0.0, max_grad_norm=None)
-    kwargs = dict(prompt="a cat", num_images_per_prompt=4, num_inference_steps=10, num_augmentations=0, output_type="latent")
+    kwargs = {
+        "prompt": "a cat",
+        "num_images_per_prompt": 4,
+        "num_inference_steps": 10,
+        "num_augmentations": 0,
+        "output_type": "latent",
+    }
     plain = call(clip_pipe, generator=[seeded(s) for s in range(4)], **kwargs)
     pushed = call(clip_pipe, negative_prompt="a dog", generator=[seeded(s) for s in range(4)], **kwargs)
     dog = clip_pipe.encoder_adapter.encode_prompts(["a dog"], torch.device("cpu"))
@@ -330,12 +387,16 @@ def test_image_condition(clip_pipe):
 
 def test_condition_embeds_bypass_the_encoder(clip_pipe):
     embeds = clip_pipe.encoder_adapter.encode_prompts(["a cat"], torch.device("cpu"))
-    np.testing.assert_array_equal(call(clip_pipe, condition_embeds=embeds).images, call(clip_pipe, prompt="a cat").images)
+    np.testing.assert_array_equal(
+        call(clip_pipe, condition_embeds=embeds).images, call(clip_pipe, prompt="a cat").images
+    )
 
 
 def test_latents_argument_skips_initialisation(clip_pipe):
     latents = torch.randn(2, 8, generator=seeded(3))
-    out = call(clip_pipe, prompt=["a cat", "a dog"], latents=latents, num_inference_steps=0, initialization="translator_mean")
+    out = call(
+        clip_pipe, prompt=["a cat", "a dog"], latents=latents, num_inference_steps=0, initialization="translator_mean"
+    )
     torch.testing.assert_close(out.latents, latents)
 
 
@@ -346,16 +407,26 @@ def test_bfloat16_autocast_runs_the_models_in_bfloat16_and_keeps_float32_latents
         return lambda module, inputs, output: seen.setdefault(name, set()).add(output.dtype)
 
     hooks = [
-        next(m for m in clip_pipe.generator.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(record("G")),
+        next(m for m in clip_pipe.generator.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(
+            record("G")
+        ),
         clip_pipe.encoder.visual_projection.register_forward_hook(record("f")),
     ]
     latents = torch.randn(4, 8, generator=seeded(3))
-    fixed = dict(prompt="a cat", num_images_per_prompt=4, latents=latents, num_inference_steps=0, num_augmentations=0)
+    fixed = {
+        "prompt": "a cat",
+        "num_images_per_prompt": 4,
+        "latents": latents,
+        "num_inference_steps": 0,
+        "num_augmentations": 0,
+    }
     try:
         low = call(clip_pipe, autocast_dtype=torch.bfloat16, output_type="latent", **fixed)
         assert seen == {"G": {torch.bfloat16}, "f": {torch.bfloat16}}
         seen.clear()
-        call(clip_pipe, autocast_dtype=torch.float16, output_type="latent", **fixed)  # the dtype asked for, not CPU's default
+        call(
+            clip_pipe, autocast_dtype=torch.float16, output_type="latent", **fixed
+        )  # the dtype asked for, not CPU's default
         assert seen == {"G": {torch.float16}, "f": {torch.float16}}
         seen.clear()
         full = call(clip_pipe, output_type="latent", **fixed)
@@ -394,10 +465,20 @@ def test_callback_receives_requested_tensors(clip_pipe):
         seen.append(sorted(tensors))
         return tensors
 
-    call(clip_pipe, prompt="a cat", callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents", "energies"])
+    call(
+        clip_pipe,
+        prompt="a cat",
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=["latents", "energies"],
+    )
     assert seen == [["energies", "latents"]] * 3
     seen.clear()
-    call(clip_pipe, prompt="a cat", callback_on_step_end=callback, callback_on_step_end_tensor_inputs=clip_pipe._callback_tensor_inputs)
+    call(
+        clip_pipe,
+        prompt="a cat",
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=clip_pipe._callback_tensor_inputs,
+    )
     assert seen[0] == sorted(clip_pipe._callback_tensor_inputs)
 
 
@@ -408,7 +489,13 @@ def test_callback_can_replace_latents(clip_pipe, initialization):
             tensors["latents"] = torch.zeros_like(tensors["latents"])
         return tensors
 
-    out = call(clip_pipe, prompt=["a cat", "a dog"], initialization=initialization, callback_on_step_end=zero_last, output_type="latent")
+    out = call(
+        clip_pipe,
+        prompt=["a cat", "a dog"],
+        initialization=initialization,
+        callback_on_step_end=zero_last,
+        output_type="latent",
+    )
     assert out.images.shape == (2, 8) and out.images.abs().sum() == 0
 
 
@@ -417,7 +504,9 @@ def test_interrupt_stops_updates(clip_pipe):
         pipe._interrupt = True
         return tensors
 
-    out = call(clip_pipe, prompt="a cat", num_inference_steps=5, callback_on_step_end=interrupt, return_energy_trace=True)
+    out = call(
+        clip_pipe, prompt="a cat", num_inference_steps=5, callback_on_step_end=interrupt, return_energy_trace=True
+    )
     assert out.energy_trace.shape[0] == 1
 
 
@@ -431,7 +520,11 @@ def test_interrupt_stops_updates(clip_pipe):
         ({"prompt": 3}, TypeError, "`prompt`"),
         ({"prompt": ["a", "b"], "negative_prompt": ["x", "y", "z"]}, ValueError, "negative_prompt"),
         ({"prompt": "a cat", "generator": [torch.Generator()] * 2}, ValueError, "list of 2 generators"),
-        ({"prompt": "a cat", "num_inference_steps": -1}, ValueError, r"`num_inference_steps` must be an integer >= 0 \(0 = translator only\)"),
+        (
+            {"prompt": "a cat", "num_inference_steps": -1},
+            ValueError,
+            r"`num_inference_steps` must be an integer >= 0 \(0 = translator only\)",
+        ),
         ({"prompt": "a cat", "num_images_per_prompt": 0}, ValueError, "num_images_per_prompt"),
         ({"prompt": "a cat", "latents": torch.zeros(1, 7)}, ValueError, r"`latents` must have shape \(1, 8\)"),
         ({"prompt": "a cat", "latents": torch.zeros(1, 8, dtype=torch.long)}, ValueError, "floating-point"),
@@ -440,9 +533,21 @@ def test_interrupt_stops_updates(clip_pipe):
         ({"prompt": "a cat", "num_augmentations": -2}, ValueError, "num_augmentations"),
         ({"prompt": "a cat", "num_candidates": 0}, ValueError, "num_candidates"),
         ({"prompt": "a cat", "num_candidates": 2, "latents": torch.zeros(1, 8)}, ValueError, "given `latents`"),
-        ({"prompt": "a cat", "num_candidates": 2, "initialization": "translator_mean"}, ValueError, "random initialisation"),
-        ({"condition_embeds": torch.zeros(2, 5)}, ValueError, r"`condition_embeds` must be a tensor of shape \(batch, 16\)"),
-        ({"condition_embeds": torch.zeros(2, 16, 1)}, ValueError, r"`condition_embeds` must be a tensor of shape \(batch, 16\)"),
+        (
+            {"prompt": "a cat", "num_candidates": 2, "initialization": "translator_mean"},
+            ValueError,
+            "random initialisation",
+        ),
+        (
+            {"condition_embeds": torch.zeros(2, 5)},
+            ValueError,
+            r"`condition_embeds` must be a tensor of shape \(batch, 16\)",
+        ),
+        (
+            {"condition_embeds": torch.zeros(2, 16, 1)},
+            ValueError,
+            r"`condition_embeds` must be a tensor of shape \(batch, 16\)",
+        ),
         ({"image": torch.zeros(3, 16, 16), "class_labels": 1}, ValueError, "got `image` and `class_labels`"),
         ({"prompt": "a cat", "callback_on_step_end_tensor_inputs": ["secret"]}, ValueError, "secret"),
     ],
@@ -500,9 +605,22 @@ def test_image_conditions_count_one_image_or_a_batch(clip_pipe):
     # generator list must then have conditions x images per prompt entries.
     picture = torch.rand(3, 16, 16, generator=seeded(4))
     pil = PIL.Image.fromarray((picture.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
-    for image, conditions in ((pil, 1), (picture, 1), (picture.numpy(), 1), (torch.stack([picture, picture]), 2), ([pil] * 3, 3)):
+    for image, conditions in (
+        (pil, 1),
+        (picture, 1),
+        (picture.numpy(), 1),
+        (torch.stack([picture, picture]), 2),
+        ([pil] * 3, 3),
+    ):
         generators = [seeded(i) for i in range(2 * conditions)]
-        out = call(clip_pipe, image=image, num_images_per_prompt=2, generator=generators, num_inference_steps=0, output_type="latent")
+        out = call(
+            clip_pipe,
+            image=image,
+            num_images_per_prompt=2,
+            generator=generators,
+            num_inference_steps=0,
+            output_type="latent",
+        )
         assert out.images.shape == (2 * conditions, 8)
 
 
@@ -512,8 +630,13 @@ def test_settings_not_given_take_the_documented_defaults(clip_pipe):
     assert clip_pipe.config.default_num_candidates == 1
     plain = clip_pipe(prompt="a cat", generator=seeded(0), output_type="latent", return_energy_trace=True)
     spelled_out = clip_pipe(
-        prompt="a cat", generator=seeded(0), output_type="latent", return_energy_trace=True,
-        num_inference_steps=10, num_augmentations=8, num_candidates=1,
+        prompt="a cat",
+        generator=seeded(0),
+        output_type="latent",
+        return_energy_trace=True,
+        num_inference_steps=10,
+        num_augmentations=8,
+        num_candidates=1,
     )
     torch.testing.assert_close(plain.energy_trace, spelled_out.energy_trace, rtol=0, atol=0)
 
@@ -536,7 +659,9 @@ def test_auxiliary_latents_are_packed_in_the_generators_order(clip_components):
     generator.load_state_dict(plain.state_dict())
     torch.manual_seed(3)
     # The translator lists them the other way round: the packing follows the generator.
-    translator = TranslatorModel(condition_dim=16, latent_dim=8, num_components=3, hidden_dim=32, auxiliary_latent_dims={"b": 3, "a": 2})
+    translator = TranslatorModel(
+        condition_dim=16, latent_dim=8, num_components=3, hidden_dim=32, auxiliary_latent_dims={"b": 3, "a": 2}
+    )
     pipe = TronPipeline(**{**clip_components, "generator": generator.eval(), "translator": translator.eval()})
     conditions = torch.randn(2, 16, generator=seeded(5))
     out = pipe(condition_embeds=conditions, generator=seeded(0), num_inference_steps=0, output_type="latent")
@@ -570,9 +695,13 @@ def test_slerp_follows_the_great_circle():
     start, end = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
     for weight in (0.0, 0.25, 0.5, 0.9, 1.0):
         point = slerp(weight, start, end)
-        torch.testing.assert_close(point, torch.tensor([math.cos(weight * math.pi / 2), math.sin(weight * math.pi / 2), 0.0]))
+        torch.testing.assert_close(
+            point, torch.tensor([math.cos(weight * math.pi / 2), math.sin(weight * math.pi / 2), 0.0])
+        )
     midpoint = slerp(0.5, start, end)
-    assert torch.dot(midpoint, start).item() == pytest.approx(math.cos(math.pi / 4)) and midpoint.norm().item() == pytest.approx(1.0)
+    assert torch.dot(midpoint, start).item() == pytest.approx(
+        math.cos(math.pi / 4)
+    ) and midpoint.norm().item() == pytest.approx(1.0)
     # Raw vectors: the angle comes from their directions (here 60 degrees), the weights apply to the raw vectors, and
     # the ends are returned as they are.
     start, end = torch.tensor([3.0, 0.0]), torch.tensor([2.0, 2.0 * math.sqrt(3.0)])
@@ -587,7 +716,9 @@ def test_slerp_follows_the_great_circle():
     expected = (math.sin(0.5 * math.pi / 6) * start + math.sin(0.5 * math.pi / 6) * end) / math.sin(math.pi / 6)
     torch.testing.assert_close(slerp(0.5, start, end), expected)
     # Parallel vectors have no great circle: a straight line between them.
-    torch.testing.assert_close(slerp(0.25, torch.tensor([1.0, 0.0]), torch.tensor([3.0, 0.0])), torch.tensor([1.5, 0.0]))
+    torch.testing.assert_close(
+        slerp(0.25, torch.tensor([1.0, 0.0]), torch.tensor([3.0, 0.0])), torch.tensor([1.5, 0.0])
+    )
     # Where rounding puts the cosine of (anti)parallel directions just outside [-1, 1] (as for these draws here), the
     # result is still defined: a straight line, and the ends themselves.
     direction = torch.randn(16, generator=seeded(0))
@@ -601,7 +732,7 @@ def test_interpolation_frames_go_from_one_condition_to_the_other(clip_pipe):
     from tron_pipelines.pipelines.pipeline_tron import slerp
 
     ends = clip_pipe.encoder_adapter.encode_prompts(["a cat", "a red car"], torch.device("cpu"))
-    kwargs = dict(num_inference_steps=0, initialization="translator_mean", output_type="latent")
+    kwargs = {"num_inference_steps": 0, "initialization": "translator_mean", "output_type": "latent"}
     frames = clip_pipe.interpolate(condition_embeds=ends, num_frames=4, generator=seeded(0), **kwargs).latents
     conditions = torch.stack([slerp(weight, ends[0], ends[1]) for weight in (0.0, 1 / 3, 2 / 3, 1.0)])
     torch.testing.assert_close(frames, clip_pipe(condition_embeds=conditions, **kwargs).latents)
@@ -613,7 +744,9 @@ def test_interpolation_frames_go_from_one_condition_to_the_other(clip_pipe):
 
 def test_interpolation_shares_noise(clip_pipe):
     embeds = clip_pipe.encoder_adapter.encode_prompts(["a cat"], torch.device("cpu")).repeat(2, 1)
-    frames = clip_pipe.interpolate(condition_embeds=embeds, num_frames=3, generator=seeded(0), output_type="np", num_inference_steps=2)
+    frames = clip_pipe.interpolate(
+        condition_embeds=embeds, num_frames=3, generator=seeded(0), output_type="np", num_inference_steps=2
+    )
     np.testing.assert_allclose(frames.images[0], frames.images[2], atol=1e-6)
 
 
@@ -703,7 +836,9 @@ def test_image_conditions_without_an_image_processor(classifier_pipe):
     torch.testing.assert_close(adapter.encode_images(grey, cpu), by_hand(rounded), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(adapter.encode_images(grey[0], cpu), by_hand(rounded[:1]), atol=1e-6, rtol=1e-5)
     large = np.random.default_rng(2).random((1, 1, 24, 24)).astype(np.float32)
-    resized = torch.nn.functional.interpolate(torch.from_numpy(large), size=(16, 16), mode="bilinear", align_corners=False)
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(large), size=(16, 16), mode="bilinear", align_corners=False
+    )
     torch.testing.assert_close(adapter.encode_images(large, cpu), by_hand(resized), atol=1e-6, rtol=1e-5)
     out = call(classifier_pipe, image=pixels[:, None], num_inference_steps=0, output_type="latent")
     direct = call(classifier_pipe, condition_embeds=expected, num_inference_steps=0, output_type="latent")
@@ -723,7 +858,10 @@ def test_array_and_pil_image_conditions_agree(clip_pipe):
 def test_prompts_outside_the_vocabulary_warn(clip_components, tmp_path):
     pipe = TronPipeline(**clip_components, prompt_vocabulary="a bold thin seven three leaning left right")
     pipe.set_progress_bar_config(disable=True)
-    with pytest.warns(UserWarning, match=r"`prompt` 1 has words this pipeline's text encoder never saw in training: \['photo', 'of', 'cat'\]"):
+    with pytest.warns(
+        UserWarning,
+        match=r"`prompt` 1 has words this pipeline's text encoder never saw in training: \['photo', 'of', 'cat'\]",
+    ):
         call(pipe, prompt=["a bold seven", "A photo of a cat, leaning left"], num_inference_steps=0)
     with pytest.warns(UserWarning, match=r"`negative_prompt` 0 has words .*\['dog'\]"):
         call(pipe, prompt="a bold seven", negative_prompt="dog", num_inference_steps=0)
@@ -732,9 +870,13 @@ def test_prompts_outside_the_vocabulary_warn(clip_components, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         call(pipe, prompt="A Bold seven, leaning RIGHT.", num_inference_steps=0)  # case and punctuation do not count
-        call(TronPipeline(**clip_components), prompt="a photo of a cat", num_inference_steps=0)  # no vocabulary: no check
+        call(
+            TronPipeline(**clip_components), prompt="a photo of a cat", num_inference_steps=0
+        )  # no vocabulary: no check
     pipe.save_pretrained(tmp_path)
-    assert TronPipeline.from_pretrained(tmp_path).config.prompt_vocabulary == "a bold leaning left right seven thin three"
+    assert (
+        TronPipeline.from_pretrained(tmp_path).config.prompt_vocabulary == "a bold leaning left right seven thin three"
+    )
 
 
 def test_class_names_only_for_classifiers(clip_pipe, classifier_components):

@@ -21,7 +21,9 @@ def run(scheduler, steps=4, batch=3, seed=0, generator=None, with_auxiliary=True
     for t in scheduler.timesteps:
         grad = 2 * sample  # energy |x|^2
         aux_grad = 2 * auxiliary if with_auxiliary else None
-        out = scheduler.step(grad, t, sample, generator=generator, auxiliary_output=aux_grad, auxiliary_sample=auxiliary)
+        out = scheduler.step(
+            grad, t, sample, generator=generator, auxiliary_output=aux_grad, auxiliary_sample=auxiliary
+        )
         sample, auxiliary = out.prev_sample, out.prev_auxiliary_sample
     return sample, auxiliary
 
@@ -106,7 +108,6 @@ def test_batch_item_matches_single_run_with_generator_list():
     full = torch.randn(3, 5)
     scheduler.set_timesteps(4)
     sample = full[1:2]
-    auxiliary = None
     generator = seeded(11)
     for t in scheduler.timesteps:
         sample = scheduler.step(2 * sample, t, sample, generator=generator).prev_sample
@@ -128,7 +129,9 @@ def test_adam_matches_torch_adam():
     scheduler.set_timesteps(5)
     for t in scheduler.timesteps:
         grad = torch.sin(3 * value)
-        value = scheduler.step(torch.zeros(2, 1), t, torch.zeros(2, 1), auxiliary_output=grad, auxiliary_sample=value).prev_auxiliary_sample
+        value = scheduler.step(
+            torch.zeros(2, 1), t, torch.zeros(2, 1), auxiliary_output=grad, auxiliary_sample=value
+        ).prev_auxiliary_sample
         parameter.grad = torch.sin(3 * parameter.detach())
         optimizer.step()
     torch.testing.assert_close(value, parameter.detach(), atol=1e-6, rtol=1e-5)
@@ -171,7 +174,9 @@ def test_annealing_scales_step_size_and_noise_at_every_step(schedule):
     assert min(abs(a - b) for a, b in zip(factors, factors[1:])) > 0.05  # every step has its own multiplier
 
     # Noise-free: x moves by exactly -step_size * factor * g.
-    scheduler = LangevinScheduler(step_size=0.3, noise_std=0.0, max_grad_norm=None, annealing=schedule, annealing_min_ratio=min_ratio)
+    scheduler = LangevinScheduler(
+        step_size=0.3, noise_std=0.0, max_grad_norm=None, annealing=schedule, annealing_min_ratio=min_ratio
+    )
     scheduler.set_timesteps(steps)
     sample, grad = torch.zeros(2, 3), torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])
     for factor, t in zip(factors, scheduler.timesteps):
@@ -183,7 +188,9 @@ def test_annealing_scales_step_size_and_noise_at_every_step(schedule):
     # Gradient-free: x moves by exactly noise_std * factor * eps, eps the generator's next normal draw; with
     # noise_std=None the noise is sqrt(2 * step_size) before annealing.
     for noise_std, base in ((0.5, 0.5), (None, math.sqrt(2 * 0.3))):
-        scheduler = LangevinScheduler(step_size=0.3, noise_std=noise_std, annealing=schedule, annealing_min_ratio=min_ratio)
+        scheduler = LangevinScheduler(
+            step_size=0.3, noise_std=noise_std, annealing=schedule, annealing_min_ratio=min_ratio
+        )
         scheduler.set_timesteps(steps)
         sample, generator, reference = torch.zeros(2, 3), seeded(4), seeded(4)
         for factor, t in zip(factors, scheduler.timesteps):
@@ -196,7 +203,9 @@ def test_annealing_scales_step_size_and_noise_at_every_step(schedule):
 def test_annealing_over_one_and_two_steps(schedule):
     # One step: the factor is 1 (no division by zero). Two steps: 1, then the minimum ratio.
     for steps, factors in ((1, [1.0]), (2, [1.0, 0.3])):
-        scheduler = LangevinScheduler(step_size=1.0, noise_std=0.0, max_grad_norm=None, annealing=schedule, annealing_min_ratio=0.3)
+        scheduler = LangevinScheduler(
+            step_size=1.0, noise_std=0.0, max_grad_norm=None, annealing=schedule, annealing_min_ratio=0.3
+        )
         scheduler.set_timesteps(steps)
         sample = torch.zeros(1, 1)
         for factor, t in zip(factors, scheduler.timesteps):
@@ -209,9 +218,13 @@ def test_noise_has_the_sample_dtype():
     # A float64 sample gets float64 draws from the generator, not float32 draws cast up.
     scheduler = LangevinScheduler(noise_std=1.0)
     scheduler.set_timesteps(1)
-    out = scheduler.step(torch.zeros(2, 3, dtype=torch.float64), 0, torch.zeros(2, 3, dtype=torch.float64), generator=seeded(6))
+    out = scheduler.step(
+        torch.zeros(2, 3, dtype=torch.float64), 0, torch.zeros(2, 3, dtype=torch.float64), generator=seeded(6)
+    )
     # Exactly: float32 draws cast up differ from the float64 ones by ~3e-8, inside assert_close's float64 tolerance.
-    torch.testing.assert_close(out.prev_sample, torch.randn(2, 3, generator=seeded(6), dtype=torch.float64), rtol=0, atol=0)
+    torch.testing.assert_close(
+        out.prev_sample, torch.randn(2, 3, generator=seeded(6), dtype=torch.float64), rtol=0, atol=0
+    )
 
 
 def test_nonfinite_sample_keeps_its_momentum_buffer_while_others_update():
@@ -247,7 +260,9 @@ def test_nonfinite_sample_keeps_its_adam_moments():
     optimizer = torch.optim.Adam([parameter], lr=lr, betas=(beta1, beta2), eps=eps)
     values = []
     for grad, t in zip(grads, scheduler.timesteps):
-        value = scheduler.step(torch.zeros(2, 1), t, torch.zeros(2, 1), auxiliary_output=grad, auxiliary_sample=value).prev_auxiliary_sample
+        value = scheduler.step(
+            torch.zeros(2, 1), t, torch.zeros(2, 1), auxiliary_output=grad, auxiliary_sample=value
+        ).prev_auxiliary_sample
         values.append(value)
         parameter.grad = grad[0].clone()
         optimizer.step()
@@ -269,11 +284,17 @@ def test_auxiliary_gradients_are_clipped_per_sample_before_adam():
     scheduler = LangevinScheduler(auxiliary_learning_rate=lr, max_grad_norm=1.0, noise_std=0.0)
     scheduler.set_timesteps(3)
     value = torch.zeros(2, 2)
-    grads = [torch.tensor([[3.0, 0.0], [1e-8, 0.0]]), torch.tensor([[0.3, 0.4], [1e-8, 0.0]]), torch.tensor([[0.0, 6.0], [0.0, 1e-8]])]
+    grads = [
+        torch.tensor([[3.0, 0.0], [1e-8, 0.0]]),
+        torch.tensor([[0.3, 0.4], [1e-8, 0.0]]),
+        torch.tensor([[0.0, 6.0], [0.0, 1e-8]]),
+    ]
     parameters = [torch.nn.Parameter(torch.zeros(2)) for _ in range(2)]
     optimizers = [torch.optim.Adam([p], lr=lr) for p in parameters]
     for grad, t in zip(grads, scheduler.timesteps):
-        value = scheduler.step(torch.zeros(2, 1), t, torch.zeros(2, 1), auxiliary_output=grad, auxiliary_sample=value).prev_auxiliary_sample
+        value = scheduler.step(
+            torch.zeros(2, 1), t, torch.zeros(2, 1), auxiliary_output=grad, auxiliary_sample=value
+        ).prev_auxiliary_sample
         for parameter, optimizer, row in zip(parameters, optimizers, grad):
             parameter.grad = row.clone()
             torch.nn.utils.clip_grad_norm_([parameter], 1.0)
@@ -284,7 +305,9 @@ def test_auxiliary_gradients_are_clipped_per_sample_before_adam():
 def test_gradient_descent_step_by_hand():
     # x <- clamp(x - eta * clip(g)), a <- a - lr * clip(g_a), per sample; a sample with any non-finite gradient keeps
     # both.
-    scheduler = GradientDescentScheduler(step_size=0.5, max_grad_norm=1.0, clamp_threshold=1.2, auxiliary_learning_rate=0.1)
+    scheduler = GradientDescentScheduler(
+        step_size=0.5, max_grad_norm=1.0, clamp_threshold=1.2, auxiliary_learning_rate=0.1
+    )
     scheduler.set_timesteps(1)
     assert scheduler.timesteps.tolist() == [0]
     sample = torch.tensor([[1.0, 0.0], [0.0, -1.0], [0.2, 0.3], [0.5, 0.5]])
@@ -295,7 +318,9 @@ def test_gradient_descent_step_by_hand():
     # Sample 0: clipped to (-0.6, 0.8), x = (1.3, -0.4), clamped to 1.2. Sample 1: under the bound, -1.2 stays.
     expected = torch.tensor([[1.2, -0.4], [-0.15, -1.2], [0.2, 0.3], [0.5, 0.5]])
     torch.testing.assert_close(out.prev_sample, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.prev_auxiliary_sample, torch.tensor([[0.9], [1.05], [1.0], [1.0]]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        out.prev_auxiliary_sample, torch.tensor([[0.9], [1.05], [1.0], [1.0]]), atol=1e-5, rtol=0
+    )
     # Clamped from below too, and without an auxiliary variable none comes back.
     scheduler.set_timesteps(1)
     alone = scheduler.step(torch.tensor([[0.0, 1.0]]), 0, torch.tensor([[-1.3, -1.0]]), return_dict=False)
@@ -306,7 +331,9 @@ def test_gradient_descent_step_by_hand():
 @pytest.mark.parametrize("scheduler_class", [LangevinScheduler, GradientDescentScheduler])
 def test_clipping_leaves_gradients_under_the_bound_alone(scheduler_class):
     # Even a tiny gradient: the bound divides by its norm (plus a small epsilon), which must not flip or blow it up.
-    scheduler = scheduler_class(step_size=1.0, max_grad_norm=1.0, **({"noise_std": 0.0} if scheduler_class is LangevinScheduler else {}))
+    scheduler = scheduler_class(
+        step_size=1.0, max_grad_norm=1.0, **({"noise_std": 0.0} if scheduler_class is LangevinScheduler else {})
+    )
     scheduler.set_timesteps(1)
     grad = torch.tensor([[3e-8, 4e-8], [0.6, 0.0]])
     torch.testing.assert_close(scheduler.step(grad, 0, torch.zeros(2, 2)).prev_sample, -grad)
@@ -379,7 +406,13 @@ def test_gradient_descent_from_langevin_config():
     descent = GradientDescentScheduler.from_config(langevin.config)
     assert descent.config.step_size == 0.5 and descent.config.clamp_threshold == 1.0
     descent.set_timesteps(1)
-    out = descent.step(torch.tensor([[1.0, -4.0]]), 0, torch.zeros(1, 2), auxiliary_output=torch.ones(1, 1), auxiliary_sample=torch.zeros(1, 1))
+    out = descent.step(
+        torch.tensor([[1.0, -4.0]]),
+        0,
+        torch.zeros(1, 2),
+        auxiliary_output=torch.ones(1, 1),
+        auxiliary_sample=torch.zeros(1, 1),
+    )
     torch.testing.assert_close(out.prev_sample, torch.tensor([[-0.5, 1.0]]))
     torch.testing.assert_close(out.prev_auxiliary_sample, torch.tensor([[-5e-3]]))
     back = LangevinScheduler.from_config(descent.config)

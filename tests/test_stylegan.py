@@ -19,9 +19,9 @@ import scipy.signal
 import scipy.special
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from conftest import tiny_clip
 from safetensors.torch import load_file
 
-from conftest import tiny_clip
 from tron_pipelines import TranslatorModel, TronPipeline
 from tron_pipelines.conversion.checkpoints import CheckpointMismatchError
 from tron_pipelines.conversion.network_pickle import UnsafePickleError, load_network_pickle
@@ -36,14 +36,15 @@ from tron_pipelines.models import StyleGAN2Generator, StyleGAN3Generator
 from tron_pipelines.models.stylegan3 import kaiser_lowpass_filter, radial_lowpass_filter
 from tron_pipelines.training import parse_train_args, train_translator
 
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SCRIPTS = Path(__file__).resolve().parents[1] / "conversion_scripts"
 SG2_PICKLE = FIXTURES / "stylegan2-nvlabs" / "network-snapshot-stylegan2-nvlabs-dev.pkl"
 SG3_PICKLE = FIXTURES / "stylegan3-nvlabs" / "network-snapshot-stylegan3-nvlabs-dev.pkl"
 ROSINALITY = FIXTURES / "stylegan2-rosinality" / "stylegan2-rosinality-dev.pt"
 
-IMAGE_TOLERANCE = dict(rtol=1e-4, atol=1e-4)
-LATENT_TOLERANCE = dict(rtol=0, atol=1e-5)
+IMAGE_TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
+LATENT_TOLERANCE = {"rtol": 0, "atol": 1e-5}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,7 +79,9 @@ def rosinality_stylegan2():
 # Upstream outputs
 
 
-@pytest.mark.parametrize("folder,model_fixture", [("stylegan2-nvlabs", "nvlabs_stylegan2"), ("stylegan3-nvlabs", "nvlabs_stylegan3")])
+@pytest.mark.parametrize(
+    "folder,model_fixture", [("stylegan2-nvlabs", "nvlabs_stylegan2"), ("stylegan3-nvlabs", "nvlabs_stylegan3")]
+)
 @torch.no_grad()
 def test_nvlabs_networks_reproduce_the_upstream_outputs(folder, model_fixture, request):
     model, ref = request.getfixturevalue(model_fixture), reference(folder)
@@ -123,8 +126,11 @@ def test_rosinality_generator_reproduces_the_upstream_outputs(rosinality_stylega
 
 @pytest.mark.parametrize(
     "checkpoint,folder,cls",
-    [(SG2_PICKLE, "stylegan2-nvlabs", StyleGAN2Generator), (SG3_PICKLE, "stylegan3-nvlabs", StyleGAN3Generator),
-     (ROSINALITY, "stylegan2-rosinality", StyleGAN2Generator)],
+    [
+        (SG2_PICKLE, "stylegan2-nvlabs", StyleGAN2Generator),
+        (SG3_PICKLE, "stylegan3-nvlabs", StyleGAN3Generator),
+        (ROSINALITY, "stylegan2-rosinality", StyleGAN2Generator),
+    ],
 )
 @torch.no_grad()
 def test_conversion_script_detects_the_format_and_writes_a_loadable_folder(checkpoint, folder, cls, tmp_path):
@@ -143,7 +149,9 @@ def test_conversion_script_detects_the_format_and_writes_a_loadable_folder(check
 # Filters of StyleGAN3
 
 
-@pytest.mark.parametrize("numtaps,cutoff,width,fs", [(12, 2.0, 12.0, 32), (12, 5.66, 4.69, 32), (24, 8.0, 3.7, 64), (13, 3.1, 2.0, 20)])
+@pytest.mark.parametrize(
+    "numtaps,cutoff,width,fs", [(12, 2.0, 12.0, 32), (12, 5.66, 4.69, 32), (24, 8.0, 3.7, 64), (13, 3.1, 2.0, 20)]
+)
 def test_kaiser_lowpass_filter_equals_scipy_firwin(numtaps, cutoff, width, fs):
     expected = torch.as_tensor(scipy.signal.firwin(numtaps, cutoff, width=width, fs=fs), dtype=torch.float32)
     torch.testing.assert_close(kaiser_lowpass_filter(numtaps, cutoff, width, fs), expected, rtol=0, atol=1e-7)
@@ -176,8 +184,16 @@ def test_a_stylegan3_built_from_its_config_designs_the_checkpoint_filters(nvlabs
 def test_stylegan3_r_runs_with_radial_filters_and_1x1_convs():
     torch.manual_seed(0)
     model = StyleGAN3Generator(
-        z_dim=8, w_dim=8, img_resolution=16, channel_base=512, channel_max=16, num_layers=4, num_critical=1,
-        conv_kernel=1, use_radial_filters=True, margin_size=4,
+        z_dim=8,
+        w_dim=8,
+        img_resolution=16,
+        channel_base=512,
+        channel_max=16,
+        num_layers=4,
+        num_critical=1,
+        conv_kernel=1,
+        use_radial_filters=True,
+        margin_size=4,
     ).eval()
     radial = [layer.down_filter.ndim == 2 for layer in model.layers[:-1]]
     assert radial == [True, True, True, False]  # the critically sampled layer keeps the separable filter
@@ -326,7 +342,9 @@ def test_sample_latents_maps_and_truncates_per_sample_draws(model_fixture, reque
     torch.testing.assert_close(shared[0], latents[0], rtol=1e-6, atol=1e-6)  # one generator: its first draw is z[0]
 
 
-@pytest.mark.parametrize("model_fixture,folder", [("nvlabs_stylegan2", "stylegan2-nvlabs"), ("nvlabs_stylegan3", "stylegan3-nvlabs")])
+@pytest.mark.parametrize(
+    "model_fixture,folder", [("nvlabs_stylegan2", "stylegan2-nvlabs"), ("nvlabs_stylegan3", "stylegan3-nvlabs")]
+)
 @torch.no_grad()
 def test_generate_broadcasts_w_or_takes_w_plus_and_clamps(model_fixture, folder, request):
     model, ref = request.getfixturevalue(model_fixture), reference(folder)
@@ -335,7 +353,9 @@ def test_generate_broadcasts_w_or_takes_w_plus_and_clamps(model_fixture, folder,
     torch.testing.assert_close(model.generate(w), model.synthesize(broadcast).clamp(-1, 1))
     plus = with_settings(model, latent_space="w+")
     assert plus.latent_dim == model.num_ws * 32
-    torch.testing.assert_close(plus.generate(ref["ws_given"].flatten(1)), model.synthesize(ref["ws_given"]).clamp(-1, 1))
+    torch.testing.assert_close(
+        plus.generate(ref["ws_given"].flatten(1)), model.synthesize(ref["ws_given"]).clamp(-1, 1)
+    )
     with pytest.raises(ValueError, match="`ws` must have shape"):
         model.synthesize(ref["ws_given"][:, :3])
     with pytest.raises(ValueError, match="`latents` must have shape"):
@@ -423,15 +443,29 @@ def test_official_stylegan_translator_and_network_pickle_make_a_pipeline(clip_co
     for name in ("encoder", "tokenizer", "image_processor"):
         clip_components[name].save_pretrained(tmp_path / "clip")
     load_script("convert_tr0n_original_to_diffusers").main(
-        ["--checkpoint_path", str(FIXTURES / "tr0n-translator" / "stylegan" / "model_best.pth"), "--generator",
-         str(tmp_path / "generator"), "--encoder", str(tmp_path / "clip"), "--preset", "stylegan", "--dump_path",
-         str(tmp_path / "pipe")]
+        [
+            "--checkpoint_path",
+            str(FIXTURES / "tr0n-translator" / "stylegan" / "model_best.pth"),
+            "--generator",
+            str(tmp_path / "generator"),
+            "--encoder",
+            str(tmp_path / "clip"),
+            "--preset",
+            "stylegan",
+            "--dump_path",
+            str(tmp_path / "pipe"),
+        ]
     )
     pipe = TronPipeline.from_pretrained(tmp_path / "pipe")
     pipe.set_progress_bar_config(disable=True)
     assert pipe.translator.config.latent_threshold is None and pipe.scheduler.config.clamp_threshold is None
-    out = pipe("a red car", num_inference_steps=2, num_augmentations=2, output_type="np",
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        "a red car",
+        num_inference_steps=2,
+        num_augmentations=2,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.images.shape == (1, 32, 32, 3) and torch.isfinite(out.latents).all()
 
 
@@ -449,22 +483,60 @@ def test_tiny_stylegan_clip_pipeline_end_to_end(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path / "clip")
     from transformers import CLIPImageProcessor
 
-    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(tmp_path / "clip")
-    TranslatorModel(condition_dim=16, latent_dim=16, num_components=3, hidden_dim=32).save_pretrained(tmp_path / "untrained")
+    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
+        tmp_path / "clip"
+    )
+    TranslatorModel(condition_dim=16, latent_dim=16, num_components=3, hidden_dim=32).save_pretrained(
+        tmp_path / "untrained"
+    )
     load_script("build_tron_pipeline").main(
-        ["--generator", str(tmp_path / "generator"), "--encoder", str(tmp_path / "clip"), "--translator",
-         str(tmp_path / "untrained"), "--preset", "stylegan", "--dump_path", str(tmp_path / "pipe")]
+        [
+            "--generator",
+            str(tmp_path / "generator"),
+            "--encoder",
+            str(tmp_path / "clip"),
+            "--translator",
+            str(tmp_path / "untrained"),
+            "--preset",
+            "stylegan",
+            "--dump_path",
+            str(tmp_path / "pipe"),
+        ]
     )
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
     assert index["generator"] == ["tron_pipelines.models.stylegan2", "StyleGAN2Generator"]
 
     try:
-        result = train_translator(parse_train_args([
-            "--pipeline", str(tmp_path / "pipe"), "--output_dir", str(tmp_path / "trained"), "--num_pairs", "128",
-            "--num_components", "3", "--hidden_dim", "32", "--train_batch_size", "16", "--max_train_steps", "24",
-            "--learning_rate", "3e-3", "--generation_batch_size", "32", "--num_validation_pairs", "32",
-            "--num_validation_conditions", "2", "--report_to", "none",
-        ]))
+        result = train_translator(
+            parse_train_args(
+                [
+                    "--pipeline",
+                    str(tmp_path / "pipe"),
+                    "--output_dir",
+                    str(tmp_path / "trained"),
+                    "--num_pairs",
+                    "128",
+                    "--num_components",
+                    "3",
+                    "--hidden_dim",
+                    "32",
+                    "--train_batch_size",
+                    "16",
+                    "--max_train_steps",
+                    "24",
+                    "--learning_rate",
+                    "3e-3",
+                    "--generation_batch_size",
+                    "32",
+                    "--num_validation_pairs",
+                    "32",
+                    "--num_validation_conditions",
+                    "2",
+                    "--report_to",
+                    "none",
+                ]
+            )
+        )
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
@@ -475,7 +547,11 @@ def test_tiny_stylegan_clip_pipeline_end_to_end(tokenizer, tmp_path):
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe.generator, StyleGAN2Generator) and pipe.scheduler.config.step_size == 0.1
     out = pipe(
-        ["a red car", "a cat"], num_inference_steps=12, num_augmentations=4, return_energy_trace=True, output_type="np",
+        ["a red car", "a cat"],
+        num_inference_steps=12,
+        num_augmentations=4,
+        return_energy_trace=True,
+        output_type="np",
         generator=[torch.Generator().manual_seed(seed) for seed in range(2)],
     )
     assert out.images.shape == (2, 16, 16, 3) and out.latents.shape == (2, 16)

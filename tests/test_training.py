@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import save_pipeline
 from safetensors import safe_open
 
-from conftest import save_pipeline
 from tron_pipelines import TranslatorModel, TronPipeline
 from tron_pipelines.training import (
     ConditionNoise,
@@ -38,6 +38,7 @@ from tron_pipelines.training import (
 )
 from tron_pipelines.training import train as train_module
 from tron_pipelines.training.pairs import VALIDATION_STREAM
+
 
 NUM_PAIRS, PAIRS_PER_SHARD = 192, 32
 # Measured drop of the validation NLL per dimension in the two-process run: 0.061 nats (1.428 -> 1.367).
@@ -65,9 +66,24 @@ def cache_dir(tmp_path_factory, source) -> Path:
 
 def train_argv(pipeline_dir, output_dir, *extra) -> list[str]:
     base = [
-        "--pipeline", pipeline_dir, "--output_dir", output_dir, "--num_components", "3", "--train_batch_size", "16",
-        "--learning_rate", "1e-3", "--generation_batch_size", "16", "--num_validation_pairs", "64",
-        "--num_validation_conditions", "4", "--report_to", "none",
+        "--pipeline",
+        pipeline_dir,
+        "--output_dir",
+        output_dir,
+        "--num_components",
+        "3",
+        "--train_batch_size",
+        "16",
+        "--learning_rate",
+        "1e-3",
+        "--generation_batch_size",
+        "16",
+        "--num_validation_pairs",
+        "64",
+        "--num_validation_conditions",
+        "4",
+        "--report_to",
+        "none",
     ]
     return [str(word) for word in base + list(extra)]
 
@@ -99,7 +115,9 @@ def test_cache_shards_are_seeded_by_index_and_read_through_memory_maps(cache_dir
     assert manifest["tensors"]["latents"] == {"shape": [NUM_PAIRS, 8], "dtype": "float32"}
     assert manifest["generator"] == source.identity()["generator"] and manifest["encoder"]["kind"] == "clip"
     assert manifest["latent_specs"] == [{"name": "z", "dim": 8, "prior": "normal", "threshold": None}]
-    assert [shard["seed"] for shard in manifest["shards"]] == [derive_seed(0, 0, i) for i in range(manifest["num_shards"])]
+    assert [shard["seed"] for shard in manifest["shards"]] == [
+        derive_seed(0, 0, i) for i in range(manifest["num_shards"])
+    ]
 
     cache = PairCache(cache_dir)
     # Shard 3 is exactly what its seed makes, whoever wrote it.
@@ -144,7 +162,9 @@ def test_half_written_and_corrupted_shards_are_never_read(cache_dir, source, tmp
 
     # Re-running the same generation resumes: intact shards are kept, the others regenerated identically.
     with pytest.warns(UserWarning, match="unusable"):
-        cache = generate_pairs(source, folder, NUM_PAIRS, PAIRS_PER_SHARD, seed=0, generation_batch_size=16, show_progress=False)
+        cache = generate_pairs(
+            source, folder, NUM_PAIRS, PAIRS_PER_SHARD, seed=0, generation_batch_size=16, show_progress=False
+        )
     assert not list(folder.glob("*.tmp"))
     for name, tensor in cache[torch.arange(NUM_PAIRS)].items():
         assert torch.equal(tensor, reference[name])
@@ -153,7 +173,9 @@ def test_half_written_and_corrupted_shards_are_never_read(cache_dir, source, tmp
 
 def test_cache_made_with_other_settings_is_rejected(cache_dir, source):
     with pytest.raises(PairCacheError, match="seed: cache has 0, requested 1"):
-        generate_pairs(source, cache_dir, NUM_PAIRS, PAIRS_PER_SHARD, seed=1, generation_batch_size=16, show_progress=False)
+        generate_pairs(
+            source, cache_dir, NUM_PAIRS, PAIRS_PER_SHARD, seed=1, generation_batch_size=16, show_progress=False
+        )
 
 
 def test_custom_condition_function_route_is_used_and_recorded(source, tmp_path):
@@ -170,7 +192,9 @@ def test_custom_condition_function_route_is_used_and_recorded(source, tmp_path):
     generate_pairs(route, tmp_path / "captions", 8, 4, generation_batch_size=4, show_progress=False)
     assert read_manifest(tmp_path / "captions")["condition"] == {"route": "toy_captions", "dim": 16}
 
-    wrong = PairSource(source.generator, source.adapter, FunctionRoute(lambda images, adapter: torch.zeros(len(images), 3), "wrong"))
+    wrong = PairSource(
+        source.generator, source.adapter, FunctionRoute(lambda images, adapter: torch.zeros(len(images), 3), "wrong")
+    )
     with pytest.raises(ValueError, match=r"shape \(4, 3\).*expected \(4, 16\)"):
         wrong.make_pairs(4, seed=0, batch_size=4)
 
@@ -195,28 +219,81 @@ def test_condition_noise_modes():
 
 
 # Training ---------------------------------------------------------------------------------------------------------
-def test_two_processes_train_a_translator_that_loads_and_lowers_the_starting_energy(pipeline_dir, cache_dir, source, tmp_path):
+def test_two_processes_train_a_translator_that_loads_and_lowers_the_starting_energy(
+    pipeline_dir, cache_dir, source, tmp_path
+):
     output_dir, pairs_dir = tmp_path / "out", tmp_path / "pairs"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "tron_pipelines.cli", "train-translator",
-        "--pipeline", str(pipeline_dir), "--pairs_dir", str(pairs_dir), "--num_pairs", str(NUM_PAIRS),
-        "--pairs_per_shard", str(PAIRS_PER_SHARD), "--generation_batch_size", "16", "--output_dir", str(output_dir),
-        "--num_components", "3", "--train_batch_size", "16", "--max_train_steps", "240", "--learning_rate", "1e-3",
-        "--std_learning_rate", "5e-2", "--condition_noise", "isotropic", "--condition_noise_scale", "0.05",
-        "--checkpointing_steps", "80", "--checkpoints_total_limit", "2", "--validation_steps", "120",
-        "--num_validation_pairs", "128", "--num_validation_conditions", "32", "--report_to", "none",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "tron_pipelines.cli",
+        "train-translator",
+        "--pipeline",
+        str(pipeline_dir),
+        "--pairs_dir",
+        str(pairs_dir),
+        "--num_pairs",
+        str(NUM_PAIRS),
+        "--pairs_per_shard",
+        str(PAIRS_PER_SHARD),
+        "--generation_batch_size",
+        "16",
+        "--output_dir",
+        str(output_dir),
+        "--num_components",
+        "3",
+        "--train_batch_size",
+        "16",
+        "--max_train_steps",
+        "240",
+        "--learning_rate",
+        "1e-3",
+        "--std_learning_rate",
+        "5e-2",
+        "--condition_noise",
+        "isotropic",
+        "--condition_noise_scale",
+        "0.05",
+        "--checkpointing_steps",
+        "80",
+        "--checkpoints_total_limit",
+        "2",
+        "--validation_steps",
+        "120",
+        "--num_validation_pairs",
+        "128",
+        "--num_validation_conditions",
+        "32",
+        "--report_to",
+        "none",
     ]
     # ACCELERATE_USE_CPU makes the torchrun-style launcher give CPU processes and gloo (`--cpu` would run one process).
-    run = subprocess.run(command, env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        command, env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "with 2 process(es)" in run.stdout and "2 process(es) x 16 pairs" in run.stdout
     assert "steps/s" in run.stdout and "pairs/s" in run.stdout
 
     # The two-process cache equals the one-process cache, shard for shard.
     for shard in read_manifest(cache_dir)["shards"]:
-        (expected, expected_meta), (actual, actual_meta) = shard_contents(cache_dir / shard["file"]), shard_contents(pairs_dir / shard["file"])
+        (expected, expected_meta), (actual, actual_meta) = (
+            shard_contents(cache_dir / shard["file"]),
+            shard_contents(pairs_dir / shard["file"]),
+        )
         assert actual_meta == expected_meta and actual.keys() == expected.keys()
         assert all(torch.equal(actual[name], expected[name]) for name in expected), shard["file"]
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-160", "checkpoint-240"]
@@ -228,7 +305,9 @@ def test_two_processes_train_a_translator_that_loads_and_lowers_the_starting_ene
     assert metadata["base_generator"] == "tron_pipelines.models.generator.ConvGenerator"
     assert metadata["encoder"].endswith("CLIPModel") and metadata["num_pairs"] == NUM_PAIRS
     assert metadata["train_steps"] == 240
-    assert metadata["train_command"].startswith("accelerate launch --num_processes 2 -m tron_pipelines.train --pipeline")
+    assert metadata["train_command"].startswith(
+        "accelerate launch --num_processes 2 -m tron_pipelines.train --pipeline"
+    )
     assert "--condition_noise isotropic" in metadata["train_command"]
     final, initial = metadata["metrics"], metadata["initial_metrics"]
     assert final["nll_per_dim"] < initial["nll_per_dim"] - NLL_DROP  # validation NLL falls
@@ -273,8 +352,19 @@ KILLER = textwrap.dedent(
 
 @pytest.mark.parametrize("init_std", [None, 0.01])
 def test_a_short_run_is_over_dispersed_unless_told_otherwise(pipeline_dir, cache_dir, source, tmp_path, init_std):
-    extra = ["--pairs_dir", cache_dir, "--max_train_steps", "6", "--validation_steps", "6", "--num_validation_conditions", "0"]
-    result = train_translator(train_args(pipeline_dir, tmp_path / "short", *extra, *(["--init_std", init_std] if init_std else [])))
+    extra = [
+        "--pairs_dir",
+        cache_dir,
+        "--max_train_steps",
+        "6",
+        "--validation_steps",
+        "6",
+        "--num_validation_conditions",
+        "0",
+    ]
+    result = train_translator(
+        train_args(pipeline_dir, tmp_path / "short", *extra, *(["--init_std", init_std] if init_std else []))
+    )
     initial, final = result.initial_metrics, result.metrics
     if init_std is None:
         # The spread starts at the prior's: the std of G's latents over the validation pairs, whatever the translator.
@@ -297,8 +387,19 @@ def test_initialize_spread_sets_the_per_dimension_std():
 
 def test_killed_and_resumed_run_ends_bit_identical(pipeline_dir, cache_dir, tmp_path):
     extra = [
-        "--pairs_dir", cache_dir, "--max_train_steps", "24", "--checkpointing_steps", "8", "--validation_steps", "8",
-        "--condition_noise", "covariance", "--use_ema", "--lr_warmup_steps", "4",
+        "--pairs_dir",
+        cache_dir,
+        "--max_train_steps",
+        "24",
+        "--checkpointing_steps",
+        "8",
+        "--validation_steps",
+        "8",
+        "--condition_noise",
+        "covariance",
+        "--use_ema",
+        "--lr_warmup_steps",
+        "4",
     ]
     uninterrupted = train_translator(train_args(pipeline_dir, tmp_path / "uninterrupted", *extra))
     assert uninterrupted.global_step == 24
@@ -307,9 +408,14 @@ def test_killed_and_resumed_run_ends_bit_identical(pipeline_dir, cache_dir, tmp_
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     argv = ["train-translator", *train_argv(pipeline_dir, interrupted, *extra)]
-    run = subprocess.run([sys.executable, str(script), *argv], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(script), *argv], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
-    assert sorted(p.name for p in interrupted.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-16.partial", "checkpoint-8"]
+    assert sorted(p.name for p in interrupted.iterdir() if p.name.startswith("checkpoint")) == [
+        "checkpoint-16.partial",
+        "checkpoint-8",
+    ]
 
     resumed = train_translator(train_args(pipeline_dir, interrupted, *extra, "--resume_from_checkpoint", "latest"))
     assert resumed.global_step == 24
@@ -339,16 +445,39 @@ def test_on_the_fly_training_pushes_the_pipeline_and_card(pipeline_dir, tmp_path
     output_dir = tmp_path / "out"
     result = train_translator(
         train_args(
-            pipeline_dir, output_dir, "--num_pairs", 64, "--num_train_epochs", 3, "--gradient_accumulation_steps", 2,
-            "--condition_noise", "adaptive", "--mixed_precision", "bf16", "--checkpointing_steps", 2,
-            "--checkpoints_total_limit", 1, "--push_to_hub", "--hub_model_id", "user/tiny-tron",
+            pipeline_dir,
+            output_dir,
+            "--num_pairs",
+            64,
+            "--num_train_epochs",
+            3,
+            "--gradient_accumulation_steps",
+            2,
+            "--condition_noise",
+            "adaptive",
+            "--mixed_precision",
+            "bf16",
+            "--checkpointing_steps",
+            2,
+            "--checkpoints_total_limit",
+            1,
+            "--push_to_hub",
+            "--hub_model_id",
+            "user/tiny-tron",
         )
     )
     assert result.global_step == 3 * (64 // 32)  # epochs x steps of 2 x 16 pairs
     assert result.metrics["nll"] < result.initial_metrics["nll"]
     assert calls["create_repo"] == "user/tiny-tron" and calls["upload"]["repo_id"] == "user/tiny-tron"
     files = calls["upload"]["files"]
-    for expected in ("README.md", "model_index.json", "translator/config.json", "translator/diffusion_pytorch_model.safetensors", "generator/config.json", "encoder/config.json"):
+    for expected in (
+        "README.md",
+        "model_index.json",
+        "translator/config.json",
+        "translator/diffusion_pytorch_model.safetensors",
+        "generator/config.json",
+        "encoder/config.json",
+    ):
         assert expected in files
     assert not [name for name in files if name.startswith("checkpoint")]
     assert [p.name for p in output_dir.glob("checkpoint-*")] == ["checkpoint-6"]
@@ -359,7 +488,9 @@ def test_on_the_fly_training_pushes_the_pipeline_and_card(pipeline_dir, tmp_path
 def test_push_to_hub_offline_fails_before_training(pipeline_dir, tmp_path):
     output_dir = tmp_path / "out"
     with pytest.raises(Exception, match="(?i)offline"):
-        train_translator(train_args(pipeline_dir, output_dir, "--num_pairs", 64, "--push_to_hub", "--hub_model_id", "user/x"))
+        train_translator(
+            train_args(pipeline_dir, output_dir, "--num_pairs", 64, "--push_to_hub", "--hub_model_id", "user/x")
+        )
     assert not (output_dir / "translator").exists()
 
 
@@ -409,7 +540,9 @@ def test_bad_input_fails_before_work(case, pattern, pipeline_dir, cache_dir, oth
     elif case == "zero_pairs":
         args = train_args(pipeline_dir, output_dir, "--num_pairs", 0)
     elif case == "batch_larger_than_cache":
-        args = train_args(pipeline_dir, output_dir, *pairs, "--train_batch_size", 128, "--gradient_accumulation_steps", 2)
+        args = train_args(
+            pipeline_dir, output_dir, *pairs, "--train_batch_size", 128, "--gradient_accumulation_steps", 2
+        )
     elif case == "no_pairs_at_all":
         args = train_args(pipeline_dir, output_dir)
     else:

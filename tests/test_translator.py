@@ -13,7 +13,14 @@ def seeded(seed=0):
 @pytest.fixture
 def translator():
     torch.manual_seed(0)
-    return TranslatorModel(condition_dim=6, latent_dim=4, num_components=3, hidden_dim=16, latent_threshold=2.0, auxiliary_latent_dims={"y": 5})
+    return TranslatorModel(
+        condition_dim=6,
+        latent_dim=4,
+        num_components=3,
+        hidden_dim=16,
+        latent_threshold=2.0,
+        auxiliary_latent_dims={"y": 5},
+    )
 
 
 def test_forward_shapes_and_bounds(translator):
@@ -47,7 +54,9 @@ def test_forward_is_the_documented_network(translator):
     torch.testing.assert_close(out.stds, (p["log_stds"].exp() + 1e-6).expand(5, 3, 4))
     # A translator cast to bfloat16 gives every output in bfloat16.
     low = translator.to(torch.bfloat16)(condition)
-    assert {low.means.dtype, low.stds.dtype, low.mixture_logits.dtype, low.auxiliary_latents["y"].dtype} == {torch.bfloat16}
+    assert {low.means.dtype, low.stds.dtype, low.mixture_logits.dtype, low.auxiliary_latents["y"].dtype} == {
+        torch.bfloat16
+    }
 
 
 def test_log_prob_matches_mixture_by_hand(translator):
@@ -57,7 +66,8 @@ def test_log_prob_matches_mixture_by_hand(translator):
     expected = []
     for b in range(2):
         log_terms = [
-            weights[b, k].log() + torch.distributions.Normal(out.means[b, k], out.stds[b, k]).log_prob(latents[b]).sum()
+            weights[b, k].log()
+            + torch.distributions.Normal(out.means[b, k], out.stds[b, k]).log_prob(latents[b]).sum()
             for k in range(3)
         ]
         expected.append(torch.stack(log_terms).logsumexp(0))
@@ -136,8 +146,21 @@ def test_nll_decreases_when_fit_to_pairs():
     conditions = torch.randn(512, 6)
     latents = torch.tanh(conditions[:, :4] * 1.5) + 0.1 * torch.randn(512, 4)
     auxiliary = conditions @ torch.randn(6, 5)
-    translator = TranslatorModel(condition_dim=6, latent_dim=4, num_components=3, hidden_dim=32, latent_threshold=2.0, auxiliary_latent_dims={"y": 5})
-    optimizer = torch.optim.Adam([{"params": [p for n, p in translator.named_parameters() if n != "log_stds"]}, {"params": [translator.log_stds], "lr": 1e-1}], lr=3e-3)
+    translator = TranslatorModel(
+        condition_dim=6,
+        latent_dim=4,
+        num_components=3,
+        hidden_dim=32,
+        latent_threshold=2.0,
+        auxiliary_latent_dims={"y": 5},
+    )
+    optimizer = torch.optim.Adam(
+        [
+            {"params": [p for n, p in translator.named_parameters() if n != "log_stds"]},
+            {"params": [translator.log_stds], "lr": 1e-1},
+        ],
+        lr=3e-3,
+    )
     start = translator.loss(conditions, latents, {"y": auxiliary})
     for _ in range(300):
         loss = translator.loss(conditions, latents, {"y": auxiliary}, nll_weight=1e-2)

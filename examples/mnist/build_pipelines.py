@@ -36,9 +36,8 @@ import shlex
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
-
 from captions import caption_words
+from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
 from tron_pipelines.conversion.checkpoints import save_pretrained_atomically, write_folder_atomically
@@ -47,20 +46,21 @@ from tron_pipelines.pretrained import EMBEDDED_ROOT
 from tron_pipelines.training.arguments import parse_train_args
 from tron_pipelines.training.train import train_translator
 
+
 # Sampling settings chosen with the evaluation classifier on tuning seeds (500000 + i), not the benchmark's evaluation
 # seeds; the model cards give the measurements. The translators' mixtures are almost as wide as the prior (the GAN's
 # classes are entangled in z), so a best-of-N search over translator draws does most of the work, and
 # Langevin refines the winner.
 SAMPLING = {
     "tron-mnist": {
-        "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
+        "scheduler": {"step_size": 1.0, "noise_std": 0.01, "momentum": 0.5, "max_grad_norm": 1.0},
         "default_num_inference_steps": 10,
         "default_num_augmentations": 0,
         "default_num_candidates": 4,
         "augmentation_policy": "translation",
     },
     "tron-mnist-text": {
-        "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
+        "scheduler": {"step_size": 1.0, "noise_std": 0.01, "momentum": 0.5, "max_grad_norm": 1.0},
         "default_num_inference_steps": 10,
         "default_num_augmentations": 4,
         "default_num_candidates": 16,
@@ -73,7 +73,7 @@ SAMPLING = {
     # proposals does most of the work (0.975 at 0 steps) and 5 steps of size 1 finish it (1.0, FD 113 vs 140 with
     # 4 candidates and 10 steps); step size 3 overshoots.
     "tron-mnist-ddim": {
-        "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
+        "scheduler": {"step_size": 1.0, "noise_std": 0.01, "momentum": 0.5, "max_grad_norm": 1.0},
         "default_num_inference_steps": 5,
         "default_num_augmentations": 0,
         "default_num_candidates": 8,
@@ -84,18 +84,47 @@ SAMPLING = {
 DDIM_SAMPLER_STEPS = 4
 
 TRAINING_ARGS = [
-    "--num_pairs", "100000", "--num_components", "10", "--hidden_dim", "256", "--train_batch_size", "256",
-    "--max_train_steps", "2000", "--learning_rate", "1e-3", "--lr_warmup_steps", "100", "--validation_steps", "1000",
-    "--checkpointing_steps", "100000", "--generation_batch_size", "500", "--overwrite_output_dir",
+    "--num_pairs",
+    "100000",
+    "--num_components",
+    "10",
+    "--hidden_dim",
+    "256",
+    "--train_batch_size",
+    "256",
+    "--max_train_steps",
+    "2000",
+    "--learning_rate",
+    "1e-3",
+    "--lr_warmup_steps",
+    "100",
+    "--validation_steps",
+    "1000",
+    "--checkpointing_steps",
+    "100000",
+    "--generation_batch_size",
+    "500",
+    "--overwrite_output_dir",
 ]
 # How each translator's pairs are made (`tron train-translator` options).
 PAIR_ARGS = {
     "tron-mnist": ["--condition_noise", "none"],
-    "tron-mnist-text": ["--condition_route", "caption", "--captioner", "captions:MnistCaptioner", "--condition_noise", "none"],
+    "tron-mnist-text": [
+        "--condition_route",
+        "caption",
+        "--captioner",
+        "captions:MnistCaptioner",
+        "--condition_noise",
+        "none",
+    ],
     "tron-mnist-ddim": ["--condition_noise", "none"],
 }
 # The frozen parts each pipeline is trained from (command-line arguments).
-PARTS = {"tron-mnist": ("generator", "classifier"), "tron-mnist-text": ("generator", "clip"), "tron-mnist-ddim": ("ddpm", "classifier")}
+PARTS = {
+    "tron-mnist": ("generator", "classifier"),
+    "tron-mnist-text": ("generator", "clip"),
+    "tron-mnist-ddim": ("ddpm", "classifier"),
+}
 
 
 def part_folders(args) -> dict:
@@ -103,8 +132,11 @@ def part_folders(args) -> dict:
     (tron-mnist's generator and CNN f, tron-mnist-text's CLIP; the DDPM is not embedded as a diffusers pipeline)."""
     folders = {part: getattr(args, part) for part in ("generator", "classifier", "clip", "ddpm")}
     if args.from_embedded:
-        folders.update(generator=EMBEDDED_ROOT / "tron-mnist" / "generator", classifier=EMBEDDED_ROOT / "tron-mnist" / "encoder",
-                       clip=EMBEDDED_ROOT / "tron-mnist-text")
+        folders.update(
+            generator=EMBEDDED_ROOT / "tron-mnist" / "generator",
+            classifier=EMBEDDED_ROOT / "tron-mnist" / "encoder",
+            clip=EMBEDDED_ROOT / "tron-mnist-text",
+        )
     return folders
 
 
@@ -122,7 +154,10 @@ def base_pipeline(name: str, folders: dict) -> TronPipeline:
         clip = CLIPModel.from_pretrained(clip_folder, **subfolder("encoder")).eval()
         translator = TranslatorModel(condition_dim=clip.config.projection_dim, latent_dim=generator.latent_dim)
         return TronPipeline(
-            translator, generator, clip, LangevinScheduler(),
+            translator,
+            generator,
+            clip,
+            LangevinScheduler(),
             tokenizer=AutoTokenizer.from_pretrained(clip_folder, **subfolder("tokenizer")),
             image_processor=CLIPImageProcessor.from_pretrained(clip_folder, **subfolder("image_processor")),
         )
@@ -133,14 +168,24 @@ def base_pipeline(name: str, folders: dict) -> TronPipeline:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipelines", nargs="+", choices=list(SAMPLING), default=None,
-                        help="Pipelines to build (default: every one whose parts are given, or all with --reassemble_from).")
-    parser.add_argument("--generator", help="ConvGenerator folder, train_generator.py (training tron-mnist, tron-mnist-text).")
-    parser.add_argument("--classifier", help="ConvClassifier folder, train_classifier.py (training tron-mnist, tron-mnist-ddim).")
+    parser.add_argument(
+        "--pipelines",
+        nargs="+",
+        choices=list(SAMPLING),
+        default=None,
+        help="Pipelines to build (default: every one whose parts are given, or all with --reassemble_from).",
+    )
+    parser.add_argument(
+        "--generator", help="ConvGenerator folder, train_generator.py (training tron-mnist, tron-mnist-text)."
+    )
+    parser.add_argument(
+        "--classifier", help="ConvClassifier folder, train_classifier.py (training tron-mnist, tron-mnist-ddim)."
+    )
     parser.add_argument("--clip", help="CLIP folder, train_clip.py (training tron-mnist-text).")
     parser.add_argument("--ddpm", help="DDPMPipeline folder, train_ddpm.py's pipeline/ (training tron-mnist-ddim).")
     parser.add_argument(
-        "--from_embedded", action="store_true",
+        "--from_embedded",
+        action="store_true",
         help="Train from the frozen parts inside the embedded pipelines (tron-mnist's generator and CNN f, "
         "tron-mnist-text's CLIP) instead of --generator, --classifier and --clip.",
     )
@@ -148,12 +193,14 @@ def main():
     parser.add_argument("--output_root", default="src/tron_pipelines/pretrained")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--train_overrides", default="",
+        "--train_overrides",
+        default="",
         help="`tron train-translator` options that replace the recipe's for a trial build, e.g. "
-        "\"--condition_route mix --caption_ratio 0.5 --num_pairs 50000\" (written to --output_root like a real build).",
+        '"--condition_route mix --caption_ratio 0.5 --num_pairs 50000" (written to --output_root like a real build).',
     )
     parser.add_argument(
-        "--reassemble_from", default=None,
+        "--reassemble_from",
+        default=None,
         help="Skip training: take each pipeline's trained parts from this folder pattern ({name} = tron-mnist, "
         "tron-mnist-text, tron-mnist-ddim), e.g. 'outputs/build/trained-{name}' or the embedded 'src/tron_pipelines/pretrained/{name}', "
         "and reassemble them with SAMPLING.",
@@ -177,17 +224,32 @@ def main():
             base_dir = work / f"base-{name}"
             save_pretrained_atomically(base_pipeline(name, folders), base_dir)
             train_args = parse_train_args(
-                ["--pipeline", str(base_dir), "--pairs_dir", str(work / f"pairs-{name}"), "--output_dir", str(work / f"trained-{name}"),
-                 "--seed", str(args.seed), *TRAINING_ARGS, *PAIR_ARGS[name], *shlex.split(args.train_overrides)]
+                [
+                    "--pipeline",
+                    str(base_dir),
+                    "--pairs_dir",
+                    str(work / f"pairs-{name}"),
+                    "--output_dir",
+                    str(work / f"trained-{name}"),
+                    "--seed",
+                    str(args.seed),
+                    *TRAINING_ARGS,
+                    *PAIR_ARGS[name],
+                    *shlex.split(args.train_overrides),
+                ]
             )
             result = train_translator(train_args)
             trained = TronPipeline.from_pretrained(result.output_dir)
             report = f"translator validation {result.metrics}"
         settings = dict(SAMPLING[name])
         pipe = TronPipeline(
-            translator=trained.translator, generator=trained.generator, encoder=trained.encoder,
-            scheduler=LangevinScheduler(**settings.pop("scheduler")), tokenizer=trained.tokenizer,
-            image_processor=trained.image_processor, **settings,
+            translator=trained.translator,
+            generator=trained.generator,
+            encoder=trained.encoder,
+            scheduler=LangevinScheduler(**settings.pop("scheduler")),
+            tokenizer=trained.tokenizer,
+            image_processor=trained.image_processor,
+            **settings,
         )
         output = Path(args.output_root) / name
         # The model cards are written by hand from the benchmark's measurements: a rebuild keeps them.

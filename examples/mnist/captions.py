@@ -20,6 +20,7 @@ from data import DIGIT_WORDS, NUM_CLASSES, UNSPECIFIED, attribute_categories
 
 from tron_pipelines.captioning import Captioner, seed_from
 
+
 # Chance that each defined attribute of a digit is named in its caption.
 ATTRIBUTE_PROBABILITY = 0.6
 # Order of the attribute codes in a ``(B, 3)`` array, and of `make_caption`'s arguments.
@@ -34,8 +35,13 @@ SLANT_PHRASES = (
     ("leaning right", "leaning to the right", "slanted right", "tilted right"),
 )
 # Noun phrases; {adjectives} may be empty. The article is added afterwards ("a" or "an").
-DIGIT_TEMPLATES = ("{adjectives}{digit}", "the {adjectives}number {word}", "the {adjectives}digit {numeral}",
-                   "{adjectives}handwritten {digit}", "number {numeral}")
+DIGIT_TEMPLATES = (
+    "{adjectives}{digit}",
+    "the {adjectives}number {word}",
+    "the {adjectives}digit {numeral}",
+    "{adjectives}handwritten {digit}",
+    "number {numeral}",
+)
 ARTICLE_TEMPLATES = (0, 3)  # templates that may take "a"/"an" in front
 
 
@@ -77,7 +83,6 @@ def sample_captions(labels: np.ndarray, codes: np.ndarray, probability: float, r
     named = np.where(rng.random(codes.shape) < probability, codes, UNSPECIFIED)
     captions = [make_caption(int(label), *map(int, image_named), rng) for label, image_named in zip(labels, named)]
     return captions, named
-
 
 
 def caption_words() -> list[str]:

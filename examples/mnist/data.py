@@ -36,6 +36,7 @@ import torch
 # distance on its features live in the package, where `tron evaluate` and the benchmarks use them too.
 from tron_pipelines.evaluation import HogMlpClassifier, as_image_batch, frechet_distance, hog_features  # noqa: F401
 
+
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tron_pipelines.cli import main as tron
 
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES = REPO_ROOT / "docs" / "images"
 TEXT_PROMPT = "a bold seven leaning right"

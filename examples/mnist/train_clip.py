@@ -33,6 +33,7 @@ from data import DIGIT_WORDS, NUM_CLASSES, SIZES, SLANTS, STROKE_WEIGHTS, UNSPEC
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
 
+
 EXTRA_PROMPT_WORDS = ("a", "an", "of", "photo", "picture", "image", "drawing", "written", "in", "with", "and")
 # Characters of the BPE alphabet: what the CLIP pre-tokenizer can produce from plain ASCII text after lowercasing.
 ALPHABET = string.ascii_lowercase + string.digits + string.punctuation
@@ -52,18 +53,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--weight_decay", type=float, default=0.05)
-    parser.add_argument("--attribute_probability", type=float, default=ATTRIBUTE_PROBABILITY,
-                        help="Chance that each defined attribute of an image is named in its caption.")
+    parser.add_argument(
+        "--attribute_probability",
+        type=float,
+        default=ATTRIBUTE_PROBABILITY,
+        help="Chance that each defined attribute of an image is named in its caption.",
+    )
     parser.add_argument("--text_hidden_size", type=int, default=64)
     parser.add_argument("--vision_hidden_size", type=int, default=64)
     parser.add_argument("--num_layers", type=int, default=3, help="Transformer layers of each tower.")
     parser.add_argument("--patch_size", type=int, default=7, help="7 gives 16 patches, 3x cheaper than 4 on CPU.")
     parser.add_argument("--projection_dim", type=int, default=64)
     parser.add_argument("--max_shift", type=int, default=2, help="Random translation of training digits, in pixels.")
-    parser.add_argument("--max_shear", type=float, default=0.0,
-                        help="Random horizontal shear of training digits, uniform in [-max_shear, max_shear] (slant units "
-                        "of data.slant); captions are measured after it.")
-    parser.add_argument("--shear_probability", type=float, default=0.5, help="Chance that a training digit is sheared.")
+    parser.add_argument(
+        "--max_shear",
+        type=float,
+        default=0.0,
+        help="Random horizontal shear of training digits, uniform in [-max_shear, max_shear] (slant units "
+        "of data.slant); captions are measured after it.",
+    )
+    parser.add_argument(
+        "--shear_probability", type=float, default=0.5, help="Chance that a training digit is sheared."
+    )
     parser.add_argument("--log_every", type=int, default=100)
     parser.add_argument("--num_threads", type=int, default=2)
     return parser.parse_args(argv)
@@ -196,10 +207,14 @@ def shear_images(images: torch.Tensor, shears: torch.Tensor) -> torch.Tensor:
     theta[:, 0, 0] = theta[:, 1, 1] = 1
     theta[:, 0, 1] = shears
     grid = F.affine_grid(theta, (len(images), 1, *images.shape[1:]), align_corners=False)
-    return F.grid_sample(images.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False).squeeze(1)
+    return F.grid_sample(
+        images.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    ).squeeze(1)
 
 
-def random_shear(images: torch.Tensor, max_shear: float, probability: float, generator: torch.Generator) -> torch.Tensor:
+def random_shear(
+    images: torch.Tensor, max_shear: float, probability: float, generator: torch.Generator
+) -> torch.Tensor:
     """Shear each of ``(B, H, W)`` images with chance ``probability`` by a shear uniform in ``[-max_shear, max_shear]``.
 
     Real digits mostly lean right (3% of the training zeros lean left): shearing shows the CLIP every digit at every
@@ -259,8 +274,11 @@ def evaluate(model: CLIPModel, tokenizer: CLIPTokenizer, images: np.ndarray, lab
         image_embeds, labels, categories["stroke_weight"], prompt_pairs("a {choice} {word}", STROKE_WEIGHTS)
     )
     # Left/right only: recode left -> 0, right -> 1, upright -> not counted.
-    left_right = np.select([categories["slant"] == SLANTS.index("left"), categories["slant"] == SLANTS.index("right")],
-                           [0, 1], UNSPECIFIED)
+    left_right = np.select(
+        [categories["slant"] == SLANTS.index("left"), categories["slant"] == SLANTS.index("right")],
+        [0, 1],
+        UNSPECIFIED,
+    )
     slant_accuracy, slant_count = binary_prompt_accuracy(
         image_embeds, labels, left_right, prompt_pairs("the number {word}, leaning {choice}", ("left", "right"))
     )
@@ -351,8 +369,11 @@ def main(argv=None) -> dict:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))  # CLIP's cap on the temperature
         if step % args.log_every == 0 or step == args.max_steps:
-            print(f"step {step}/{args.max_steps} loss {loss.item():.4f} scale {model.logit_scale.exp().item():.1f} "
-                  f"e.g. {captions[0]!r}", flush=True)
+            print(
+                f"step {step}/{args.max_steps} loss {loss.item():.4f} scale {model.logit_scale.exp().item():.1f} "
+                f"e.g. {captions[0]!r}",
+                flush=True,
+            )
 
     model.eval()
     model.save_pretrained(output_dir)
@@ -366,13 +387,15 @@ def main(argv=None) -> dict:
     example_codes = attribute_codes(example_images, example_labels)
     example_captions = sample_captions(example_labels, example_codes, 1.0, np.random.default_rng(args.seed))[0]
     metrics.update(check_saved_folder(output_dir, tokenizer, split.held_out_images[:64], example_captions))
-    metrics.update({
-        "example_captions": example_captions,
-        "vocab_size": len(tokenizer),
-        "num_parameters": sum(p.numel() for p in reloaded.parameters()),
-        "steps": args.max_steps,
-        "seconds": round(time.perf_counter() - started, 1),
-    })
+    metrics.update(
+        {
+            "example_captions": example_captions,
+            "vocab_size": len(tokenizer),
+            "num_parameters": sum(p.numel() for p in reloaded.parameters()),
+            "steps": args.max_steps,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))
     return metrics

@@ -41,6 +41,7 @@ from tron_pipelines.models import DiffusionSamplerGenerator
 from tron_pipelines.models.diffusers_generators import assemble_with_modules, public_config
 from tron_pipelines.training.train import CHECKPOINT_PATTERN, _save_checkpoint, resolve_resume_checkpoint
 
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EVAL_CLASSIFIER = REPO_ROOT / "benchmarks" / "assets" / "mnist-eval-classifier"
 
@@ -74,15 +75,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoints_total_limit", type=int, default=2)
     parser.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint-<step> folder.')
     parser.add_argument("--logging_steps", type=int, default=100)
-    parser.add_argument("--validation_steps", type=int, default=2000, help="Score a few EMA samples every this many steps.")
+    parser.add_argument(
+        "--validation_steps", type=int, default=2000, help="Score a few EMA samples every this many steps."
+    )
     parser.add_argument("--validation_sampler_steps", type=int, default=4)
-    parser.add_argument("--sampler_steps", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="DDIM steps scored at the end.")
+    parser.add_argument(
+        "--sampler_steps", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="DDIM steps scored at the end."
+    )
     parser.add_argument("--eval_classifier_dir", default=str(DEFAULT_EVAL_CLASSIFIER))
     parser.add_argument("--num_eval_samples", type=int, default=2000)
     parser.add_argument("--num_threads", type=int, default=2)
     args = parser.parse_args(argv)
     if len(args.block_out_channels) < 2 or 28 % 2 ** (len(args.block_out_channels) - 1):
-        parser.error(f"--block_out_channels {args.block_out_channels}: 28 px must halve evenly at every block after the first.")
+        parser.error(
+            f"--block_out_channels {args.block_out_channels}: 28 px must halve evenly at every block after the first."
+        )
     if min(args.block_out_channels) % args.norm_num_groups:
         parser.error(f"--norm_num_groups {args.norm_num_groups} must divide every entry of --block_out_channels.")
     return args
@@ -91,17 +98,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_unet(args) -> UNet2DModel:
     blocks = len(args.block_out_channels)
     return UNet2DModel(
-        sample_size=28, in_channels=1, out_channels=1, block_out_channels=tuple(args.block_out_channels),
-        layers_per_block=args.layers_per_block, norm_num_groups=args.norm_num_groups, add_attention=False,
-        down_block_types=("DownBlock2D",) * blocks, up_block_types=("UpBlock2D",) * blocks,
+        sample_size=28,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=tuple(args.block_out_channels),
+        layers_per_block=args.layers_per_block,
+        norm_num_groups=args.norm_num_groups,
+        add_attention=False,
+        down_block_types=("DownBlock2D",) * blocks,
+        up_block_types=("UpBlock2D",) * blocks,
     )
 
 
-def sampler_generator(unet: UNet2DModel, noise_scheduler: DDPMScheduler, num_sampler_steps: int) -> DiffusionSamplerGenerator:
+def sampler_generator(
+    unet: UNet2DModel, noise_scheduler: DDPMScheduler, num_sampler_steps: int
+) -> DiffusionSamplerGenerator:
     """TR0N's G around ``unet`` (shared, not copied): DDIM with eta = 0 on the training schedule."""
-    config = dict(unet_config=public_config(unet.config), scheduler_class="DDIMScheduler",
-                  scheduler_config=public_config(DDIMScheduler.from_config(noise_scheduler.config).config),
-                  num_sampler_steps=num_sampler_steps)
+    config = {
+        "unet_config": public_config(unet.config),
+        "scheduler_class": "DDIMScheduler",
+        "scheduler_config": public_config(DDIMScheduler.from_config(noise_scheduler.config).config),
+        "num_sampler_steps": num_sampler_steps,
+    }
     return assemble_with_modules(DiffusionSamplerGenerator, config, unet=unet)
 
 
@@ -131,18 +149,36 @@ def main(argv=None) -> dict:
 
     model = build_unet(args)
     noise_scheduler = DDPMScheduler(
-        num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule, prediction_type=args.prediction_type,
-        clip_sample=False, timestep_spacing=args.timestep_spacing,
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+        clip_sample=False,
+        timestep_spacing=args.timestep_spacing,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                  weight_decay=args.adam_weight_decay)
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=args.max_train_steps * accelerator.num_processes)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+    )
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema = None
     if args.use_ema:
-        ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
-                       power=args.ema_power, model_cls=UNet2DModel, model_config=model.config)
+        ema = EMAModel(
+            model.parameters(),
+            decay=args.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power,
+            model_cls=UNet2DModel,
+            model_config=model.config,
+        )
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
 
@@ -155,7 +191,9 @@ def main(argv=None) -> dict:
 
     def load_model_hook(models, hook_input_dir):
         while models:
-            accelerator.unwrap_model(models.pop()).load_state_dict(UNet2DModel.from_pretrained(hook_input_dir, subfolder="unet").state_dict())
+            accelerator.unwrap_model(models.pop()).load_state_dict(
+                UNet2DModel.from_pretrained(hook_input_dir, subfolder="unet").state_dict()
+            )
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
@@ -189,14 +227,22 @@ def main(argv=None) -> dict:
     def validate(unet) -> str:
         generator = sampler_generator(unet, noise_scheduler, args.validation_sampler_steps)
         scores = score_samples(generator, eval_classifier, 500, args.seed + 1)
-        return (f"EMA samples ({args.validation_sampler_steps} DDIM steps, 500): confident {scores['confident_fraction']:.3f}, "
-                f"classes {scores['class_fraction_min_max']}, FD {scores['frechet_distance_to_held_out']:.1f}")
+        return (
+            f"EMA samples ({args.validation_sampler_steps} DDIM steps, 500): confident {scores['confident_fraction']:.3f}, "
+            f"classes {scores['class_fraction_min_max']}, FD {scores['frechet_distance_to_held_out']:.1f}"
+        )
 
     started = time.perf_counter()
     first_step, running_loss = global_step, []
     model.train()
-    progress = tqdm(range(global_step, args.max_train_steps), initial=global_step, total=args.max_train_steps,
-                    disable=not accelerator.is_local_main_process, desc="steps", mininterval=30)
+    progress = tqdm(
+        range(global_step, args.max_train_steps),
+        initial=global_step,
+        total=args.max_train_steps,
+        disable=not accelerator.is_local_main_process,
+        desc="steps",
+        mininterval=30,
+    )
     for step in progress:
         draws = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         clean = digits[torch.randint(len(digits), (args.train_batch_size,), generator=draws)].to(device)
@@ -225,9 +271,14 @@ def main(argv=None) -> dict:
 
         if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
             rate = (global_step - first_step) / (time.perf_counter() - started)
-            decay = f" ema_decay {ema.cur_decay_value:.5f}" if ema is not None and ema.cur_decay_value is not None else ""
-            accelerator.print(f"step {global_step}/{args.max_train_steps} loss {sum(running_loss) / len(running_loss):.4f} "
-                              f"lr {lr_scheduler.get_last_lr()[0]:.2e}{decay} ({rate:.2f} steps/s)", flush=True)
+            decay = (
+                f" ema_decay {ema.cur_decay_value:.5f}" if ema is not None and ema.cur_decay_value is not None else ""
+            )
+            accelerator.print(
+                f"step {global_step}/{args.max_train_steps} loss {sum(running_loss) / len(running_loss):.4f} "
+                f"lr {lr_scheduler.get_last_lr()[0]:.2e}{decay} ({rate:.2f} steps/s)",
+                flush=True,
+            )
             running_loss = []
         if global_step % args.checkpointing_steps == 0 and global_step < args.max_train_steps:
             _save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"seed": args.seed})
@@ -259,7 +310,10 @@ def main(argv=None) -> dict:
         if eval_classifier is not None:
             entry.update(score_samples(generator, eval_classifier, args.num_eval_samples, args.seed + 1))
         metrics["sampler_steps"][num_steps] = entry
-        save_sample_grid(generator.sample(100, generator=torch.Generator().manual_seed(args.seed)), output_dir / f"samples_{num_steps}_steps.png")
+        save_sample_grid(
+            generator.sample(100, generator=torch.Generator().manual_seed(args.seed)),
+            output_dir / f"samples_{num_steps}_steps.png",
+        )
         print(f"{num_steps} DDIM steps: {json.dumps(entry)}", flush=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))

@@ -26,7 +26,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs/mnist/eval_classifier")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_epochs", type=int, default=60, help="Upper bound on MLP passes over the data.")
-    parser.add_argument("--augmented_copies", type=int, default=4, help="Randomly distorted copies per training digit.")
+    parser.add_argument(
+        "--augmented_copies", type=int, default=4, help="Randomly distorted copies per training digit."
+    )
     parser.add_argument("--hidden_sizes", type=int, nargs="+", default=[512, 128])
     parser.add_argument("--weight_decay", type=float, default=1e-3, help="L2 penalty (scikit-learn's `alpha`).")
     parser.add_argument("--num_threads", type=int, default=2)

@@ -25,10 +25,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from data import NUM_CLASSES, HogMlpClassifier, frechet_distance, load_mnist, load_split, recompute_batchnorm_statistics
+from data import (
+    NUM_CLASSES,
+    HogMlpClassifier,
+    frechet_distance,
+    load_mnist,
+    load_split,
+    recompute_batchnorm_statistics,
+)
 from PIL import Image
 
 from tron_pipelines import ConvGenerator
+
 
 CONFIDENT_PROBABILITY = 0.9
 
@@ -37,14 +45,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="outputs/mnist/generator")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max_steps", type=int, default=6000, help="Generator updates, one discriminator update each.")
+    parser.add_argument(
+        "--max_steps", type=int, default=6000, help="Generator updates, one discriminator update each."
+    )
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=2e-4)
     parser.add_argument("--latent_dim", type=int, default=32)
     parser.add_argument("--base_channels", type=int, default=48)
     parser.add_argument("--discriminator_channels", type=int, default=32)
     parser.add_argument("--ema_decay", type=float, default=0.995)
-    parser.add_argument("--bn_recompute_samples", type=int, default=20000, help="Prior draws for BatchNorm statistics.")
+    parser.add_argument(
+        "--bn_recompute_samples", type=int, default=20000, help="Prior draws for BatchNorm statistics."
+    )
     parser.add_argument("--eval_classifier_dir", default="outputs/mnist/eval_classifier")
     parser.add_argument("--num_eval_samples", type=int, default=2000)
     parser.add_argument("--log_every", type=int, default=250)
@@ -161,7 +173,9 @@ def main(argv=None) -> dict:
     # gets averaged.
     noise = torch.Generator().manual_seed(args.seed)
     num_batches = math.ceil(args.bn_recompute_samples / args.batch_size)
-    recompute_batchnorm_statistics(ema_generator, (ema_generator.sample_latents(args.batch_size, generator=noise) for _ in range(num_batches)))
+    recompute_batchnorm_statistics(
+        ema_generator, (ema_generator.sample_latents(args.batch_size, generator=noise) for _ in range(num_batches))
+    )
     ema_generator.save_pretrained(output_dir)
     reloaded = ConvGenerator.from_pretrained(output_dir).eval()
     grid_samples = reloaded.sample(100, generator=torch.Generator().manual_seed(args.seed))

@@ -6,6 +6,7 @@ Gradio's `GRADIO_SERVER_NAME=0.0.0.0` makes it listen for the Space's proxy.
 
 from tron_pipelines.demo import DEFAULT_PIPELINES, build_demo, launch_demo
 
+
 demo = build_demo(list(DEFAULT_PIPELINES))
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ resolves them only among modules that are already imported.
 from ._lazy import lazy_exports
 from .version import __version__
 
+
 _EXPORTS = {
     "models.generator": ("LATENT_PRIORS", "ConvGenerator", "LatentSpec", "TronGenerator", "sample_normal_prior"),
     "models.translator": ("TranslatorLoss", "TranslatorModel", "TranslatorOutput"),
@@ -18,7 +19,14 @@ _EXPORTS = {
     "models.stylegan3": ("StyleGAN3Generator",),
     "models.open_clip_encoder": ("OpenCLIPEncoder",),
     "encoders": ("EncoderAdapter",),
-    "energies": ("ConditionTerm", "DiffAugment", "TronEnergy", "cosine_energy", "cross_entropy_energy", "gaussian_prior_energy"),
+    "energies": (
+        "ConditionTerm",
+        "DiffAugment",
+        "TronEnergy",
+        "cosine_energy",
+        "cross_entropy_energy",
+        "gaussian_prior_energy",
+    ),
     "pipelines.pipeline_tron": ("TronPipeline",),
     "pipelines.pipeline_output": ("TronPipelineOutput",),
     "pretrained": ("embedded_pipelines",),

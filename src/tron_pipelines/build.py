@@ -62,6 +62,7 @@ from .training.model_card import metrics_table
 from .training.pairs import generate_pairs_from_args, module_fingerprint
 from .training.train import new_translator, train_translator
 
+
 MANIFEST_NAME = "build.json"
 MANIFEST_FORMAT = "tron-build"
 MANIFEST_FORMAT_VERSION = 1
@@ -70,16 +71,35 @@ STAGES_DIR = "stages"
 SAMPLES_DIR = "samples"
 # Options that change how training is logged or saved, not the translator: not inputs of the train stage (changing
 # them trains nothing again) and not repeated in the card's command.
-BOOKKEEPING_OPTIONS = ("checkpointing_steps", "checkpoints_total_limit", "validation_steps", "skip_pair_checksums", "logging_dir", "report_to")
+BOOKKEEPING_OPTIONS = (
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "validation_steps",
+    "skip_pair_checksums",
+    "logging_dir",
+    "report_to",
+)
 PAIR_OPTIONS = (
-    "num_pairs", "pairs_per_shard", "generation_batch_size", "pairs_dtype", "condition_route", "captioner", "caption_ratio",
-    *CAPTION_SETTINGS, "seed",
+    "num_pairs",
+    "pairs_per_shard",
+    "generation_batch_size",
+    "pairs_dtype",
+    "condition_route",
+    "captioner",
+    "caption_ratio",
+    *CAPTION_SETTINGS,
+    "seed",
 )
 TRANSLATOR_OPTIONS = ("num_components", "hidden_dim", "init_std", "seed")
 REQUIRED_OPTIONS = ("generator", "encoder", "output")
 # Prompts of the card's sample grid for CLIP encoders, per preset (faces for StyleGAN's FFHQ), and otherwise.
 SAMPLE_PROMPTS = {
-    "stylegan": ("a smiling woman with red hair", "an old man with a grey beard", "a child wearing glasses", "a man with a moustache"),
+    "stylegan": (
+        "a smiling woman with red hair",
+        "an old man with a grey beard",
+        "a child wearing glasses",
+        "a man with a moustache",
+    ),
 }
 GENERIC_SAMPLE_PROMPTS = ("a photo of a dog", "a red car", "a photo of a cat", "a bowl of fruit")
 NUM_SAMPLE_CLASSES = 8
@@ -223,7 +243,9 @@ def save_documented_pipeline(
 def push_pipeline(folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False) -> str:
     """Upload a pipeline folder to the Hub repo ``repo_id`` (created if needed); returns the commit URL."""
     repo_id = create_repo(repo_id, exist_ok=True, private=private, token=token).repo_id
-    commit = upload_folder(repo_id=repo_id, folder_path=str(folder), token=token, commit_message="Upload TR0N pipeline")
+    commit = upload_folder(
+        repo_id=repo_id, folder_path=str(folder), token=token, commit_message="Upload TR0N pipeline"
+    )
     return str(getattr(commit, "commit_url", commit))
 
 
@@ -260,8 +282,17 @@ class Build:
         stages = [
             Stage("convert", self.stages_dir / "convert", self._convert_inputs, self._convert),
             Stage("assemble", self.stages_dir / "assemble", self._assemble_inputs, self._assemble),
-            Stage("pairs", self.stages_dir / "pairs", self._pairs_inputs, self._make_pairs, all_processes=True, resumable=True),
-            Stage("train", self.stages_dir / "train", self._train_inputs, self._train, all_processes=True, resumable=True),
+            Stage(
+                "pairs",
+                self.stages_dir / "pairs",
+                self._pairs_inputs,
+                self._make_pairs,
+                all_processes=True,
+                resumable=True,
+            ),
+            Stage(
+                "train", self.stages_dir / "train", self._train_inputs, self._train, all_processes=True, resumable=True
+            ),
             Stage("card", self.pipeline_dir, self._card_inputs, self._write_card),
         ]
         if self.args.push_to_hub:
@@ -288,7 +319,9 @@ class Build:
     def _run_stage(self, stage: Stage) -> StageReport:
         action, recorded_seconds = self._on_main(lambda: self._decide(stage))
         if action == "skip":
-            self.accelerator.print(f"[{stage.name}] skipped: complete, and built from the same inputs ({recorded_seconds:.1f} s)")
+            self.accelerator.print(
+                f"[{stage.name}] skipped: complete, and built from the same inputs ({recorded_seconds:.1f} s)"
+            )
             return StageReport(stage.name, "skipped", recorded_seconds)
         self._on_main(lambda: self._start(stage, action))
         self.accelerator.print(f"[{stage.name}] {'resuming' if action == 'resume' else 'running'}")
@@ -315,7 +348,10 @@ class Build:
         return "fresh", 0.0
 
     def _intact(self, outputs: dict) -> bool:
-        return all(self.hashes.tree(self.output / folder) == fingerprint for folder, fingerprint in outputs.get("folders", {}).items())
+        return all(
+            self.hashes.tree(self.output / folder) == fingerprint
+            for folder, fingerprint in outputs.get("folders", {}).items()
+        )
 
     def _start(self, stage: Stage, action: str) -> None:
         # Leftovers of an atomic write that was killed; a stage that starts over drops its unfinished work.
@@ -328,7 +364,12 @@ class Build:
 
     def _complete(self, stage: Stage, outputs: dict, seconds: float) -> None:
         record = self.manifest["stages"][stage.name]
-        record.update(status="complete", outputs=_as_json(outputs), seconds=round(seconds, 3), processes=self.accelerator.num_processes)
+        record.update(
+            status="complete",
+            outputs=_as_json(outputs),
+            seconds=round(seconds, 3),
+            processes=self.accelerator.num_processes,
+        )
         self._save_manifest()
 
     def _save_manifest(self, file_hashes: dict | None = None) -> None:
@@ -351,7 +392,9 @@ class Build:
         return self.manifest["stages"][stage]["outputs"][key]
 
     def _folders(self, *folders: Path) -> dict:
-        return {"folders": {folder.relative_to(self.output).as_posix(): self.hashes.tree(folder) for folder in folders}}
+        return {
+            "folders": {folder.relative_to(self.output).as_posix(): self.hashes.tree(folder) for folder in folders}
+        }
 
     # ---------------------------------------------------------------------------------------------------------------
     # Checks before any stage (main process)
@@ -377,7 +420,9 @@ class Build:
             raise BuildError(f"--generator {error}") from None
         self.preset = args.preset or self.generator_format.default_preset(args.generator)
         if self.preset not in SAMPLING_PRESETS:
-            given = f"got {args.preset!r}" if args.preset else f"no default is known for the generator {args.generator}"
+            given = (
+                f"got {args.preset!r}" if args.preset else f"no default is known for the generator {args.generator}"
+            )
             raise BuildError(f"--preset must be one of {', '.join(sorted(SAMPLING_PRESETS))}; {given}.")
         try:
             self.encoder_parts = load_encoder(args.encoder)
@@ -388,7 +433,9 @@ class Build:
             try:
                 create_repo(args.hub_model_id, exist_ok=True, private=args.private, token=args.hub_token)
             except Exception as error:  # noqa: BLE001 - offline, no login, no rights: said before the work
-                raise BuildError(f"--hub_model_id {args.hub_model_id!r}: the Hub repo cannot be created ({_first_line(error)}).") from None
+                raise BuildError(
+                    f"--hub_model_id {args.hub_model_id!r}: the Hub repo cannot be created ({_first_line(error)})."
+                ) from None
         try:
             self.output.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.output):
@@ -415,10 +462,14 @@ class Build:
             except json.JSONDecodeError as error:
                 raise BuildError(f"--output {given}: {MANIFEST_NAME} is not valid JSON ({error}).") from None
             if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != MANIFEST_FORMAT_VERSION:
-                raise BuildError(f"--output {given}: {MANIFEST_NAME} is not a {MANIFEST_FORMAT} v{MANIFEST_FORMAT_VERSION} manifest.")
+                raise BuildError(
+                    f"--output {given}: {MANIFEST_NAME} is not a {MANIFEST_FORMAT} v{MANIFEST_FORMAT_VERSION} manifest."
+                )
             return manifest
         if output.is_dir() and any(output.iterdir()):
-            raise BuildError(f"--output {given} is not empty and holds no {MANIFEST_NAME}: give a new folder, or an earlier build's.")
+            raise BuildError(
+                f"--output {given} is not empty and holds no {MANIFEST_NAME}: give a new folder, or an earlier build's."
+            )
         return {"format": MANIFEST_FORMAT, "format_version": MANIFEST_FORMAT_VERSION, "stages": {}, "file_hashes": {}}
 
     def _sample_conditions(self, adapter: EncoderAdapter) -> tuple[str, list]:
@@ -427,10 +478,14 @@ class Build:
         args = self.args
         if adapter.kind == "clip":
             if args.sample_class_labels is not None:
-                raise BuildError(f"--sample_class_labels needs a classifier --encoder; {args.encoder} is a CLIP model: give --sample_prompts.")
+                raise BuildError(
+                    f"--sample_class_labels needs a classifier --encoder; {args.encoder} is a CLIP model: give --sample_prompts."
+                )
             return "prompt", list(args.sample_prompts or SAMPLE_PROMPTS.get(self.preset, GENERIC_SAMPLE_PROMPTS))
         if args.sample_prompts is not None:
-            raise BuildError(f"--sample_prompts needs a CLIP --encoder; {args.encoder} is a classifier: give --sample_class_labels.")
+            raise BuildError(
+                f"--sample_prompts needs a CLIP --encoder; {args.encoder} is a classifier: give --sample_class_labels."
+            )
         labels = args.sample_class_labels or list(range(min(NUM_SAMPLE_CLASSES, adapter.num_classes)))
         outside = [label for label in labels if not 0 <= label < adapter.num_classes]
         if outside:
@@ -460,7 +515,9 @@ class Build:
     def _encoder_identity(self) -> dict:
         if self._encoder_fingerprint is None:
             encoder, tokenizer, image_processor = self.encoder_parts
-            vocabulary = json.dumps([tokenizer.get_vocab(), tokenizer.model_max_length], sort_keys=True) if tokenizer else None
+            vocabulary = (
+                json.dumps([tokenizer.get_vocab(), tokenizer.model_max_length], sort_keys=True) if tokenizer else None
+            )
             self._encoder_fingerprint = {
                 "weights": module_fingerprint(encoder),
                 "tokenizer": _text_digest(vocabulary) if tokenizer else None,
@@ -483,8 +540,14 @@ class Build:
         folder = self.stages_dir / "convert"
         try:
             generator = self.generator_format.load(self.args.generator, **dict(self.args.generator_config))
-        except (ValueError, TypeError, pickle.UnpicklingError) as error:  # mismatched keys, unknown settings, a refused pickle global
-            raise BuildError(f"--generator {self.args.generator} ({self.generator_format.description}) could not be converted: {error}") from None
+        except (
+            ValueError,
+            TypeError,
+            pickle.UnpicklingError,
+        ) as error:  # mismatched keys, unknown settings, a refused pickle global
+            raise BuildError(
+                f"--generator {self.args.generator} ({self.generator_format.description}) could not be converted: {error}"
+            ) from None
         save_pretrained_atomically(generator, folder)
         return self._folders(folder)
 
@@ -502,11 +565,17 @@ class Build:
         encoder, tokenizer, image_processor = self.encoder_parts
         torch.manual_seed(self.args.seed)  # the same untrained translator every time
         translator = new_translator(
-            generator, EncoderAdapter(encoder, tokenizer, image_processor), self.args.num_components, self.args.hidden_dim, self.args.init_std
+            generator,
+            EncoderAdapter(encoder, tokenizer, image_processor),
+            self.args.num_components,
+            self.args.hidden_dim,
+            self.args.init_std,
         )
         pipe = assemble_pipeline(translator.eval(), generator, encoder, tokenizer, image_processor, self.preset)
         save_pretrained_atomically(pipe, folder)
-        components = {name: self.hashes.tree(folder / name) for name in ("generator", "encoder", "tokenizer", "image_processor")}
+        components = {
+            name: self.hashes.tree(folder / name) for name in ("generator", "encoder", "tokenizer", "image_processor")
+        }
         return {**self._folders(folder), "models": components}
 
     def _pairs_inputs(self) -> dict:
@@ -548,9 +617,14 @@ class Build:
             "pipeline": self._recorded("assemble"),
             "translator": self._recorded("train"),
             "metrics": self._recorded("train", "metrics"),
-            "card": {name: getattr(args, name) for name in ("generator_id", "generator_license", "encoder", "encoder_license", "hub_model_id")},
+            "card": {
+                name: getattr(args, name)
+                for name in ("generator_id", "generator_license", "encoder", "encoder_license", "hub_model_id")
+            },
             "command": self._command(),
-            "samples": None if args.no_samples else {
+            "samples": None
+            if args.no_samples
+            else {
                 "conditions": self._sample_conditions(EncoderAdapter(*self.encoder_parts)),
                 "images_per_condition": args.sample_images,
                 "steps": args.sample_steps,
@@ -568,7 +642,9 @@ class Build:
             card.text += samples_section(images)
         card.data.num_pairs = self.args.num_pairs
         card.data.train_steps = self._recorded("train", "global_step")
-        card.data.metrics = {name: round(float(value), 6) for name, value in self._recorded("train", "metrics").items()}
+        card.data.metrics = {
+            name: round(float(value), 6) for name, value in self._recorded("train", "metrics").items()
+        }
         write_extras = None if images is None else lambda folder: self._write_samples(folder / SAMPLES_DIR, images)
         save_documented_pipeline(pipe, self.pipeline_dir, card, write_extras)
         return self._folders(self.pipeline_dir)
@@ -592,14 +668,27 @@ class Build:
         pipe.to("cpu")
         settings = {
             "steps": pipe.config.default_num_inference_steps if args.sample_steps is None else args.sample_steps,
-            "augmentations": pipe.config.default_num_augmentations if args.sample_augmentations is None else args.sample_augmentations,
+            "augmentations": pipe.config.default_num_augmentations
+            if args.sample_augmentations is None
+            else args.sample_augmentations,
         }
-        return {"images": out.images, "energies": out.energies.tolist(), "conditions": conditions, "seeds": seeds, "settings": settings}
+        return {
+            "images": out.images,
+            "energies": out.energies.tolist(),
+            "conditions": conditions,
+            "seeds": seeds,
+            "settings": settings,
+        }
 
     def _write_samples(self, folder: Path, samples: dict) -> None:
         folder.mkdir()
         write_samples(
-            folder, samples["images"], samples["energies"], samples["conditions"], samples["seeds"], samples["settings"],
+            folder,
+            samples["images"],
+            samples["energies"],
+            samples["conditions"],
+            samples["seeds"],
+            samples["settings"],
             grid_columns=min(len(samples["images"]), 4 * self.args.sample_images),
         )
 

@@ -25,10 +25,18 @@ from typing import Callable
 
 import torch
 
+
 # The method's BLIP settings (TR0N's caption pairs): beam search with 3 beams, or nucleus sampling with top_p 0.9;
 # 5 to 20 tokens counting the "a picture of" prompt and the begin token; repetition penalty 1.1; prompt stripped.
 DECODINGS = ("beam", "greedy", "nucleus")
-METHOD_SETTINGS = {"decoding": "beam", "num_beams": 3, "top_p": 0.9, "min_length": 5, "max_length": 20, "repetition_penalty": 1.1}
+METHOD_SETTINGS = {
+    "decoding": "beam",
+    "num_beams": 3,
+    "top_p": 0.9,
+    "min_length": 5,
+    "max_length": 20,
+    "repetition_penalty": 1.1,
+}
 # BLIP captions better when prompted with this prefix (the method's and BLIP's own captioning prompt).
 BLIP_PROMPT = "a picture of "
 IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -64,7 +72,9 @@ def images_to_unit_range(images: torch.Tensor, channels: int = 3) -> torch.Tenso
     pixels = ((images.detach().float() + 1.0) / 2.0).clamp(0.0, 1.0)
     if pixels.shape[1] != channels:
         if pixels.shape[1] != 1:
-            raise ValueError(f"The captioner takes {channels}-channel images; the generator makes {pixels.shape[1]}-channel ones.")
+            raise ValueError(
+                f"The captioner takes {channels}-channel images; the generator makes {pixels.shape[1]}-channel ones."
+            )
         pixels = pixels.expand(-1, channels, -1, -1)
     return pixels
 
@@ -121,9 +131,13 @@ class TransformersCaptioner(Captioner):
         self.batch_size = batch_size
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None:
-            raise ValueError(f"The captioner's processor ({type(processor).__name__}) has no tokenizer to decode captions with.")
+            raise ValueError(
+                f"The captioner's processor ({type(processor).__name__}) has no tokenizer to decode captions with."
+            )
         # The begin token plus the prompt's own tokens.
-        self.prompt_length = 1 + len(tokenizer(prompt.strip(), add_special_tokens=False).input_ids) if prompt.strip() else 1
+        self.prompt_length = (
+            1 + len(tokenizer(prompt.strip(), add_special_tokens=False).input_ids) if prompt.strip() else 1
+        )
         if not 0 <= min_length <= max_length or max_length <= self.prompt_length:
             raise ValueError(
                 f"`min_length` {min_length} and `max_length` {max_length} (tokens of prompt and caption) must satisfy "
@@ -191,7 +205,9 @@ class TransformersCaptioner(Captioner):
                     ids = self.model.generate(**inputs, **self.generate_kwargs())
             else:
                 ids = self.model.generate(**inputs, **self.generate_kwargs())
-            captions += [self.strip_prompt(text) for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
+            captions += [
+                self.strip_prompt(text) for text in self.processor.batch_decode(ids, skip_special_tokens=True)
+            ]
         return captions
 
     def identity(self) -> dict:
@@ -263,7 +279,9 @@ def load_captioner(spec: "str | Captioner | Callable", **settings) -> Captioner:
     if isinstance(spec, str):
         return TransformersCaptioner.from_pretrained(spec, **settings)
     if settings:
-        raise ValueError(f"Caption decoding settings {sorted(settings)} apply to transformers captioning models only, not to {spec!r}.")
+        raise ValueError(
+            f"Caption decoding settings {sorted(settings)} apply to transformers captioning models only, not to {spec!r}."
+        )
     return spec if isinstance(spec, Captioner) else CallableCaptioner(spec)
 
 

@@ -81,7 +81,6 @@ def register_build(subparsers) -> None:
     parser.set_defaults(handler=_run_build)
 
 
-
 def _run_demo(args: argparse.Namespace):
     try:
         from .demo import run_demo_command
@@ -108,20 +107,36 @@ def register_demo(subparsers) -> None:
         "progress and Stop, energies, the translator's proposals, a zip download. Offline with the embedded "
         "pipelines; the page can use only the pipelines named here.",
     )
-    parser.add_argument("--pipeline", action="append", default=None, metavar="NAME_OR_PATH",
-                        help="Pipeline folder, embedded name or Hub id; repeat for several (default: tron-mnist-text "
-                        "and tron-mnist).")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves the network).")
+    parser.add_argument(
+        "--pipeline",
+        action="append",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="Pipeline folder, embedded name or Hub id; repeat for several (default: tron-mnist-text and tron-mnist).",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves the network).",
+    )
     parser.add_argument("--port", type=port_number, default=7860, help="Port (default 7860).")
     parser.add_argument("--max_images", type=positive_int, default=16, help="Most images per request (default 16).")
-    parser.add_argument("--max_steps", type=non_negative_int, default=200, help="Most Langevin steps per request (default 200).")
+    parser.add_argument(
+        "--max_steps", type=non_negative_int, default=200, help="Most Langevin steps per request (default 200)."
+    )
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link (off by default).")
     parser.add_argument("--device", default="cpu", help="torch device of the pipelines, e.g. cpu or cuda.")
     parser.set_defaults(handler=_run_demo)
 
 
-SUBCOMMANDS = [register_generate, register_evaluate, register_train_translator, register_generate_pairs, register_build, register_demo]
+SUBCOMMANDS = [
+    register_generate,
+    register_evaluate,
+    register_train_translator,
+    register_generate_pairs,
+    register_build,
+    register_demo,
+]
 
 
 def normalize_option_spelling(argv: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ generator, and Stop interrupts only the requests of the browser tab that pressed
 
 import os
 
+
 # Before gradio is imported: no usage statistics or version checks leave the machine.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -45,6 +46,7 @@ from diffusers.utils import export_to_gif  # noqa: E402
 
 from .pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline  # noqa: E402
 from .samples import write_samples  # noqa: E402
+
 
 DEFAULT_PIPELINES = ("tron-mnist-text", "tron-mnist")
 # The condition of each tab, as error messages name it.
@@ -206,8 +208,10 @@ def warn_about_unknown_words(pipe: TronPipeline, prompts: dict[str, str | None])
     for field, prompt in prompts.items():
         unknown = pipe.unknown_words(prompt or "")
         if unknown:
-            gr.Warning(f"{field}: the text encoder never saw {', '.join(map(repr, unknown))} in training and follows "
-                       "only the words it knows; the examples show phrasings it was trained on.")
+            gr.Warning(
+                f"{field}: the text encoder never saw {', '.join(map(repr, unknown))} in training and follows "
+                "only the words it knows; the examples show phrasings it was trained on."
+            )
 
 
 def open_upload(path, field: str) -> PIL.Image.Image:
@@ -220,7 +224,9 @@ def open_upload(path, field: str) -> PIL.Image.Image:
     except OSError as error:
         raise gr.Error(f"{unreadable} ({type(error).__name__}).") from None
     if size > MAX_UPLOAD_BYTES:
-        raise gr.Error(f"{field}: the file has {size / 2**20:.1f} MB; this demo takes images up to {MAX_UPLOAD_BYTES // 2**20} MB.")
+        raise gr.Error(
+            f"{field}: the file has {size / 2**20:.1f} MB; this demo takes images up to {MAX_UPLOAD_BYTES // 2**20} MB."
+        )
     try:
         image = PIL.Image.open(path)  # reads the header only
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
@@ -228,7 +234,9 @@ def open_upload(path, field: str) -> PIL.Image.Image:
     with image:
         width, height = image.size
         if width * height > MAX_UPLOAD_PIXELS:
-            raise gr.Error(f"{field}: {width}x{height} pixels is too large; this demo takes up to {MAX_UPLOAD_PIXELS:,} pixels.")
+            raise gr.Error(
+                f"{field}: {width}x{height} pixels is too large; this demo takes up to {MAX_UPLOAD_PIXELS:,} pixels."
+            )
         try:
             return image.convert("RGB")
         except (OSError, SyntaxError, ValueError) as error:
@@ -262,8 +270,15 @@ class TronDemo:
         weakref.finalize(self, shutil.rmtree, self.output_dir, True)
 
     # Handlers --------------------------------------------------------------------------------------------------------
-    def generate_text(self, pipeline_name, prompt, negative_prompt=None, request: gr.Request | None = None,
-                      progress=gr.Progress(), **settings) -> DemoOutputs:
+    def generate_text(
+        self,
+        pipeline_name,
+        prompt,
+        negative_prompt=None,
+        request: gr.Request | None = None,
+        progress=gr.Progress(),
+        **settings,
+    ) -> DemoOutputs:
         """Images for a prompt (and an optional negative prompt). ``settings``: see `TronDemo.settings`."""
         pipe, info = self._pipeline(pipeline_name)
         self._require(info, "text", "Prompt", pipeline_name)
@@ -271,30 +286,55 @@ class TronDemo:
         negative_prompt = _text(negative_prompt, "Negative prompt", required=False)
         warn_about_unknown_words(pipe, {"Prompt": prompt, "Negative prompt": negative_prompt})
         call = {"prompt": prompt, "negative_prompt": negative_prompt}
-        return self._sample(pipeline_name, pipe, info, call, {"prompt": prompt}, settings, request, progress,
-                            {"negative_prompt": negative_prompt})
+        return self._sample(
+            pipeline_name,
+            pipe,
+            info,
+            call,
+            {"prompt": prompt},
+            settings,
+            request,
+            progress,
+            {"negative_prompt": negative_prompt},
+        )
 
-    def generate_image(self, pipeline_name, image, request: gr.Request | None = None, progress=gr.Progress(),
-                       **settings) -> DemoOutputs:
+    def generate_image(
+        self, pipeline_name, image, request: gr.Request | None = None, progress=gr.Progress(), **settings
+    ) -> DemoOutputs:
         """Images semantically like an uploaded image (``image``: its file path)."""
         pipe, info = self._pipeline(pipeline_name)
         self._require(info, "image", "Image", pipeline_name)
         condition = open_upload(image, "Image")
-        return self._sample(pipeline_name, pipe, info, {"image": condition}, {"image": Path(image).name}, settings,
-                            request, progress)
+        return self._sample(
+            pipeline_name, pipe, info, {"image": condition}, {"image": Path(image).name}, settings, request, progress
+        )
 
-    def generate_class(self, pipeline_name, class_label, request: gr.Request | None = None, progress=gr.Progress(),
-                       **settings) -> DemoOutputs:
+    def generate_class(
+        self, pipeline_name, class_label, request: gr.Request | None = None, progress=gr.Progress(), **settings
+    ) -> DemoOutputs:
         """Images of a class (``class_label``: its index)."""
         pipe, info = self._pipeline(pipeline_name)
         self._require(info, "class", "Class", pipeline_name)
         label = _whole_number(class_label, "Class", 0, len(info.class_choices) - 1)
-        return self._sample(pipeline_name, pipe, info, {"class_labels": label}, {"class_label": label}, settings,
-                            request, progress)
+        return self._sample(
+            pipeline_name, pipe, info, {"class_labels": label}, {"class_label": label}, settings, request, progress
+        )
 
-    def interpolate(self, pipeline_name, between, start_prompt=None, end_prompt=None, start_image=None,
-                    end_image=None, start_class=None, end_class=None, num_frames=None,
-                    request: gr.Request | None = None, progress=gr.Progress(), **settings) -> DemoOutputs:
+    def interpolate(
+        self,
+        pipeline_name,
+        between,
+        start_prompt=None,
+        end_prompt=None,
+        start_image=None,
+        end_image=None,
+        start_class=None,
+        end_class=None,
+        num_frames=None,
+        request: gr.Request | None = None,
+        progress=gr.Progress(),
+        **settings,
+    ) -> DemoOutputs:
         """Frames from one condition to another (``between``: "prompts", "images" or "classes") and their GIF.
 
         ``num_frames`` defaults to `DEFAULT_FRAMES` (at most ``max_images``). Every frame starts from the same draw
@@ -302,7 +342,9 @@ class TronDemo:
         """
         pipe, info = self._pipeline(pipeline_name)
         if between not in info.interpolation_kinds:
-            raise gr.Error(f"Interpolate between: {pipeline_name!r} interpolates between {' or '.join(info.interpolation_kinds)}, got {between!r}.")
+            raise gr.Error(
+                f"Interpolate between: {pipeline_name!r} interpolates between {' or '.join(info.interpolation_kinds)}, got {between!r}."
+            )
         num_frames = min(DEFAULT_FRAMES, self.max_images) if num_frames is None else num_frames
         frames = _whole_number(num_frames, "Frames", 2, self.max_images, " (this demo's --max_images)")
         if between == "prompts":
@@ -313,12 +355,17 @@ class TronDemo:
             ends = [open_upload(start_image, "Start image"), open_upload(end_image, "End image")]
             call, names = {"image": ends}, [Path(start_image).name, Path(end_image).name]
         else:
-            ends = [_whole_number(value, field, 0, len(info.class_choices) - 1) for value, field in ((start_class, "Start class"), (end_class, "End class"))]
+            ends = [
+                _whole_number(value, field, 0, len(info.class_choices) - 1)
+                for value, field in ((start_class, "Start class"), (end_class, "End class"))
+            ]
             call, names = {"class_labels": ends}, ends
         settings = {**settings, "num_images": frames}
         weights = torch.linspace(0, 1, frames).tolist()
         conditions = [{"start": names[0], "end": names[1], "weight": round(weight, 4)} for weight in weights]
-        return self._sample(pipeline_name, pipe, info, call, conditions, settings, request, progress, interpolation=True)
+        return self._sample(
+            pipeline_name, pipe, info, call, conditions, settings, request, progress, interpolation=True
+        )
 
     def stop(self, request: gr.Request | None = None) -> None:
         """Stop the running requests of the browser tab that sent ``request``: their Langevin loops end after the
@@ -333,12 +380,33 @@ class TronDemo:
         return self._pipeline_updates(info)
 
     # Settings --------------------------------------------------------------------------------------------------------
-    SETTINGS = ("num_images", "num_inference_steps", "num_candidates", "initialization", "num_augmentations", "seed",
-                "randomize_seed", "step_size", "noise_std", "show_method")
+    SETTINGS = (
+        "num_images",
+        "num_inference_steps",
+        "num_candidates",
+        "initialization",
+        "num_augmentations",
+        "seed",
+        "randomize_seed",
+        "step_size",
+        "noise_std",
+        "show_method",
+    )
 
-    def settings(self, info: PipelineInfo, num_images=DEFAULT_IMAGES, num_inference_steps=None, num_candidates=None,
-                 initialization="translator", num_augmentations=None, seed=0, randomize_seed=False, step_size=None,
-                 noise_std=None, show_method=False) -> dict:
+    def settings(
+        self,
+        info: PipelineInfo,
+        num_images=DEFAULT_IMAGES,
+        num_inference_steps=None,
+        num_candidates=None,
+        initialization="translator",
+        num_augmentations=None,
+        seed=0,
+        randomize_seed=False,
+        step_size=None,
+        noise_std=None,
+        show_method=False,
+    ) -> dict:
         """The sampling controls of a request, checked against this demo's limits (``None``: the pipeline's default).
 
         Args:
@@ -367,27 +435,37 @@ class TronDemo:
         if initialization not in INITIALIZATIONS:
             raise gr.Error(f"Initialization: choose one of {', '.join(INITIALIZATIONS)}, got {initialization!r}.")
         if initialization == "translator_mean" and resolved["num_candidates"] > 1:
-            raise gr.Error("Candidates: 'translator_mean' starts every draw from the same latents, so there is nothing "
-                           "to choose from; set Candidates to 1 or pick another Initialization.")
+            raise gr.Error(
+                "Candidates: 'translator_mean' starts every draw from the same latents, so there is nothing "
+                "to choose from; set Candidates to 1 or pick another Initialization."
+            )
         resolved["initialization"] = initialization
         if randomize_seed:
             seed = random.randint(0, MAX_SEED - self.max_images)
         resolved["seed"] = _whole_number(seed, "Seed", 0, MAX_SEED - self.max_images)
         resolved["step_size"] = info.step_size if step_size is None else _positive_float(step_size, "Step size")
-        resolved["noise_std"] = info.noise_std if noise_std is None or not info.has_noise else _positive_float(noise_std, "Noise std")
+        resolved["noise_std"] = (
+            info.noise_std if noise_std is None or not info.has_noise else _positive_float(noise_std, "Noise std")
+        )
         return resolved
 
     # Sampling --------------------------------------------------------------------------------------------------------
     def _pipeline(self, name) -> tuple[TronPipeline, PipelineInfo]:
         if name not in self.pipelines:
-            raise gr.Error(f"Pipeline: {name!r} is not served here; choose one of {', '.join(map(repr, self.pipelines))}.")
+            raise gr.Error(
+                f"Pipeline: {name!r} is not served here; choose one of {', '.join(map(repr, self.pipelines))}."
+            )
         return self.pipelines[name], self.info[name]
 
     @staticmethod
     def _require(info: PipelineInfo, tab: str, field: str, name: str) -> None:
         if not info.tabs[tab]:
-            takes = " and ".join(CONDITION_NAMES[t] for t, shown in info.tabs.items() if shown and t in CONDITION_NAMES)
-            raise gr.Error(f"{field}: pipeline {name!r} is conditioned on {takes}; use its tabs, or choose another pipeline.")
+            takes = " and ".join(
+                CONDITION_NAMES[t] for t, shown in info.tabs.items() if shown and t in CONDITION_NAMES
+            )
+            raise gr.Error(
+                f"{field}: pipeline {name!r} is conditioned on {takes}; use its tabs, or choose another pipeline."
+            )
 
     def request_pipeline(self, pipe: TronPipeline, step_size: float, noise_std: float | None) -> TronPipeline:
         """``pipe`` itself, or a `TronPipeline.from_pipe` view with its own scheduler when this request's step size
@@ -406,8 +484,19 @@ class TronDemo:
         view.set_progress_bar_config(disable=True)
         return view
 
-    def _sample(self, pipeline_name, pipe, info, call, conditions, settings, request, progress, extra_settings=None,
-                interpolation=False) -> DemoOutputs:
+    def _sample(
+        self,
+        pipeline_name,
+        pipe,
+        info,
+        call,
+        conditions,
+        settings,
+        request,
+        progress,
+        extra_settings=None,
+        interpolation=False,
+    ) -> DemoOutputs:
         settings = self.settings(info, **settings)
         count = settings["num_images"]
         conditions = conditions if isinstance(conditions, list) else [conditions] * count
@@ -416,21 +505,35 @@ class TronDemo:
         view = self.request_pipeline(pipe, settings["step_size"], settings["noise_std"])
         common = {"initialization": settings["initialization"], "num_augmentations": settings["num_augmentations"]}
         if interpolation:
+
             def run(steps, **kwargs):
-                return view.interpolate(**call, num_frames=count, generator=torch.Generator().manual_seed(seed),
-                                        num_inference_steps=steps, **common, **kwargs)
+                return view.interpolate(
+                    **call,
+                    num_frames=count,
+                    generator=torch.Generator().manual_seed(seed),
+                    num_inference_steps=steps,
+                    **common,
+                    **kwargs,
+                )
         else:
             common["num_candidates"] = settings["num_candidates"]
 
             def run(steps, **kwargs):
                 generators = [torch.Generator().manual_seed(s) for s in seeds]
-                return view(**call, num_images_per_prompt=count, generator=generators, num_inference_steps=steps,
-                            **common, **kwargs)
+                return view(
+                    **call,
+                    num_images_per_prompt=count,
+                    generator=generators,
+                    num_inference_steps=steps,
+                    **common,
+                    **kwargs,
+                )
 
         total = settings["num_inference_steps"]
         steps_done = 0
         started = time.perf_counter()
         with self._stop_event(request) as stop:
+
             def on_step_end(pipeline, step, timestep, tensors):
                 nonlocal steps_done
                 steps_done = step + 1
@@ -465,10 +568,16 @@ class TronDemo:
         if interpolation:
             animation = export_to_gif(enlarged(out.images), str(folder / "interpolation.gif"), fps=GIF_FPS)
         what = f"{count} frames" if interpolation else f"{count} image{'s' * (count > 1)}"
-        steps_text = f"{total} Langevin steps" if steps_done == total else f"**stopped** after {steps_done} of {total} Langevin steps"
+        steps_text = (
+            f"{total} Langevin steps"
+            if steps_done == total
+            else f"**stopped** after {steps_done} of {total} Langevin steps"
+        )
         return DemoOutputs(
             images=captioned(out.images, energies, labels),
-            proposals=captioned(proposals.images, proposals.energies.tolist(), labels) if proposals is not None else [],
+            proposals=captioned(proposals.images, proposals.energies.tolist(), labels)
+            if proposals is not None
+            else [],
             energy_plot=energy_table(out.energy_trace, out.energies),
             download=str(download),
             animation=animation,
@@ -534,7 +643,9 @@ class TronDemo:
         """The page: pipeline choice, one tab per condition, sampling controls, and the outputs, wired to the
         handlers. Components are made for the first pipeline; choosing another updates them."""
         first = self.info[next(iter(self.pipelines))]
-        with gr.Blocks(title="TR0N demo", analytics_enabled=False, delete_cache=(OUTPUT_LIFETIME_S, OUTPUT_LIFETIME_S)) as blocks:
+        with gr.Blocks(
+            title="TR0N demo", analytics_enabled=False, delete_cache=(OUTPUT_LIFETIME_S, OUTPUT_LIFETIME_S)
+        ) as blocks:
             gr.Markdown("# TR0N: conditional generation from any generator\n" + METHOD_NOTE)
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2):
@@ -544,33 +655,70 @@ class TronDemo:
                 with gr.Column(scale=3):
                     status = gr.Markdown("Type a prompt (or pick a class) and press **Generate**.", elem_id="status")
                     gallery = gr.Gallery(label="Images (after Langevin)", elem_id="images", **GALLERY_STYLE)
-                    proposals = gr.Gallery(label="Translator proposals (0 steps): the same seeds before Langevin",
-                                           visible=False, elem_id="proposals", **GALLERY_STYLE)
-                    energy_plot = gr.LinePlot(x="Langevin step", y="energy", color="image", label="Energy per Langevin step",
-                                              title="E(z, c) per image (lower is better)", elem_id="energy-plot")
+                    proposals = gr.Gallery(
+                        label="Translator proposals (0 steps): the same seeds before Langevin",
+                        visible=False,
+                        elem_id="proposals",
+                        **GALLERY_STYLE,
+                    )
+                    energy_plot = gr.LinePlot(
+                        x="Langevin step",
+                        y="energy",
+                        color="image",
+                        label="Energy per Langevin step",
+                        title="E(z, c) per image (lower is better)",
+                        elem_id="energy-plot",
+                    )
                     download = gr.File(label="Download: PNGs + manifest.json (zip)", interactive=False)
 
             sampling = {
                 "outputs": [gallery, proposals, energy_plot, download, page.animation, settings["seed"], status],
-                "inputs_kwargs": settings, "concurrency_id": "sampling", "concurrency_limit": SAMPLING_CONCURRENCY,
+                "inputs_kwargs": settings,
+                "concurrency_id": "sampling",
+                "concurrency_limit": SAMPLING_CONCURRENCY,
             }
-            page.buttons["text"][0].click(self.generate_text, [pipeline, page.prompt, page.negative_prompt], **sampling)
+            page.buttons["text"][0].click(
+                self.generate_text, [pipeline, page.prompt, page.negative_prompt], **sampling
+            )
             page.prompt.submit(self.generate_text, [pipeline, page.prompt, page.negative_prompt], **sampling)
             page.buttons["image"][0].click(self.generate_image, [pipeline, page.image], **sampling)
             page.buttons["class"][0].click(self.generate_class, [pipeline, page.class_label], **sampling)
-            page.buttons["interpolate"][0].click(self.interpolate, [pipeline, page.between, *page.ends, page.num_frames], **sampling)
+            page.buttons["interpolate"][0].click(
+                self.interpolate, [pipeline, page.between, *page.ends, page.num_frames], **sampling
+            )
             # Stop ends the Langevin loop through `stop` rather than Gradio's `cancels`, which would drop the request
             # and show nothing; this way the images reached are shown.
             for _, stop in page.buttons.values():
                 stop.click(self.stop, None, None, concurrency_limit=None, api_name=False)
-            settings["show_method"].change(lambda shown: gr.Gallery(visible=shown), settings["show_method"], proposals,
-                                           api_name=False, queue=False)
-            page.between.change(lambda kind: tuple(gr.Row(visible=kind == shown) for shown in page.end_rows),
-                                page.between, list(page.end_rows.values()), api_name=False, queue=False)
+            settings["show_method"].change(
+                lambda shown: gr.Gallery(visible=shown),
+                settings["show_method"],
+                proposals,
+                api_name=False,
+                queue=False,
+            )
+            page.between.change(
+                lambda kind: tuple(gr.Row(visible=kind == shown) for shown in page.end_rows),
+                page.between,
+                list(page.end_rows.values()),
+                api_name=False,
+                queue=False,
+            )
             start_class, end_class = page.ends[4:]
-            pipeline_outputs = [page.tabs, *page.tab.values(), page.class_label, start_class, end_class, page.between,
-                                settings["num_inference_steps"], settings["num_candidates"], settings["num_augmentations"],
-                                settings["step_size"], settings["noise_std"], page.examples.dataset]
+            pipeline_outputs = [
+                page.tabs,
+                *page.tab.values(),
+                page.class_label,
+                start_class,
+                end_class,
+                page.between,
+                settings["num_inference_steps"],
+                settings["num_candidates"],
+                settings["num_augmentations"],
+                settings["step_size"],
+                settings["noise_std"],
+                page.examples.dataset,
+            ]
             pipeline.change(self.select_pipeline, pipeline, pipeline_outputs, api_name=False, concurrency_limit=None)
         return blocks
 
@@ -580,12 +728,19 @@ class TronDemo:
         classes = [value for _, value in first.class_choices] or [None]
         with gr.Tabs(selected=next(name for name, shown in first.tabs.items() if shown)) as page.tabs:
             with gr.Tab("Text", id="text", visible=first.tabs["text"]) as page.tab["text"]:
-                page.prompt = gr.Textbox(label="Prompt", placeholder="a bold seven leaning right", max_length=MAX_PROMPT_CHARS)
-                page.negative_prompt = gr.Textbox(label="Negative prompt", placeholder="optional", max_length=MAX_PROMPT_CHARS)
+                page.prompt = gr.Textbox(
+                    label="Prompt", placeholder="a bold seven leaning right", max_length=MAX_PROMPT_CHARS
+                )
+                page.negative_prompt = gr.Textbox(
+                    label="Negative prompt", placeholder="optional", max_length=MAX_PROMPT_CHARS
+                )
                 page.buttons["text"] = _action_buttons()
-                page.examples = gr.Examples([[prompt] for prompt in first.examples] or [[""]], inputs=[page.prompt],
-                                            label="Examples (measured to work well, see docs/demo.md)",
-                                            visible=bool(first.examples))
+                page.examples = gr.Examples(
+                    [[prompt] for prompt in first.examples] or [[""]],
+                    inputs=[page.prompt],
+                    label="Examples (measured to work well, see docs/demo.md)",
+                    visible=bool(first.examples),
+                )
             with gr.Tab("Image", id="image", visible=first.tabs["image"]) as page.tab["image"]:
                 page.image = image_upload("Image", height=240)
                 page.buttons["image"] = _action_buttons()
@@ -597,42 +752,98 @@ class TronDemo:
                 page.between = gr.Radio(kinds, value=kinds[0], label="Interpolate between")
                 page.end_rows = {}
                 with gr.Row(visible=kinds[0] == "prompts") as page.end_rows["prompts"]:
-                    ends = [gr.Textbox(label=f"{end} prompt", placeholder=example, max_length=MAX_PROMPT_CHARS)
-                            for end, example in (("Start", "a one"), ("End", "a seven"))]
+                    ends = [
+                        gr.Textbox(label=f"{end} prompt", placeholder=example, max_length=MAX_PROMPT_CHARS)
+                        for end, example in (("Start", "a one"), ("End", "a seven"))
+                    ]
                 with gr.Row(visible=kinds[0] == "images") as page.end_rows["images"]:
                     ends += [image_upload(f"{end} image", height=160) for end in ("Start", "End")]
                 with gr.Row(visible=kinds[0] == "classes") as page.end_rows["classes"]:
-                    ends += [gr.Dropdown(first.class_choices, value=value, label=f"{end} class")
-                             for end, value in (("Start", classes[0]), ("End", classes[-1]))]
+                    ends += [
+                        gr.Dropdown(first.class_choices, value=value, label=f"{end} class")
+                        for end, value in (("Start", classes[0]), ("End", classes[-1]))
+                    ]
                 page.ends = ends  # start/end prompt, image, class: the `interpolate` handler's arguments
-                page.num_frames = gr.Slider(2, self.max_images, value=min(DEFAULT_FRAMES, self.max_images), step=1, label="Frames")
+                page.num_frames = gr.Slider(
+                    2, self.max_images, value=min(DEFAULT_FRAMES, self.max_images), step=1, label="Frames"
+                )
                 page.buttons["interpolate"] = _action_buttons()
-                page.animation = gr.Image(label="Interpolation (animated GIF)", type="filepath", interactive=False, height=200)
+                page.animation = gr.Image(
+                    label="Interpolation (animated GIF)", type="filepath", interactive=False, height=200
+                )
         return page
 
     def _sampling_controls(self, first: PipelineInfo) -> dict:
         """The controls of `settings`, by its argument names."""
         with gr.Accordion("Sampling", open=True):
             with gr.Row():
-                num_images = gr.Slider(1, self.max_images, value=min(DEFAULT_IMAGES, self.max_images), step=1, label="Number of images")
-                steps = gr.Slider(0, self.max_steps, value=min(first.num_inference_steps, self.max_steps), step=1,
-                                  label="Langevin steps", info="0 = translator proposals only")
+                num_images = gr.Slider(
+                    1, self.max_images, value=min(DEFAULT_IMAGES, self.max_images), step=1, label="Number of images"
+                )
+                steps = gr.Slider(
+                    0,
+                    self.max_steps,
+                    value=min(first.num_inference_steps, self.max_steps),
+                    step=1,
+                    label="Langevin steps",
+                    info="0 = translator proposals only",
+                )
             with gr.Row():
-                candidates = gr.Slider(1, MAX_CANDIDATES, value=min(first.num_candidates, MAX_CANDIDATES), step=1, label="Candidates",
-                                       info="initial draws per image; the lowest-energy one is refined")
-                augmentations = gr.Slider(0, MAX_AUGMENTATIONS, value=min(first.num_augmentations, MAX_AUGMENTATIONS), step=1,
-                                          label="Augmentations", info="augmented copies per image in the energy")
-            initialization = gr.Radio(list(INITIALIZATIONS), value="translator", label="Initialization",
-                                      info="translator: a draw from q(z|c) · translator_mean: the paper's mixed means · prior: no translator")
+                candidates = gr.Slider(
+                    1,
+                    MAX_CANDIDATES,
+                    value=min(first.num_candidates, MAX_CANDIDATES),
+                    step=1,
+                    label="Candidates",
+                    info="initial draws per image; the lowest-energy one is refined",
+                )
+                augmentations = gr.Slider(
+                    0,
+                    MAX_AUGMENTATIONS,
+                    value=min(first.num_augmentations, MAX_AUGMENTATIONS),
+                    step=1,
+                    label="Augmentations",
+                    info="augmented copies per image in the energy",
+                )
+            initialization = gr.Radio(
+                list(INITIALIZATIONS),
+                value="translator",
+                label="Initialization",
+                info="translator: a draw from q(z|c) · translator_mean: the paper's mixed means · prior: no translator",
+            )
             with gr.Row(equal_height=True):
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED - self.max_images, info="image i uses seed + i")
+                seed = gr.Number(
+                    0,
+                    label="Seed",
+                    precision=0,
+                    minimum=0,
+                    maximum=MAX_SEED - self.max_images,
+                    info="image i uses seed + i",
+                )
                 randomize_seed = gr.Checkbox(False, label="Random seed")
-            show_method = gr.Checkbox(False, label="Show the method: the translator's proposals (0 steps) beside the refined images")
+            show_method = gr.Checkbox(
+                False, label="Show the method: the translator's proposals (0 steps) beside the refined images"
+            )
         with gr.Accordion("Advanced: Langevin dynamics of this request", open=False):
             step_size = gr.Number(first.step_size, label="Step size", minimum=0)
             noise_std = gr.Number(first.noise_std, label="Noise std", minimum=0, visible=first.has_noise)
-        return dict(zip(self.SETTINGS, (num_images, steps, candidates, initialization, augmentations, seed, randomize_seed,
-                                        step_size, noise_std, show_method)))
+        return dict(
+            zip(
+                self.SETTINGS,
+                (
+                    num_images,
+                    steps,
+                    candidates,
+                    initialization,
+                    augmentations,
+                    seed,
+                    randomize_seed,
+                    step_size,
+                    noise_std,
+                    show_method,
+                ),
+            )
+        )
 
 
 def _action_buttons() -> tuple[gr.Button, gr.Button]:
@@ -659,11 +870,13 @@ def energy_table(trace: torch.Tensor | None, final: torch.Tensor) -> pd.DataFram
     ones)."""
     rows = torch.cat([trace, final[None]]) if trace is not None else final[None]
     steps, count = rows.shape
-    return pd.DataFrame({
-        "Langevin step": [step for step in range(steps) for _ in range(count)],
-        "energy": rows.flatten().tolist(),
-        "image": [index for _ in range(steps) for index in range(count)],
-    })
+    return pd.DataFrame(
+        {
+            "Langevin step": [step for step in range(steps) for _ in range(count)],
+            "energy": rows.flatten().tolist(),
+            "image": [index for _ in range(steps) for index in range(count)],
+        }
+    )
 
 
 def captioned(images: list, energies: list[float], labels: list[str]) -> list[tuple]:
@@ -688,8 +901,11 @@ def load_pipelines(names, device: str = "cpu") -> dict[str, TronPipeline]:
     return pipelines
 
 
-def build_demo(pipelines: dict[str, TronPipeline] | list[str] | tuple[str, ...] = DEFAULT_PIPELINES,
-               max_images: int = 16, max_steps: int = 200) -> gr.Blocks:
+def build_demo(
+    pipelines: dict[str, TronPipeline] | list[str] | tuple[str, ...] = DEFAULT_PIPELINES,
+    max_images: int = 16,
+    max_steps: int = 200,
+) -> gr.Blocks:
     """The demo page for ``pipelines``: ``{name: TronPipeline}``, or names / folders / Hub ids to load (on CPU).
 
     Args:
@@ -739,6 +955,18 @@ def run_demo_command(args) -> None:
         raise SystemExit(f"tron demo: error: --host {args.host} --port {args.port}: {error}") from None
 
 
-__all__ = ["DEFAULT_PIPELINES", "DemoOutputs", "PipelineInfo", "TronDemo", "build_demo", "energy_table", "examples_for",
-           "image_upload", "launch_demo", "load_pipelines", "open_upload", "run_demo_command",
-           "warn_about_unknown_words"]
+__all__ = [
+    "DEFAULT_PIPELINES",
+    "DemoOutputs",
+    "PipelineInfo",
+    "TronDemo",
+    "build_demo",
+    "energy_table",
+    "examples_for",
+    "image_upload",
+    "launch_demo",
+    "load_pipelines",
+    "open_upload",
+    "run_demo_command",
+    "warn_about_unknown_words",
+]

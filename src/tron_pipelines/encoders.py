@@ -16,6 +16,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Words of a truncated prompt's dropped tail quoted in the warning.
@@ -111,10 +112,14 @@ class EncoderAdapter:
             if images.shape[1] == 1:
                 images = images.expand(-1, self.channels, -1, -1)
             else:
-                raise ValueError(f"The generator makes {images.shape[1]}-channel images; the encoder takes {self.channels}.")
+                raise ValueError(
+                    f"The generator makes {images.shape[1]}-channel images; the encoder takes {self.channels}."
+                )
         images = (images + 1.0) / 2.0
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            images = F.interpolate(
+                images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         mean = torch.tensor(self.image_mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.image_std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
         return (images - mean) / std
@@ -141,13 +146,17 @@ class EncoderAdapter:
         """Raw CLIP text embeddings ``(B, condition_dim)``, float32. Prompts over the token limit are truncated with
         a warning."""
         max_length = self.max_text_length()
-        inputs = self.tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+        inputs = self.tokenizer(
+            prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+        )
         for index, ids in enumerate(self.tokenizer(prompts).input_ids):
             # Everything past the limit, minus the end-of-text token that truncation keeps.
             dropped = ids[max_length - 1 : -1]
             if dropped:
                 words = self.tokenizer.decode(dropped).split()
-                shown = " ".join(words[:TRUNCATION_WORDS_SHOWN]) + (" ..." if len(words) > TRUNCATION_WORDS_SHOWN else "")
+                shown = " ".join(words[:TRUNCATION_WORDS_SHOWN]) + (
+                    " ..." if len(words) > TRUNCATION_WORDS_SHOWN else ""
+                )
                 warnings.warn(
                     f"Prompt {index} is longer than the {max_length} tokens the text encoder reads: {len(dropped)} tokens "
                     f"({len(words)} words) were dropped, starting with {shown!r}.",
@@ -167,7 +176,9 @@ class EncoderAdapter:
         if self.image_processor is not None:
             # Arrays and tensors are documented as [0, 1]; only 8-bit PIL images still need the processor's 1/255.
             already_scaled = not all(isinstance(image, PIL.Image.Image) for image in images)
-            pixel_values = self.image_processor(images=list(images), return_tensors="pt", do_rescale=not already_scaled).pixel_values
+            pixel_values = self.image_processor(
+                images=list(images), return_tensors="pt", do_rescale=not already_scaled
+            ).pixel_values
         else:
             pixel_values = self.preprocess_generated(_to_tensor01(images) * 2.0 - 1.0)
         return self.conditions_from_features(self.features(pixel_values.to(device)))
@@ -182,7 +193,10 @@ def _to_tensor01(images) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         tensor = images.float()
     else:
-        arrays = [np.asarray(image, dtype=np.float32) / (255.0 if isinstance(image, PIL.Image.Image) else 1.0) for image in images]
+        arrays = [
+            np.asarray(image, dtype=np.float32) / (255.0 if isinstance(image, PIL.Image.Image) else 1.0)
+            for image in images
+        ]
         tensor = torch.from_numpy(np.stack([a[..., None] if a.ndim == 2 else a for a in arrays]))
     if tensor.shape[1] not in (1, 3) and tensor.shape[-1] in (1, 3):
         tensor = tensor.permute(0, 3, 1, 2)

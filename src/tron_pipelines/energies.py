@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
+
 AUGMENTATIONS = ("color", "translation", "resize", "cutout")
 # Uniform draws per augmented copy: brightness, saturation, contrast, resize, shift x, shift y, cutout centre y and x.
 PARAMETERS_PER_COPY = 8
@@ -129,7 +130,11 @@ class DiffAugment:
         zeros = torch.zeros_like(ones)
         # Output coordinate p reads input (p - shift) / scale: zoom about the centre, then translate.
         theta = torch.stack(
-            [torch.stack([1 / scale, zeros, -shift_x / scale], -1), torch.stack([zeros, 1 / scale, -shift_y / scale], -1)], 1
+            [
+                torch.stack([1 / scale, zeros, -shift_x / scale], -1),
+                torch.stack([zeros, 1 / scale, -shift_y / scale], -1),
+            ],
+            1,
         )
         grid = F.affine_grid(theta, list(copies.shape), align_corners=False)
         return F.grid_sample(copies, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -212,7 +217,9 @@ class TronEnergy:
         ``augmentations`` ``(B, N, 8)`` says (``None``: the plain image, N = 1), and the un-augmented images
         ``(B, C, H, W)`` in [-1, 1]."""
         autocast = (
-            torch.autocast(latents.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None else nullcontext()
+            torch.autocast(latents.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else nullcontext()
         )
         with autocast:
             images = self.generator_model.generate(latents.to(self.generator_model.dtype))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .generate_command import CommandError, disable_loading_progress_bars, positive_int
 
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 FEATURE_KINDS = ("inception", "clip", "classifier")
 
@@ -25,21 +26,40 @@ def register_evaluate(subparsers) -> None:
         "(a folder of images or saved statistics), CLIP score against the prompts of its manifest (--clip), accuracy of "
         "its class labels (--classifier). Prints a table and writes metrics.json.",
     )
-    parser.add_argument("--images", required=True, help="Folder of generated images (its manifest gives prompts and class labels).")
-    parser.add_argument("--reference", default=None,
-                        help="Real images for the Fréchet distance: a folder, or an .npz written by --save_reference.")
-    parser.add_argument("--save_reference", default=None, help="Write the reference folder's feature statistics to this .npz.")
-    parser.add_argument("--features", default="inception", choices=FEATURE_KINDS,
-                        help="Features of the Fréchet distance: inception (FID, via torch-fidelity), clip (FD_CLIP, the "
-                        "--clip model) or classifier (last hidden layer of --classifier). Default inception.")
-    parser.add_argument("--clip", default=None,
-                        help="CLIP for the CLIP score and --features clip: a CLIP pipeline (folder or embedded name) or a "
-                        "transformers CLIP folder or Hub id, e.g. openai/clip-vit-base-patch32.")
-    parser.add_argument("--classifier", default=None,
-                        help="Classifier folder for accuracy and --features classifier (a HOG evaluation classifier such "
-                        "as benchmarks/assets/mnist-eval-classifier, or a ConvClassifier).")
+    parser.add_argument(
+        "--images", required=True, help="Folder of generated images (its manifest gives prompts and class labels)."
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="Real images for the Fréchet distance: a folder, or an .npz written by --save_reference.",
+    )
+    parser.add_argument(
+        "--save_reference", default=None, help="Write the reference folder's feature statistics to this .npz."
+    )
+    parser.add_argument(
+        "--features",
+        default="inception",
+        choices=FEATURE_KINDS,
+        help="Features of the Fréchet distance: inception (FID, via torch-fidelity), clip (FD_CLIP, the "
+        "--clip model) or classifier (last hidden layer of --classifier). Default inception.",
+    )
+    parser.add_argument(
+        "--clip",
+        default=None,
+        help="CLIP for the CLIP score and --features clip: a CLIP pipeline (folder or embedded name) or a "
+        "transformers CLIP folder or Hub id, e.g. openai/clip-vit-base-patch32.",
+    )
+    parser.add_argument(
+        "--classifier",
+        default=None,
+        help="Classifier folder for accuracy and --features classifier (a HOG evaluation classifier such "
+        "as benchmarks/assets/mnist-eval-classifier, or a ConvClassifier).",
+    )
     parser.add_argument("--batch_size", type=positive_int, default=64, help="Images encoded at once (default 64).")
-    parser.add_argument("--num_workers", type=positive_int, default=4, help="Threads decoding and resizing images (default 4).")
+    parser.add_argument(
+        "--num_workers", type=positive_int, default=4, help="Threads decoding and resizing images (default 4)."
+    )
     parser.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu).")
     parser.add_argument("--output", default=None, help="Where to write the metrics (default IMAGES/metrics.json).")
     parser.set_defaults(handler=run_evaluate)
@@ -64,11 +84,17 @@ def list_images(folder: Path, option: str) -> list[dict]:
     if (folder / MANIFEST_NAME).is_file():
         entries = read_manifest_lines(folder / MANIFEST_NAME)
     elif any(folder.glob(PART_GLOB)):
-        raise CommandError(f"{option} {folder} holds an unfinished tron generate run (manifest parts, no {MANIFEST_NAME}): run the same tron generate command again to finish it.")
+        raise CommandError(
+            f"{option} {folder} holds an unfinished tron generate run (manifest parts, no {MANIFEST_NAME}): run the same tron generate command again to finish it."
+        )
     elif (folder / SAMPLES_MANIFEST_NAME).is_file():
         entries = json.loads((folder / SAMPLES_MANIFEST_NAME).read_text()).get("images", [])
     else:
-        entries = [{"file": path.name} for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")]
+        entries = [
+            {"file": path.name}
+            for path in sorted(folder.iterdir())
+            if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+        ]
     for entry in entries:
         entry["path"] = folder / entry["file"]
         if not entry["path"].is_file():
@@ -121,20 +147,39 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.features == "classifier" and reference is not None and args.classifier is None:
         raise CommandError("--features classifier needs --classifier (a classifier folder).")
     if args.clip is not None and not prompted and not (reference is not None and args.features == "clip"):
-        raise CommandError(f"--clip: the images in {images_folder} have no prompts in a manifest, so there is no CLIP score to compute.")
+        raise CommandError(
+            f"--clip: the images in {images_folder} have no prompts in a manifest, so there is no CLIP score to compute."
+        )
     if args.classifier is not None and not labelled and not (reference is not None and args.features == "classifier"):
-        raise CommandError(f"--classifier: the images in {images_folder} have no class labels in a manifest, so there is no accuracy to compute.")
+        raise CommandError(
+            f"--classifier: the images in {images_folder} have no class labels in a manifest, so there is no accuracy to compute."
+        )
     if reference is None and args.clip is None and args.classifier is None:
-        raise CommandError("nothing to compute: give --reference (Fréchet distance), --clip (CLIP score of prompted images) "
-                           "or --classifier (accuracy of class-labelled images).")
+        raise CommandError(
+            "nothing to compute: give --reference (Fréchet distance), --clip (CLIP score of prompted images) "
+            "or --classifier (accuracy of class-labelled images)."
+        )
     if reference is not None and len(entries) < 2:
-        raise CommandError(f"--images {images_folder}: a Fréchet distance needs at least 2 images, found {len(entries)}.")
+        raise CommandError(
+            f"--images {images_folder}: a Fréchet distance needs at least 2 images, found {len(entries)}."
+        )
     output = Path(args.output) if args.output is not None else images_folder / "metrics.json"
 
     import torch
 
-    from .evaluation import FRECHET_BOOTSTRAP_RESAMPLES, FeatureStatistics, classification_accuracy, clip_score, frechet_distance_with_std
-    from .evaluation.features import ClassifierFeatures, ClipFeatures, ExtractorUnavailableError, load_feature_extractor
+    from .evaluation import (
+        FRECHET_BOOTSTRAP_RESAMPLES,
+        FeatureStatistics,
+        classification_accuracy,
+        clip_score,
+        frechet_distance_with_std,
+    )
+    from .evaluation.features import (
+        ClassifierFeatures,
+        ClipFeatures,
+        ExtractorUnavailableError,
+        load_feature_extractor,
+    )
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     disable_loading_progress_bars()
@@ -143,13 +188,19 @@ def _evaluate(args: argparse.Namespace) -> None:
         classifier = ClassifierFeatures(args.classifier, device) if args.classifier is not None else None
         distance_extractor = None
         if reference is not None:
-            distance_extractor = {"clip": clip, "classifier": classifier}.get(args.features) or load_feature_extractor(args.features, device)
+            distance_extractor = {"clip": clip, "classifier": classifier}.get(args.features) or load_feature_extractor(
+                args.features, device
+            )
     except (ExtractorUnavailableError, ValueError) as error:
         raise CommandError(str(error)) from None
     if classifier is not None:
-        bad = sorted({entries[i]["class_label"] for i in labelled if entries[i]["class_label"] >= classifier.num_classes})
+        bad = sorted(
+            {entries[i]["class_label"] for i in labelled if entries[i]["class_label"] >= classifier.num_classes}
+        )
         if bad:
-            raise CommandError(f"--classifier {args.classifier} has {classifier.num_classes} classes; the images ask for {bad}.")
+            raise CommandError(
+                f"--classifier {args.classifier} has {classifier.num_classes} classes; the images ask for {bad}."
+            )
 
     reference_statistics = None
     if reference_is_statistics:
@@ -163,14 +214,26 @@ def _evaluate(args: argparse.Namespace) -> None:
                 f"--features {args.features} gives {distance_extractor.identity}."
             )
 
-    extractors = [extractor for extractor in dict.fromkeys([distance_extractor, clip, classifier]) if extractor is not None]
-    features = dict(zip(extractors, encode_images([entry["path"] for entry in entries], extractors, args.batch_size,
-                                                  args.num_workers, "Encoding images")))
+    extractors = [
+        extractor for extractor in dict.fromkeys([distance_extractor, clip, classifier]) if extractor is not None
+    ]
+    features = dict(
+        zip(
+            extractors,
+            encode_images(
+                [entry["path"] for entry in entries], extractors, args.batch_size, args.num_workers, "Encoding images"
+            ),
+        )
+    )
     if reference is not None and reference_statistics is None:
         reference_paths = [entry["path"] for entry in list_images(reference, "--reference")]
         if len(reference_paths) < 2:
-            raise CommandError(f"--reference {reference}: a Fréchet distance needs at least 2 images, found {len(reference_paths)}.")
-        (reference_features,) = encode_images(reference_paths, [distance_extractor], args.batch_size, args.num_workers, "Encoding reference")
+            raise CommandError(
+                f"--reference {reference}: a Fréchet distance needs at least 2 images, found {len(reference_paths)}."
+            )
+        (reference_features,) = encode_images(
+            reference_paths, [distance_extractor], args.batch_size, args.num_workers, "Encoding reference"
+        )
         reference_statistics = FeatureStatistics.from_features(reference_features, distance_extractor.identity)
         if args.save_reference is not None:
             reference_statistics.save(args.save_reference)
@@ -179,19 +242,35 @@ def _evaluate(args: argparse.Namespace) -> None:
     rows = []
     if reference_statistics is not None:
         distance, distance_std = frechet_distance_with_std(features[distance_extractor], reference_statistics)
-        metrics.update({
-            "frechet_distance": distance, "frechet_distance_std": distance_std, "bootstrap_resamples": FRECHET_BOOTSTRAP_RESAMPLES,
-            "features": args.features, "feature_extractor": distance_extractor.identity,
-            "reference": str(reference), "num_reference_images": reference_statistics.num_samples,
-        })
-        label = {"inception": "FID", "clip": "FD_CLIP", "classifier": "Fréchet distance (classifier features)"}[args.features]
-        rows.append((label, f"{distance:.4f}", len(entries),
-                     f"± {distance_std:.4f} bootstrap std; reference {reference_statistics.num_samples} images"))
+        metrics.update(
+            {
+                "frechet_distance": distance,
+                "frechet_distance_std": distance_std,
+                "bootstrap_resamples": FRECHET_BOOTSTRAP_RESAMPLES,
+                "features": args.features,
+                "feature_extractor": distance_extractor.identity,
+                "reference": str(reference),
+                "num_reference_images": reference_statistics.num_samples,
+            }
+        )
+        label = {"inception": "FID", "clip": "FD_CLIP", "classifier": "Fréchet distance (classifier features)"}[
+            args.features
+        ]
+        rows.append(
+            (
+                label,
+                f"{distance:.4f}",
+                len(entries),
+                f"± {distance_std:.4f} bootstrap std; reference {reference_statistics.num_samples} images",
+            )
+        )
     if clip is not None and prompted:
         prompts = [entries[i]["prompt"] for i in prompted]
         score = clip_score(features[clip][prompted], clip.text_features(prompts, args.batch_size))
         metrics.update({"clip_score": score, "num_prompted_images": len(prompted), "clip": args.clip})
-        rows.append(("CLIP score", f"{score:.4f}", len(prompted), f"100 x mean cosine (image, its prompt); {args.clip}"))
+        rows.append(
+            ("CLIP score", f"{score:.4f}", len(prompted), f"100 x mean cosine (image, its prompt); {args.clip}")
+        )
     if classifier is not None and labelled:
         logits = classifier.logits_from_features(features[classifier][labelled])
         accuracy = classification_accuracy(logits, [entries[i]["class_label"] for i in labelled])

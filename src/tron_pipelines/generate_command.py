@@ -14,6 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+
 DEFAULT_PIPELINE = "tron-mnist-text"
 
 
@@ -58,26 +59,65 @@ def register_generate(subparsers) -> None:
         "every process of `accelerate launch -m tron_pipelines.cli generate ...`.",
     )
     parser.add_argument("prompt", nargs="?", default=None, help="Text condition (text pipelines).")
-    parser.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"Pipeline folder, embedded name or Hub id (default {DEFAULT_PIPELINE}).")
-    parser.add_argument("--class_label", type=non_negative_int, default=None, help="Class condition (class pipelines).")
-    parser.add_argument("--prompts_file", default=None,
-                        help="Many conditions: one prompt per line, or a .jsonl file with one JSON object per line "
-                        "holding \"prompt\", \"class_label\" or \"image\" (a path relative to the file), optionally \"seed\".")
-    parser.add_argument("--class_labels", type=class_label_list, default=None,
-                        help="Many class conditions, e.g. 0-9 or 0,3,5-7.")
-    parser.add_argument("--num_images", type=positive_int, default=None,
-                        help="Images per condition (default 8 for one prompt or class label, 1 with --prompts_file or --class_labels).")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="Seed of image 0 (default 0); image i uses seed + i, so each image is reproducible alone.")
-    parser.add_argument("--batch_size", type=positive_int, default=16,
-                        help="With --prompts_file or --class_labels: images sampled at once per process (default 16).")
-    parser.add_argument("--steps", type=non_negative_int, default=None, help="Langevin steps, 0 = translator only (default: the pipeline's).")
-    parser.add_argument("--candidates", type=positive_int, default=None,
-                        help="Initial draws per image; the lowest-energy one is refined (default: the pipeline's).")
-    parser.add_argument("--init", default="translator", choices=["translator", "translator_mean", "prior"], help="Initialisation of the latents.")
-    parser.add_argument("--device", default=None,
-                        help="torch device, e.g. cpu or cuda (default cpu; with --prompts_file or --class_labels, the device "
-                        "Accelerate gives the process, e.g. cuda:<local rank> under accelerate launch).")
+    parser.add_argument(
+        "--pipeline",
+        default=DEFAULT_PIPELINE,
+        help=f"Pipeline folder, embedded name or Hub id (default {DEFAULT_PIPELINE}).",
+    )
+    parser.add_argument(
+        "--class_label", type=non_negative_int, default=None, help="Class condition (class pipelines)."
+    )
+    parser.add_argument(
+        "--prompts_file",
+        default=None,
+        help="Many conditions: one prompt per line, or a .jsonl file with one JSON object per line "
+        'holding "prompt", "class_label" or "image" (a path relative to the file), optionally "seed".',
+    )
+    parser.add_argument(
+        "--class_labels", type=class_label_list, default=None, help="Many class conditions, e.g. 0-9 or 0,3,5-7."
+    )
+    parser.add_argument(
+        "--num_images",
+        type=positive_int,
+        default=None,
+        help="Images per condition (default 8 for one prompt or class label, 1 with --prompts_file or --class_labels).",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="Seed of image 0 (default 0); image i uses seed + i, so each image is reproducible alone.",
+    )
+    parser.add_argument(
+        "--batch_size",
+        type=positive_int,
+        default=16,
+        help="With --prompts_file or --class_labels: images sampled at once per process (default 16).",
+    )
+    parser.add_argument(
+        "--steps",
+        type=non_negative_int,
+        default=None,
+        help="Langevin steps, 0 = translator only (default: the pipeline's).",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=positive_int,
+        default=None,
+        help="Initial draws per image; the lowest-energy one is refined (default: the pipeline's).",
+    )
+    parser.add_argument(
+        "--init",
+        default="translator",
+        choices=["translator", "translator_mean", "prior"],
+        help="Initialisation of the latents.",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device, e.g. cpu or cuda (default cpu; with --prompts_file or --class_labels, the device "
+        "Accelerate gives the process, e.g. cuda:<local rank> under accelerate launch).",
+    )
     parser.add_argument("--out", default="tron-samples", help="Output folder (created if needed).")
     parser.set_defaults(handler=run_generate)
 
@@ -131,11 +171,21 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    given = [name for name, value in (("a prompt", args.prompt), ("--class_label", args.class_label),
-                                      ("--prompts_file", args.prompts_file), ("--class_labels", args.class_labels)) if value is not None]
+    given = [
+        name
+        for name, value in (
+            ("a prompt", args.prompt),
+            ("--class_label", args.class_label),
+            ("--prompts_file", args.prompts_file),
+            ("--class_labels", args.class_labels),
+        )
+        if value is not None
+    ]
     if len(given) != 1:
         got = f" (got {' and '.join(given)})" if given else ""
-        raise CommandError(f"give either a prompt or --class_label, or many conditions with --prompts_file or --class_labels{got}.")
+        raise CommandError(
+            f"give either a prompt or --class_label, or many conditions with --prompts_file or --class_labels{got}."
+        )
     if args.prompts_file is not None or args.class_labels is not None:
         from .generate_many import generate_many
 
@@ -182,8 +232,11 @@ def _generate(args: argparse.Namespace) -> None:
 
 # The pipeline's errors name its arguments; say which command-line option they came from.
 _OPTION_NAMES = {
-    "`class_labels`": "--class_label", "`num_inference_steps`": "--steps", "`initialization`": "--init",
-    "`num_candidates`": "--candidates", "initialization='translator_mean'": "--init translator_mean",
+    "`class_labels`": "--class_label",
+    "`num_inference_steps`": "--steps",
+    "`initialization`": "--init",
+    "`num_candidates`": "--candidates",
+    "initialization='translator_mean'": "--init translator_mean",
 }
 
 

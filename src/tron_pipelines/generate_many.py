@@ -41,6 +41,7 @@ from pathlib import Path
 
 from .generate_command import CommandError, _in_cli_terms, _load_pipeline, _writable_folder
 
+
 MANIFEST_NAME = "manifest.jsonl"
 RUN_NAME = "run.json"
 RUN_FORMAT = "tron-generate-run"
@@ -91,7 +92,11 @@ def read_prompts_file(path: str) -> list[Condition]:
                 raise CommandError(f"{where} is not UTF-8 text.") from None
             if not text:
                 continue
-            conditions.append(_json_condition(text, where, number, file.parent) if is_json else Condition("prompt", text, line=number))
+            conditions.append(
+                _json_condition(text, where, number, file.parent)
+                if is_json
+                else Condition("prompt", text, line=number)
+            )
     if not conditions:
         raise CommandError(f"--prompts_file {path} holds no conditions (it is empty or has only blank lines).")
     return conditions
@@ -103,20 +108,22 @@ def _json_condition(text: str, where: str, number: int, folder: Path) -> Conditi
     except json.JSONDecodeError as error:
         raise CommandError(f"{where} is not valid JSON ({error.msg} at column {error.colno}).") from None
     if not isinstance(entry, dict):
-        raise CommandError(f"{where}: expected a JSON object like {{\"prompt\": \"a red car\"}}, got {type(entry).__name__}.")
+        raise CommandError(
+            f'{where}: expected a JSON object like {{"prompt": "a red car"}}, got {type(entry).__name__}.'
+        )
     kinds = [kind for kind in CONDITION_KINDS if kind in entry]
     if len(kinds) != 1:
-        raise CommandError(f"{where}: give exactly one of \"prompt\", \"class_label\" or \"image\", got {kinds or 'none'}.")
+        raise CommandError(f'{where}: give exactly one of "prompt", "class_label" or "image", got {kinds or "none"}.')
     kind, value = kinds[0], entry[kinds[0]]
     if kind == "prompt" and not (isinstance(value, str) and value.strip()):
-        raise CommandError(f"{where}: \"prompt\" must be a non-empty string, got {value!r}.")
+        raise CommandError(f'{where}: "prompt" must be a non-empty string, got {value!r}.')
     if kind == "class_label" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        raise CommandError(f"{where}: \"class_label\" must be an integer >= 0, got {value!r}.")
+        raise CommandError(f'{where}: "class_label" must be an integer >= 0, got {value!r}.')
     if kind == "image":
         value = _check_image_path(value, where, folder)
     seed = entry.get("seed")
     if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
-        raise CommandError(f"{where}: \"seed\" must be an integer >= 0, got {seed!r}.")
+        raise CommandError(f'{where}: "seed" must be an integer >= 0, got {seed!r}.')
     extra = {key: item for key, item in entry.items() if key not in (kind, "seed")}
     clashing = sorted(RESERVED_FIELDS & extra.keys())
     if clashing:
@@ -128,7 +135,7 @@ def _check_image_path(value, where: str, folder: Path) -> str:
     from PIL import Image, UnidentifiedImageError
 
     if not isinstance(value, str) or not value:
-        raise CommandError(f"{where}: \"image\" must be a path, got {value!r}.")
+        raise CommandError(f'{where}: "image" must be a path, got {value!r}.')
     path = folder / value
     if not path.is_file():
         raise CommandError(f"{where}: image {value!r} does not exist (looked for {path}).")
@@ -147,12 +154,16 @@ def check_conditions(conditions: list[Condition], pipe, source: str) -> None:
     for condition in conditions:
         where = f"{source} line {condition.line}" if condition.line is not None else source
         if condition.kind == "prompt" and (adapter.kind != "clip" or pipe.tokenizer is None):
-            raise CommandError(f"{where}: prompts need a text (CLIP) pipeline; this one is class-conditional: give class labels.")
+            raise CommandError(
+                f"{where}: prompts need a text (CLIP) pipeline; this one is class-conditional: give class labels."
+            )
         if condition.kind == "class_label":
             if adapter.kind != "classifier":
                 raise CommandError(f"{where}: class labels need a class-conditional pipeline; this one takes prompts.")
             if not condition.value < adapter.num_classes:
-                raise CommandError(f"{where}: class label {condition.value} out of range: the pipeline has classes 0..{adapter.num_classes - 1}.")
+                raise CommandError(
+                    f"{where}: class label {condition.value} out of range: the pipeline has classes 0..{adapter.num_classes - 1}."
+                )
 
 
 def plan_items(conditions: list[Condition], num_images: int, seed: int) -> list[Item]:
@@ -168,7 +179,9 @@ def plan_items(conditions: list[Condition], num_images: int, seed: int) -> list[
 
 
 # Run record and manifest --------------------------------------------------------------------------------------
-def run_record(args: argparse.Namespace, conditions: list[Condition], num_inference_steps: int, num_candidates: int) -> dict:
+def run_record(
+    args: argparse.Namespace, conditions: list[Condition], num_inference_steps: int, num_candidates: int
+) -> dict:
     """What makes the images of a run: pipeline, sampling settings, seeds, batches and the conditions themselves."""
     listed = [[c.kind, c.value, c.seed] for c in conditions]
     return {
@@ -279,13 +292,17 @@ def generate_many(args: argparse.Namespace) -> None:
 
     own_images = sum(len(batch) for batch in own)
     progress = tqdm(
-        total=own_images, initial=own_images - sum(len(batch) for batch in pending), unit="image",
+        total=own_images,
+        initial=own_images - sum(len(batch) for batch in pending),
+        unit="image",
         desc="Sampling" if state.num_processes == 1 else f"Sampling (process 1/{state.num_processes})",
         disable=not state.is_main_process,
     )
     started = time.perf_counter()
     for batch in pending:
-        entries = _sample_batch(pipe, batch, conditions, folder, args, num_inference_steps, num_candidates, state.process_index)
+        entries = _sample_batch(
+            pipe, batch, conditions, folder, args, num_inference_steps, num_candidates, state.process_index
+        )
         append_lines(own_part, entries)
         progress.update(len(batch))
     progress.close()
@@ -321,7 +338,9 @@ def _check_run_record(folder: Path, record: dict, recorded: dict) -> None:
         existing = json.loads(path.read_text())
     except json.JSONDecodeError:
         existing = {}
-    differences = [f"{key} {existing.get(key)!r} -> {value!r}" for key, value in record.items() if existing.get(key) != value]
+    differences = [
+        f"{key} {existing.get(key)!r} -> {value!r}" for key, value in record.items() if existing.get(key) != value
+    ]
     if differences:
         raise CommandError(
             f"--out {folder} holds {len(recorded)} images of a run with other settings ({'; '.join(differences)}): "
@@ -329,8 +348,16 @@ def _check_run_record(folder: Path, record: dict, recorded: dict) -> None:
         )
 
 
-def _sample_batch(pipe, batch: list[Item], conditions: list[Condition], folder: Path, args, num_inference_steps: int,
-                  num_candidates: int, process_index: int) -> list[dict]:
+def _sample_batch(
+    pipe,
+    batch: list[Item],
+    conditions: list[Condition],
+    folder: Path,
+    args,
+    num_inference_steps: int,
+    num_candidates: int,
+    process_index: int,
+) -> list[dict]:
     """Sample one batch (one pipeline call per run of conditions of one kind), write its PNGs, return its manifest lines."""
     import torch
 
@@ -359,8 +386,16 @@ def _sample_batch(pipe, batch: list[Item], conditions: list[Condition], folder: 
             entry = {"index": item.index, "condition": item.condition}
             if condition.line is not None:
                 entry["line"] = condition.line
-            entry.update({condition.kind: condition.value, **condition.extra, "seed": item.seed, "energy": float(energy),
-                          "file": item.file, "process": process_index})
+            entry.update(
+                {
+                    condition.kind: condition.value,
+                    **condition.extra,
+                    "seed": item.seed,
+                    "energy": float(energy),
+                    "file": item.file,
+                    "process": process_index,
+                }
+            )
             entries.append(entry)
     return entries
 
@@ -377,7 +412,9 @@ def _merge_manifest(folder: Path, items: list[Item]) -> None:
     recorded = recorded_entries(folder)
     missing = [item.index for item in items if item.index not in recorded or not (folder / item.file).is_file()]
     if missing:
-        raise CommandError(f"images {missing[:10]}{' ...' if len(missing) > 10 else ''} are missing after sampling; run the same command again.")
+        raise CommandError(
+            f"images {missing[:10]}{' ...' if len(missing) > 10 else ''} are missing after sampling; run the same command again."
+        )
     lines = "".join(json.dumps(recorded[item.index]) + "\n" for item in items)
     from .samples import replace_atomically
 
@@ -386,4 +423,12 @@ def _merge_manifest(folder: Path, items: list[Item]) -> None:
         part.unlink()
 
 
-__all__ = ["Condition", "Item", "check_conditions", "generate_many", "plan_items", "read_manifest_lines", "read_prompts_file"]
+__all__ = [
+    "Condition",
+    "Item",
+    "check_conditions",
+    "generate_many",
+    "plan_items",
+    "read_manifest_lines",
+    "read_prompts_file",
+]

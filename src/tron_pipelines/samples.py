@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+
 MANIFEST_NAME = "manifest.json"
 GRID_NAME = "grid.png"
 
@@ -57,7 +58,9 @@ def write_samples(
     The manifest is ``{**settings, "images": [{"file", **condition, "seed", "energy"}, ...]}``.
     """
     if not len(images) == len(energies) == len(conditions) == len(seeds):
-        raise ValueError(f"One energy, condition and seed per image: got {len(images)}, {len(energies)}, {len(conditions)}, {len(seeds)}.")
+        raise ValueError(
+            f"One energy, condition and seed per image: got {len(images)}, {len(energies)}, {len(conditions)}, {len(seeds)}."
+        )
     folder = Path(folder)
     entries = []
     for index, (image, energy, condition, seed) in enumerate(zip(images, energies, conditions, seeds)):

@@ -2,5 +2,6 @@
 
 from .training.train import main
 
+
 if __name__ == "__main__":
     main()

@@ -29,6 +29,7 @@ from ..models.biggan import BIGGAN_ARCHITECTURES, BOTTOM_WIDTH, BigGANGenerator
 from ..models.biggan_deep import BigGANDeepGenerator
 from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict
 
+
 # Spectral-norm epsilon of the official TR0N generator (BigGAN-PyTorch's parser default, kept by `get_G`).
 BIGGAN_PYTORCH_SN_EPS = 1e-8
 
@@ -232,7 +233,9 @@ def convert_pytorch_pretrained_biggan(
         model = BigGANDeepGenerator(**config)
     layout = _pytorch_pretrained_biggan_layout(model)
     resolution = model.resolution
-    return convert_state_dict(state_dict, layout, model, f"pytorch-pretrained-biggan BigGAN-deep {resolution} px ({config})")
+    return convert_state_dict(
+        state_dict, layout, model, f"pytorch-pretrained-biggan BigGAN-deep {resolution} px ({config})"
+    )
 
 
 def load_pytorch_pretrained_biggan(folder: str | os.PathLike, **config_overrides) -> BigGANDeepGenerator:
@@ -344,7 +347,10 @@ def biggan_pytorch_resolution(state_dict: dict[str, torch.Tensor]) -> int:
         CheckpointMismatchError: when no architecture has that many blocks.
     """
     block_indices = {int(match.group(1)) for key in state_dict if (match := re.match(r"blocks\.(\d+)\.0\.", key))}
-    by_blocks = {len(architecture["channel_multipliers"]) - 1: resolution for resolution, architecture in BIGGAN_ARCHITECTURES.items()}
+    by_blocks = {
+        len(architecture["channel_multipliers"]) - 1: resolution
+        for resolution, architecture in BIGGAN_ARCHITECTURES.items()
+    }
     if len(block_indices) not in by_blocks:
         expected = ", ".join(f"{blocks} ({resolution} px)" for blocks, resolution in sorted(by_blocks.items()))
         raise CheckpointMismatchError(
@@ -354,7 +360,10 @@ def biggan_pytorch_resolution(state_dict: dict[str, torch.Tensor]) -> int:
 
 
 def load_biggan_pytorch(
-    checkpoint_path: str | os.PathLike, resolution: int | None = None, sn_eps: float = BIGGAN_PYTORCH_SN_EPS, **config_overrides
+    checkpoint_path: str | os.PathLike,
+    resolution: int | None = None,
+    sn_eps: float = BIGGAN_PYTORCH_SN_EPS,
+    **config_overrides,
 ) -> BigGANGenerator:
     """Read a bare BigGAN-PyTorch state dict with ``torch.load(..., weights_only=True)`` and convert it; the resolution
     is inferred from the number of blocks (`biggan_pytorch_resolution`) unless given."""

@@ -70,8 +70,6 @@ def convert_state_dict(
     return model.eval()
 
 
-
-
 def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) -> Path:
     """`save_pretrained` (safetensors) into a temporary sibling folder, then rename it to ``dump_path``.
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+
 # The preset of each generator class of this package (`tron_pipelines.conversion.tr0n.SAMPLING_PRESETS`).
 PRESET_OF_GENERATOR_CLASS = {
     "BigGANGenerator": "biggan",
@@ -85,7 +86,9 @@ def _tron_generator_class(source: str) -> str | None:
     config = _json_config(Path(source)) if Path(source).is_dir() else None
     class_name = config.get("_class_name") if config else None
     generator_class = getattr(models, class_name, None) if isinstance(class_name, str) else None
-    return class_name if isinstance(generator_class, type) and issubclass(generator_class, models.TronGenerator) else None
+    return (
+        class_name if isinstance(generator_class, type) and issubclass(generator_class, models.TronGenerator) else None
+    )
 
 
 def _load_tron_generator(source: str, **config_overrides):
@@ -109,7 +112,11 @@ def _load_pytorch_pretrained_biggan(source: str, **config_overrides):
 # BigGAN-PyTorch -------------------------------------------------------------------------------------------------
 def _is_biggan_pytorch(source: str) -> bool:
     state_dict = _peek_torch_archive(Path(source))
-    return isinstance(state_dict, dict) and "shared.weight" in state_dict and any(key.startswith("blocks.0.0.") for key in state_dict)
+    return (
+        isinstance(state_dict, dict)
+        and "shared.weight" in state_dict
+        and any(key.startswith("blocks.0.0.") for key in state_dict)
+    )
 
 
 def _load_biggan_pytorch(source: str, resolution: int | None = None, **config_overrides):

@@ -89,7 +89,9 @@ def _persistent_object(meta: dict) -> PersistentObject:
     if meta["type"] != "class":
         raise UnsafePickleError(f"Only persistent classes are supported, got a record of type {meta['type']!r}.")
     if not isinstance(meta["state"], dict):
-        raise UnsafePickleError(f"The state of persistent {meta['class_name']!r} is a {type(meta['state']).__name__}, not a dict.")
+        raise UnsafePickleError(
+            f"The state of persistent {meta['class_name']!r} is a {type(meta['state']).__name__}, not a dict."
+        )
     return PersistentObject(str(meta["class_name"]), str(meta["module_src"]), int(meta["version"]), meta["state"])
 
 

@@ -30,6 +30,7 @@ from ..models.stylegan3 import StyleGAN3Generator
 from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict
 from .network_pickle import PersistentObject, load_network_pickle
 
+
 # rosinality's `Generator` defaults; its checkpoints do not store them.
 ROSINALITY_LR_MLP = 0.01
 ROSINALITY_BLUR_KERNEL = (1, 3, 3, 1)
@@ -61,12 +62,16 @@ class _Layout:
         entry = TargetTensor(target, {source: source_shape or shape})
         self.entries.append(entry if transform is None else TargetTensor(target, entry.sources, transform))
 
-    def identical_copies(self, target: str, sources: Sequence[str], expected: torch.Tensor, scale: float = 1.0) -> None:
+    def identical_copies(
+        self, target: str, sources: Sequence[str], expected: torch.Tensor, scale: float = 1.0
+    ) -> None:
         """``target`` = ``expected``, after checking that every ``source * scale`` equals it (copies of a fixed
         filter that the model derives from its config)."""
 
         def build(*copies: torch.Tensor) -> torch.Tensor:
-            wrong = [key for key, copy in zip(sources, copies) if not torch.allclose(copy * scale, expected, atol=1e-6)]
+            wrong = [
+                key for key, copy in zip(sources, copies) if not torch.allclose(copy * scale, expected, atol=1e-6)
+            ]
             if wrong:
                 raise CheckpointMismatchError(
                     f"{len(wrong)} filter buffers differ from the filter the configuration implies "
@@ -93,16 +98,18 @@ def _mapping_config(network: PersistentObject) -> dict:
         raise CheckpointMismatchError("The mapping network's fc layers do not match its `num_layers`.")
     problems = []
     if network.attribute("c_dim"):
-        problems.append(f"c_dim={network.attribute('c_dim')}: class-conditional networks (TR0N uses unconditional ones)")
+        problems.append(
+            f"c_dim={network.attribute('c_dim')}: class-conditional networks (TR0N uses unconditional ones)"
+        )
     if any(layer.attribute("activation") != "lrelu" for layer in layers):
         problems.append("a mapping activation other than 'lrelu'")
     _raise_unsupported(problems, "mapping network settings")
-    return dict(
-        z_dim=int(network.attribute("z_dim")),
-        w_dim=int(network.attribute("w_dim")),
-        mapping_layers=len(layers),
-        mapping_lr_multiplier=float(layers[0].attribute("bias_gain")),
-    )
+    return {
+        "z_dim": int(network.attribute("z_dim")),
+        "w_dim": int(network.attribute("w_dim")),
+        "mapping_layers": len(layers),
+        "mapping_lr_multiplier": float(layers[0].attribute("bias_gain")),
+    }
 
 
 def _mapping_layout(layout: _Layout, num_layers: int) -> None:
@@ -117,7 +124,9 @@ def _stylegan2_config_from_network(network: PersistentObject) -> dict:
     resolutions = synthesis.attribute("block_resolutions") or []
     blocks = [synthesis.children.get(f"b{resolution}") for resolution in resolutions]
     if not blocks or any(block is None for block in blocks):
-        raise CheckpointMismatchError(f"The synthesis network has no blocks b4..b{network.attribute('img_resolution')}.")
+        raise CheckpointMismatchError(
+            f"The synthesis network has no blocks b4..b{network.attribute('img_resolution')}."
+        )
     problems = []
     for resolution, block in zip(resolutions, blocks):
         if block.attribute("architecture") != "skip":
@@ -191,16 +200,16 @@ def convert_stylegan2_network(network: PersistentObject, **tron_settings) -> Sty
 
 
 # Defaults of NVIDIA's StyleGAN3 `SynthesisNetwork` / `SynthesisLayer` arguments that are not stored as attributes.
-NVLABS_STYLEGAN3_DEFAULTS = dict(
-    channel_base=32768,
-    channel_max=512,
-    first_cutoff=2,
-    first_stopband=2**2.1,
-    last_stopband_rel=2**0.3,
-    filter_size=6,
-    lrelu_upsampling=2,
-    use_radial_filters=False,
-)
+NVLABS_STYLEGAN3_DEFAULTS = {
+    "channel_base": 32768,
+    "channel_max": 512,
+    "first_cutoff": 2,
+    "first_stopband": 2**2.1,
+    "last_stopband_rel": 2**0.3,
+    "filter_size": 6,
+    "lrelu_upsampling": 2,
+    "use_radial_filters": False,
+}
 
 # `StyleGAN3LayerDesign` fields and the attributes NVIDIA's `SynthesisLayer` stores them in.
 _STYLEGAN3_LAYER_ATTRIBUTES = {
@@ -243,8 +252,13 @@ def _stylegan3_config_from_network(network: PersistentObject) -> tuple[dict, lis
     layers = [synthesis.children.get(name) for name in layer_names]
     if not layers or any(layer is None for layer in layers):
         raise CheckpointMismatchError(f"The synthesis network lacks some of its layers {layer_names}.")
-    settings = {**NVLABS_STYLEGAN3_DEFAULTS, **{k: v for k, v in synthesis.init_kwargs.items() if k in NVLABS_STYLEGAN3_DEFAULTS}}
-    clamps = {None if layer.attribute("conv_clamp") is None else float(layer.attribute("conv_clamp")) for layer in layers}
+    settings = {
+        **NVLABS_STYLEGAN3_DEFAULTS,
+        **{k: v for k, v in synthesis.init_kwargs.items() if k in NVLABS_STYLEGAN3_DEFAULTS},
+    }
+    clamps = {
+        None if layer.attribute("conv_clamp") is None else float(layer.attribute("conv_clamp")) for layer in layers
+    }
     if len(clamps) != 1:
         _raise_unsupported([f"conv_clamp differs between layers: {sorted(clamps, key=str)}"], "StyleGAN3 settings")
     config = dict(
@@ -487,9 +501,7 @@ def convert_rosinality_stylegan2(
     )
     if estimate_latent_avg:
         with torch.no_grad():
-            z = torch.randn(
-                ROSINALITY_MEAN_LATENT_SAMPLES, style_dim, generator=torch.Generator().manual_seed(0)
-            )
+            z = torch.randn(ROSINALITY_MEAN_LATENT_SAMPLES, style_dim, generator=torch.Generator().manual_seed(0))
             model.mapping.w_avg.copy_(model.mapping(z).mean(dim=0))
     return model
 
@@ -505,7 +517,9 @@ def load_rosinality_checkpoint(path: str | os.PathLike, **kwargs) -> StyleGAN2Ge
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("g_ema"), dict):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointMismatchError(f"{path} is not a rosinality checkpoint with a `g_ema` state dict (found {found}).")
+        raise CheckpointMismatchError(
+            f"{path} is not a rosinality checkpoint with a `g_ema` state dict (found {found})."
+        )
     return convert_rosinality_stylegan2(checkpoint["g_ema"], checkpoint.get("latent_avg"), **kwargs)
 
 

@@ -17,18 +17,30 @@ from ..models.translator import TranslatorModel
 from ..schedulers import LangevinScheduler
 from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict
 
+
 # Sampling settings of the method's scripts (tr0n-method.md, section 7); `LangevinScheduler` arguments plus the
 # pipeline defaults. Our default initialisation draws from the mixture instead of mixing the means.
 SAMPLING_PRESETS = {
     "biggan": {
-        "scheduler": dict(
-            step_size=5.0, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, clamp_threshold=2.0, auxiliary_learning_rate=5e-3
-        ),
+        "scheduler": {
+            "step_size": 5.0,
+            "noise_std": 0.01,
+            "momentum": 0.99,
+            "max_grad_norm": 1.0,
+            "clamp_threshold": 2.0,
+            "auxiliary_learning_rate": 5e-3,
+        },
         "default_num_inference_steps": 100,
         "default_num_augmentations": 50,
     },
     "stylegan": {
-        "scheduler": dict(step_size=0.1, noise_std=0.01, momentum=0.99, max_grad_norm=1.0, auxiliary_learning_rate=5e-3),
+        "scheduler": {
+            "step_size": 0.1,
+            "noise_std": 0.01,
+            "momentum": 0.99,
+            "max_grad_norm": 1.0,
+            "auxiliary_learning_rate": 5e-3,
+        },
         "default_num_inference_steps": 100,
         "default_num_augmentations": 50,
     },
@@ -37,7 +49,7 @@ SAMPLING_PRESETS = {
     # thousands of N(0, I) values, which a mild momentum and an unclamped step of about one clipped gradient keep near
     # its typical set. Chosen on `tron-mnist-ddim` (see its model card).
     "diffusion": {
-        "scheduler": dict(step_size=1.0, noise_std=0.01, momentum=0.5, max_grad_norm=1.0),
+        "scheduler": {"step_size": 1.0, "noise_std": 0.01, "momentum": 0.5, "max_grad_norm": 1.0},
         "default_num_inference_steps": 10,
         "default_num_augmentations": 8,
     },
@@ -64,13 +76,13 @@ def translator_config_from_tr0n(state_dict: dict[str, torch.Tensor], latent_thre
             f"Not a TR0N mixture translator: missing {missing}. (The non-mixture variant is not supported.)"
         )
     hidden_dim, condition_dim = state_dict["shared1.weight"].shape
-    config = dict(
-        condition_dim=int(condition_dim),
-        hidden_dim=int(hidden_dim),
-        latent_dim=int(state_dict[f"{prefix}_log_stds"].shape[-1]),
-        num_components=int(state_dict[f"{prefix}_mixture_logits.bias"].shape[0]),
-        latent_threshold=latent_threshold,
-    )
+    config = {
+        "condition_dim": int(condition_dim),
+        "hidden_dim": int(hidden_dim),
+        "latent_dim": int(state_dict[f"{prefix}_log_stds"].shape[-1]),
+        "num_components": int(state_dict[f"{prefix}_mixture_logits.bias"].shape[0]),
+        "latent_threshold": latent_threshold,
+    }
     if "y_layer.weight" in state_dict:
         config["auxiliary_latent_dims"] = {"y": int(state_dict["y_layer.weight"].shape[0])}
     return config
@@ -132,7 +144,9 @@ def load_generator(path: str | os.PathLike, **diffusers_kwargs):
     if str(path).startswith(DIFFUSERS_PREFIX):
         return models.load_diffusers_generator(str(path)[len(DIFFUSERS_PREFIX) :], **diffusers_kwargs)
     if diffusers_kwargs:
-        raise ValueError(f"{sorted(diffusers_kwargs)} only apply to `diffusers:` generators, not to the folder {path}.")
+        raise ValueError(
+            f"{sorted(diffusers_kwargs)} only apply to `diffusers:` generators, not to the folder {path}."
+        )
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(
@@ -148,15 +162,20 @@ def load_generator(path: str | os.PathLike, **diffusers_kwargs):
 def load_encoder(name_or_path: str | os.PathLike):
     """Load f with its tokenizer and image processor: a transformers CLIP (Hub id or folder), an `OpenCLIPEncoder`
     folder, or a `ConvClassifier` folder. Returns ``(encoder, tokenizer or None, image_processor or None)``."""
-    import tron_pipelines
     from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
+
+    import tron_pipelines
 
     config_file = Path(name_or_path) / "config.json"
     if config_file.is_file():
         class_name = json.loads(config_file.read_text()).get("_class_name")
         if class_name is not None:  # a diffusers-style model of this package
             encoder = getattr(tron_pipelines, class_name).from_pretrained(name_or_path).eval()
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path) if (Path(name_or_path) / "tokenizer_config.json").is_file() else None
+            tokenizer = (
+                AutoTokenizer.from_pretrained(name_or_path)
+                if (Path(name_or_path) / "tokenizer_config.json").is_file()
+                else None
+            )
             return encoder, tokenizer, None
     encoder = AutoModel.from_pretrained(name_or_path).eval()
     if hasattr(encoder, "get_text_features"):
@@ -194,7 +213,9 @@ def assemble_pipeline(
     return pipe
 
 
-def pipeline_model_card(pipe, repo_id: str | None, base_models: dict[str, str], licenses: dict[str, str], translator_notes: str):
+def pipeline_model_card(
+    pipe, repo_id: str | None, base_models: dict[str, str], licenses: dict[str, str], translator_notes: str
+):
     """A Hub model card (README.md with YAML metadata) for an assembled pipeline.
 
     Args:

@@ -14,6 +14,7 @@ from .metrics import (
     frechet_distance_with_std,
 )
 
+
 __all__ = [
     "FRECHET_BOOTSTRAP_RESAMPLES",
     "FeatureStatistics",

@@ -17,6 +17,7 @@ from PIL import Image
 
 from .hog_classifier import HogMlpClassifier, to_grey01
 
+
 INCEPTION_SIZE = 299
 # torch-fidelity's name for its port of the TF Inception graph that FID was defined with (2015-12-05 weights).
 INCEPTION_NAME = "inception-v3-compat"
@@ -67,7 +68,9 @@ class InceptionFeatures:
                 "copy the file there), or use --features clip or --features classifier."
             ) from None
         self.device = device
-        self.identity = f"{INCEPTION_NAME}:{INCEPTION_FEATURES} (torch-fidelity), centre square, bicubic {INCEPTION_SIZE}"
+        self.identity = (
+            f"{INCEPTION_NAME}:{INCEPTION_FEATURES} (torch-fidelity), centre square, bicubic {INCEPTION_SIZE}"
+        )
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         return np.asarray(centre_square(image, INCEPTION_SIZE), dtype=np.uint8)
@@ -104,12 +107,18 @@ class ClipFeatures:
                 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
                 adapter = EncoderAdapter(
-                    CLIPModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path), CLIPImageProcessor.from_pretrained(path)
+                    CLIPModel.from_pretrained(path).eval(),
+                    AutoTokenizer.from_pretrained(path),
+                    CLIPImageProcessor.from_pretrained(path),
                 )
         except (OSError, ValueError) as error:
-            raise ExtractorUnavailableError(f"--clip {name_or_path!r} could not be loaded ({_first_line(error)}).") from None
+            raise ExtractorUnavailableError(
+                f"--clip {name_or_path!r} could not be loaded ({_first_line(error)})."
+            ) from None
         if adapter.kind != "clip" or adapter.tokenizer is None:
-            raise ValueError(f"--clip {name_or_path!r} is not a CLIP with a tokenizer (its encoder is a {adapter.kind}).")
+            raise ValueError(
+                f"--clip {name_or_path!r} is not a CLIP with a tokenizer (its encoder is a {adapter.kind})."
+            )
         adapter.encoder.to(device)
         self.adapter, self.device = adapter, device
         self.identity = f"clip:{module_fingerprint(adapter.encoder)}"
@@ -125,10 +134,12 @@ class ClipFeatures:
     @torch.no_grad()
     def text_features(self, prompts: list[str], batch_size: int = 256) -> np.ndarray:
         """Raw CLIP text embeddings ``(N, E)`` of ``prompts``, encoded ``batch_size`` at a time."""
-        return np.concatenate([
-            self.adapter.encode_prompts(prompts[start : start + batch_size], self.device).double().cpu().numpy()
-            for start in range(0, len(prompts), batch_size)
-        ])
+        return np.concatenate(
+            [
+                self.adapter.encode_prompts(prompts[start : start + batch_size], self.device).double().cpu().numpy()
+                for start in range(0, len(prompts), batch_size)
+            ]
+        )
 
 
 class ClassifierFeatures:
@@ -186,7 +197,9 @@ class ClassifierFeatures:
     def features(self, prepared: list[np.ndarray]) -> np.ndarray:
         if self.hog is not None:
             return self.hog.features(np.stack(prepared))
-        pixel_values = self.adapter.preprocess_generated(torch.from_numpy(np.stack(prepared)).float().to(self.device) * 2 - 1)
+        pixel_values = self.adapter.preprocess_generated(
+            torch.from_numpy(np.stack(prepared)).float().to(self.device) * 2 - 1
+        )
         # ConvClassifier.forward is head(dropout(pooled features)); dropout is off in eval mode.
         return self.model.features(pixel_values).mean(dim=(2, 3)).double().cpu().numpy()
 

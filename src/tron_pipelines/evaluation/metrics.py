@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 # Resamples of the generated features behind `frechet_distance_with_std`.
 FRECHET_BOOTSTRAP_RESAMPLES = 20
 STATISTICS_FORMAT = "tron-feature-statistics"
@@ -39,7 +40,9 @@ class FeatureStatistics:
         """Statistics of features ``(N, D)``, N >= 2, computed in float64."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or len(features) < 2:
-            raise ValueError(f"A Fréchet distance needs at least 2 feature vectors (N, D); got shape {features.shape}.")
+            raise ValueError(
+                f"A Fréchet distance needs at least 2 feature vectors (N, D); got shape {features.shape}."
+            )
         return cls(features.mean(axis=0), np.cov(features, rowvar=False), len(features), extractor)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -48,8 +51,14 @@ class FeatureStatistics:
 
         def write(temporary: Path) -> None:
             with open(temporary, "wb") as file:  # a file object: np.savez would append ".npz" to a name
-                np.savez(file, format=np.array(STATISTICS_FORMAT), mean=self.mean, covariance=self.covariance,
-                         num_samples=np.array(self.num_samples), extractor=np.array(self.extractor))
+                np.savez(
+                    file,
+                    format=np.array(STATISTICS_FORMAT),
+                    mean=self.mean,
+                    covariance=self.covariance,
+                    num_samples=np.array(self.num_samples),
+                    extractor=np.array(self.extractor),
+                )
 
         replace_atomically(Path(path), write)
 
@@ -60,8 +69,13 @@ class FeatureStatistics:
             with np.load(path, allow_pickle=False) as arrays:
                 content = {name: arrays[name] for name in arrays.files}
         except (OSError, ValueError, EOFError) as error:  # not an npz, or one holding pickled objects
-            raise ValueError(f"{path} could not be read as reference statistics ({type(error).__name__}: {str(error).splitlines()[0]})") from None
-        if str(content.get("format", "")) != STATISTICS_FORMAT or not {"mean", "covariance", "num_samples", "extractor"} <= content.keys():
+            raise ValueError(
+                f"{path} could not be read as reference statistics ({type(error).__name__}: {str(error).splitlines()[0]})"
+            ) from None
+        if (
+            str(content.get("format", "")) != STATISTICS_FORMAT
+            or not {"mean", "covariance", "num_samples", "extractor"} <= content.keys()
+        ):
             raise ValueError(f"{path} is not a reference-statistics file written by `tron evaluate --save_reference`.")
         return cls(content["mean"], content["covariance"], int(content["num_samples"]), str(content["extractor"]))
 
@@ -88,7 +102,9 @@ def frechet_distance(a, b) -> float:
     return float(((a.mean - b.mean) ** 2).sum() + np.trace(a.covariance) + np.trace(b.covariance) - 2 * trace_root)
 
 
-def frechet_distance_with_std(features, reference, num_resamples: int = FRECHET_BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+def frechet_distance_with_std(
+    features, reference, num_resamples: int = FRECHET_BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """Fréchet distance of generated ``features`` ``(N, D)`` to ``reference`` (statistics or features), and its
     bootstrap standard deviation over ``num_resamples`` resamples (with replacement) of the generated features: the
     sampling noise of the distance at this N, so that two results within it are read as equal.
@@ -96,7 +112,10 @@ def frechet_distance_with_std(features, reference, num_resamples: int = FRECHET_
     features = np.asarray(features)
     reference = _statistics(reference)
     rng = np.random.default_rng(seed)
-    distances = [frechet_distance(features[rng.integers(0, len(features), len(features))], reference) for _ in range(num_resamples)]
+    distances = [
+        frechet_distance(features[rng.integers(0, len(features), len(features))], reference)
+        for _ in range(num_resamples)
+    ]
     return frechet_distance(features, reference), float(np.std(distances))
 
 

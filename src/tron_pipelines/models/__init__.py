@@ -2,6 +2,7 @@
 
 from .._lazy import lazy_exports
 
+
 _EXPORTS = {
     "generator": ("LATENT_PRIORS", "ConvGenerator", "LatentSpec", "TronGenerator", "sample_normal_prior"),
     "translator": ("TranslatorLoss", "TranslatorModel", "TranslatorOutput"),
@@ -12,7 +13,10 @@ _EXPORTS = {
     "stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
     "stylegan3": ("StyleGAN3Generator",),
     "diffusers_generators": (
-        "ConsistencyModelGenerator", "DiffusersGenerator", "DiffusionSamplerGenerator", "VAEDecoderGenerator",
+        "ConsistencyModelGenerator",
+        "DiffusersGenerator",
+        "DiffusionSamplerGenerator",
+        "VAEDecoderGenerator",
         "load_diffusers_generator",
     ),
 }

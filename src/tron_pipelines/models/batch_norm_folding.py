@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 TRANSPOSED_CONVOLUTIONS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 # Attribute of a model holding its folds, in the order they were made.
@@ -53,7 +54,9 @@ class BatchNormFold:
 def _can_fold(layer: nn.Module) -> bool:
     # A grouped transposed convolution keeps its output channels in the second weight dimension per group, which
     # torch's folding formula does not handle.
-    return isinstance(layer, (nn.Linear, *CONVOLUTIONS)) or (isinstance(layer, TRANSPOSED_CONVOLUTIONS) and layer.groups == 1)
+    return isinstance(layer, (nn.Linear, *CONVOLUTIONS)) or (
+        isinstance(layer, TRANSPOSED_CONVOLUTIONS) and layer.groups == 1
+    )
 
 
 def _folded_layer(layer: nn.Module, batch_norm: _BatchNorm) -> nn.Module:
@@ -72,7 +75,9 @@ def foldable_pairs(model: nn.Module) -> list[tuple[nn.Sequential, int]]:
     """
     name = type(model).__name__
     if model.training:
-        raise ValueError(f"{name} is in training mode: its BatchNorms use batch statistics, which cannot be folded. Call `.eval()` first.")
+        raise ValueError(
+            f"{name} is in training mode: its BatchNorms use batch statistics, which cannot be folded. Call `.eval()` first."
+        )
     pairs = []
     for container in [module for module in model.modules() if isinstance(module, nn.Sequential)]:
         for index in range(len(container) - 1):
@@ -133,4 +138,11 @@ def refold_batch_norms(model: nn.Module, folds: list[BatchNormFold]) -> None:
         setattr(model, FOLDS_ATTRIBUTE, list(folds))
 
 
-__all__ = ["BatchNormFold", "fold_batch_norms", "foldable_pairs", "folds_of", "refold_batch_norms", "unfold_batch_norms"]
+__all__ = [
+    "BatchNormFold",
+    "fold_batch_norms",
+    "foldable_pairs",
+    "folds_of",
+    "refold_batch_norms",
+    "unfold_batch_norms",
+]

@@ -18,6 +18,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from .generator import LATENT_PRIORS, LatentSpec, TronGenerator, sample_normal_prior
 
+
 # Architectures of the TF-Hub BigGAN checkpoints used by TR0N (`get_G` in the official code). The channel widths of
 # the residual blocks are ``channel_width * channel_multipliers[i] -> channel_width * channel_multipliers[i + 1]``.
 BIGGAN_ARCHITECTURES = {

@@ -229,7 +229,9 @@ class BigGANDeepGenerator(ClassEmbeddingPriorMixin, TronGenerator, ConfigMixin):
         """``(B, num_classes)`` one-hot (or soft) class vectors -> ``(B, class_embed_dim)`` class embeddings ``y``."""
         return class_vector @ self.class_embedding.weight
 
-    def forward(self, noise: torch.Tensor, class_vector: torch.Tensor, truncation: float | None = None) -> torch.Tensor:
+    def forward(
+        self, noise: torch.Tensor, class_vector: torch.Tensor, truncation: float | None = None
+    ) -> torch.Tensor:
         """Same call as `pytorch_pretrained_biggan.BigGAN`: ``model(noise, class_vector, truncation)``.
 
         Args:

@@ -51,7 +51,12 @@ class ConvClassifier(ModelMixin, ConfigMixin):
             raise ValueError(f"`labels` has {len(labels)} names for {num_classes} classes.")
         layers, previous = [], in_channels
         for width in channels:
-            layers += [nn.Conv2d(previous, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+            layers += [
+                nn.Conv2d(previous, width, 3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
             previous = width
         self.features = nn.Sequential(*layers)
         self.head_dropout = nn.Dropout(dropout)

@@ -34,6 +34,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from .generator import LatentSpec, TronGenerator
 
+
 # Schedulers whose `step` draws no random numbers (DDIM is run with its default eta = 0, the DPM-Solver's ODE
 # variants are deterministic): G(z) is then a function of x_T alone.
 DETERMINISTIC_SAMPLER_SCHEDULERS = ("DDIMScheduler", "DPMSolverMultistepScheduler")
@@ -119,7 +120,9 @@ class DiffusersGenerator(TronGenerator):
         super().__init__()
         self.gradient_checkpointing = False
 
-    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=torch.utils.checkpoint.checkpoint):
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func=torch.utils.checkpoint.checkpoint
+    ):
         # Only this generator's stages (each network evaluation of the sampler, the decoder). diffusers' default sets
         # the flag on every submodule that has one, which would also checkpoint every block of the UNet inside a
         # stage that is already recomputed as a whole: a third forward pass for little less memory.
@@ -173,8 +176,15 @@ class UNetSamplerGenerator(DiffusersGenerator):
 
     allowed_schedulers: tuple[str, ...] = ()
 
-    def __init__(self, unet_config: dict, scheduler_class: str, scheduler_config: dict | None, num_sampler_steps: int,
-                 decoder_class: str | None = None, decoder_config: dict | None = None):
+    def __init__(
+        self,
+        unet_config: dict,
+        scheduler_class: str,
+        scheduler_config: dict | None,
+        num_sampler_steps: int,
+        decoder_class: str | None = None,
+        decoder_config: dict | None = None,
+    ):
         super().__init__()
         if not isinstance(num_sampler_steps, int) or num_sampler_steps < 1:
             raise ValueError(f"`num_sampler_steps` must be a positive integer, got {num_sampler_steps!r}.")
@@ -218,25 +228,46 @@ class UNetSamplerGenerator(DiffusersGenerator):
         return generator.train(self.training)
 
     @classmethod
-    def _from_pipeline_components(cls, name_or_path, index: dict, num_sampler_steps: int, scheduler_class: str,
-                                  scheduler_overrides: dict | None, decoder_component: str | None, loading_kwargs: dict,
-                                  **generator_kwargs):
+    def _from_pipeline_components(
+        cls,
+        name_or_path,
+        index: dict,
+        num_sampler_steps: int,
+        scheduler_class: str,
+        scheduler_overrides: dict | None,
+        decoder_component: str | None,
+        loading_kwargs: dict,
+        **generator_kwargs,
+    ):
         """Load the UNet, the scheduler config and the decoder with diffusers' loaders, and assemble G around them
         (no second random initialisation: the loaded modules are put in place)."""
         unet = diffusers.UNet2DModel.from_pretrained(name_or_path, subfolder="unet", **loading_kwargs)
         source_class = index["scheduler"][1]
-        source_config = public_config(getattr(diffusers, source_class).load_config(name_or_path, subfolder="scheduler", **loading_kwargs))
+        source_config = public_config(
+            getattr(diffusers, source_class).load_config(name_or_path, subfolder="scheduler", **loading_kwargs)
+        )
         # The pipeline's scheduler (DDPM's, say) only gives the training noise schedule and prediction type; the
         # sampler is rebuilt from it with `from_config`, as `DDIMPipeline` rebuilds any scheduler it is given, and
         # its own config (without the source's other entries) is what G stores.
-        scheduler = build_scheduler(scheduler_class, {**source_config, **(scheduler_overrides or {})}, cls.allowed_schedulers)
+        scheduler = build_scheduler(
+            scheduler_class, {**source_config, **(scheduler_overrides or {})}, cls.allowed_schedulers
+        )
         scheduler_config = public_config(scheduler.config)
         decoder = None
-        config = dict(unet_config=public_config(unet.config), scheduler_class=scheduler_class,
-                      scheduler_config=scheduler_config, num_sampler_steps=num_sampler_steps, **generator_kwargs)
+        config = dict(
+            unet_config=public_config(unet.config),
+            scheduler_class=scheduler_class,
+            scheduler_config=scheduler_config,
+            num_sampler_steps=num_sampler_steps,
+            **generator_kwargs,
+        )
         if decoder_component is not None:
             decoder_class = index[decoder_component][1]
-            decoder = keep_decoder_only(getattr(diffusers, decoder_class).from_pretrained(name_or_path, subfolder=decoder_component, **loading_kwargs))
+            decoder = keep_decoder_only(
+                getattr(diffusers, decoder_class).from_pretrained(
+                    name_or_path, subfolder=decoder_component, **loading_kwargs
+                )
+            )
             config.update(decoder_class=decoder_class, decoder_config=public_config(decoder.config))
         return assemble_with_modules(cls, config, unet=unet, decoder=decoder)
 
@@ -292,11 +323,19 @@ class DiffusionSamplerGenerator(UNetSamplerGenerator, ConfigMixin):
         decoder_class: str | None = None,
         decoder_config: dict | None = None,
     ):
-        super().__init__(unet_config, scheduler_class, scheduler_config, num_sampler_steps, decoder_class, decoder_config)
+        super().__init__(
+            unet_config, scheduler_class, scheduler_config, num_sampler_steps, decoder_class, decoder_config
+        )
 
     @classmethod
-    def from_diffusers(cls, name_or_path: str | os.PathLike, num_sampler_steps: int = 10, scheduler_class: str = "DDIMScheduler",
-                       scheduler_overrides: dict | None = None, **loading_kwargs) -> "DiffusionSamplerGenerator":
+    def from_diffusers(
+        cls,
+        name_or_path: str | os.PathLike,
+        num_sampler_steps: int = 10,
+        scheduler_class: str = "DDIMScheduler",
+        scheduler_overrides: dict | None = None,
+        **loading_kwargs,
+    ) -> "DiffusionSamplerGenerator":
         """G from a diffusers `DDPMPipeline`, `DDIMPipeline` or `LDMPipeline` (Hub repo id or folder).
 
         Args:
@@ -314,8 +353,15 @@ class DiffusionSamplerGenerator(UNetSamplerGenerator, ConfigMixin):
         if PIPELINE_KINDS.get(kind) is not DiffusionSamplerGenerator:  # the table below, read at call time
             raise ValueError(f"{name_or_path} is a {kind}; `DiffusionSamplerGenerator` reads {PIPELINE_KINDS_TEXT}.")
         decoder_component = "vqvae" if kind == "LDMPipeline" else None
-        return cls._from_pipeline_components(name_or_path, index, num_sampler_steps, scheduler_class, scheduler_overrides,
-                                             decoder_component, loading_kwargs)
+        return cls._from_pipeline_components(
+            name_or_path,
+            index,
+            num_sampler_steps,
+            scheduler_class,
+            scheduler_overrides,
+            decoder_component,
+            loading_kwargs,
+        )
 
 
 class ConsistencyModelGenerator(UNetSamplerGenerator, ConfigMixin):
@@ -352,7 +398,9 @@ class ConsistencyModelGenerator(UNetSamplerGenerator, ConfigMixin):
         noise_seed: int = 0,
         scheduler_class: str = "CMStochasticIterativeScheduler",
     ):
-        super().__init__(unet_config, scheduler_class, scheduler_config, len(timesteps) if timesteps else num_sampler_steps)
+        super().__init__(
+            unet_config, scheduler_class, scheduler_config, len(timesteps) if timesteps else num_sampler_steps
+        )
 
     def timestep_kwargs(self) -> dict:
         return {"timesteps": list(self.config.timesteps)} if self.config.timesteps else super().timestep_kwargs()
@@ -365,17 +413,33 @@ class ConsistencyModelGenerator(UNetSamplerGenerator, ConfigMixin):
         return {"generator": [torch.Generator().manual_seed(self.config.noise_seed) for _ in range(batch_size)]}
 
     @classmethod
-    def from_diffusers(cls, name_or_path: str | os.PathLike, num_sampler_steps: int = 1, timesteps: list[int] | None = None,
-                       noise_seed: int = 0, scheduler_overrides: dict | None = None, **loading_kwargs) -> "ConsistencyModelGenerator":
+    def from_diffusers(
+        cls,
+        name_or_path: str | os.PathLike,
+        num_sampler_steps: int = 1,
+        timesteps: list[int] | None = None,
+        noise_seed: int = 0,
+        scheduler_overrides: dict | None = None,
+        **loading_kwargs,
+    ) -> "ConsistencyModelGenerator":
         """G from a diffusers `ConsistencyModelPipeline` (Hub repo id or folder), e.g.
         ``"openai/diffusers-cd_bedroom256_lpips"``; arguments as in the class and `DiffusionSamplerGenerator.from_diffusers`."""
         index = read_pipeline_index(name_or_path, **loading_kwargs)
         kind = index.get("_class_name")
         if PIPELINE_KINDS.get(kind) is not ConsistencyModelGenerator:
-            raise ValueError(f"{name_or_path} is a {kind}; `ConsistencyModelGenerator` reads ConsistencyModelPipeline folders.")
+            raise ValueError(
+                f"{name_or_path} is a {kind}; `ConsistencyModelGenerator` reads ConsistencyModelPipeline folders."
+            )
         return cls._from_pipeline_components(
-            name_or_path, index, num_sampler_steps, "CMStochasticIterativeScheduler", scheduler_overrides, None,
-            loading_kwargs, timesteps=timesteps, noise_seed=noise_seed,
+            name_or_path,
+            index,
+            num_sampler_steps,
+            "CMStochasticIterativeScheduler",
+            scheduler_overrides,
+            None,
+            loading_kwargs,
+            timesteps=timesteps,
+            noise_seed=noise_seed,
         )
 
 
@@ -398,7 +462,9 @@ class VAEDecoderGenerator(DiffusersGenerator, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, decoder_class: str = "AutoencoderKL", decoder_config: dict | None = None, latent_size: int | None = None):
+    def __init__(
+        self, decoder_class: str = "AutoencoderKL", decoder_config: dict | None = None, latent_size: int | None = None
+    ):
         super().__init__()
         self.decoder = build_decoder(decoder_class, decoder_config or {})
         if latent_size is None:
@@ -415,8 +481,13 @@ class VAEDecoderGenerator(DiffusersGenerator, ConfigMixin):
         return latents.to(self.decoder.dtype)
 
     @classmethod
-    def from_diffusers(cls, name_or_path: str | os.PathLike, subfolder: str | None = None, latent_size: int | None = None,
-                       **loading_kwargs) -> "VAEDecoderGenerator":
+    def from_diffusers(
+        cls,
+        name_or_path: str | os.PathLike,
+        subfolder: str | None = None,
+        latent_size: int | None = None,
+        **loading_kwargs,
+    ) -> "VAEDecoderGenerator":
         """G from an autoencoder: a model repo / folder (``config.json`` names `AutoencoderKL` or `VQModel`), or the
         ``vae`` / ``vqvae`` component of a pipeline (found automatically, or named by ``subfolder``)."""
         if subfolder is None:
@@ -429,10 +500,21 @@ class VAEDecoderGenerator(DiffusersGenerator, ConfigMixin):
         config = diffusers.AutoencoderKL.load_config(name_or_path, subfolder=subfolder, **loading_kwargs)
         decoder_class = config.get("_class_name")
         if decoder_class not in DECODER_CLASSES:
-            raise ValueError(f"{name_or_path} ({subfolder or 'root'}) holds a {decoder_class}; expected one of {DECODER_CLASSES}.")
-        decoder = keep_decoder_only(getattr(diffusers, decoder_class).from_pretrained(name_or_path, subfolder=subfolder, **loading_kwargs))
-        return assemble_with_modules(cls, dict(decoder_class=decoder_class, decoder_config=public_config(decoder.config),
-                                               latent_size=latent_size), decoder=decoder)
+            raise ValueError(
+                f"{name_or_path} ({subfolder or 'root'}) holds a {decoder_class}; expected one of {DECODER_CLASSES}."
+            )
+        decoder = keep_decoder_only(
+            getattr(diffusers, decoder_class).from_pretrained(name_or_path, subfolder=subfolder, **loading_kwargs)
+        )
+        return assemble_with_modules(
+            cls,
+            {
+                "decoder_class": decoder_class,
+                "decoder_config": public_config(decoder.config),
+                "latent_size": latent_size,
+            },
+            decoder=decoder,
+        )
 
 
 def assemble_with_modules(generator_class, config: dict, **modules):
@@ -454,7 +536,9 @@ PIPELINE_KINDS = {
     "LDMPipeline": DiffusionSamplerGenerator,
     "ConsistencyModelPipeline": ConsistencyModelGenerator,
 }
-PIPELINE_KINDS_TEXT = ", ".join(PIPELINE_KINDS) + f" (and {' / '.join(DECODER_CLASSES)} folders for `VAEDecoderGenerator`)"
+PIPELINE_KINDS_TEXT = (
+    ", ".join(PIPELINE_KINDS) + f" (and {' / '.join(DECODER_CLASSES)} folders for `VAEDecoderGenerator`)"
+)
 
 
 def load_diffusers_generator(name_or_path: str | os.PathLike, **kwargs) -> DiffusersGenerator:

@@ -15,6 +15,7 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
+
 LATENT_PRIORS = ("normal", "truncated_normal")
 
 
@@ -108,7 +109,9 @@ class TronGenerator(ModelMixin):
         """Inverse of `split_latents`."""
         missing = [spec.name for spec in self.latent_specs if spec.name not in latents]
         if missing:
-            raise ValueError(f"`latents` is missing {missing}; this generator needs {[s.name for s in self.latent_specs]}.")
+            raise ValueError(
+                f"`latents` is missing {missing}; this generator needs {[s.name for s in self.latent_specs]}."
+            )
         return torch.cat([latents[spec.name] for spec in self.latent_specs], dim=1)
 
     def sample_latents(

@@ -19,7 +19,7 @@ def _import_open_clip():
         import open_clip
     except ImportError as error:
         raise ImportError(
-            "OpenCLIPEncoder needs the `open_clip_torch` package: pip install \"tron-pipelines[open_clip]\"."
+            'OpenCLIPEncoder needs the `open_clip_torch` package: pip install "tron-pipelines[open_clip]".'
         ) from error
     return open_clip
 
@@ -66,7 +66,9 @@ class OpenCLIPEncoder(ModelMixin, ConfigMixin):
         image_size = model.visual.image_size
         encoder = cls(
             model_name=model_name,
-            projection_dim=model.text_projection.shape[1] if hasattr(model, "text_projection") else model.visual.output_dim,
+            projection_dim=model.text_projection.shape[1]
+            if hasattr(model, "text_projection")
+            else model.visual.output_dim,
             image_size=image_size[0] if isinstance(image_size, (tuple, list)) else image_size,
             image_mean=tuple(getattr(model.visual, "image_mean", None) or CLIP_MEAN),
             image_std=tuple(getattr(model.visual, "image_std", None) or CLIP_STD),

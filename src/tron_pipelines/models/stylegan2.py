@@ -33,6 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .generator import LatentSpec, TronGenerator
 
+
 # What TR0N optimises: one `w` broadcast to every synthesis input, or every input's own `w` (flattened).
 LATENT_SPACES = ("w", "w+")
 # Noise inputs of StyleGAN2's synthesis layers: the stored noise images (the method's choice), or none at all.
@@ -332,7 +333,13 @@ class StyleGAN2SynthesisLayer(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, w_dim: int, resolution: int, upsample: bool, conv_clamp: float | None
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        upsample: bool,
+        conv_clamp: float | None,
     ):
         super().__init__()
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
@@ -343,7 +350,9 @@ class StyleGAN2SynthesisLayer(nn.Module):
         self.upsample = upsample
         self.conv_clamp = conv_clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, resample_filter: torch.Tensor, noise_mode: str) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, resample_filter: torch.Tensor, noise_mode: str
+    ) -> torch.Tensor:
         styles = self.affine(w)
         if self.upsample:
             x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=2)
@@ -490,7 +499,9 @@ class StyleGAN2Generator(StyleGANGenerator, ConfigMixin):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"`noise_mode` must be one of {NOISE_MODES}, got {noise_mode!r}.")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.config.w_dim):
-            raise ValueError(f"`ws` must have shape (batch, {self.num_ws}, {self.config.w_dim}), got {tuple(ws.shape)}.")
+            raise ValueError(
+                f"`ws` must have shape (batch, {self.num_ws}, {self.config.w_dim}), got {tuple(ws.shape)}."
+            )
         x = self.constant_input.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
         image = None
         index = 0

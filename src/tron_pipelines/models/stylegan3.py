@@ -195,7 +195,9 @@ def stylegan3_design(
         in_size, out_size = int(sizes[previous]), int(sizes[index])
         # Pad so that the filtered, resampled output has exactly `out_size` samples, placed symmetrically (the
         # output sample centres line up with the input's under the half-sample-offset convention of the paper).
-        pad_total = (out_size - 1) * down_factor + 1 - (in_size + kernel_size - 1) * up_factor + up_taps + down_taps - 2
+        pad_total = (
+            (out_size - 1) * down_factor + 1 - (in_size + kernel_size - 1) * up_factor + up_taps + down_taps - 2
+        )
         pad_low = (pad_total + up_factor) // 2
         pad_high = pad_total - pad_low
         is_critically_sampled = index >= num_layers - num_critical
@@ -223,7 +225,10 @@ def stylegan3_design(
             )
         )
     input_design = StyleGAN3InputDesign(
-        channels=int(channels[0]), size=int(sizes[0]), sampling_rate=float(sampling_rates[0]), bandwidth=float(cutoffs[0])
+        channels=int(channels[0]),
+        size=int(sizes[0]),
+        sampling_rate=float(sampling_rates[0]),
+        bandwidth=float(cutoffs[0]),
     )
     return input_design, layers
 
@@ -420,7 +425,9 @@ class StyleGAN3Generator(StyleGANGenerator, ConfigMixin):
         img_resolution)``, unclamped (`generate` clamps). ``ws[:, 0]`` drives the Fourier input, ``ws[:, i + 1]``
         layer ``i``."""
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.config.w_dim):
-            raise ValueError(f"`ws` must have shape (batch, {self.num_ws}, {self.config.w_dim}), got {tuple(ws.shape)}.")
+            raise ValueError(
+                f"`ws` must have shape (batch, {self.num_ws}, {self.config.w_dim}), got {tuple(ws.shape)}."
+            )
         x = self.fourier_input(ws[:, 0])
         for index, layer in enumerate(self.layers):
             x = layer(x, ws[:, index + 1])

@@ -44,7 +44,9 @@ class TranslatorLoss(BaseOutput):
 
 def _gather_per_sample_generator(generator, batch_size):
     if isinstance(generator, list) and len(generator) != batch_size:
-        raise ValueError(f"`generator` is a list of {len(generator)} generators, but the batch has {batch_size} samples.")
+        raise ValueError(
+            f"`generator` is a list of {len(generator)} generators, but the batch has {batch_size} samples."
+        )
 
 
 class TranslatorModel(ModelMixin, ConfigMixin):
@@ -78,7 +80,11 @@ class TranslatorModel(ModelMixin, ConfigMixin):
         init_std: float = 1.0,
     ):
         super().__init__()
-        for name, value in (("condition_dim", condition_dim), ("latent_dim", latent_dim), ("num_components", num_components)):
+        for name, value in (
+            ("condition_dim", condition_dim),
+            ("latent_dim", latent_dim),
+            ("num_components", num_components),
+        ):
             if value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value}.")
         if init_std <= 0:
@@ -108,7 +114,9 @@ class TranslatorModel(ModelMixin, ConfigMixin):
         alike. Training narrows it to what the conditions explain.
         """
         if latents.ndim != 2 or latents.shape[1] != self.config.latent_dim or latents.shape[0] < 2:
-            raise ValueError(f"`latents` must have shape (N >= 2, {self.config.latent_dim}), got {tuple(latents.shape)}.")
+            raise ValueError(
+                f"`latents` must have shape (N >= 2, {self.config.latent_dim}), got {tuple(latents.shape)}."
+            )
         spread = latents.float().std(dim=0).clamp(min=1e-3)
         self.log_stds.copy_((spread - 1e-6).clamp(min=1e-6).log().to(self.log_stds))
 
@@ -139,13 +147,13 @@ class TranslatorModel(ModelMixin, ConfigMixin):
 
     def _mixture_log_prob(self, out: TranslatorOutput, latents: torch.Tensor) -> torch.Tensor:
         if latents.shape != out.means.shape[::2]:
-            raise ValueError(
-                f"`latents` must have shape {tuple(out.means.shape[::2])}, got {tuple(latents.shape)}."
-            )
+            raise ValueError(f"`latents` must have shape {tuple(out.means.shape[::2])}, got {tuple(latents.shape)}.")
         # float32 even under autocast: the squared distances reach 1e4 and the logsumexp needs the precision.
         means, stds = out.means.float(), out.stds.float()
         diff = (latents.float().unsqueeze(1) - means) / stds
-        component_log_prob = -0.5 * diff.pow(2).sum(-1) - stds.log().sum(-1) - 0.5 * means.shape[-1] * math.log(2 * math.pi)
+        component_log_prob = (
+            -0.5 * diff.pow(2).sum(-1) - stds.log().sum(-1) - 0.5 * means.shape[-1] * math.log(2 * math.pi)
+        )
         return torch.logsumexp(F.log_softmax(out.mixture_logits.float(), dim=-1) + component_log_prob, dim=-1)
 
     def sample(
@@ -163,8 +171,12 @@ class TranslatorModel(ModelMixin, ConfigMixin):
         _gather_per_sample_generator(generator, batch_size)
         out = self(condition)
         device = out.means.device
-        uniform = torch.special.ndtr(randn_tensor((batch_size, 1), generator=generator, device=device, dtype=torch.float32))
-        noise = randn_tensor((batch_size, self.config.latent_dim), generator=generator, device=device, dtype=torch.float32)
+        uniform = torch.special.ndtr(
+            randn_tensor((batch_size, 1), generator=generator, device=device, dtype=torch.float32)
+        )
+        noise = randn_tensor(
+            (batch_size, self.config.latent_dim), generator=generator, device=device, dtype=torch.float32
+        )
         # Inverse-CDF draw of the component index: one uniform per sample keeps per-sample generators reproducible.
         cdf = F.softmax(out.mixture_logits.float(), dim=-1).cumsum(-1)
         component = torch.searchsorted(cdf, uniform).clamp(max=self.config.num_components - 1).squeeze(1)

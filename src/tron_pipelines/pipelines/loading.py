@@ -31,6 +31,7 @@ from huggingface_hub.errors import (
 
 from ..pretrained import embedded_pipelines, resolve_pretrained_path
 
+
 PACKAGE = "tron_pipelines"
 PIPELINE_FILE = "pipeline"
 MODEL_INDEX = "model_index.json"
@@ -78,7 +79,10 @@ def package_components(model_index: dict) -> dict[str, tuple[str, str]]:
     return {
         name: (entry[0], entry[1])
         for name, entry in model_index.items()
-        if not name.startswith("_") and isinstance(entry, list) and isinstance(entry[0], str) and entry[0].startswith(f"{PACKAGE}.")
+        if not name.startswith("_")
+        and isinstance(entry, list)
+        and isinstance(entry[0], str)
+        and entry[0].startswith(f"{PACKAGE}.")
     }
 
 
@@ -136,9 +140,16 @@ def has_only_our_code(folder: str | os.PathLike) -> bool:
     expected = _expected_files(model_index)
     class_name = model_index.get("_class_name")
     runnable = {f"{class_name[0]}.py"} if isinstance(class_name, list) else set()
-    runnable |= {f"{name}/{entry[0]}.py" for name, entry in model_index.items() if isinstance(entry, list) and isinstance(entry[0], str)}
+    runnable |= {
+        f"{name}/{entry[0]}.py"
+        for name, entry in model_index.items()
+        if isinstance(entry, list) and isinstance(entry[0], str)
+    }
     present = [relative for relative in runnable if (folder / relative).is_file()]
-    return all(relative in expected and (folder / relative).read_text(encoding="utf-8") == expected[relative] for relative in present)
+    return all(
+        relative in expected and (folder / relative).read_text(encoding="utf-8") == expected[relative]
+        for relative in present
+    )
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -26,9 +26,14 @@ from ..models.batch_norm_folding import fold_batch_norms, folds_of, refold_batch
 from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
 from .loading import (
-    has_only_our_code, import_component_modules, locate_pipeline, modules_cache_lock, write_generic_loader_files,
+    has_only_our_code,
+    import_component_modules,
+    locate_pipeline,
+    modules_cache_lock,
+    write_generic_loader_files,
 )
 from .pipeline_output import TronPipelineOutput
+
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -87,7 +92,9 @@ class LangevinState:
         main, rest = latents[:, :latent_dim].float(), latents[:, latent_dim:].float()
         if self.num_components:
             langevin = main.unsqueeze(1).expand(-1, self.num_components, -1).clone()
-            return LangevinState(langevin, torch.cat([self.auxiliary[:, : self.mixture_size], rest], 1), self.num_components)
+            return LangevinState(
+                langevin, torch.cat([self.auxiliary[:, : self.mixture_size], rest], 1), self.num_components
+            )
         return LangevinState(main, rest if rest.shape[1] else None)
 
 
@@ -215,7 +222,9 @@ class TronPipeline(DiffusionPipeline):
         # diffusers resolves each component's class from its re-export file while it loads the weights, so the
         # whole load holds the lock.
         with modules_cache_lock():
-            pipe = super().from_pretrained(folder, **{key: value for key, value in kwargs.items() if key not in _DOWNLOAD_KWARGS})
+            pipe = super().from_pretrained(
+                folder, **{key: value for key, value in kwargs.items() if key not in _DOWNLOAD_KWARGS}
+            )
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe
 
@@ -238,7 +247,11 @@ class TronPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pipe(
-        cls, pipeline: DiffusionPipeline, dtype: torch.dtype | None = None, torch_dtype: torch.dtype | None = None, **kwargs
+        cls,
+        pipeline: DiffusionPipeline,
+        dtype: torch.dtype | None = None,
+        torch_dtype: torch.dtype | None = None,
+        **kwargs,
     ) -> "TronPipeline":
         """A new `TronPipeline` sharing ``pipeline``'s components: the same model, tokenizer and scheduler objects, no
         weights copied. Keyword arguments replace components (``scheduler=``, ``translator=``, ...) or settings
@@ -261,12 +274,20 @@ class TronPipeline(DiffusionPipeline):
         if unknown:
             raise TypeError(f"`from_pipe` got {unknown}, which are neither components nor settings of {cls.__name__}.")
         components = {name: kwargs.get(name, getattr(pipeline, name, None)) for name in expected}
-        missing = [name for name, component in components.items() if component is None and name not in cls._optional_components]
+        missing = [
+            name
+            for name, component in components.items()
+            if component is None and name not in cls._optional_components
+        ]
         if missing:
-            raise ValueError(f"`pipeline` ({type(pipeline).__name__}) has no {missing}: give them as keyword arguments.")
+            raise ValueError(
+                f"`pipeline` ({type(pipeline).__name__}) has no {missing}: give them as keyword arguments."
+            )
         # The call's value first: the source (any pipeline with the components) may not have the setting at all.
         settings = {name: kwargs[name] for name in optional if name in kwargs}
-        settings.update({name: pipeline.config[name] for name in optional if name not in kwargs and name in pipeline.config})
+        settings.update(
+            {name: pipeline.config[name] for name in optional if name not in kwargs and name in pipeline.config}
+        )
         new = cls(**components, **settings)
         if "_name_or_path" in pipeline.config:
             new.register_to_config(_name_or_path=pipeline.config._name_or_path)
@@ -350,11 +371,19 @@ class TronPipeline(DiffusionPipeline):
             >>> images = pipe(class_labels=list(range(10))).images
             ```
         """
-        models = {name: model for name, model, chosen in (("generator", self.generator, generator), ("encoder", self.encoder, encoder)) if chosen}
+        models = {
+            name: model
+            for name, model, chosen in (("generator", self.generator, generator), ("encoder", self.encoder, encoder))
+            if chosen
+        }
         count = fold_batch_norms(*models.values())
         if not count:
             folded_already = [name for name, model in models.items() if folds_of(model)]
-            reason = f"{folded_already} folded already" if folded_already else "no BatchNorm directly after a linear or convolution layer"
+            reason = (
+                f"{folded_already} folded already"
+                if folded_already
+                else "no BatchNorm directly after a linear or convolution layer"
+            )
             logger.warning(f"fuse_batch_norm: nothing folded in {list(models)}: {reason}.")
         return count
 
@@ -369,7 +398,11 @@ class TronPipeline(DiffusionPipeline):
         in effect (the folds are undone for the save and made again after it).
         """
         # diffusers would upload from inside its own save, before the generic loader's files exist: upload after them.
-        hub = {key: kwargs.pop(key) for key in ("commit_message", "private", "create_pr", "token", "repo_id") if key in kwargs}
+        hub = {
+            key: kwargs.pop(key)
+            for key in ("commit_message", "private", "create_pr", "token", "repo_id")
+            if key in kwargs
+        }
         folds = {model: folds_of(model) for model in (self.generator, self.encoder)}
         unfold_batch_norms(*folds)
         try:
@@ -384,7 +417,10 @@ class TronPipeline(DiffusionPipeline):
             card = populate_model_card(load_or_create_model_card(repo_id, token=hub.get("token"), is_pipeline=True))
             card.save(os.path.join(save_directory, "README.md"))
             self._upload_folder(
-                save_directory, repo_id, token=hub.get("token"), commit_message=hub.get("commit_message"),
+                save_directory,
+                repo_id,
+                token=hub.get("token"),
+                commit_message=hub.get("commit_message"),
                 create_pr=hub.get("create_pr", False),
             )
 
@@ -458,7 +494,7 @@ class TronPipeline(DiffusionPipeline):
             if hooks:
                 raise ValueError(
                     f"`{name}` has diffusers' {' and '.join(hooks)} hooks: " + _PER_LAYER_HOOK_REASON + " Remove them "
-                    f"(reload the model), or save memory with `autocast_dtype=torch.bfloat16`, `pipe.to(torch.bfloat16)` "
+                    "(reload the model), or save memory with `autocast_dtype=torch.bfloat16`, `pipe.to(torch.bfloat16)` "
                     "or `enable_model_cpu_offload()` (whole models)."
                 )
         config = self.translator.config
@@ -467,10 +503,14 @@ class TronPipeline(DiffusionPipeline):
                 f"The translator takes {config.condition_dim}-dim conditions but the encoder makes {adapter.condition_dim}."
             )
         if config.latent_dim != self.generator.latent_dim:
-            raise ValueError(f"The translator predicts {config.latent_dim}-dim latents; the generator needs {self.generator.latent_dim}.")
+            raise ValueError(
+                f"The translator predicts {config.latent_dim}-dim latents; the generator needs {self.generator.latent_dim}."
+            )
         expected = {spec.name: spec.dim for spec in self.generator.auxiliary_latents}
         if dict(config.auxiliary_latent_dims or {}) != expected:
-            raise ValueError(f"The translator predicts auxiliary latents {config.auxiliary_latent_dims}; the generator needs {expected}.")
+            raise ValueError(
+                f"The translator predicts auxiliary latents {config.auxiliary_latent_dims}; the generator needs {expected}."
+            )
 
     def check_inputs(
         self,
@@ -496,34 +536,58 @@ class TronPipeline(DiffusionPipeline):
                 "TronPipeline cannot run under `torch.inference_mode()`: Langevin needs gradients w.r.t. the latents. "
                 "Use `torch.no_grad()` (or nothing): the pipeline enables gradients only for the latents."
             )
-        given = [name for name, value in (("prompt", prompt), ("image", image), ("class_labels", class_labels), ("condition_embeds", condition_embeds)) if value is not None]
+        given = [
+            name
+            for name, value in (
+                ("prompt", prompt),
+                ("image", image),
+                ("class_labels", class_labels),
+                ("condition_embeds", condition_embeds),
+            )
+            if value is not None
+        ]
         if not given:
             raise ValueError("Give one condition: `prompt`, `image`, `class_labels` or `condition_embeds`.")
         if len(given) > 1:
             raise ValueError(f"Give only one condition; got {' and '.join(f'`{n}`' for n in given)}.")
         if prompt is not None:
             if adapter.kind != "clip":
-                raise ValueError("`prompt` needs a text encoder (CLIP); this pipeline's encoder is a classifier: use `class_labels`.")
+                raise ValueError(
+                    "`prompt` needs a text encoder (CLIP); this pipeline's encoder is a classifier: use `class_labels`."
+                )
             if self.tokenizer is None:
                 raise ValueError("`prompt` needs the pipeline's `tokenizer`, which is None.")
-            if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))):
-                raise TypeError(f"`prompt` must be a string or a non-empty list of strings, got {type(prompt).__name__}.")
+            if not (
+                isinstance(prompt, str)
+                or (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))
+            ):
+                raise TypeError(
+                    f"`prompt` must be a string or a non-empty list of strings, got {type(prompt).__name__}."
+                )
             batch_size = 1 if isinstance(prompt, str) else len(prompt)
         elif class_labels is not None:
             if adapter.kind != "classifier":
-                raise ValueError("`class_labels` needs a classifier encoder; this pipeline's encoder is CLIP: use `prompt`.")
+                raise ValueError(
+                    "`class_labels` needs a classifier encoder; this pipeline's encoder is CLIP: use `prompt`."
+                )
             labels = [class_labels] if isinstance(class_labels, int) else class_labels
             labels = labels.tolist() if isinstance(labels, torch.Tensor) else labels
             if not isinstance(labels, list) or not labels or not all(isinstance(c, int) for c in labels):
                 raise TypeError(f"`class_labels` must be an int or a non-empty list of ints, got {class_labels!r}.")
             bad = [c for c in labels if not 0 <= c < adapter.num_classes]
             if bad:
-                raise ValueError(f"`class_labels` {bad} out of range: this encoder has classes 0..{adapter.num_classes - 1}.")
+                raise ValueError(
+                    f"`class_labels` {bad} out of range: this encoder has classes 0..{adapter.num_classes - 1}."
+                )
             batch_size = len(labels)
         elif image is not None:
             batch_size = 1 if not isinstance(image, (list, tuple)) and getattr(image, "ndim", 3) == 3 else len(image)
         else:
-            if not isinstance(condition_embeds, torch.Tensor) or condition_embeds.ndim != 2 or condition_embeds.shape[1] != adapter.condition_dim:
+            if (
+                not isinstance(condition_embeds, torch.Tensor)
+                or condition_embeds.ndim != 2
+                or condition_embeds.shape[1] != adapter.condition_dim
+            ):
                 raise ValueError(
                     f"`condition_embeds` must be a tensor of shape (batch, {adapter.condition_dim}), got "
                     f"{tuple(condition_embeds.shape) if isinstance(condition_embeds, torch.Tensor) else type(condition_embeds).__name__}."
@@ -537,7 +601,9 @@ class TronPipeline(DiffusionPipeline):
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` must be an integer >= 1, got {num_images_per_prompt!r}.")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 0:
-            raise ValueError(f"`num_inference_steps` must be an integer >= 0 (0 = translator only), got {num_inference_steps!r}.")
+            raise ValueError(
+                f"`num_inference_steps` must be an integer >= 0 (0 = translator only), got {num_inference_steps!r}."
+            )
         if not isinstance(num_augmentations, int) or num_augmentations < 0:
             raise ValueError(f"`num_augmentations` must be an integer >= 0, got {num_augmentations!r}.")
         if initialization not in INITIALIZATIONS:
@@ -545,7 +611,9 @@ class TronPipeline(DiffusionPipeline):
         if not isinstance(num_candidates, int) or num_candidates < 1:
             raise ValueError(f"`num_candidates` must be an integer >= 1, got {num_candidates!r}.")
         if num_candidates > 1 and latents is not None:
-            raise ValueError("`num_candidates` > 1 draws initial latents, so it cannot be combined with given `latents`.")
+            raise ValueError(
+                "`num_candidates` > 1 draws initial latents, so it cannot be combined with given `latents`."
+            )
         if num_candidates > 1 and initialization == "translator_mean":
             raise ValueError(
                 "`num_candidates` > 1 needs a random initialisation: `initialization='translator_mean'` gives the same "
@@ -567,7 +635,9 @@ class TronPipeline(DiffusionPipeline):
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if unknown:
-            raise ValueError(f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}.")
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}."
+            )
         return batch_size
 
     def default_num_candidates_for(self, initialization: str, latents: torch.Tensor | None = None) -> int:
@@ -595,7 +665,9 @@ class TronPipeline(DiffusionPipeline):
                 )
 
     # Steps of a call -------------------------------------------------------------------------------------------
-    def encode_condition(self, adapter, prompt=None, image=None, class_labels=None, condition_embeds=None, device=None):
+    def encode_condition(
+        self, adapter, prompt=None, image=None, class_labels=None, condition_embeds=None, device=None
+    ):
         """Condition vectors ``(B, condition_dim)``, float32, for whichever condition is given."""
         if condition_embeds is not None:
             return condition_embeds.to(device=device, dtype=torch.float32)
@@ -614,7 +686,8 @@ class TronPipeline(DiffusionPipeline):
             return LangevinState(None, None).with_packed(latents.to(device), latent_dim)
         if initialization == "prior":
             return LangevinState(None, None).with_packed(
-                self.generator.sample_latents(condition_embeds.shape[0], generator=generator, device=device), latent_dim
+                self.generator.sample_latents(condition_embeds.shape[0], generator=generator, device=device),
+                latent_dim,
             )
         names = [spec.name for spec in self.generator.auxiliary_latents]
         if initialization == "translator":
@@ -627,7 +700,9 @@ class TronPipeline(DiffusionPipeline):
         rest = [out.auxiliary_latents[name].float() for name in names]
         return LangevinState(means, torch.cat([logits] + rest, dim=1), self.translator.config.num_components)
 
-    def search_initial_state(self, energy_fn: TronEnergy, condition_embeds, initialization, generator, num_candidates, device) -> LangevinState:
+    def search_initial_state(
+        self, energy_fn: TronEnergy, condition_embeds, initialization, generator, num_candidates, device
+    ) -> LangevinState:
         """The lowest-energy of ``num_candidates`` initial draws per image (best-of-N search before Langevin).
 
         Candidates are scored on the plain images, without augmentations and without gradients, so each costs one
@@ -643,7 +718,8 @@ class TronPipeline(DiffusionPipeline):
             # A non-finite best is replaced by anything; a non-finite candidate never wins (NaN < x is False).
             better = (energy < best_energy) | ~torch.isfinite(best_energy)
             best = LangevinState(
-                _select_rows(better, candidate.langevin, best.langevin), _select_rows(better, candidate.auxiliary, best.auxiliary)
+                _select_rows(better, candidate.langevin, best.langevin),
+                _select_rows(better, candidate.auxiliary, best.auxiliary),
             )
             best_energy = torch.where(better, energy, best_energy)
         return best
@@ -742,15 +818,29 @@ class TronPipeline(DiffusionPipeline):
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        num_inference_steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
+        num_inference_steps = (
+            self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
+        )
         num_augmentations = self.config.default_num_augmentations if num_augmentations is None else num_augmentations
         if num_candidates is None:
             num_candidates = self.default_num_candidates_for(initialization, latents)
         adapter = self.encoder_adapter
         self.check_components(adapter)
         batch_size = self.check_inputs(
-            adapter, prompt, image, class_labels, negative_prompt, condition_embeds, num_images_per_prompt,
-            num_inference_steps, num_augmentations, num_candidates, initialization, generator, latents, output_type,
+            adapter,
+            prompt,
+            image,
+            class_labels,
+            negative_prompt,
+            condition_embeds,
+            num_images_per_prompt,
+            num_inference_steps,
+            num_augmentations,
+            num_candidates,
+            initialization,
+            generator,
+            latents,
+            output_type,
             callback_on_step_end_tensor_inputs,
         )
         self._interrupt = False
@@ -761,7 +851,9 @@ class TronPipeline(DiffusionPipeline):
         if prompt is not None:
             self.warn_about_unknown_words([prompt] if isinstance(prompt, str) else prompt)
         if negative_prompt is not None:
-            self.warn_about_unknown_words([negative_prompt] if isinstance(negative_prompt, str) else negative_prompt, "negative_prompt")
+            self.warn_about_unknown_words(
+                [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt, "negative_prompt"
+            )
         condition_embeds = self.encode_condition(adapter, prompt, image, class_labels, condition_embeds, device)
         condition_embeds = condition_embeds.repeat_interleave(num_images_per_prompt, dim=0)
         terms = [ConditionTerm(condition_embeds, 1.0)]
@@ -769,7 +861,9 @@ class TronPipeline(DiffusionPipeline):
             negatives = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
             negative_embeds = adapter.encode_prompts(negatives, device)
             negative_embeds = negative_embeds.expand(batch_size, -1) if len(negatives) == 1 else negative_embeds
-            terms.append(ConditionTerm(negative_embeds.repeat_interleave(num_images_per_prompt, dim=0), -negative_prompt_weight))
+            terms.append(
+                ConditionTerm(negative_embeds.repeat_interleave(num_images_per_prompt, dim=0), -negative_prompt_weight)
+            )
 
         # 2. The energy, and the initial latents (the best of `num_candidates` draws by that energy).
         energy_fn = TronEnergy(
@@ -784,7 +878,9 @@ class TronPipeline(DiffusionPipeline):
             evaluate_fn=self._compiled_energy,
         )
         if num_candidates > 1:
-            state = self.search_initial_state(energy_fn, condition_embeds, initialization, generator, num_candidates, device)
+            state = self.search_initial_state(
+                energy_fn, condition_embeds, initialization, generator, num_candidates, device
+            )
         else:
             state = self.prepare_latent_state(condition_embeds, initialization, generator, latents, device)
 
@@ -803,8 +899,12 @@ class TronPipeline(DiffusionPipeline):
                     continue
                 energies, langevin_grad, auxiliary_grad = self.energy_and_gradients(energy_fn, state, generator)
                 step = scheduler.step(
-                    langevin_grad, t, state.langevin, generator=generator,
-                    auxiliary_output=auxiliary_grad, auxiliary_sample=state.auxiliary,
+                    langevin_grad,
+                    t,
+                    state.langevin,
+                    generator=generator,
+                    auxiliary_output=auxiliary_grad,
+                    auxiliary_sample=state.auxiliary,
                 )
                 finite = step.finite & torch.isfinite(energies)
                 first_nonfinite_step = torch.where(~finite & (first_nonfinite_step < 0), i, first_nonfinite_step)
@@ -874,12 +974,32 @@ class TronPipeline(DiffusionPipeline):
         given = {"prompt": prompt, "image": image, "class_labels": class_labels, "condition_embeds": condition_embeds}
         given = {name: value for name, value in given.items() if value is not None}
         if len(given) != 1 or len(next(iter(given.values()))) != 2:
-            raise ValueError("Give exactly two conditions in one of `prompt`, `image`, `class_labels`, `condition_embeds`.")
+            raise ValueError(
+                "Give exactly two conditions in one of `prompt`, `image`, `class_labels`, `condition_embeds`."
+            )
         if isinstance(generator, list):
-            raise ValueError("`generator` must be a single torch.Generator for `interpolate` (frames share its noise).")
+            raise ValueError(
+                "`generator` must be a single torch.Generator for `interpolate` (frames share its noise)."
+            )
         adapter = self.encoder_adapter
         self.check_components(adapter)
-        self.check_inputs(adapter, prompt, image, class_labels, None, condition_embeds, 1, 0, 0, 1, "translator", None, None, output_type, [])
+        self.check_inputs(
+            adapter,
+            prompt,
+            image,
+            class_labels,
+            None,
+            condition_embeds,
+            1,
+            0,
+            0,
+            1,
+            "translator",
+            None,
+            None,
+            output_type,
+            [],
+        )
         if prompt is not None:
             self.warn_about_unknown_words(prompt)
         ends = self.encode_condition(adapter, prompt, image, class_labels, condition_embeds, self._execution_device)

@@ -99,7 +99,9 @@ class GradientDescentScheduler(SchedulerMixin, ConfigMixin):
         if self.num_inference_steps is None:
             raise ValueError("Call `set_timesteps` before `step`.")
         if model_output.shape != sample.shape:
-            raise ValueError(f"`model_output` {tuple(model_output.shape)} and `sample` {tuple(sample.shape)} differ in shape.")
+            raise ValueError(
+                f"`model_output` {tuple(model_output.shape)} and `sample` {tuple(sample.shape)} differ in shape."
+            )
         if (auxiliary_output is None) != (auxiliary_sample is None):
             raise ValueError("`auxiliary_output` and `auxiliary_sample` must be given together.")
         finite = torch.isfinite(model_output.flatten(1)).all(dim=1)
@@ -110,10 +112,14 @@ class GradientDescentScheduler(SchedulerMixin, ConfigMixin):
             prev_sample = prev_sample.clamp(-self.config.clamp_threshold, self.config.clamp_threshold)
         prev_auxiliary_sample = None
         if auxiliary_sample is not None:
-            prev_auxiliary_sample = self._descend(auxiliary_output, auxiliary_sample, self.config.auxiliary_learning_rate, finite)
+            prev_auxiliary_sample = self._descend(
+                auxiliary_output, auxiliary_sample, self.config.auxiliary_learning_rate, finite
+            )
         if not return_dict:
             return (prev_sample, prev_auxiliary_sample, finite)
-        return GradientDescentSchedulerOutput(prev_sample=prev_sample, prev_auxiliary_sample=prev_auxiliary_sample, finite=finite)
+        return GradientDescentSchedulerOutput(
+            prev_sample=prev_sample, prev_auxiliary_sample=prev_auxiliary_sample, finite=finite
+        )
 
     def __len__(self):
         return self.config.num_train_timesteps

@@ -21,6 +21,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+
 ANNEALING_SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -185,7 +186,9 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
         if self.num_inference_steps is None:
             raise ValueError("Call `set_timesteps` before `step`.")
         if model_output.shape != sample.shape:
-            raise ValueError(f"`model_output` {tuple(model_output.shape)} and `sample` {tuple(sample.shape)} differ in shape.")
+            raise ValueError(
+                f"`model_output` {tuple(model_output.shape)} and `sample` {tuple(sample.shape)} differ in shape."
+            )
         if (auxiliary_output is None) != (auxiliary_sample is None):
             raise ValueError("`auxiliary_output` and `auxiliary_sample` must be given together.")
         if self._step_index >= self.num_inference_steps:
@@ -197,12 +200,16 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
         keep = finite.view(-1, *([1] * (sample.ndim - 1)))
 
         step_size, noise_std = self.current_step_size_and_noise()
-        grad = clip_per_sample(torch.nan_to_num(model_output, nan=0.0, posinf=0.0, neginf=0.0), self.config.max_grad_norm)
+        grad = clip_per_sample(
+            torch.nan_to_num(model_output, nan=0.0, posinf=0.0, neginf=0.0), self.config.max_grad_norm
+        )
         if self.config.momentum > 0:
             if self._momentum_buffer is None:
                 self._momentum_buffer = torch.where(keep, grad, torch.zeros_like(grad))
             else:
-                self._momentum_buffer = torch.where(keep, self.config.momentum * self._momentum_buffer + grad, self._momentum_buffer)
+                self._momentum_buffer = torch.where(
+                    keep, self.config.momentum * self._momentum_buffer + grad, self._momentum_buffer
+                )
             grad = self._momentum_buffer
         noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
         prev_sample = sample - step_size * grad + noise_std * noise
@@ -217,7 +224,9 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
         self._step_index += 1
         if not return_dict:
             return (prev_sample, prev_auxiliary_sample, finite)
-        return LangevinSchedulerOutput(prev_sample=prev_sample, prev_auxiliary_sample=prev_auxiliary_sample, finite=finite)
+        return LangevinSchedulerOutput(
+            prev_sample=prev_sample, prev_auxiliary_sample=prev_auxiliary_sample, finite=finite
+        )
 
     def _adam_step(self, grad: torch.Tensor, value: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
         keep = finite.view(-1, *([1] * (value.ndim - 1)))
@@ -227,7 +236,9 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
             self._adam_first_moment = torch.zeros_like(value)
             self._adam_second_moment = torch.zeros_like(value)
         first = torch.where(keep, beta1 * self._adam_first_moment + (1 - beta1) * grad, self._adam_first_moment)
-        second = torch.where(keep, beta2 * self._adam_second_moment + (1 - beta2) * grad.square(), self._adam_second_moment)
+        second = torch.where(
+            keep, beta2 * self._adam_second_moment + (1 - beta2) * grad.square(), self._adam_second_moment
+        )
         self._adam_first_moment, self._adam_second_moment = first, second
         # Bias correction counts every step of the call, as torch.optim.Adam does for an unbroken run.
         t = self._step_index + 1

@@ -8,8 +8,15 @@
 
 from .._lazy import lazy_exports
 
+
 _EXPORTS = {
-    "arguments": ("build_train_translator_parser", "parse_train_args", "check_train_args", "command_line", "parse_build_args"),
+    "arguments": (
+        "build_train_translator_parser",
+        "parse_train_args",
+        "check_train_args",
+        "command_line",
+        "parse_build_args",
+    ),
     "pairs": (
         "PairSource",
         "PairCache",

@@ -9,6 +9,7 @@ import json
 import shlex
 import sys
 
+
 CONDITION_NOISES = ("none", "isotropic", "covariance", "adaptive")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
@@ -33,57 +34,98 @@ def add_pair_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
     options named in ``exclude``."""
     group = _ArgumentGroup(parser, "pairs", exclude)
     group.add_argument(
-        "--pipeline", type=str, required=True,
+        "--pipeline",
+        type=str,
+        required=True,
         help="Saved TronPipeline (folder, embedded name or Hub repo id) providing the generator and the encoder. Its "
         "translator, if any, is not used.",
     )
     group.add_argument(
-        "--pairs_dir", type=str, default=None,
+        "--pairs_dir",
+        type=str,
+        default=None,
         help="Folder of a pair cache (sharded safetensors + manifest.json). With --num_pairs the cache is generated "
         "there first (or finished, if it was interrupted); alone, an existing cache is read.",
     )
     group.add_argument(
-        "--num_pairs", type=int, default=None,
+        "--num_pairs",
+        type=int,
+        default=None,
         help="Number of synthetic pairs (per epoch, when pairs are made on the fly because --pairs_dir is not given).",
     )
     group.add_argument("--pairs_per_shard", type=int, default=65536, help="Pairs per cache shard file.")
     group.add_argument(
-        "--generation_batch_size", type=int, default=64,
+        "--generation_batch_size",
+        type=int,
+        default=64,
         help="Images rendered and encoded at once when making pairs (part of a cache's identity).",
     )
-    group.add_argument("--pairs_dtype", type=str, default="float32", choices=PAIR_DTYPES, help="Storage type of a cache.")
     group.add_argument(
-        "--condition_route", type=str, default="image",
+        "--pairs_dtype", type=str, default="float32", choices=PAIR_DTYPES, help="Storage type of a cache."
+    )
+    group.add_argument(
+        "--condition_route",
+        type=str,
+        default="image",
         help="How a pair's condition comes from G(z): 'image' (the encoder's embedding or class probabilities of the "
         "image), 'caption' (the text encoder's embedding of a --captioner caption of the image: the method's BLIP "
         "route), 'mix' (per pair, caption with probability --caption_ratio, else image), or 'package.module:function' "
         "for a custom fn(images in [-1, 1], encoder_adapter) -> (B, condition_dim).",
     )
     group.add_argument(
-        "--captioner", type=str, default=None,
+        "--captioner",
+        type=str,
+        default=None,
         help="Captioner of the caption and mix routes: a transformers image-to-text model (folder or Hub id, e.g. "
         "Salesforce/blip-image-captioning-base), or 'package.module:name' naming a function fn(images in [-1, 1], "
         "generator) -> list of captions, a tron_pipelines.captioning.Captioner, or a Captioner class built with no "
         "arguments.",
     )
-    group.add_argument("--caption_ratio", type=float, default=None, help="Mix route: chance that a pair takes the caption route (default 0.5).")
-    captions = parser.add_argument_group("caption decoding (transformers captioners; default: the method's BLIP settings)")
-    captions.add_argument("--caption_decoding", type=str, default=None, help="'beam' (default), 'greedy' or 'nucleus' (sampling, seeded per shard).")
-    captions.add_argument("--caption_num_beams", type=int, default=None, help="Beams of beam search (default 3).")
-    captions.add_argument("--caption_top_p", type=float, default=None, help="Nucleus mass of nucleus sampling (default 0.9).")
+    group.add_argument(
+        "--caption_ratio",
+        type=float,
+        default=None,
+        help="Mix route: chance that a pair takes the caption route (default 0.5).",
+    )
+    captions = parser.add_argument_group(
+        "caption decoding (transformers captioners; default: the method's BLIP settings)"
+    )
     captions.add_argument(
-        "--caption_min_length", type=int, default=None,
+        "--caption_decoding",
+        type=str,
+        default=None,
+        help="'beam' (default), 'greedy' or 'nucleus' (sampling, seeded per shard).",
+    )
+    captions.add_argument("--caption_num_beams", type=int, default=None, help="Beams of beam search (default 3).")
+    captions.add_argument(
+        "--caption_top_p", type=float, default=None, help="Nucleus mass of nucleus sampling (default 0.9)."
+    )
+    captions.add_argument(
+        "--caption_min_length",
+        type=int,
+        default=None,
         help="Least tokens of prompt and caption, the prompt counted with its begin token as BLIP counts it (default 5).",
     )
-    captions.add_argument("--caption_max_length", type=int, default=None, help="Most tokens of prompt and caption (default 20).")
-    captions.add_argument("--caption_repetition_penalty", type=float, default=None, help="Repetition penalty (default 1.1).")
     captions.add_argument(
-        "--caption_prompt", type=str, default=None,
+        "--caption_max_length", type=int, default=None, help="Most tokens of prompt and caption (default 20)."
+    )
+    captions.add_argument(
+        "--caption_repetition_penalty", type=float, default=None, help="Repetition penalty (default 1.1)."
+    )
+    captions.add_argument(
+        "--caption_prompt",
+        type=str,
+        default=None,
         help="Text the caption continues, stripped from it (default: 'a picture of ' for BLIP, none for other models).",
     )
-    group.add_argument("--seed", type=int, default=0, help="Seed of the pairs, the translator's initialisation and the data order.")
     group.add_argument(
-        "--mixed_precision", type=str, default=None, choices=MIXED_PRECISIONS,
+        "--seed", type=int, default=0, help="Seed of the pairs, the translator's initialisation and the data order."
+    )
+    group.add_argument(
+        "--mixed_precision",
+        type=str,
+        default=None,
+        choices=MIXED_PRECISIONS,
         help="Mixed precision through Accelerate (default: the `accelerate config` value, else 'no'). bf16 needs "
         "PyTorch >= 1.10 and an Ampere GPU or a recent CPU.",
     )
@@ -92,7 +134,9 @@ def add_pair_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
 def add_generate_pairs_arguments(parser: argparse.ArgumentParser) -> None:
     add_pair_arguments(parser)
     parser.add_argument(
-        "--reencode_from", type=str, default=None,
+        "--reencode_from",
+        type=str,
+        default=None,
         help="A caption or mix cache to re-encode with --pipeline's encoder (e.g. a new CLIP) into --pairs_dir: same "
         "latents and captions, no captioning. Its route, pair count, shards and seed are kept.",
     )
@@ -102,25 +146,45 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser, exclude: tup
     """The options of ``tron train-translator``, minus those named in ``exclude``."""
     add_pair_arguments(parser, exclude)
     model = _ArgumentGroup(parser, "translator", exclude)
-    model.add_argument("--output_dir", type=str, default="tron-translator", help="Where the pipeline, the checkpoints and the logs go.")
-    model.add_argument("--overwrite_output_dir", action="store_true", help="Train into a non-empty --output_dir (its old checkpoints are removed).")
     model.add_argument(
-        "--translator_name_or_path", type=str, default=None,
+        "--output_dir",
+        type=str,
+        default="tron-translator",
+        help="Where the pipeline, the checkpoints and the logs go.",
+    )
+    model.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Train into a non-empty --output_dir (its old checkpoints are removed).",
+    )
+    model.add_argument(
+        "--translator_name_or_path",
+        type=str,
+        default=None,
         help="Start from this translator (a translator folder, or a pipeline folder with translator/) instead of a new one.",
     )
     model.add_argument("--num_components", type=int, default=10, help="Mixture components K of a new translator.")
-    model.add_argument("--hidden_dim", type=int, default=None, help="Trunk width of a new translator (default 4 x condition size).")
     model.add_argument(
-        "--init_std", type=float, default=None,
+        "--hidden_dim", type=int, default=None, help="Trunk width of a new translator (default 4 x condition size)."
+    )
+    model.add_argument(
+        "--init_std",
+        type=float,
+        default=None,
         help="Initial std of a new translator's components. Default: the per-dimension std of G's latents over the "
         "validation pairs, so that an under-trained translator is over-dispersed (like the prior), never collapsed; the "
         "method's 0.01 makes every sample of a short run alike.",
     )
 
     loss = _ArgumentGroup(parser, "loss and condition noise", exclude)
-    loss.add_argument("--nll_weight", type=float, default=1e-4, help="Weight alpha of the NLL against the auxiliary-latent MSE.")
     loss.add_argument(
-        "--condition_noise", type=str, default="none", choices=CONDITION_NOISES,
+        "--nll_weight", type=float, default=1e-4, help="Weight alpha of the NLL against the auxiliary-latent MSE."
+    )
+    loss.add_argument(
+        "--condition_noise",
+        type=str,
+        default="none",
+        choices=CONDITION_NOISES,
         help="Training-only noise on the conditions, to mimic text embeddings with image embeddings: 'isotropic' "
         "(c + s n, n ~ N(0, I)), 'covariance' (n ~ N(0, Sigma), Sigma of the cached conditions), 'adaptive' (n rescaled "
         "to the norm of c). The method uses 0.5 (LAION CLIP) or 0.2 (OpenAI CLIP) for image-embedding pairs, none for "
@@ -129,29 +193,53 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser, exclude: tup
     loss.add_argument("--condition_noise_scale", type=float, default=0.2, help="Scale s of the condition noise.")
 
     optimization = _ArgumentGroup(parser, "optimisation", exclude)
-    optimization.add_argument("--train_batch_size", type=int, default=16, help="Pairs per device per step (the method's 16).")
-    optimization.add_argument("--num_train_epochs", type=int, default=10, help="Epochs, unless --max_train_steps is given.")
-    optimization.add_argument("--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides --num_train_epochs).")
-    optimization.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimisation step.")
-    optimization.add_argument("--learning_rate", type=float, default=1e-4, help="AdamW learning rate of the network (the method's 1e-4).")
     optimization.add_argument(
-        "--std_learning_rate", type=float, default=2e-2,
+        "--train_batch_size", type=int, default=16, help="Pairs per device per step (the method's 16)."
+    )
+    optimization.add_argument(
+        "--num_train_epochs", type=int, default=10, help="Epochs, unless --max_train_steps is given."
+    )
+    optimization.add_argument(
+        "--max_train_steps", type=int, default=None, help="Total optimisation steps (overrides --num_train_epochs)."
+    )
+    optimization.add_argument(
+        "--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimisation step."
+    )
+    optimization.add_argument(
+        "--learning_rate", type=float, default=1e-4, help="AdamW learning rate of the network (the method's 1e-4)."
+    )
+    optimization.add_argument(
+        "--std_learning_rate",
+        type=float,
+        default=2e-2,
         help="AdamW learning rate of the per-dimension log-std. With one small learning rate the std barely moves from "
         "its 0.01 initialisation (Adam moves a parameter by about lr per step), so samples come out far too narrow.",
     )
     optimization.add_argument(
-        "--std_adam_beta2", type=float, default=0.9,
+        "--std_adam_beta2",
+        type=float,
+        default=0.9,
         help="Adam beta2 of the log-std. Its gradient shrinks like 1/std^2 as the std grows; with a long second-moment "
         "memory (0.999) the early, huge gradients keep its steps tiny for thousands of steps.",
     )
-    optimization.add_argument("--lr_scheduler", type=str, default="cosine", choices=LR_SCHEDULERS, help="diffusers' get_scheduler name.")
-    optimization.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warmup steps of the learning rates.")
+    optimization.add_argument(
+        "--lr_scheduler", type=str, default="cosine", choices=LR_SCHEDULERS, help="diffusers' get_scheduler name."
+    )
+    optimization.add_argument(
+        "--lr_warmup_steps", type=int, default=0, help="Linear warmup steps of the learning rates."
+    )
     optimization.add_argument("--adam_beta1", type=float, default=0.9)
     optimization.add_argument("--adam_beta2", type=float, default=0.999)
-    optimization.add_argument("--adam_weight_decay", type=float, default=0.0, help="Weight decay of the network (never of the log-std).")
+    optimization.add_argument(
+        "--adam_weight_decay", type=float, default=0.0, help="Weight decay of the network (never of the log-std)."
+    )
     optimization.add_argument("--adam_epsilon", type=float, default=1e-8)
-    optimization.add_argument("--max_grad_norm", type=float, default=1.0, help="Global gradient-norm clip (0 disables).")
-    optimization.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights and save it.")
+    optimization.add_argument(
+        "--max_grad_norm", type=float, default=1.0, help="Global gradient-norm clip (0 disables)."
+    )
+    optimization.add_argument(
+        "--use_ema", action="store_true", help="Keep an exponential moving average of the weights and save it."
+    )
     optimization.add_argument("--ema_max_decay", type=float, default=0.9999)
     optimization.add_argument("--ema_inv_gamma", type=float, default=1.0)
     optimization.add_argument("--ema_power", type=float, default=3 / 4)
@@ -160,31 +248,54 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser, exclude: tup
     run.add_argument("--checkpointing_steps", type=int, default=500, help="Save a resumable checkpoint every N steps.")
     run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     run.add_argument(
-        "--resume_from_checkpoint", type=str, default=None,
+        "--resume_from_checkpoint",
+        type=str,
+        default=None,
         help="'latest' (the newest checkpoint in --output_dir, or a fresh start when there is none) or a checkpoint path.",
     )
-    run.add_argument("--validation_steps", type=int, default=500, help="Validate every N steps (and at the start and the end).")
+    run.add_argument(
+        "--validation_steps", type=int, default=500, help="Validate every N steps (and at the start and the end)."
+    )
     run.add_argument("--num_validation_pairs", type=int, default=256, help="Held-out pairs for the validation NLL.")
     run.add_argument(
-        "--num_validation_conditions", type=int, default=16,
+        "--num_validation_conditions",
+        type=int,
+        default=16,
         help="Validation conditions whose translator-only samples are scored by the energy (0 skips it).",
     )
-    run.add_argument("--skip_pair_checksums", action="store_true", help="Do not hash a cache's shards on opening (headers are still checked).")
+    run.add_argument(
+        "--skip_pair_checksums",
+        action="store_true",
+        help="Do not hash a cache's shards on opening (headers are still checked).",
+    )
     run.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
     run.add_argument(
-        "--report_to", type=str, default="auto",
+        "--report_to",
+        type=str,
+        default="auto",
         help="Accelerate tracker ('tensorboard', 'wandb', ...); 'auto' uses tensorboard when installed; 'none' only prints.",
     )
-    run.add_argument("--push_to_hub", action="store_true", help="Upload the trained pipeline and its model card to the Hub.")
-    run.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id (default: the --output_dir folder name).")
+    run.add_argument(
+        "--push_to_hub", action="store_true", help="Upload the trained pipeline and its model card to the Hub."
+    )
+    run.add_argument(
+        "--hub_model_id", type=str, default=None, help="Hub repo id (default: the --output_dir folder name)."
+    )
     run.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the stored login).")
 
 
 # Options of `tron train-translator` that `tron build` sets itself (its stage folders, resuming) or defines its own way
 # (the push of the finished pipeline).
 BUILD_SETS = (
-    "pipeline", "pairs_dir", "output_dir", "overwrite_output_dir", "translator_name_or_path", "resume_from_checkpoint",
-    "push_to_hub", "hub_model_id", "hub_token",
+    "pipeline",
+    "pairs_dir",
+    "output_dir",
+    "overwrite_output_dir",
+    "translator_name_or_path",
+    "resume_from_checkpoint",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_token",
 )
 # `tron build --num_pairs` default: the method's 1,000,000 pairs.
 BUILD_DEFAULT_NUM_PAIRS = 1_000_000
@@ -226,16 +337,32 @@ def _key_value_text(item: tuple[str, object]) -> str:
 def add_model_card_arguments(parser: argparse.ArgumentParser) -> None:
     """What a pipeline's model card says about its base models (``tron build``, ``build_tron_pipeline.py``)."""
     group = parser.add_argument_group("model card")
-    group.add_argument("--generator_id", type=str, default=None, help="Where the generator weights come from, e.g. deepmind/biggan-deep-256 (the card's base model).")
-    group.add_argument("--generator_license", type=str, default="see the generator's source", help="Licence of the generator weights.")
-    group.add_argument("--encoder_license", type=str, default="see the encoder's source", help="Licence of the encoder weights.")
+    group.add_argument(
+        "--generator_id",
+        type=str,
+        default=None,
+        help="Where the generator weights come from, e.g. deepmind/biggan-deep-256 (the card's base model).",
+    )
+    group.add_argument(
+        "--generator_license", type=str, default="see the generator's source", help="Licence of the generator weights."
+    )
+    group.add_argument(
+        "--encoder_license", type=str, default="see the encoder's source", help="Licence of the encoder weights."
+    )
 
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
     """Pushing a finished pipeline folder to the Hub (``tron build``, ``build_tron_pipeline.py``)."""
     group = parser.add_argument_group("Hub")
-    group.add_argument("--push_to_hub", action="store_true", help="Upload the pipeline folder and its model card to the Hub.")
-    group.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id, e.g. org/tron-biggan (required with --push_to_hub).")
+    group.add_argument(
+        "--push_to_hub", action="store_true", help="Upload the pipeline folder and its model card to the Hub."
+    )
+    group.add_argument(
+        "--hub_model_id",
+        type=str,
+        default=None,
+        help="Hub repo id, e.g. org/tron-biggan (required with --push_to_hub).",
+    )
     group.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the stored login).")
     group.add_argument("--private", action="store_true", help="Create the Hub repo private.")
 
@@ -247,18 +374,36 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
     sources = parser.add_argument_group("generator, encoder and output")
     sources.add_argument(
-        "--generator", type=str, required=True,
+        "--generator",
+        type=str,
+        required=True,
         help="A generator folder or checkpoint, its format detected from the files: a tron_pipelines generator folder, "
         "a pytorch-pretrained-biggan folder, a BigGAN-PyTorch .pth, a rosinality .pt or an NVIDIA .pkl.",
     )
-    sources.add_argument("--encoder", type=str, required=True, help="A CLIP Hub id or folder, an OpenCLIP folder, or a classifier folder.")
-    sources.add_argument("--output", type=str, required=True, help="Build folder (layout above); an earlier build's folder continues it.")
     sources.add_argument(
-        "--preset", type=str, default=None,
+        "--encoder",
+        type=str,
+        required=True,
+        help="A CLIP Hub id or folder, an OpenCLIP folder, or a classifier folder.",
+    )
+    sources.add_argument(
+        "--output",
+        type=str,
+        required=True,
+        help="Build folder (layout above); an earlier build's folder continues it.",
+    )
+    sources.add_argument(
+        "--preset",
+        type=str,
+        default=None,
         help="Sampling preset of the pipeline: biggan or stylegan (`SAMPLING_PRESETS`; default: the one of the generator's format or class).",
     )
     sources.add_argument(
-        "--generator_config", type=key_value, nargs="+", default=[], metavar="KEY=VALUE",
+        "--generator_config",
+        type=key_value,
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
         help="Settings of the converted generator, e.g. default_truncation=0.5 (BigGAN-deep), truncation_psi=0.7 or "
         "latent_space=w+ (StyleGAN), resolution=512 (BigGAN-PyTorch).",
     )
@@ -267,21 +412,43 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
     samples = parser.add_argument_group("sample grid of the model card")
     samples.add_argument(
-        "--sample_prompts", type=str, nargs="+", default=None, help="Prompts of the grid (CLIP encoders; default: a few for the preset)."
+        "--sample_prompts",
+        type=str,
+        nargs="+",
+        default=None,
+        help="Prompts of the grid (CLIP encoders; default: a few for the preset).",
     )
     samples.add_argument(
-        "--sample_class_labels", type=int, nargs="+", default=None, help="Classes of the grid (classifier encoders; default: the first 8)."
+        "--sample_class_labels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Classes of the grid (classifier encoders; default: the first 8).",
     )
-    samples.add_argument("--sample_images", type=positive_int, default=2, help="Images per prompt or class (default 2).")
-    samples.add_argument("--sample_steps", type=non_negative_int, default=None, help="Langevin steps of the samples (default: the preset's).")
-    samples.add_argument("--sample_augmentations", type=non_negative_int, default=None, help="Augmented copies per image (default: the preset's).")
+    samples.add_argument(
+        "--sample_images", type=positive_int, default=2, help="Images per prompt or class (default 2)."
+    )
+    samples.add_argument(
+        "--sample_steps",
+        type=non_negative_int,
+        default=None,
+        help="Langevin steps of the samples (default: the preset's).",
+    )
+    samples.add_argument(
+        "--sample_augmentations",
+        type=non_negative_int,
+        default=None,
+        help="Augmented copies per image (default: the preset's).",
+    )
     samples.add_argument("--no_samples", action="store_true", help="Write the model card without a sample grid.")
     add_model_card_arguments(parser)
     add_hub_arguments(parser)
 
 
 def build_build_parser(prog: str = "tron build") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=BUILD_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=BUILD_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_build_arguments(parser)
     return parser
 
@@ -294,7 +461,9 @@ def parse_build_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_train_translator_parser(prog: str = "tron train-translator") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train a TR0N translator on synthetic pairs with Accelerate.")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Train a TR0N translator on synthetic pairs with Accelerate."
+    )
     add_train_translator_arguments(parser)
     return parser
 
@@ -304,7 +473,9 @@ def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
     as underscores, as in ``tron``)."""
     from ..cli import normalize_option_spelling
 
-    return build_train_translator_parser().parse_args(normalize_option_spelling(sys.argv[1:] if argv is None else list(argv)))
+    return build_train_translator_parser().parse_args(
+        normalize_option_spelling(sys.argv[1:] if argv is None else list(argv))
+    )
 
 
 def _require(condition: bool, message: str) -> None:
@@ -325,7 +496,9 @@ CAPTION_SETTINGS = {
 
 def caption_settings(args: argparse.Namespace) -> dict:
     """The caption decoding options given on the command line, as `TransformersCaptioner` keyword arguments."""
-    return {keyword: getattr(args, name) for name, keyword in CAPTION_SETTINGS.items() if getattr(args, name) is not None}
+    return {
+        keyword: getattr(args, name) for name, keyword in CAPTION_SETTINGS.items() if getattr(args, name) is not None
+    }
 
 
 def check_pair_args(args: argparse.Namespace) -> None:
@@ -335,7 +508,9 @@ def check_pair_args(args: argparse.Namespace) -> None:
 
     _require(args.num_pairs is None or args.num_pairs >= 1, f"`--num_pairs` must be >= 1, got {args.num_pairs}.")
     _require(args.pairs_per_shard >= 1, f"`--pairs_per_shard` must be >= 1, got {args.pairs_per_shard}.")
-    _require(args.generation_batch_size >= 1, f"`--generation_batch_size` must be >= 1, got {args.generation_batch_size}.")
+    _require(
+        args.generation_batch_size >= 1, f"`--generation_batch_size` must be >= 1, got {args.generation_batch_size}."
+    )
     _require(args.seed >= 0, f"`--seed` must be >= 0, got {args.seed}.")
     check_route_arguments(args.condition_route, args.captioner, args.caption_ratio, caption_settings(args))
     _require(
@@ -345,8 +520,14 @@ def check_pair_args(args: argparse.Namespace) -> None:
     for name in ("caption_num_beams", "caption_max_length"):
         value = getattr(args, name)
         _require(value is None or value >= 1, f"`--{name}` must be >= 1, got {value}.")
-    _require(args.caption_min_length is None or args.caption_min_length >= 0, f"`--caption_min_length` must be >= 0, got {args.caption_min_length}.")
-    _require(args.caption_top_p is None or 0 < args.caption_top_p <= 1, f"`--caption_top_p` must be in (0, 1], got {args.caption_top_p}.")
+    _require(
+        args.caption_min_length is None or args.caption_min_length >= 0,
+        f"`--caption_min_length` must be >= 0, got {args.caption_min_length}.",
+    )
+    _require(
+        args.caption_top_p is None or 0 < args.caption_top_p <= 1,
+        f"`--caption_top_p` must be in (0, 1], got {args.caption_top_p}.",
+    )
 
 
 def check_generate_pairs_args(args: argparse.Namespace) -> None:
@@ -369,7 +550,15 @@ def check_train_args(args: argparse.Namespace) -> None:
         args.pairs_dir is not None or args.num_pairs is not None,
         "Give `--pairs_dir` (a pair cache) or `--num_pairs` (pairs made on the fly), or both (a cache generated first).",
     )
-    for name in ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_validation_pairs", "num_components"):
+    for name in (
+        "train_batch_size",
+        "num_train_epochs",
+        "gradient_accumulation_steps",
+        "checkpointing_steps",
+        "validation_steps",
+        "num_validation_pairs",
+        "num_components",
+    ):
         _require(getattr(args, name) >= 1, f"`--{name}` must be >= 1, got {getattr(args, name)}.")
     for name in ("max_train_steps", "checkpoints_total_limit", "hidden_dim"):
         value = getattr(args, name)
@@ -382,7 +571,9 @@ def check_train_args(args: argparse.Namespace) -> None:
     for name in ("learning_rate", "std_learning_rate", "nll_weight"):
         _require(getattr(args, name) > 0, f"`--{name}` must be > 0, got {getattr(args, name)}.")
     _require(args.init_std is None or args.init_std > 0, f"`--init_std` must be > 0, got {args.init_std}.")
-    _require(args.max_grad_norm >= 0, f"`--max_grad_norm` must be >= 0 (0 disables clipping), got {args.max_grad_norm}.")
+    _require(
+        args.max_grad_norm >= 0, f"`--max_grad_norm` must be >= 0 (0 disables clipping), got {args.max_grad_norm}."
+    )
     _require(
         args.condition_noise == "none" or args.condition_noise_scale > 0,
         f"`--condition_noise_scale` must be > 0 with --condition_noise {args.condition_noise}, got {args.condition_noise_scale}.",
@@ -409,7 +600,10 @@ def command_line(
         if value is True:
             words.append(f"--{name}")
         elif isinstance(value, (list, tuple)):
-            words += [f"--{name}", *(_key_value_text(item) if isinstance(item, tuple) else str(item) for item in value)]
+            words += [
+                f"--{name}",
+                *(_key_value_text(item) if isinstance(item, tuple) else str(item) for item in value),
+            ]
         else:
             words += [f"--{name}", str(value)]
     return shlex.join(words)

@@ -6,6 +6,7 @@ from pathlib import Path
 from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
 from huggingface_hub import ModelCard, ModelCardData
 
+
 METRIC_DESCRIPTIONS = {
     "nll_per_dim": "held-out negative log-likelihood of z per latent dimension (nats)",
     "std_mean": "fitted component std (mean over latent dimensions)",
@@ -124,7 +125,9 @@ The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="t
 """
     if on_hub:
         # Keeps the metadata of a card the repo already has.
-        card = load_or_create_model_card(repo_id, from_training=True, model_description=description, base_model=base_model)
+        card = load_or_create_model_card(
+            repo_id, from_training=True, model_description=description, base_model=base_model
+        )
     else:
         # A local run must not ask the Hub for a card (offline, that costs five retries of a failing request).
         card = ModelCard(f"---\n{ModelCardData(base_model=base_model).to_yaml()}\n---\n")
@@ -143,7 +146,9 @@ The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="t
     card.data.metrics = {name: round(float(value), 6) for name, value in metrics.items()}
     card.data.initial_metrics = {name: round(float(value), 6) for name, value in initial_metrics.items()}
     card.data.train_command = command
-    populate_model_card(card, tags=["tron", "translator", "text-to-image" if kind == "clip" else "class-conditional-image-generation"])
+    populate_model_card(
+        card, tags=["tron", "translator", "text-to-image" if kind == "clip" else "class-conditional-image-generation"]
+    )
     card.save(Path(output_dir) / "README.md")
     return card
 

@@ -24,6 +24,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
+
 import numpy as np
 import torch
 from accelerate.utils import gather_object
@@ -37,6 +38,7 @@ from ..pretrained import resolve_pretrained_path
 from ..samples import write_json_atomically
 from ..schedulers import LangevinScheduler
 from .routes import ConditionRoute, ImageRoute, caption_conditions, load_condition_route
+
 
 MANIFEST_NAME = "manifest.json"
 CACHE_FORMAT = "tron-pairs"
@@ -110,7 +112,9 @@ def load_training_pipeline(pretrained_pipeline: str | os.PathLike, **kwargs) -> 
     pipeline = TronPipeline.from_pretrained(path, **overrides, **kwargs)
     pipeline.set_progress_bar_config(disable=True)
     if not isinstance(pipeline.generator, TronGenerator):
-        raise ValueError(f"`--pipeline` {str(path)!r}: its generator is a {type(pipeline.generator).__name__}, not a TronGenerator.")
+        raise ValueError(
+            f"`--pipeline` {str(path)!r}: its generator is a {type(pipeline.generator).__name__}, not a TronGenerator."
+        )
     return pipeline
 
 
@@ -335,7 +339,9 @@ def read_shard_captions(path: str | os.PathLike) -> list[str | None]:
     header, _ = _read_header(Path(path))
     text = (header.get("__metadata__") or {}).get("captions")
     if text is None:
-        raise PairCacheError(f"Pair cache shard {str(path)!r} holds no captions (its cache was not made by a caption route).")
+        raise PairCacheError(
+            f"Pair cache shard {str(path)!r} holds no captions (its cache was not made by a caption route)."
+        )
     return json.loads(text)
 
 
@@ -366,9 +372,13 @@ def read_manifest(pairs_dir: str | os.PathLike) -> dict | None:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise PairCacheError(f"`--pairs_dir` {str(pairs_dir)!r}: {MANIFEST_NAME} is not valid JSON ({error}).") from error
+        raise PairCacheError(
+            f"`--pairs_dir` {str(pairs_dir)!r}: {MANIFEST_NAME} is not valid JSON ({error})."
+        ) from error
     if manifest.get("format") != CACHE_FORMAT:
-        raise PairCacheError(f"`--pairs_dir` {str(pairs_dir)!r} does not hold a {CACHE_FORMAT} cache ({MANIFEST_NAME} format {manifest.get('format')!r}).")
+        raise PairCacheError(
+            f"`--pairs_dir` {str(pairs_dir)!r} does not hold a {CACHE_FORMAT} cache ({MANIFEST_NAME} format {manifest.get('format')!r})."
+        )
     return manifest
 
 
@@ -410,7 +420,11 @@ SETTING_KEYS = ("num_pairs", "pairs_per_shard", "seed", "generation_batch_size",
 
 def manifest_mismatches(manifest: dict, expected: dict, keys=IDENTITY_KEYS + SETTING_KEYS) -> list[str]:
     """Human-readable differences between a cache's manifest and what was asked for."""
-    return [f"{key}: cache has {manifest.get(key)!r}, requested {expected.get(key)!r}" for key in keys if manifest.get(key) != expected.get(key)]
+    return [
+        f"{key}: cache has {manifest.get(key)!r}, requested {expected.get(key)!r}"
+        for key in keys
+        if manifest.get(key) != expected.get(key)
+    ]
 
 
 def check_cache_matches(manifest: dict, source: PairSource, pairs_dir) -> None:
@@ -457,7 +471,11 @@ def generate_pairs(
     """
     if isinstance(source, TronPipeline):
         source = PairSource.from_pipeline(source)
-    for name, value in (("num_pairs", num_pairs), ("pairs_per_shard", pairs_per_shard), ("generation_batch_size", generation_batch_size)):
+    for name, value in (
+        ("num_pairs", num_pairs),
+        ("pairs_per_shard", pairs_per_shard),
+        ("generation_batch_size", generation_batch_size),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     if not isinstance(seed, int) or seed < 0:
@@ -481,7 +499,9 @@ def generate_pairs(
                 + "\nUse another `--pairs_dir`, or repeat the arguments that made this cache to finish it."
             )
     elif pairs_dir.is_dir() and any(pairs_dir.iterdir()):
-        raise PairCacheError(f"`--pairs_dir` {str(pairs_dir)!r} is not empty and holds no {MANIFEST_NAME}; choose an empty or new folder.")
+        raise PairCacheError(
+            f"`--pairs_dir` {str(pairs_dir)!r} is not empty and holds no {MANIFEST_NAME}; choose an empty or new folder."
+        )
     # Every process has checked the folder before the main process writes to it.
     wait()
     if is_main:
@@ -495,7 +515,9 @@ def generate_pairs(
     start_time = time.perf_counter()
     progress = tqdm(
         total=sum(shard["num_pairs"] for shard in own_shards),
-        desc=f"Generating pairs (process {process_index + 1}/{num_processes})" if num_processes > 1 else "Generating pairs",
+        desc=f"Generating pairs (process {process_index + 1}/{num_processes})"
+        if num_processes > 1
+        else "Generating pairs",
         unit="pair",
         disable=not (show_progress and is_main),
     )
@@ -519,7 +541,11 @@ def generate_pairs(
         counts = gather_object(counts)
 
     if is_main:
-        missing = [shard["file"] for shard in expected["shards"] if check_shard(pairs_dir / shard["file"], shard, expected, verify_checksum=False)]
+        missing = [
+            shard["file"]
+            for shard in expected["shards"]
+            if check_shard(pairs_dir / shard["file"], shard, expected, verify_checksum=False)
+        ]
         if missing:
             raise PairCacheError(f"Pair cache {str(pairs_dir)!r}: shards {missing} are missing after generation.")
         write_json_atomically(pairs_dir / MANIFEST_NAME, {**expected, "complete": True})
@@ -623,7 +649,8 @@ class PairCache(torch.utils.data.Dataset):
         shard_ids = np.searchsorted(self._shard_starts, indices, side="right") - 1
         maps = self._shard_maps()
         batch = {
-            name: np.empty((indices.size, self.manifest["tensors"][name]["shape"][1]), dtype=np.float32) for name in TENSOR_NAMES
+            name: np.empty((indices.size, self.manifest["tensors"][name]["shape"][1]), dtype=np.float32)
+            for name in TENSOR_NAMES
         }
         for shard_id in np.unique(shard_ids):
             rows = np.nonzero(shard_ids == shard_id)[0]
@@ -642,8 +669,14 @@ class PairCache(torch.utils.data.Dataset):
         """Every pair's caption, in cache order (``None`` for the image-route pairs of a mix); `PairCacheError` when
         the cache's route does not caption."""
         if not self.has_captions:
-            raise PairCacheError(f"The pair cache in {str(self.pairs_dir)!r} holds no captions (route {self.manifest['condition']['route']!r}).")
-        return [caption for shard in self.manifest["shards"] for caption in read_shard_captions(self.pairs_dir / shard["file"])]
+            raise PairCacheError(
+                f"The pair cache in {str(self.pairs_dir)!r} holds no captions (route {self.manifest['condition']['route']!r})."
+            )
+        return [
+            caption
+            for shard in self.manifest["shards"]
+            for caption in read_shard_captions(self.pairs_dir / shard["file"])
+        ]
 
     def iter_chunks(self, name: str, chunk_size: int = 65536):
         """Yield tensor ``name`` (``"conditions"`` or ``"latents"``) in order, ``(<= chunk_size, dim)`` float32 chunks,
@@ -695,7 +728,9 @@ class ReencodingSource(PairSource):
                 f"the `--pipeline`'s ({generator_identity}): its latents would not fit."
             )
         if adapter.kind != "clip" or adapter.tokenizer is None:
-            raise ValueError("Re-encoding captions needs a `--pipeline` with a text encoder (a CLIP encoder and its tokenizer).")
+            raise ValueError(
+                "Re-encoding captions needs a `--pipeline` with a text encoder (a CLIP encoder and its tokenizer)."
+            )
 
     def identity(self) -> dict:
         if self._identity is None:
@@ -720,7 +755,10 @@ class ReencodingSource(PairSource):
                 stop = min(begin + batch_size, len(captions))
                 batch_latents = latents[begin:stop]
                 conditions[begin:stop] = caption_conditions(
-                    self.adapter, captions[begin:stop], lambda rows: self.generator.generate(batch_latents[rows]), self.device
+                    self.adapter,
+                    captions[begin:stop],
+                    lambda rows: self.generator.generate(batch_latents[rows]),
+                    self.device,
                 )
                 if progress is not None:
                     progress.update(stop - begin)
@@ -742,12 +780,20 @@ def reencode_pairs(
         source = PairSource.from_pipeline(source)
     cache = open_pair_cache(from_dir, accelerator=accelerator)
     if Path(pairs_dir).resolve() == Path(from_dir).resolve():
-        raise ValueError("`--pairs_dir` must differ from `--reencode_from`: the original cache is read while the new one is written.")
+        raise ValueError(
+            "`--pairs_dir` must differ from `--reencode_from`: the original cache is read while the new one is written."
+        )
     reencoding = ReencodingSource(source.generator, source.adapter, cache)
     manifest = cache.manifest
     return generate_pairs(
-        reencoding, pairs_dir, manifest["num_pairs"], manifest["pairs_per_shard"], manifest["seed"],
-        manifest["generation_batch_size"], manifest["tensors"]["latents"]["dtype"], accelerator=accelerator,
+        reencoding,
+        pairs_dir,
+        manifest["num_pairs"],
+        manifest["pairs_per_shard"],
+        manifest["seed"],
+        manifest["generation_batch_size"],
+        manifest["tensors"]["latents"]["dtype"],
+        accelerator=accelerator,
         show_progress=show_progress,
     )
 
@@ -789,7 +835,9 @@ def generate_pairs_command(args) -> PairCache:
         cache = reencode_pairs(pipeline, args.reencode_from, args.pairs_dir, accelerator=accelerator)
     else:
         cache = generate_pairs_from_args(args, accelerator)
-    accelerator.print(f"Pair cache {args.pairs_dir!r}: {len(cache)} pairs in {cache.manifest['num_shards']} shard(s), complete.")
+    accelerator.print(
+        f"Pair cache {args.pairs_dir!r}: {len(cache)} pairs in {cache.manifest['num_shards']} shard(s), complete."
+    )
     return cache
 
 
@@ -803,8 +851,14 @@ def generate_pairs_from_args(args, accelerator) -> "PairCache":
     route = load_condition_route(args.condition_route, args.captioner, args.caption_ratio, caption_settings(args))
     source = PairSource.from_pipeline(pipeline, route).to(accelerator.device)
     return generate_pairs(
-        source, args.pairs_dir, args.num_pairs, args.pairs_per_shard, args.seed, args.generation_batch_size,
-        args.pairs_dtype, accelerator=accelerator,
+        source,
+        args.pairs_dir,
+        args.num_pairs,
+        args.pairs_per_shard,
+        args.seed,
+        args.generation_batch_size,
+        args.pairs_dtype,
+        accelerator=accelerator,
     )
 
 

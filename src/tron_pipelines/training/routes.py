@@ -21,6 +21,7 @@ import torch
 from ..captioning import IMPORT_SPEC, Captioner, import_object, load_captioner
 from ..encoders import EncoderAdapter
 
+
 ROUTES = ("image", "caption", "mix")
 DEFAULT_CAPTION_RATIO = 0.5
 
@@ -86,7 +87,8 @@ class CaptionRoute(ConditionRoute):
         if adapter.kind != "clip" or adapter.tokenizer is None:
             raise ValueError(
                 f"`--condition_route {self.name}` encodes captions with the pipeline's text encoder, but its encoder is a "
-                f"{adapter.kind} {'without a tokenizer' if adapter.kind == 'clip' else ''}".rstrip() + "."
+                f"{adapter.kind} {'without a tokenizer' if adapter.kind == 'clip' else ''}".rstrip()
+                + "."
             )
 
     def __call__(self, images, adapter, generator):
@@ -100,7 +102,9 @@ class CaptionRoute(ConditionRoute):
         if chosen:
             texts = self.captioner(images[chosen], generator)
             if len(texts) != len(chosen) or not all(isinstance(text, str) for text in texts):
-                raise ValueError(f"The captioner returned {len(texts)} captions for {len(chosen)} images; expected one string per image.")
+                raise ValueError(
+                    f"The captioner returned {len(texts)} captions for {len(chosen)} images; expected one string per image."
+                )
             for index, text in zip(chosen, texts):
                 captions[index] = text
         return RouteOutput(caption_conditions(adapter, captions, lambda rows: images[rows], images.device), captions)
@@ -126,7 +130,9 @@ def caption_conditions(
     captioned = [row for row, caption in enumerate(captions) if caption is not None]
     others = [row for row, caption in enumerate(captions) if caption is None]
     if captioned:
-        conditions[captioned] = adapter.encode_prompts([captions[row] for row in captioned], device).to(conditions.dtype)
+        conditions[captioned] = adapter.encode_prompts([captions[row] for row in captioned], device).to(
+            conditions.dtype
+        )
     if others:
         conditions[others] = adapter.encode_generated(render(others)).to(conditions.dtype)
     return conditions
@@ -151,15 +157,23 @@ def check_route_arguments(
     """Raise ``ValueError`` naming the argument when the command-line route values cannot go together; return the
     caption fraction of a caption (1) or mix route, ``None`` for the others. Checks names only: nothing is loaded."""
     if route not in ROUTES and not IMPORT_SPEC.match(route):
-        raise ValueError(f"`--condition_route` must be 'image', 'caption', 'mix' or 'package.module:function', got {route!r}.")
+        raise ValueError(
+            f"`--condition_route` must be 'image', 'caption', 'mix' or 'package.module:function', got {route!r}."
+        )
     if route not in ("caption", "mix"):
-        given = [name for name, value in (("--captioner", captioner), ("--caption_ratio", caption_ratio)) if value is not None]
+        given = [
+            name
+            for name, value in (("--captioner", captioner), ("--caption_ratio", caption_ratio))
+            if value is not None
+        ]
         given += [f"caption settings ({', '.join(caption_settings)})"] if caption_settings else []
         if given:
             raise ValueError(f"{', '.join(given)} only apply to `--condition_route caption` or `mix`, not {route!r}.")
         return None
     if captioner is None:
-        raise ValueError(f"`--condition_route {route}` needs `--captioner` (a captioning model, or 'package.module:name').")
+        raise ValueError(
+            f"`--condition_route {route}` needs `--captioner` (a captioning model, or 'package.module:name')."
+        )
     if caption_ratio is not None and (route == "caption" or not 0 < caption_ratio < 1):
         raise ValueError(
             f"`--caption_ratio` is the caption fraction of `--condition_route mix`, strictly between 0 and 1; got "

@@ -54,6 +54,7 @@ from .pairs import (
 )
 from .routes import load_condition_route
 
+
 logger = get_logger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -92,7 +93,9 @@ class TranslatorObjective(nn.Module):
         self.translator = translator
         self.nll_weight = nll_weight
 
-    def forward(self, conditions: torch.Tensor, latents: torch.Tensor, auxiliary_latents: dict | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, conditions: torch.Tensor, latents: torch.Tensor, auxiliary_latents: dict | None = None
+    ) -> dict[str, torch.Tensor]:
         losses = self.translator.loss(conditions, latents, auxiliary_latents, nll_weight=self.nll_weight)
         return {"loss": losses.loss, "nll": losses.nll, "auxiliary_mse": losses.auxiliary_mse}
 
@@ -185,13 +188,17 @@ class TrainingBatches:
 
     def global_index(self, epoch: int, micro_batch: int) -> int:
         """Index of this process's part of a micro-batch among all parts of all processes."""
-        return (epoch * self.micro_batches_per_epoch + micro_batch) * self.accelerator.num_processes + self.accelerator.process_index
+        return (
+            epoch * self.micro_batches_per_epoch + micro_batch
+        ) * self.accelerator.num_processes + self.accelerator.process_index
 
     def get(self, epoch: int, micro_batch: int) -> dict[str, torch.Tensor]:
         """``conditions`` ``(B, E)`` and packed ``latents`` ``(B, total_latent_dim)`` on the accelerator's device."""
         if self.cache is None:
             seed = derive_seed(self.seed, ONLINE_STREAM, self.global_index(epoch, micro_batch))
-            return self.source.make_pairs(self.batch_size, seed, self.generation_batch_size, autocast=self.accelerator.autocast)
+            return self.source.make_pairs(
+                self.batch_size, seed, self.generation_batch_size, autocast=self.accelerator.autocast
+            )
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, SHUFFLE_STREAM, epoch))
             self._epoch, self._order = epoch, torch.randperm(self.num_pairs, generator=generator)
@@ -200,7 +207,9 @@ class TrainingBatches:
         return {name: tensor.to(self.accelerator.device, non_blocking=True) for name, tensor in batch.items()}
 
 
-def split_packed_latents(latents: torch.Tensor, latent_specs: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def split_packed_latents(
+    latents: torch.Tensor, latent_specs: list[dict]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Main latent ``(B, D)`` and auxiliary latents ``{name: (B, dim)}`` of packed latents."""
     parts = torch.split(latents, [spec["dim"] for spec in latent_specs], dim=1)
     return parts[0], {spec["name"]: part for spec, part in zip(latent_specs[1:], parts[1:], strict=True)}
@@ -239,7 +248,9 @@ def evaluate_translator(
         out = translator(batch_conditions)
         means, stds = out.means.float(), out.stds.float()
         # The std is shared by all components, so the most likely component is the one with the best weighted distance.
-        scores = torch.log_softmax(out.mixture_logits.float(), dim=-1) - 0.5 * (((latents.float().unsqueeze(1) - means) / stds) ** 2).sum(-1)
+        scores = torch.log_softmax(out.mixture_logits.float(), dim=-1) - 0.5 * (
+            ((latents.float().unsqueeze(1) - means) / stds) ** 2
+        ).sum(-1)
         best = means[torch.arange(latents.shape[0], device=means.device), scores.argmax(dim=1)]
         residual_sum += (latents.float() - best).pow(2).sum().item()
     latent_dim = translator.config.latent_dim
@@ -256,7 +267,10 @@ def evaluate_translator(
         metrics["auxiliary_mse"] = auxiliary_sum / count
     if num_energy_conditions:
         device = pipeline._execution_device
-        generators = [torch.Generator(device).manual_seed(derive_seed(seed, ENERGY_STREAM, i)) for i in range(num_energy_conditions)]
+        generators = [
+            torch.Generator(device).manual_seed(derive_seed(seed, ENERGY_STREAM, i))
+            for i in range(num_energy_conditions)
+        ]
         output = pipeline(
             condition_embeds=conditions[:num_energy_conditions],
             num_inference_steps=0,
@@ -270,7 +284,10 @@ def evaluate_translator(
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    parts = [f"nll/dim {metrics['nll_per_dim']:.4f}", f"std {metrics['std_mean']:.4f} (data: {metrics['residual_std']:.4f})"]
+    parts = [
+        f"nll/dim {metrics['nll_per_dim']:.4f}",
+        f"std {metrics['std_mean']:.4f} (data: {metrics['residual_std']:.4f})",
+    ]
     if "auxiliary_mse" in metrics:
         parts.append(f"aux mse {metrics['auxiliary_mse']:.4g}")
     if "energy" in metrics:
@@ -282,7 +299,9 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints of ``output_dir``, oldest first (``checkpoint-<step>``; ``.partial`` ones are not)."""
     if not output_dir.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
+    found = [
+        (int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))
+    ]
     return [path for _, path in sorted(found)]
 
 
@@ -296,14 +315,20 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: Pa
     for candidate in (Path(resume_from_checkpoint), output_dir / resume_from_checkpoint):
         if candidate.is_dir() and CHECKPOINT_PATTERN.match(candidate.name):
             return candidate
-    raise ValueError(f"`--resume_from_checkpoint` {resume_from_checkpoint!r} is not a checkpoint-<step> folder (looked in {str(output_dir)!r} too).")
+    raise ValueError(
+        f"`--resume_from_checkpoint` {resume_from_checkpoint!r} is not a checkpoint-<step> folder (looked in {str(output_dir)!r} too)."
+    )
 
 
 def check_output_dir(args: argparse.Namespace) -> None:
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"`--output_dir` {str(output_dir)!r} exists and is not a folder.")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not (args.overwrite_output_dir or args.resume_from_checkpoint):
+    if (
+        output_dir.is_dir()
+        and any(output_dir.iterdir())
+        and not (args.overwrite_output_dir or args.resume_from_checkpoint)
+    ):
         raise ValueError(
             f"`--output_dir` {str(output_dir)!r} exists and is not empty. Pass --resume_from_checkpoint latest to continue "
             "its run, or --overwrite_output_dir to train a new translator into it."
@@ -311,7 +336,11 @@ def check_output_dir(args: argparse.Namespace) -> None:
 
 
 def new_translator(
-    generator: TronGenerator, adapter: EncoderAdapter, num_components: int = 10, hidden_dim: int | None = None, init_std: float | None = None
+    generator: TronGenerator,
+    adapter: EncoderAdapter,
+    num_components: int = 10,
+    hidden_dim: int | None = None,
+    init_std: float | None = None,
 ) -> TranslatorModel:
     """An untrained translator sized for ``generator``'s latents (main, its bound, auxiliary ones) and ``adapter``'s
     conditions (CLIP embeddings or class probabilities). ``init_std`` defaults to 1 (training then sets the spread of
@@ -339,17 +368,27 @@ def build_translator(pipeline: TronPipeline, args: argparse.Namespace) -> Transl
     try:
         translator = TranslatorModel.from_pretrained(path, subfolder=subfolder)
     except (OSError, ValueError) as error:
-        raise ValueError(f"`--translator_name_or_path` {str(path)!r} could not be loaded as a TranslatorModel: {error}") from error
+        raise ValueError(
+            f"`--translator_name_or_path` {str(path)!r} could not be loaded as a TranslatorModel: {error}"
+        ) from error
     config = translator.config
     problems = []
     if config.condition_dim != adapter.condition_dim:
-        problems.append(f"it takes {config.condition_dim}-dim conditions, the encoder makes {adapter.condition_dim}-dim ones")
+        problems.append(
+            f"it takes {config.condition_dim}-dim conditions, the encoder makes {adapter.condition_dim}-dim ones"
+        )
     if config.latent_dim != generator.latent_dim:
-        problems.append(f"it predicts {config.latent_dim}-dim latents, the generator's main latent has {generator.latent_dim}")
+        problems.append(
+            f"it predicts {config.latent_dim}-dim latents, the generator's main latent has {generator.latent_dim}"
+        )
     if dict(config.auxiliary_latent_dims or {}) != auxiliary:
-        problems.append(f"it predicts auxiliary latents {dict(config.auxiliary_latent_dims or {})}, the generator has {auxiliary}")
+        problems.append(
+            f"it predicts auxiliary latents {dict(config.auxiliary_latent_dims or {})}, the generator has {auxiliary}"
+        )
     if problems:
-        raise ValueError(f"`--translator_name_or_path` {str(path)!r} does not fit `--pipeline`: " + "; ".join(problems) + ".")
+        raise ValueError(
+            f"`--translator_name_or_path` {str(path)!r} does not fit `--pipeline`: " + "; ".join(problems) + "."
+        )
     return translator
 
 
@@ -390,7 +429,9 @@ def files_to_upload(folder: str | os.PathLike, ignore_patterns: list[str] = UPLO
     return list(filter_repo_objects(paths, ignore_patterns=ignore_patterns))
 
 
-def _save_checkpoint(accelerator: Accelerator, output_dir: Path, global_step: int, limit: int | None, state: dict) -> None:
+def _save_checkpoint(
+    accelerator: Accelerator, output_dir: Path, global_step: int, limit: int | None, state: dict
+) -> None:
     """``accelerator.save_state`` into ``checkpoint-<step>.partial``, renamed once every process has written: a run
     killed while saving leaves no half checkpoint for ``--resume_from_checkpoint latest`` to pick."""
     final = output_dir / f"checkpoint-{global_step}"
@@ -414,10 +455,25 @@ def _save_checkpoint(accelerator: Accelerator, output_dir: Path, global_step: in
 
 
 def _write_model_card(
-    args, output_dir, repo_id, source, translator, cache, num_pairs, accelerator, global_step, steps_per_epoch, metrics, initial_metrics
+    args,
+    output_dir,
+    repo_id,
+    source,
+    translator,
+    cache,
+    num_pairs,
+    accelerator,
+    global_step,
+    steps_per_epoch,
+    metrics,
+    initial_metrics,
 ):
     num_processes = accelerator.num_processes
-    launcher = f"accelerate launch --num_processes {num_processes} -m tron_pipelines.train" if num_processes > 1 else "tron train-translator"
+    launcher = (
+        f"accelerate launch --num_processes {num_processes} -m tron_pipelines.train"
+        if num_processes > 1
+        else "tron train-translator"
+    )
     save_model_card(
         output_dir,
         repo_id=repo_id or args.hub_model_id or output_dir.name,
@@ -472,7 +528,9 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=_report_to(args.report_to),
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
     )
     num_processes, device = accelerator.num_processes, accelerator.device
 
@@ -505,7 +563,9 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
     repo_id = None
     if args.push_to_hub and accelerator.is_main_process:
-        repo_id = create_repo(repo_id=args.hub_model_id or output_dir.name, exist_ok=True, token=args.hub_token).repo_id
+        repo_id = create_repo(
+            repo_id=args.hub_model_id or output_dir.name, exist_ok=True, token=args.hub_token
+        ).repo_id
     accelerator.wait_for_everyone()  # all processes have checked the output folder before it is written to
 
     if accelerator.is_main_process:
@@ -525,7 +585,10 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
 
     # Held-out pairs from their own random stream: never in the cache, identical in every process.
     validation = source.make_pairs(
-        args.num_validation_pairs, derive_seed(args.seed, VALIDATION_STREAM, 0), args.generation_batch_size, autocast=accelerator.autocast
+        args.num_validation_pairs,
+        derive_seed(args.seed, VALIDATION_STREAM, 0),
+        args.generation_batch_size,
+        autocast=accelerator.autocast,
     )
     if args.translator_name_or_path is None and args.init_std is None:
         main_latents, _ = split_packed_latents(validation["latents"], source.latent_specs)
@@ -534,11 +597,19 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
     if args.pairs_dir is not None:
         if args.num_pairs is not None:
             cache = generate_pairs(
-                source, args.pairs_dir, num_pairs, args.pairs_per_shard, args.seed, args.generation_batch_size,
-                args.pairs_dtype, accelerator=accelerator,
+                source,
+                args.pairs_dir,
+                num_pairs,
+                args.pairs_per_shard,
+                args.seed,
+                args.generation_batch_size,
+                args.pairs_dtype,
+                accelerator=accelerator,
             )
         else:
-            cache = open_pair_cache(args.pairs_dir, verify_checksums=not args.skip_pair_checksums, accelerator=accelerator)
+            cache = open_pair_cache(
+                args.pairs_dir, verify_checksums=not args.skip_pair_checksums, accelerator=accelerator
+            )
 
     covariance = None
     if args.condition_noise == "covariance":
@@ -553,20 +624,30 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
                 )
             covariance = estimate_condition_covariance([validation["conditions"]], device)
     condition_noise = ConditionNoise(args.condition_noise, args.condition_noise_scale, covariance)
-    batches = TrainingBatches(cache, source, num_pairs, args.train_batch_size, accelerator, args.seed, args.generation_batch_size)
+    batches = TrainingBatches(
+        cache, source, num_pairs, args.train_batch_size, accelerator, args.seed, args.generation_batch_size
+    )
 
     optimizer = build_optimizer(translator, args)
     # The prepared scheduler steps once per process at every step, hence the factors (as in diffusers' examples).
     lr_scheduler = get_scheduler(
-        args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * num_processes, num_training_steps=max_train_steps * num_processes
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=args.lr_warmup_steps * num_processes,
+        num_training_steps=max_train_steps * num_processes,
     )
     objective = TranslatorObjective(translator, args.nll_weight)
     objective, optimizer, lr_scheduler = accelerator.prepare(objective, optimizer, lr_scheduler)
     ema = None
     if args.use_ema:
         ema = EMAModel(
-            translator.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power, model_cls=TranslatorModel, model_config=translator.config,
+            translator.parameters(),
+            decay=args.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power,
+            model_cls=TranslatorModel,
+            model_config=translator.config,
         )
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
@@ -598,16 +679,25 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         initial_metrics = saved_state.get("initial_metrics", {})
         changed = [
             f"{name} {saved_state[name]} -> {value}"
-            for name, value in (("num_processes", num_processes), ("train_batch_size", args.train_batch_size), ("seed", args.seed))
+            for name, value in (
+                ("num_processes", num_processes),
+                ("train_batch_size", args.train_batch_size),
+                ("seed", args.seed),
+            )
             if name in saved_state and saved_state[name] != value
         ]
         if changed:
-            warnings.warn(f"Resuming with other settings ({', '.join(changed)}): the data order differs from the original run.", stacklevel=2)
+            warnings.warn(
+                f"Resuming with other settings ({', '.join(changed)}): the data order differs from the original run.",
+                stacklevel=2,
+            )
     elif args.resume_from_checkpoint:
         accelerator.print(f"No checkpoint found in {str(output_dir)!r}; starting a new run.")
 
     if accelerator.is_main_process:
-        tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
+        tracker_config = {
+            k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"
+        }
         accelerator.init_trackers("tron_translator", config=tracker_config)
 
     def validate() -> dict[str, float]:
@@ -638,7 +728,9 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         f"{num_processes} process(es) x {args.train_batch_size} pairs x {args.gradient_accumulation_steps} accumulation, "
         f"{steps_per_epoch} steps per epoch, steps {global_step} -> {max_train_steps}."
     )
-    progress = tqdm(total=max_train_steps, initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=max_train_steps, initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
     metrics, validated_step = {}, None
     if global_step == 0 and accelerator.is_main_process:
         initial_metrics = metrics = validate()
@@ -652,7 +744,9 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         for accumulation in range(args.gradient_accumulation_steps):
             micro_batch = step_in_epoch * args.gradient_accumulation_steps + accumulation
             batch = batches.get(epoch, micro_batch)
-            noise_generator = torch.Generator().manual_seed(derive_seed(args.seed, NOISE_STREAM, batches.global_index(epoch, micro_batch)))
+            noise_generator = torch.Generator().manual_seed(
+                derive_seed(args.seed, NOISE_STREAM, batches.global_index(epoch, micro_batch))
+            )
             with accelerator.accumulate(objective):
                 conditions = condition_noise(batch["conditions"], noise_generator)
                 latents, auxiliary = split_packed_latents(batch["latents"], latent_specs)
@@ -681,7 +775,9 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
 
         if global_step % args.checkpointing_steps == 0:
             _save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, training_state())
-        if accelerator.is_main_process and (global_step % args.validation_steps == 0 or global_step == max_train_steps):
+        if accelerator.is_main_process and (
+            global_step % args.validation_steps == 0 or global_step == max_train_steps
+        ):
             validation_start = time.perf_counter()
             metrics, validated_step = validate(), global_step
             validation_seconds += time.perf_counter() - validation_start
@@ -705,16 +801,29 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         pipeline.register_modules(translator=trained)
         pipeline.save_pretrained(output_dir)
         _write_model_card(
-            args, output_dir, repo_id, source, trained, cache, num_pairs, accelerator, global_step, steps_per_epoch,
-            metrics, initial_metrics,
+            args,
+            output_dir,
+            repo_id,
+            source,
+            trained,
+            cache,
+            num_pairs,
+            accelerator,
+            global_step,
+            steps_per_epoch,
+            metrics,
+            initial_metrics,
         )
         result.metrics, result.initial_metrics = metrics, initial_metrics
         if args.push_to_hub:
             uploaded = files_to_upload(output_dir)
             accelerator.print(f"Uploading {len(uploaded)} files to the Hub repo {repo_id}.")
             commit = upload_folder(
-                repo_id=repo_id, folder_path=str(output_dir), commit_message="End of training",
-                ignore_patterns=UPLOAD_IGNORE_PATTERNS, token=args.hub_token,
+                repo_id=repo_id,
+                folder_path=str(output_dir),
+                commit_message="End of training",
+                ignore_patterns=UPLOAD_IGNORE_PATTERNS,
+                token=args.hub_token,
             )
             accelerator.print(f"Uploaded: {getattr(commit, 'commit_url', commit)}")
         accelerator.print(
