@@ -152,8 +152,8 @@ def main():
     from captions import MnistCaptioner
 
     from tron_pipelines import TronPipeline
-    from tron_pipelines.captioning import TransformersCaptioner
     from tron_pipelines.training import CaptionRoute, ImageRoute
+    from tron_pipelines.training.captioning import TransformersCaptioner
 
     device = torch.device(args.device)
     pipe = TronPipeline.from_pretrained(args.pipeline).to(device)

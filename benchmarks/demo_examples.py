@@ -10,7 +10,7 @@ on evaluation seeds (not the demo's seeds 0, 1, ...), and the images are scored 
 (`benchmarks/assets/mnist-eval-classifier`, which shares nothing with the CLIP that Langevin follows); the requested
 stroke weight or slant is measured on the pixels. Per digit, the best prompt that reaches --min_accuracy (and
 --min_attribute where it asks for an attribute) becomes an example. Everything measured goes to
-`src/tron_pipelines/demo_examples.json`, the one list the demo reads; re-run after retraining the pipeline.
+`src/tron_pipelines/commands/demo_examples.json`, the one list the demo reads; re-run after retraining the pipeline.
 """
 
 import argparse
@@ -31,11 +31,11 @@ from tqdm.auto import tqdm  # noqa: E402
 from workloads import mnist_prompts  # noqa: E402
 
 from tron_pipelines import TronPipeline  # noqa: E402
-from tron_pipelines.samples import write_json_atomically  # noqa: E402
+from tron_pipelines.utils.files import write_json_atomically  # noqa: E402
 
 
 PIPELINE = "tron-mnist-text"
-EXAMPLES_FILE = REPO_ROOT / "src" / "tron_pipelines" / "demo_examples.json"
+EXAMPLES_FILE = REPO_ROOT / "src" / "tron_pipelines" / "commands" / "demo_examples.json"
 EVALUATION_SEED = 10_000
 
 

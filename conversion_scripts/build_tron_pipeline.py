@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from tron_pipelines import TranslatorModel
-from tron_pipelines.build import pipeline_card, push_pipeline, save_documented_pipeline
+from tron_pipelines.commands.build_stages import pipeline_card, push_pipeline, save_documented_pipeline
 from tron_pipelines.conversion.formats import UnknownGeneratorFormatError, load_any_generator
 from tron_pipelines.conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder
 from tron_pipelines.training.arguments import add_hub_arguments, add_model_card_arguments

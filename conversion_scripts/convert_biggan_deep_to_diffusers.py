@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from tron_pipelines.conversion.biggan import load_pytorch_pretrained_biggan
-from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
+from tron_pipelines.conversion.checkpoints import CheckpointMismatchError
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 def parse_args(argv=None):

@@ -14,8 +14,9 @@ import argparse
 import sys
 
 from tron_pipelines.conversion.biggan import BIGGAN_PYTORCH_SN_EPS, load_biggan_pytorch
-from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
+from tron_pipelines.conversion.checkpoints import CheckpointMismatchError
 from tron_pipelines.models.biggan import BIGGAN_ARCHITECTURES
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 def parse_args(argv=None):

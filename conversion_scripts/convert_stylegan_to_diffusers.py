@@ -20,7 +20,6 @@ and the folder is written with `save_pretrained` (safetensors) into a temporary 
 import argparse
 import sys
 
-from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
 from tron_pipelines.conversion.network_pickle import UnsafePickleError
 from tron_pipelines.conversion.stylegan import (
     ROSINALITY_BLUR_KERNEL,
@@ -30,6 +29,7 @@ from tron_pipelines.conversion.stylegan import (
     load_rosinality_checkpoint,
 )
 from tron_pipelines.models.stylegan2 import LATENT_SPACES, NOISE_MODES
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 def comma_separated(cast):

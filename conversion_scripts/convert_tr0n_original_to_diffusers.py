@@ -10,7 +10,6 @@ Example (the method's BigGAN-512 + CLIP ViT-B/32 translator):
 
 import argparse
 
-from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
 from tron_pipelines.conversion.tr0n import (
     SAMPLING_PRESETS,
     assemble_pipeline,
@@ -18,6 +17,7 @@ from tron_pipelines.conversion.tr0n import (
     load_generator,
     load_tr0n_translator,
 )
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 def parse_args(argv=None):

@@ -20,7 +20,7 @@ from PIL import Image
 
 from tron_pipelines import LangevinScheduler, TronPipeline
 from tron_pipelines.cli import main
-from tron_pipelines.demo import (
+from tron_pipelines.commands.demo_app import (
     EXAMPLES_FILE,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,

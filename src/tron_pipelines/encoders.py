@@ -16,9 +16,9 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from .utils.constants import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 # Words of a truncated prompt's dropped tail quoted in the warning.
 TRUNCATION_WORDS_SHOWN = 6
 

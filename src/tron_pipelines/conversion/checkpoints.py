@@ -1,12 +1,8 @@
 """Shared machinery of the checkpoint converters: explicit key-by-key layouts, one error that lists every mismatch,
-and atomic saving."""
+(atomic saving is `tron_pipelines.utils.save_pretrained_atomically`)."""
 
-import os
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from diffusers import ModelMixin
@@ -70,45 +66,9 @@ def convert_state_dict(
     return model.eval()
 
 
-def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) -> Path:
-    """`save_pretrained` (safetensors) into a temporary sibling folder, then rename it to ``dump_path``.
-
-    ``dump_path`` is either absent or complete: `save_pretrained` writes in place, so a crash would otherwise leave a
-    half-written folder. An existing ``dump_path`` folder is replaced (moved aside, then deleted once the new one is in
-    place).
-    """
-    return write_folder_atomically(dump_path, lambda staging: model.save_pretrained(staging, safe_serialization=True))
-
-
-def write_folder_atomically(dump_path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Fill a temporary sibling folder with ``write(staging)``, then rename it to ``dump_path`` (replacing an existing
-    folder, as `save_pretrained_atomically` does). Leftovers of a killed write are named ``.{name}.partial-*``."""
-    dump_path = Path(dump_path).absolute()
-    if dump_path.exists() and not dump_path.is_dir():
-        raise FileExistsError(f"{dump_path} exists and is not a folder.")
-    dump_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = uuid.uuid4().hex[:8]
-    staging = dump_path.with_name(f".{dump_path.name}.partial-{suffix}")
-    previous = dump_path.with_name(f".{dump_path.name}.previous-{suffix}")
-    try:
-        write(staging)
-        if dump_path.exists():
-            os.replace(dump_path, previous)
-        os.replace(staging, dump_path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if previous.exists() and not dump_path.exists():
-            os.replace(previous, dump_path)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
-    return dump_path
-
-
 __all__ = [
     "CheckpointMismatchError",
     "TargetTensor",
     "check_checkpoint",
     "convert_state_dict",
-    "save_pretrained_atomically",
-    "write_folder_atomically",
 ]

@@ -2,7 +2,9 @@
 
 `GENERATOR_FORMATS` is a table: each entry says how to recognise its format (``detect``, from the files alone, reading
 no more than headers or a memory-mapped archive index), how to turn it into a `TronGenerator` (``load``) and which
-sampling preset fits the result (``default_preset``). A new source is one more entry.
+sampling preset fits the result (``default_preset``). A new source is one more entry. Each entry imports its
+converter (and torch) only when it is asked, so recognising a format, or refusing a path that does not exist, costs
+no more than reading the files.
 
     >>> from tron_pipelines.conversion.formats import detect_generator_format
     >>> generator_format = detect_generator_format("biggan-deep-256")    # a pytorch-pretrained-biggan folder
@@ -80,21 +82,22 @@ def _peek_torch_archive(path: Path):
 
 
 # tron_pipelines generator folders -------------------------------------------------------------------------------
-def _tron_generator_class(source: str) -> str | None:
-    from .. import models
-
-    config = _json_config(Path(source)) if Path(source).is_dir() else None
-    class_name = config.get("_class_name") if config else None
-    generator_class = getattr(models, class_name, None) if isinstance(class_name, str) else None
-    return (
-        class_name if isinstance(generator_class, type) and issubclass(generator_class, models.TronGenerator) else None
-    )
-
-
 def _load_tron_generator(source: str, **config_overrides):
-    from .. import models
+    from .tr0n import tron_generator_class
 
-    return getattr(models, _tron_generator_class(source)).from_pretrained(source, **config_overrides).eval()
+    return tron_generator_class(source).from_pretrained(source, **config_overrides).eval()
+
+
+def _tron_generator_preset(source: str) -> str | None:
+    from .tr0n import tron_generator_class
+
+    return PRESET_OF_GENERATOR_CLASS.get(tron_generator_class(source).__name__)
+
+
+def _is_tron_generator(source: str) -> bool:
+    from .tr0n import tron_generator_class
+
+    return Path(source).is_dir() and tron_generator_class(source) is not None
 
 
 # pytorch-pretrained-biggan --------------------------------------------------------------------------------------
@@ -167,9 +170,9 @@ GENERATOR_FORMATS: tuple[GeneratorFormat, ...] = (
     GeneratorFormat(
         "tron_pipelines",
         "tron_pipelines generator folder (config.json naming a TronGenerator class)",
-        lambda source: _tron_generator_class(source) is not None,
+        _is_tron_generator,
         _load_tron_generator,
-        lambda source: PRESET_OF_GENERATOR_CLASS.get(_tron_generator_class(source)),
+        _tron_generator_preset,
     ),
     GeneratorFormat(
         "pytorch-pretrained-biggan",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .. import models
 from ..models.translator import TranslatorModel
 from ..schedulers import LangevinScheduler
 from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict
@@ -134,13 +135,24 @@ def load_tr0n_translator(checkpoint_path: str | os.PathLike, latent_threshold: f
 DIFFUSERS_PREFIX = "diffusers:"
 
 
+def tron_generator_class(folder: str | os.PathLike) -> type | None:
+    """The `TronGenerator` subclass that ``folder/config.json`` names in ``_class_name`` (looked up among
+    `tron_pipelines.models`), or ``None`` when the folder has no such config."""
+    try:
+        class_name = json.loads((Path(folder) / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):  # no file, not JSON, not a JSON object
+        return None
+    generator_class = getattr(models, class_name, None) if isinstance(class_name, str) else None
+    if isinstance(generator_class, type) and issubclass(generator_class, models.TronGenerator):
+        return generator_class
+    return None
+
+
 def load_generator(path: str | os.PathLike, **diffusers_kwargs):
-    """Load any `TronGenerator` folder, choosing the class from its ``config.json`` among `tron_pipelines.models`; or, for
+    """Load any `TronGenerator` folder, its class named by its ``config.json`` (`tron_generator_class`); or, for
     ``"diffusers:<repo id or folder>"``, turn a diffusers pipeline into G (`load_diffusers_generator`: DDPM / DDIM /
     LDM / consistency-model pipelines, or an autoencoder), passing ``diffusers_kwargs`` on (e.g.
     ``num_sampler_steps``)."""
-    from .. import models
-
     if str(path).startswith(DIFFUSERS_PREFIX):
         return models.load_diffusers_generator(str(path)[len(DIFFUSERS_PREFIX) :], **diffusers_kwargs)
     if diffusers_kwargs:
@@ -152,10 +164,9 @@ def load_generator(path: str | os.PathLike, **diffusers_kwargs):
         raise FileNotFoundError(
             f"`--generator` {path} is not a generator folder (no config.json); prefix a diffusers pipeline with {DIFFUSERS_PREFIX!r}."
         )
-    class_name = json.loads(config_file.read_text())["_class_name"]
-    generator_class = getattr(models, class_name, None)
-    if not isinstance(generator_class, type) or not issubclass(generator_class, models.TronGenerator):
-        raise ValueError(f"{config_file} names {class_name!r}, which is not a tron_pipelines generator.")
+    generator_class = tron_generator_class(path)
+    if generator_class is None:
+        raise ValueError(f"{config_file} does not name a tron_pipelines generator class in `_class_name`.")
     return generator_class.from_pretrained(path).eval()
 
 
@@ -164,13 +175,11 @@ def load_encoder(name_or_path: str | os.PathLike):
     folder, or a `ConvClassifier` folder. Returns ``(encoder, tokenizer or None, image_processor or None)``."""
     from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
 
-    import tron_pipelines
-
     config_file = Path(name_or_path) / "config.json"
     if config_file.is_file():
         class_name = json.loads(config_file.read_text()).get("_class_name")
         if class_name is not None:  # a diffusers-style model of this package
-            encoder = getattr(tron_pipelines, class_name).from_pretrained(name_or_path).eval()
+            encoder = getattr(models, class_name).from_pretrained(name_or_path).eval()
             tokenizer = (
                 AutoTokenizer.from_pretrained(name_or_path)
                 if (Path(name_or_path) / "tokenizer_config.json").is_file()

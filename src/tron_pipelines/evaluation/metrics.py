@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.files import replace_atomically
+from ..utils.messages import first_line
+
 
 # Resamples of the generated features behind `frechet_distance_with_std`.
 FRECHET_BOOTSTRAP_RESAMPLES = 20
@@ -47,7 +50,6 @@ class FeatureStatistics:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write an ``.npz`` (plain arrays, no pickle) under a temporary name, then rename it to ``path``."""
-        from ..samples import replace_atomically
 
         def write(temporary: Path) -> None:
             with open(temporary, "wb") as file:  # a file object: np.savez would append ".npz" to a name
@@ -69,9 +71,7 @@ class FeatureStatistics:
             with np.load(path, allow_pickle=False) as arrays:
                 content = {name: arrays[name] for name in arrays.files}
         except (OSError, ValueError, EOFError) as error:  # not an npz, or one holding pickled objects
-            raise ValueError(
-                f"{path} could not be read as reference statistics ({type(error).__name__}: {str(error).splitlines()[0]})"
-            ) from None
+            raise ValueError(f"{path} could not be read as reference statistics ({first_line(error)})") from None
         if (
             str(content.get("format", "")) != STATISTICS_FORMAT
             or not {"mean", "covariance", "num_samples", "extractor"} <= content.keys()

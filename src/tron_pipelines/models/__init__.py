@@ -1,6 +1,6 @@
 """The models of TR0N pipelines: generators, the translator, encoders (imported on first use)."""
 
-from .._lazy import lazy_exports
+from ..utils.lazy import lazy_exports
 
 
 _EXPORTS = {

@@ -6,7 +6,7 @@
     >>> from tron_pipelines.training import PairCache, generate_pairs, train_translator
 """
 
-from .._lazy import lazy_exports
+from ..utils.lazy import lazy_exports
 
 
 _EXPORTS = {
@@ -30,7 +30,6 @@ _EXPORTS = {
         "check_shard",
         "read_manifest",
         "derive_seed",
-        "module_fingerprint",
     ),
     "train": (
         "train_translator",
@@ -45,5 +44,13 @@ _EXPORTS = {
     ),
     "routes": ("ConditionRoute", "ImageRoute", "CaptionRoute", "FunctionRoute", "RouteOutput", "load_condition_route"),
     "model_card": ("save_model_card", "metrics_table"),
+    "captioning": (
+        "Captioner",
+        "CallableCaptioner",
+        "TransformersCaptioner",
+        "check_caption_settings",
+        "load_captioner",
+        "seed_from",
+    ),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -9,6 +9,8 @@ import json
 import shlex
 import sys
 
+from ..utils.options import non_negative_int, normalize_option_spelling, positive_int
+
 
 CONDITION_NOISES = ("none", "isotropic", "covariance", "adaptive")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -370,8 +372,6 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``tron build``: its sources and output, every ``tron train-translator`` option it does not set
     itself, the sample grid, the model card and the Hub."""
-    from ..generate_command import non_negative_int, positive_int
-
     sources = parser.add_argument_group("generator, encoder and output")
     sources.add_argument(
         "--generator",
@@ -455,8 +455,6 @@ def build_build_parser(prog: str = "tron build") -> argparse.ArgumentParser:
 
 def parse_build_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``tron build`` arguments (``sys.argv[1:]`` when ``argv`` is None; dashes work as underscores)."""
-    from ..cli import normalize_option_spelling
-
     return build_build_parser().parse_args(normalize_option_spelling(sys.argv[1:] if argv is None else list(argv)))
 
 
@@ -471,8 +469,6 @@ def build_train_translator_parser(prog: str = "tron train-translator") -> argpar
 def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``tron train-translator`` arguments (``sys.argv[1:]`` when ``argv`` is None; dashes in option names work
     as underscores, as in ``tron``)."""
-    from ..cli import normalize_option_spelling
-
     return build_train_translator_parser().parse_args(
         normalize_option_spelling(sys.argv[1:] if argv is None else list(argv))
     )
@@ -503,7 +499,7 @@ def caption_settings(args: argparse.Namespace) -> dict:
 
 def check_pair_args(args: argparse.Namespace) -> None:
     """Raise ``ValueError`` naming the argument for impossible pair settings."""
-    from ..captioning import DECODINGS
+    # Imports torch: imported when arguments are checked, not when ``tron --help`` builds the parser.
     from .routes import check_route_arguments
 
     _require(args.num_pairs is None or args.num_pairs >= 1, f"`--num_pairs` must be >= 1, got {args.num_pairs}.")
@@ -513,21 +509,6 @@ def check_pair_args(args: argparse.Namespace) -> None:
     )
     _require(args.seed >= 0, f"`--seed` must be >= 0, got {args.seed}.")
     check_route_arguments(args.condition_route, args.captioner, args.caption_ratio, caption_settings(args))
-    _require(
-        args.caption_decoding is None or args.caption_decoding in DECODINGS,
-        f"`--caption_decoding` must be one of {DECODINGS}, got {args.caption_decoding!r}.",
-    )
-    for name in ("caption_num_beams", "caption_max_length"):
-        value = getattr(args, name)
-        _require(value is None or value >= 1, f"`--{name}` must be >= 1, got {value}.")
-    _require(
-        args.caption_min_length is None or args.caption_min_length >= 0,
-        f"`--caption_min_length` must be >= 0, got {args.caption_min_length}.",
-    )
-    _require(
-        args.caption_top_p is None or 0 < args.caption_top_p <= 1,
-        f"`--caption_top_p` must be in (0, 1], got {args.caption_top_p}.",
-    )
 
 
 def check_generate_pairs_args(args: argparse.Namespace) -> None:

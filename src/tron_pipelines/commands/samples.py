@@ -1,29 +1,18 @@
 """A folder of generated samples: ``0.png``, ``1.png``, ..., ``grid.png`` and ``manifest.json``.
 
-One format for everything that hands images to a user (``tron generate``, the demo's download), so a folder is read
-the same way whichever wrote it. Every file is written under a temporary name and renamed: a folder is never left
-with a half-written image or manifest.
+One format for everything that hands images to a user (``tron generate``, ``tron build``'s model-card grid, the
+demo's download), so a folder is read the same way whichever wrote it. Every file is written under a temporary name
+and renamed: a folder is never left with a half-written image or manifest.
 """
 
-import json
 import os
 from pathlib import Path
+
+from ..utils.files import replace_atomically, write_json_atomically
 
 
 MANIFEST_NAME = "manifest.json"
 GRID_NAME = "grid.png"
-
-
-def replace_atomically(path: Path, write) -> None:
-    """Write ``path`` through ``write(temporary_path)`` and rename, so ``path`` is never left half-written."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def write_json_atomically(path: Path, data) -> None:
-    """``data`` as indented JSON at ``path``, through `replace_atomically`."""
-    replace_atomically(path, lambda temporary: temporary.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def image_grid(images, columns: int):
@@ -70,8 +59,8 @@ def write_samples(
     grid = image_grid(images, min(len(images), grid_columns))
     replace_atomically(folder / GRID_NAME, lambda path: grid.save(path, format="PNG"))
     manifest = {**settings, "images": entries}
-    replace_atomically(folder / MANIFEST_NAME, lambda path: path.write_text(json.dumps(manifest, indent=2)))
+    write_json_atomically(folder / MANIFEST_NAME, manifest)
     return manifest
 
 
-__all__ = ["GRID_NAME", "MANIFEST_NAME", "image_grid", "replace_atomically", "write_json_atomically", "write_samples"]
+__all__ = ["GRID_NAME", "MANIFEST_NAME", "image_grid", "write_samples"]

@@ -11,31 +11,14 @@ of ``accelerate launch``, are `generate_many`'s:
 """
 
 import argparse
-import tempfile
-from pathlib import Path
+
+from ..utils.options import non_negative_int, positive_int
+from .common import CommandError, in_cli_terms, load_pipeline, writable_folder
+from .generate_many import generate_many
+from .samples import write_samples
 
 
 DEFAULT_PIPELINE = "tron-mnist-text"
-
-
-class CommandError(Exception):
-    """A user error: printed as one line, no traceback."""
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (checked while parsing, before any model loads)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (checked while parsing, before any model loads)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
 
 
 def class_label_list(text: str) -> list[int]:
@@ -122,47 +105,6 @@ def register_generate(subparsers) -> None:
     parser.set_defaults(handler=run_generate)
 
 
-def _writable_folder(path: str) -> Path:
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise CommandError(f"--out {path}: cannot write there ({error.strerror or error}).") from None
-    return folder
-
-
-def disable_loading_progress_bars() -> None:
-    """One progress bar per command (its work's): diffusers' and transformers' loading bars would add two more for a
-    second's work."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
-
-def _load_pipeline(name: str, device: str):
-    import torch
-
-    from .pipelines import TronPipeline
-    from .pipelines.loading import PipelineNotFoundError
-
-    disable_loading_progress_bars()
-    try:
-        pipe = TronPipeline.from_pretrained(name)
-    except PipelineNotFoundError as error:
-        raise CommandError(f"--pipeline {error}") from None
-    except (OSError, ValueError) as error:
-        raise CommandError(f"--pipeline {name!r} could not be loaded: {str(error).splitlines()[0]}") from None
-    pipe.set_progress_bar_config(desc="Langevin steps")
-    try:
-        return pipe.to(torch.device(device))
-    except (RuntimeError, AssertionError) as error:
-        raise CommandError(f"--device {device}: {error}") from None
-
-
 def run_generate(args: argparse.Namespace) -> None:
     try:
         _generate(args)
@@ -187,13 +129,11 @@ def _generate(args: argparse.Namespace) -> None:
             f"give either a prompt or --class_label, or many conditions with --prompts_file or --class_labels{got}."
         )
     if args.prompts_file is not None or args.class_labels is not None:
-        from .generate_many import generate_many
-
         args.num_images = args.num_images or 1
         return generate_many(args)
     args.num_images = args.num_images or 8
-    folder = _writable_folder(args.out)
-    pipe = _load_pipeline(args.pipeline, args.device or "cpu")
+    folder = writable_folder(args.out)
+    pipe = load_pipeline(args.pipeline, args.device or "cpu")
 
     import torch
 
@@ -209,9 +149,7 @@ def _generate(args: argparse.Namespace) -> None:
             generator=generators,
         )
     except (ValueError, TypeError) as error:
-        raise CommandError(_in_cli_terms(str(error))) from None
-
-    from .samples import write_samples
+        raise CommandError(in_cli_terms(str(error))) from None
 
     label = {"prompt": args.prompt} if args.prompt is not None else {"class_label": args.class_label}
     write_samples(
@@ -228,19 +166,3 @@ def _generate(args: argparse.Namespace) -> None:
         },
     )
     print(f"Wrote {args.num_images} images, grid.png and manifest.json to {folder}")
-
-
-# The pipeline's errors name its arguments; say which command-line option they came from.
-_OPTION_NAMES = {
-    "`class_labels`": "--class_label",
-    "`num_inference_steps`": "--steps",
-    "`initialization`": "--init",
-    "`num_candidates`": "--candidates",
-    "initialization='translator_mean'": "--init translator_mean",
-}
-
-
-def _in_cli_terms(message: str) -> str:
-    for argument, option in _OPTION_NAMES.items():
-        message = message.replace(argument, option)
-    return message

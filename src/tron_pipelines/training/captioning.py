@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from ..utils.fingerprints import module_fingerprint
+
 
 # The method's BLIP settings (TR0N's caption pairs): beam search with 3 beams, or nucleus sampling with top_p 0.9;
 # 5 to 20 tokens counting the "a picture of" prompt and the begin token; repetition penalty 1.1; prompt stripped.
@@ -40,6 +42,27 @@ METHOD_SETTINGS = {
 # BLIP captions better when prompted with this prefix (the method's and BLIP's own captioning prompt).
 BLIP_PROMPT = "a picture of "
 IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def check_caption_settings(settings: dict, option_prefix: str = "") -> None:
+    """Raise ``ValueError`` for impossible caption decoding settings, the one check of both the command line's
+    ``--caption_*`` options (``option_prefix="--caption_"``) and `TransformersCaptioner`'s arguments.
+
+    ``settings`` holds any of `TransformersCaptioner`'s keyword arguments (``decoding``, ``num_beams``, ``top_p``,
+    ``min_length``, ``max_length``, ``repetition_penalty``, ``prompt``); ``None`` values are not given. The lengths'
+    bound by the prompt's token count needs the model's tokenizer, so `TransformersCaptioner` checks it once loaded.
+    """
+    rules = {
+        "decoding": (lambda value: value in DECODINGS, f"one of {DECODINGS}"),
+        "num_beams": (lambda value: value >= 1, ">= 1"),
+        "top_p": (lambda value: 0 < value <= 1, "in (0, 1]"),
+        "min_length": (lambda value: value >= 0, ">= 0"),
+        "max_length": (lambda value: value >= 1, ">= 1"),
+        "repetition_penalty": (lambda value: value > 0, "> 0"),
+    }
+    for name, value in settings.items():
+        if name in rules and value is not None and not rules[name][0](value):
+            raise ValueError(f"`{option_prefix}{name}` must be {rules[name][1]}, got {value!r}.")
 
 
 class Captioner:
@@ -111,14 +134,18 @@ class TransformersCaptioner(Captioner):
         prompt: str | None = None,
         batch_size: int = 64,
     ):
-        if decoding not in DECODINGS:
-            raise ValueError(f"`decoding` must be one of {DECODINGS}, got {decoding!r}.")
-        if num_beams < 1 or batch_size < 1:
-            raise ValueError(f"`num_beams` and `batch_size` must be >= 1, got {num_beams} and {batch_size}.")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"`top_p` must be in (0, 1], got {top_p}.")
-        if repetition_penalty <= 0:
-            raise ValueError(f"`repetition_penalty` must be > 0, got {repetition_penalty}.")
+        check_caption_settings(
+            {
+                "decoding": decoding,
+                "num_beams": num_beams,
+                "top_p": top_p,
+                "min_length": min_length,
+                "max_length": max_length,
+                "repetition_penalty": repetition_penalty,
+            }
+        )
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.decoding = decoding
@@ -212,8 +239,6 @@ class TransformersCaptioner(Captioner):
 
     def identity(self) -> dict:
         if self._identity is None:
-            from .training.pairs import module_fingerprint
-
             self._identity = {
                 "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
                 "name_or_path": getattr(self.model.config, "_name_or_path", "") or "",

@@ -44,7 +44,9 @@ import PIL.Image  # noqa: E402
 import torch  # noqa: E402
 from diffusers.utils import export_to_gif  # noqa: E402
 
-from .pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline  # noqa: E402
+from ..pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline  # noqa: E402
+from ..utils.messages import first_line  # noqa: E402
+from .common import CommandError, load_pipeline  # noqa: E402
 from .samples import write_samples  # noqa: E402
 
 
@@ -546,7 +548,7 @@ class TronDemo:
                 proposals = run(0) if settings["show_method"] else None
                 out = run(total, return_energy_trace=True, callback_on_step_end=on_step_end)
             except (ValueError, TypeError) as error:
-                raise gr.Error(str(error).splitlines()[0]) from None
+                raise gr.Error(first_line(error, with_type=False)) from None
         seconds = time.perf_counter() - started
 
         energies = out.energies.tolist()
@@ -939,11 +941,9 @@ def launch_demo(blocks: gr.Blocks, **launch_kwargs):
 
 def run_demo_command(args) -> None:
     """``tron demo``: load the pipelines (one-line errors, as ``tron generate``), then serve the page until Ctrl+C."""
-    from .generate_command import CommandError, _load_pipeline
-
     names = list(dict.fromkeys(args.pipeline or DEFAULT_PIPELINES))
     try:
-        pipelines = {name: _load_pipeline(name, args.device) for name in names}
+        pipelines = {name: load_pipeline(name, args.device) for name in names}
     except CommandError as error:
         raise SystemExit(f"tron demo: error: {error}") from None
     for pipe in pipelines.values():

@@ -39,7 +39,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .generate_command import CommandError, _in_cli_terms, _load_pipeline, _writable_folder
+from ..utils.files import replace_atomically, write_json_atomically
+from .common import CommandError, in_cli_terms, load_pipeline, writable_folder
 
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -257,10 +258,10 @@ def generate_many(args: argparse.Namespace) -> None:
         conditions, source = read_prompts_file(args.prompts_file), f"--prompts_file {args.prompts_file}"
     else:
         conditions, source = [Condition("class_label", label) for label in args.class_labels], "--class_labels"
-    folder = _writable_folder(args.out)
+    folder = writable_folder(args.out)
     # Several CPU processes need cpu=True; `Accelerator` reads it from the same variable (docs/training.md).
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    pipe = _load_pipeline(args.pipeline, args.device or str(state.device))
+    pipe = load_pipeline(args.pipeline, args.device or str(state.device))
     pipe.set_progress_bar_config(disable=True)
     check_conditions(conditions, pipe, source)
 
@@ -274,8 +275,6 @@ def generate_many(args: argparse.Namespace) -> None:
     _check_run_record(folder, record, recorded)
     state.wait_for_everyone()
     if state.is_main_process:
-        from .samples import write_json_atomically
-
         write_json_atomically(folder / RUN_NAME, record)
         for leftover in folder.glob(".*.tmp"):
             leftover.unlink(missing_ok=True)  # written by a process killed mid-file
@@ -361,8 +360,6 @@ def _sample_batch(
     """Sample one batch (one pipeline call per run of conditions of one kind), write its PNGs, return its manifest lines."""
     import torch
 
-    from .samples import replace_atomically
-
     entries = []
     for kind, group in itertools.groupby(batch, key=lambda item: conditions[item.condition].kind):
         group = list(group)
@@ -379,7 +376,7 @@ def _sample_batch(
                 generator=[torch.Generator().manual_seed(item.seed) for item in group],
             )
         except (ValueError, TypeError) as error:
-            raise CommandError(_in_cli_terms(str(error))) from None
+            raise CommandError(in_cli_terms(str(error))) from None
         for item, image, energy in zip(group, out.images, out.energies.tolist()):
             replace_atomically(folder / item.file, lambda path, image=image: image.save(path, format="PNG"))
             condition = conditions[item.condition]
@@ -416,8 +413,6 @@ def _merge_manifest(folder: Path, items: list[Item]) -> None:
             f"images {missing[:10]}{' ...' if len(missing) > 10 else ''} are missing after sampling; run the same command again."
         )
     lines = "".join(json.dumps(recorded[item.index]) + "\n" for item in items)
-    from .samples import replace_atomically
-
     replace_atomically(folder / MANIFEST_NAME, lambda path: path.write_text(lines))
     for part in folder.glob(PART_GLOB):
         part.unlink()

@@ -11,7 +11,11 @@ import argparse
 import json
 from pathlib import Path
 
-from .generate_command import CommandError, disable_loading_progress_bars, positive_int
+from ..utils.files import write_json_atomically
+from ..utils.options import positive_int
+from .common import CommandError, disable_loading_progress_bars
+from .generate_many import MANIFEST_NAME, PART_GLOB, read_manifest_lines
+from .samples import MANIFEST_NAME as SAMPLES_MANIFEST_NAME
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -76,9 +80,6 @@ def list_images(folder: Path, option: str) -> list[dict]:
     """One entry per image of ``folder``: ``{"path", **fields}``, with the prompt / class label of its manifest line
     (``manifest.jsonl`` of a many-condition run, ``manifest.json`` of a single one); without a manifest, every image
     file, sorted by name."""
-    from .generate_many import MANIFEST_NAME, PART_GLOB, read_manifest_lines
-    from .samples import MANIFEST_NAME as SAMPLES_MANIFEST_NAME
-
     if not folder.is_dir():
         raise CommandError(f"{option} {folder}: no such folder.")
     if (folder / MANIFEST_NAME).is_file():
@@ -167,14 +168,14 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     import torch
 
-    from .evaluation import (
+    from ..evaluation import (
         FRECHET_BOOTSTRAP_RESAMPLES,
         FeatureStatistics,
         classification_accuracy,
         clip_score,
         frechet_distance_with_std,
     )
-    from .evaluation.features import (
+    from ..evaluation.features import (
         ClassifierFeatures,
         ClipFeatures,
         ExtractorUnavailableError,
@@ -276,8 +277,6 @@ def _evaluate(args: argparse.Namespace) -> None:
         accuracy = classification_accuracy(logits, [entries[i]["class_label"] for i in labelled])
         metrics.update({"accuracy": accuracy, "num_labelled_images": len(labelled), "classifier": args.classifier})
         rows.append(("accuracy", f"{accuracy:.4f}", len(labelled), f"classifier {args.classifier}"))
-
-    from .samples import write_json_atomically
 
     write_json_atomically(output, metrics)
     print(format_rows(rows))

@@ -1,4 +1,5 @@
-"""``tron build``: from a generator checkpoint and an encoder to a trained, documented (and pushed) TR0N pipeline.
+"""The stages of ``tron build``: from a generator checkpoint and an encoder to a trained, documented (and pushed) TR0N
+pipeline.
 
     tron build --generator biggan-deep-256 --encoder openai/clip-vit-base-patch32 --output tron-biggan
     accelerate launch --multi_gpu --num_processes 8 -m tron_pipelines.cli build ... --mixed_precision bf16
@@ -43,14 +44,12 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from huggingface_hub import ModelCard, create_repo, upload_folder
 
-from .conversion.checkpoints import save_pretrained_atomically, write_folder_atomically
-from .conversion.formats import UnknownGeneratorFormatError, detect_generator_format
-from .conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder, load_generator, pipeline_model_card
-from .encoders import EncoderAdapter
-from .models.translator import TranslatorModel
-from .pipelines.pipeline_tron import TronPipeline
-from .samples import replace_atomically, write_samples
-from .training.arguments import (
+from ..conversion.formats import UnknownGeneratorFormatError, detect_generator_format
+from ..conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder, load_generator, pipeline_model_card
+from ..encoders import EncoderAdapter
+from ..models.translator import TranslatorModel
+from ..pipelines.pipeline_tron import TronPipeline
+from ..training.arguments import (
     BUILD_SETS,
     CAPTION_SETTINGS,
     build_build_parser,
@@ -58,9 +57,13 @@ from .training.arguments import (
     check_train_args,
     command_line,
 )
-from .training.model_card import metrics_table
-from .training.pairs import generate_pairs_from_args, module_fingerprint
-from .training.train import new_translator, train_translator
+from ..training.model_card import metrics_table
+from ..training.pairs import generate_pairs_from_args
+from ..training.train import new_translator, train_translator
+from ..utils.files import replace_atomically, save_pretrained_atomically, write_folder_atomically
+from ..utils.fingerprints import module_fingerprint
+from ..utils.messages import first_line
+from .samples import write_samples
 
 
 MANIFEST_NAME = "build.json"
@@ -203,11 +206,6 @@ def _text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
-
-
 def hub_id(name_or_path: str | None) -> str | None:
     """``name_or_path`` when it names a Hub repo rather than a local folder (a card's ``base_model`` must)."""
     return None if name_or_path is None or os.path.exists(name_or_path) else name_or_path
@@ -307,7 +305,7 @@ class Build:
             try:
                 payload[0] = function()
             except BaseException as error:
-                payload[1], failure = str(error) if isinstance(error, BuildError) else _first_line(error), error
+                payload[1], failure = str(error) if isinstance(error, BuildError) else first_line(error), error
         if self.accelerator.num_processes > 1:
             broadcast_object_list(payload)
         if failure is not None:
@@ -427,14 +425,14 @@ class Build:
         try:
             self.encoder_parts = load_encoder(args.encoder)
         except Exception as error:  # noqa: BLE001 - whatever the loaders raise, the user gets one line naming --encoder
-            raise BuildError(f"--encoder {args.encoder!r} could not be loaded: {_first_line(error)}") from None
+            raise BuildError(f"--encoder {args.encoder!r} could not be loaded: {first_line(error)}") from None
         self._sample_conditions(EncoderAdapter(*self.encoder_parts))  # checks --sample_prompts / --sample_class_labels
         if args.push_to_hub:
             try:
                 create_repo(args.hub_model_id, exist_ok=True, private=args.private, token=args.hub_token)
             except Exception as error:  # noqa: BLE001 - offline, no login, no rights: said before the work
                 raise BuildError(
-                    f"--hub_model_id {args.hub_model_id!r}: the Hub repo cannot be created ({_first_line(error)})."
+                    f"--hub_model_id {args.hub_model_id!r}: the Hub repo cannot be created ({first_line(error)})."
                 ) from None
         try:
             self.output.mkdir(parents=True, exist_ok=True)
