@@ -54,7 +54,7 @@ def test_help_imports_no_model_code():
     )
     assert "train-translator" in out and "generate-pairs" in out
     # Argument definitions only: no torch, no diffusers, no pair, training or model module.
-    commands = ["build", "common", "demo", "evaluate", "generate", "generate_many", "generate_pairs", "samples"]
+    commands = ["build", "common", "demo", "evaluate", "generate", "generate_pairs", "samples"]
     commands += ["train_translator", "tron_cli"]
     utils = ["files", "lazy", "messages", "moved_modules", "options"]
     assert ast.literal_eval(out.split("LOADED ")[1].strip()) == sorted(

@@ -14,7 +14,6 @@ from pathlib import Path
 from ..utils.files import write_json_atomically
 from ..utils.options import positive_int
 from .common import CommandError, disable_loading_progress_bars
-from .generate_many import MANIFEST_NAME, PART_GLOB, read_manifest_lines
 from .samples import MANIFEST_NAME as SAMPLES_MANIFEST_NAME
 
 
@@ -80,6 +79,8 @@ def list_images(folder: Path, option: str) -> list[dict]:
     """One entry per image of ``folder``: ``{"path", **fields}``, with the prompt / class label of its manifest line
     (``manifest.jsonl`` of a many-condition run, ``manifest.json`` of a single one); without a manifest, every image
     file, sorted by name."""
+    from .generate_many import MANIFEST_NAME, PART_GLOB, read_manifest_lines  # kept out of `tron --help`'s imports
+
     if not folder.is_dir():
         raise CommandError(f"{option} {folder}: no such folder.")
     if (folder / MANIFEST_NAME).is_file():

@@ -429,7 +429,7 @@ def files_to_upload(folder: str | os.PathLike, ignore_patterns: list[str] = UPLO
     return list(filter_repo_objects(paths, ignore_patterns=ignore_patterns))
 
 
-def _save_checkpoint(
+def save_checkpoint(
     accelerator: Accelerator, output_dir: Path, global_step: int, limit: int | None, state: dict
 ) -> None:
     """``accelerator.save_state`` into ``checkpoint-<step>.partial``, renamed once every process has written: a run
@@ -774,7 +774,7 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         accelerator.log(logs, step=global_step)
 
         if global_step % args.checkpointing_steps == 0:
-            _save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, training_state())
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, training_state())
         if accelerator.is_main_process and (
             global_step % args.validation_steps == 0 or global_step == max_train_steps
         ):

@@ -7,7 +7,6 @@ replaced only once the new version is complete.
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def write_folder_atomically(dump_path: str | os.PathLike, write: Callable[[Path]
     if dump_path.exists() and not dump_path.is_dir():
         raise FileExistsError(f"{dump_path} exists and is not a folder.")
     dump_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = uuid.uuid4().hex[:8]
+    suffix = os.urandom(4).hex()
     staging = dump_path.with_name(f".{dump_path.name}.partial-{suffix}")
     previous = dump_path.with_name(f".{dump_path.name}.previous-{suffix}")
     try:

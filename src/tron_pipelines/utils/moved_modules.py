@@ -5,13 +5,14 @@ Installed once by ``tron_pipelines/__init__.py``, which runs before any of its s
 """
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import warnings
 
 
-class _AliasLoader(importlib.abc.Loader):
+# Plain classes rather than importlib.abc's (which would import `inspect` and cost `tron --help` 0.1 s): the import
+# system needs only these methods.
+class _AliasLoader:
     def __init__(self, new_name: str):
         self.new_name = new_name
         self.spec = None
@@ -26,7 +27,7 @@ class _AliasLoader(importlib.abc.Loader):
         module.__spec__ = self.spec
 
 
-class MovedModuleFinder(importlib.abc.MetaPathFinder):
+class MovedModuleFinder:
     """Finds ``{old dotted name: new dotted name}`` entries; every other name is left to the other finders."""
 
     def __init__(self, moved: dict[str, str]):
