@@ -32,6 +32,7 @@ _EXPORTS = {
     "pretrained": ("embedded_pipelines",),
     "schedulers.scheduling_langevin": ("LangevinScheduler", "LangevinSchedulerOutput"),
     "schedulers.scheduling_gradient_descent": ("GradientDescentScheduler", "GradientDescentSchedulerOutput"),
+    "schedulers.scheduling_noise_optimization": ("NoiseOptimizationScheduler", "NoiseOptimizationSchedulerOutput"),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
