@@ -145,3 +145,11 @@ def test_pipelines_without_rewards_report_none(clip_pipe):
     assert out.rewards is None
     with pytest.raises(ValueError, match="rewards"):
         clip_pipe("a cat", reward_weights={"pickscore": 1.0})
+
+
+def test_candidate_search_ranks_by_the_reward_energy(reward_pipe):
+    """The first of several candidates is the single draw, so the best of three is never worse by the rewards."""
+    single = reward_pipe(num_inference_steps=0, num_candidates=1, generator=seeded(), **CALL)
+    searched = reward_pipe(num_inference_steps=0, num_candidates=3, generator=seeded(), **CALL)
+    assert bool((searched.energies <= single.energies + 1e-6).all())
+    assert bool((searched.energies < single.energies - 1e-4).any())

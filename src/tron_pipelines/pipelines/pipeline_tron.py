@@ -151,7 +151,8 @@ class TronPipeline(DiffusionPipeline):
         generator ([`TronGenerator`]): the frozen generator G (packed latents -> images in [-1, 1]).
         encoder: the frozen auxiliary model f: a transformers `CLIPModel` (or anything with ``get_text_features`` and
             ``get_image_features``) for text/image conditions, or a classifier returning ``logits`` for classes.
-        scheduler ([`LangevinScheduler`] or [`GradientDescentScheduler`]): the refinement dynamics and its settings.
+        scheduler ([`LangevinScheduler`], [`GradientDescentScheduler`] or [`NoiseOptimizationScheduler`]): the
+            refinement dynamics and its settings.
         tokenizer (`CLIPTokenizer`, optional): needed for prompts.
         image_processor (`CLIPImageProcessor`, optional): preprocessing of real-image conditions.
         rewards ([`RewardModels`], optional): reward models (PickScore, HPSv2, CLIP score, aesthetic). When present
@@ -160,9 +161,6 @@ class TronPipeline(DiffusionPipeline):
             image (``TronPipelineOutput.rewards``).
 
     Settings saved in ``model_index.json`` (override them in ``from_pretrained(..., name=value)``):
-        reward_weights: ``{name: w_i}`` for the ``rewards``; a reward not named gets its ReNO weighting (HPSv2 5.0,
-            PickScore 0.05, CLIP score 0.01, aesthetic 0: reported, not optimised). A call's ``reward_weights``
-            overrides it.
         default_num_inference_steps: Langevin steps when the call gives none (10 unless set).
         default_num_augmentations: Augmented copies per image in the energy when the call gives none (8 unless set).
         default_num_candidates: Initial draws per image when the call gives none (1 unless set; the lowest-energy one
@@ -175,6 +173,9 @@ class TronPipeline(DiffusionPipeline):
             ``tron-mnist-text``): its words, space-separated. A prompt with other words gets a warning naming them,
             since the encoder makes some embedding of any text and the images look just as confident. Empty (the
             default, e.g. for CLIP trained on the web): no check.
+        reward_weights: ``{name: w_i}`` for the ``rewards``; a reward not named gets its ReNO weighting (HPSv2 5.0,
+            PickScore 0.05, CLIP score 0.01, aesthetic 0: reported, not optimised). A call's ``reward_weights``
+            overrides it.
     """
 
     # Rewards before the generator: each model call offloads the one before it in this chain, and the generator must
