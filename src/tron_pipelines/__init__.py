@@ -5,8 +5,8 @@ nothing else). `TronPipeline.from_pretrained` imports the component modules a sa
 resolves them only among modules that are already imported.
 
 Layers, each importing only from those below it (docs/architecture.md): ``commands`` (the ``tron`` command line) ->
-``training`` | ``conversion`` | ``evaluation`` -> ``pipelines`` -> ``energies`` | ``encoders`` -> ``models`` |
-``schedulers`` -> ``pretrained`` -> ``utils``.
+``training`` | ``conversion`` | ``evaluation`` -> ``pipelines`` -> ``energies`` | ``rewards`` -> ``encoders`` ->
+``models`` | ``schedulers`` -> ``pretrained`` -> ``utils``.
 """
 
 from .utils.lazy import lazy_exports
@@ -32,11 +32,18 @@ _EXPORTS = {
         "cross_entropy_energy",
         "gaussian_prior_energy",
     ),
+    "rewards.base": ("RewardModel",),
+    "rewards.clip_score": ("ClipScoreReward",),
+    "rewards.pickscore": ("PickScoreReward",),
+    "rewards.aesthetic": ("AestheticReward",),
+    "rewards.hps": ("HPSv2Reward",),
+    "rewards.collection": ("RewardModels",),
     "pipelines.pipeline_tron": ("TronPipeline",),
     "pipelines.pipeline_output": ("TronPipelineOutput",),
     "pretrained": ("embedded_pipelines",),
     "schedulers.scheduling_langevin": ("LangevinScheduler", "LangevinSchedulerOutput"),
     "schedulers.scheduling_gradient_descent": ("GradientDescentScheduler", "GradientDescentSchedulerOutput"),
+    "schedulers.scheduling_noise_optimization": ("NoiseOptimizationScheduler", "NoiseOptimizationSchedulerOutput"),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
