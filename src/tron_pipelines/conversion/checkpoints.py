@@ -1,15 +1,25 @@
 """Shared machinery of the checkpoint converters: explicit key-by-key layouts, one error that lists every mismatch,
 and atomic saving."""
 
+import argparse
 import os
+import pickle
 import shutil
 import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import ModelMixin
+
+from .network_pickle import UnsafePickleError
+
+
+# Plain data that training scripts store beside their weights (rosinality's and NVAE's train.py save their argparse
+# options): the only globals `load_torch_checkpoint` allows beyond torch's weights-only set.
+CHECKPOINT_DATA_GLOBALS = (argparse.Namespace,)
 
 
 class CheckpointMismatchError(ValueError):
@@ -70,6 +80,33 @@ def convert_state_dict(
     return model.eval()
 
 
+def load_torch_checkpoint(path: str | os.PathLike, mmap: bool = False):
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with `CHECKPOINT_DATA_GLOBALS` allowed.
+
+    A ``torch.save`` zip archive's pickle is first read as opcodes (nothing is unpickled), so that every global outside
+    the allow-list is named at once; the weights-only unpickler then refuses anything else.
+
+    Args:
+        mmap: Memory-map the tensors (zip archives only): a cheap look at what a file holds.
+
+    Raises:
+        UnsafePickleError: the pickle asks for a global outside the allow-list (nothing from it was executed).
+    """
+    allowed = ", ".join(f"{cls.__module__}.{cls.__name__}" for cls in CHECKPOINT_DATA_GLOBALS)
+    with torch.serialization.safe_globals(list(CHECKPOINT_DATA_GLOBALS)):
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path) if zipfile.is_zipfile(path) else []
+        if unsafe:
+            raise UnsafePickleError(
+                f"Refusing to load {path}: its pickle asks for {', '.join(f'`{name}`' for name in sorted(unsafe))}, "
+                f"outside torch's weights-only globals and {allowed}, so it may run code. Nothing from it was executed."
+            )
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as error:
+            reason = str(error).strip().splitlines()[-1]
+            raise UnsafePickleError(f"Refusing to load {path}: {reason} Nothing from it was executed.") from None
+
+
 def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) -> Path:
     """`save_pretrained` (safetensors) into a temporary sibling folder, then rename it to ``dump_path``.
 
@@ -105,10 +142,12 @@ def write_folder_atomically(dump_path: str | os.PathLike, write: Callable[[Path]
 
 
 __all__ = [
+    "CHECKPOINT_DATA_GLOBALS",
     "CheckpointMismatchError",
     "TargetTensor",
     "check_checkpoint",
     "convert_state_dict",
+    "load_torch_checkpoint",
     "save_pretrained_atomically",
     "write_folder_atomically",
 ]
