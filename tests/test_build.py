@@ -20,6 +20,7 @@ import torch
 import yaml
 from conftest import reset_accelerate_state, tiny_clip
 from test_biggan import biggan_pytorch_state_dict, random_package_biggan
+from test_nvae import malicious_checkpoint
 from test_training import KILLER, SUBPROCESS_ENV, free_port, shard_contents
 from test_tron_biggan import TINY_DEEP
 from transformers import CLIPImageProcessor
@@ -364,6 +365,37 @@ def test_a_classifier_encoder_builds_a_class_conditional_pipeline(sources, tmp_p
     assert "`0`, `3`" in (output / "pipeline" / "README.md").read_text()
 
 
+def test_an_nvae_checkpoint_builds_a_pipeline_that_loads_and_samples(sources, tmp_path, capsys):
+    nvae = FIXTURES / "nvae" / "checkpoint-nvae-dev.pt"
+    output = tmp_path / "build"
+    argv = build_argv({**sources, "generator": nvae}, output, "--generator_config", "noise_seed=0")
+    assert main(argv) == 0
+    manifest = json.loads((output / "build.json").read_text())
+    assert manifest["stages"]["convert"]["inputs"]["format"] == "nvae"
+    assert manifest["stages"]["assemble"]["inputs"]["preset"]["name"] == "nvae"
+    pipe = TronPipeline.from_pretrained(output / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.generator).__name__ == "NVAEGenerator" and pipe.generator.config.noise_seed == 0
+    assert pipe.scheduler.config.step_size == 0.1 and pipe.scheduler.config.clamp_threshold is None
+    assert pipe.translator.config.latent_dim == 256  # the top group, 4 x 8 x 8
+
+    def sample():
+        generators = [torch.Generator().manual_seed(seed) for seed in range(2)]
+        return pipe(
+            "a red car",
+            num_images_per_prompt=2,
+            num_inference_steps=3,
+            num_augmentations=2,
+            generator=generators,
+            output_type="pt",
+        )
+
+    first, second = sample(), sample()
+    assert first.images.shape == (2, 3, 32, 32) and torch.isfinite(first.energies).all()
+    # With the noise seed, G is a fixed map: the same generators give the same images.
+    torch.testing.assert_close(first.images, second.images, rtol=0, atol=0)
+
+
 # Formats ----------------------------------------------------------------------------------------------------------
 def test_every_format_is_recognised_from_its_files(sources, tmp_path):
     generator = ConvGenerator(
@@ -380,6 +412,7 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
         FIXTURES / "stylegan2-rosinality" / "stylegan2-rosinality-dev.pt": ("rosinality", "stylegan"),
         FIXTURES / "stylegan2-nvlabs" / "network-snapshot-stylegan2-nvlabs-dev.pkl": ("nvlabs", "stylegan"),
         FIXTURES / "stylegan3-nvlabs" / "network-snapshot-stylegan3-nvlabs-dev.pkl": ("nvlabs", "stylegan"),
+        FIXTURES / "nvae" / "checkpoint-nvae-dev.pt": ("nvae", "nvae"),
     }
     for path, (name, preset) in cases.items():
         entry = detect_generator_format(path)
@@ -390,6 +423,7 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
         "biggan-pytorch",
         "rosinality",
         "nvlabs",
+        "nvae",
         "diffusers",
     ]
     # BigGAN-PyTorch's resolution comes from the number of blocks; settings reach the converter.
@@ -409,6 +443,19 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
             UnknownGeneratorFormatError, match="Known formats: tron_pipelines: .*; nvlabs: .*; diffusers: "
         ):
             detect_generator_format(path)
+
+
+def test_a_checkpoint_with_a_planted_global_is_refused_before_any_stage(sources, tmp_path):
+    path, sentinel = malicious_checkpoint(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(build_argv({**sources, "generator": path}, tmp_path / "build"))
+    message = str(exit_info.value.code)
+    assert re.fullmatch(
+        r"tron build: error: --generator Refusing to load .*checkpoint\.pt: its pickle asks for `posix\.system`.*"
+        r"Nothing from it was executed\.",
+        message,
+    ), message
+    assert not sentinel.exists() and not (tmp_path / "build").exists()
 
 
 # Bad input: one line, before any stage ----------------------------------------------------------------------------

@@ -1,11 +1,23 @@
 """Shared machinery of the checkpoint converters: explicit key-by-key layouts, one error that lists every mismatch,
-(atomic saving is `tron_pipelines.utils.save_pretrained_atomically`)."""
+and a torch checkpoint loader that runs nothing from the file (atomic saving is
+`tron_pipelines.utils.save_pretrained_atomically`)."""
 
+import argparse
+import os
+import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from diffusers import ModelMixin
+
+from .network_pickle import UnsafePickleError
+
+
+# Plain data that training scripts store beside their weights (rosinality's and NVAE's train.py save their argparse
+# options): the only globals `load_torch_checkpoint` allows beyond torch's weights-only set.
+CHECKPOINT_DATA_GLOBALS = (argparse.Namespace,)
 
 
 class CheckpointMismatchError(ValueError):
@@ -66,9 +78,38 @@ def convert_state_dict(
     return model.eval()
 
 
+def load_torch_checkpoint(path: str | os.PathLike, mmap: bool = False):
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with `CHECKPOINT_DATA_GLOBALS` allowed.
+
+    A ``torch.save`` zip archive's pickle is first read as opcodes (nothing is unpickled), so that every global outside
+    the allow-list is named at once; the weights-only unpickler then refuses anything else.
+
+    Args:
+        mmap: Memory-map the tensors (zip archives only): a cheap look at what a file holds.
+
+    Raises:
+        UnsafePickleError: the pickle asks for a global outside the allow-list (nothing from it was executed).
+    """
+    allowed = ", ".join(f"{cls.__module__}.{cls.__name__}" for cls in CHECKPOINT_DATA_GLOBALS)
+    with torch.serialization.safe_globals(list(CHECKPOINT_DATA_GLOBALS)):
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path) if zipfile.is_zipfile(path) else []
+        if unsafe:
+            raise UnsafePickleError(
+                f"Refusing to load {path}: its pickle asks for {', '.join(f'`{name}`' for name in sorted(unsafe))}, "
+                f"outside torch's weights-only globals and {allowed}, so it may run code. Nothing from it was executed."
+            )
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as error:
+            reason = str(error).strip().splitlines()[-1]
+            raise UnsafePickleError(f"Refusing to load {path}: {reason} Nothing from it was executed.") from None
+
+
 __all__ = [
+    "CHECKPOINT_DATA_GLOBALS",
     "CheckpointMismatchError",
     "TargetTensor",
     "check_checkpoint",
     "convert_state_dict",
+    "load_torch_checkpoint",
 ]

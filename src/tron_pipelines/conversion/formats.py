@@ -12,6 +12,7 @@ no more than reading the files.
 """
 
 import argparse
+import functools
 import json
 import os
 import zipfile
@@ -26,6 +27,7 @@ PRESET_OF_GENERATOR_CLASS = {
     "BigGANDeepGenerator": "biggan",
     "StyleGAN2Generator": "stylegan",
     "StyleGAN3Generator": "stylegan",
+    "NVAEGenerator": "nvae",
     "DiffusionSamplerGenerator": "diffusion",
     "ConsistencyModelGenerator": "diffusion",
 }
@@ -71,12 +73,17 @@ def _peek_torch_archive(path: Path):
     """The object of a ``torch.save`` zip archive, tensors memory-mapped (nothing read but the index), or ``None``."""
     if not path.is_file() or not zipfile.is_zipfile(path):
         return None
-    import torch
+    stat = path.stat()
+    return _peek_torch_archive_version(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+# Several formats peek at the same file in one detection: it is unpickled once per version of the file.
+@functools.lru_cache(maxsize=4)
+def _peek_torch_archive_version(path: str, mtime_ns: int, size: int):
+    from .checkpoints import load_torch_checkpoint
 
     try:
-        # rosinality's train.py stores its argparse options next to the weights: plain data, allowed.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return load_torch_checkpoint(path, mmap=True)
     except Exception:  # noqa: BLE001 - anything torch cannot read safely is simply not this format
         return None
 
@@ -138,6 +145,23 @@ def _load_rosinality(source: str, **settings):
     from .stylegan import load_rosinality_checkpoint
 
     return load_rosinality_checkpoint(source, **settings)
+
+
+# NVAE ------------------------------------------------------------------------------------------------------------
+def _is_nvae(source: str) -> bool:
+    checkpoint = _peek_torch_archive(Path(source))
+    return (
+        isinstance(checkpoint, dict)
+        and isinstance(checkpoint.get("args"), argparse.Namespace)
+        and isinstance(checkpoint.get("state_dict"), dict)
+        and "prior_ftr0" in checkpoint["state_dict"]
+    )
+
+
+def _load_nvae(source: str, **settings):
+    from .nvae import load_nvae_checkpoint
+
+    return load_nvae_checkpoint(source, **settings)
 
 
 def _is_diffusers(source: str) -> bool:
@@ -203,6 +227,14 @@ GENERATOR_FORMATS: tuple[GeneratorFormat, ...] = (
         lambda source: "stylegan",
     ),
     GeneratorFormat(
+        "nvae",
+        "NVAE training checkpoint (checkpoint.pt with state_dict and args; settings: temperature, prior_mean_groups, "
+        "noise_seed)",
+        _is_nvae,
+        _load_nvae,
+        lambda source: "nvae",
+    ),
+    GeneratorFormat(
         "diffusers",
         "diffusers:<Hub id or folder> of a DDPM / DDIM / LDM / consistency-model pipeline or an AutoencoderKL / VQModel "
         "(settings: num_sampler_steps, scheduler_class, scheduler_overrides)",
@@ -231,6 +263,16 @@ def detect_generator_format(source: str | os.PathLike) -> GeneratorFormat:
             return entry
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source} does not exist.")
+    if Path(source).is_file() and zipfile.is_zipfile(source):
+        from .checkpoints import load_torch_checkpoint
+        from .network_pickle import UnsafePickleError
+
+        try:
+            load_torch_checkpoint(source, mmap=True)
+        except UnsafePickleError as error:  # said as such, rather than as an unknown format
+            raise UnknownGeneratorFormatError(str(error)) from None
+        except Exception:  # noqa: BLE001 - unreadable for another reason: an unknown format, as below
+            pass
     raise UnknownGeneratorFormatError(f"{source} is in no known generator format. Known formats: {format_list()}.")
 
 

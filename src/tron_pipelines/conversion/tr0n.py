@@ -7,6 +7,7 @@ with keys ``{p}_log_stds (1, 1, D)``, ``shared1``, ``shared2``, ``{p}_layer (K*D
 bound tau (2 for BigGAN, none otherwise) must be given.
 """
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -55,6 +56,8 @@ SAMPLING_PRESETS = {
         "default_num_augmentations": 8,
     },
 }
+# The method samples NVAE (FFHQ-256) with its StyleGAN settings: step size 0.1, noise 0.01, momentum 0.99, no clamp.
+SAMPLING_PRESETS["nvae"] = copy.deepcopy(SAMPLING_PRESETS["stylegan"])
 
 
 def _latent_prefix(state_dict: dict[str, torch.Tensor]) -> str:

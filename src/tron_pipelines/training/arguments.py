@@ -378,7 +378,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         type=str,
         required=True,
         help="A generator folder or checkpoint, its format detected from the files: a tron_pipelines generator folder, "
-        "a pytorch-pretrained-biggan folder, a BigGAN-PyTorch .pth, a rosinality .pt or an NVIDIA .pkl.",
+        "a pytorch-pretrained-biggan folder, a BigGAN-PyTorch .pth, a rosinality .pt, an NVIDIA .pkl or an NVAE checkpoint.pt.",
     )
     sources.add_argument(
         "--encoder",
@@ -396,7 +396,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         type=str,
         default=None,
-        help="Sampling preset of the pipeline: biggan or stylegan (`SAMPLING_PRESETS`; default: the one of the generator's format or class).",
+        help="Sampling preset of the pipeline: biggan, stylegan, nvae or diffusion (`SAMPLING_PRESETS`; default: the one of the generator's format or class).",
     )
     sources.add_argument(
         "--generator_config",
@@ -405,7 +405,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="Settings of the converted generator, e.g. default_truncation=0.5 (BigGAN-deep), truncation_psi=0.7 or "
-        "latent_space=w+ (StyleGAN), resolution=512 (BigGAN-PyTorch).",
+        "latent_space=w+ (StyleGAN), resolution=512 (BigGAN-PyTorch), noise_seed=0 (NVAE).",
     )
     add_train_translator_arguments(parser, exclude=BUILD_SETS)
     parser.set_defaults(num_pairs=BUILD_DEFAULT_NUM_PAIRS)
