@@ -274,6 +274,7 @@ def test_run_py_rejects_a_sections_mistake_before_running_any(capsys):
         (["quality", "compare"], "needs --compare_pipelines"),
         (["eval-cost", "--eval_cost_steps", "2", "2"], "at least two different T values"),
         (["cost", "--cost_workloads", "biggan-deep-64"], "invalid choice: 'biggan-deep-64'"),
+        (["demo-examples", "--images_per_prompt", "1"], "--images_per_prompt must be at least 2"),
         (["nope"], "unknown sections ['nope']"),
     ):
         with pytest.raises(SystemExit) as exit_info:
@@ -306,6 +307,29 @@ def test_eval_cost_section_through_run_py(tmp_path):
     assert result["target"]["hours"] == pytest.approx(result["target"]["seconds_per_image"] * 100 / 3600)
     report = (tmp_path / "report.md").read_text()
     assert "## Eval cost: tron-mnist, batch 2" in report and "| 10 (fit a + b T) |" in report
+
+
+def test_demo_examples_section_chooses_again_from_the_stored_scores_without_writing_them(tmp_path):
+    import demo_examples
+    import run
+
+    stored = demo_examples.EXAMPLES_FILE.read_bytes()
+    run.main(
+        ["demo-examples", "--reuse_measurements", "--dry_run", "--min_accuracy", "1.0", "--output_dir", str(tmp_path)]
+    )
+    assert demo_examples.EXAMPLES_FILE.read_bytes() == stored
+    measured = json.loads(stored)["tron-mnist-text"]
+    chosen = json.loads((tmp_path / "demo-examples.json").read_text())
+    assert chosen["all_prompts"] == measured["all_prompts"] and chosen["settings"]["min_accuracy"] == 1.0
+    # The stricter bar, applied by hand: per digit, a prompt with every image read as the digit.
+    perfect = {
+        row["digit"]
+        for row in measured["all_prompts"]
+        if row["digit_accuracy"] == 1.0 and (row["attribute_obeyed"] or 1.0) >= 0.9
+    }
+    assert sorted(example["digit"] for example in chosen["examples"]) == sorted(perfect)
+    assert all(example["digit_accuracy"] == 1.0 for example in chosen["examples"])
+    assert "written to" not in (tmp_path / "report.md").read_text()
 
 
 # The cost section -----------------------------------------------------------------------------------------------------
