@@ -33,7 +33,7 @@ from tron_pipelines.training.captioning import Captioner, TransformersCaptioner,
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from bench_caption_route import random_blip  # noqa: E402  (the random BLIP the pair-cost benchmark times)
+from workloads import random_blip  # noqa: E402  (the random BLIP the pair-cost study times)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -20,7 +20,7 @@ Rebuild a translator from the frozen parts the package ships (what the committed
     python examples/mnist/build_pipelines.py --from_embedded --pipelines tron-mnist-text --work_dir outputs/build
 
 A trial with other pair or training options (how the caption route was chosen over a 50/50 mix, on tuning seeds with
-`benchmarks/bench_compare_pipelines.py`):
+`python benchmarks/run.py compare`):
 
     python examples/mnist/build_pipelines.py --from_embedded --pipelines tron-mnist-text --work_dir outputs/build-mix \
         --output_root outputs/mix --train_overrides "--condition_route mix --caption_ratio 0.5"

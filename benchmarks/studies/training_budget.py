@@ -1,7 +1,8 @@
-"""How much translator training gives usable results: validation figures and sample quality per step budget.
+"""How much translator training gives usable results: validation figures and sample quality per step budget
+(issue 11; the table is in docs/training.md, "How much training is enough").
 
-    python benchmarks/bench_training_budget.py                           # tron-mnist, budgets 50 200 500 2000
-    python benchmarks/bench_training_budget.py --steps 50 500 --num_pairs 20000
+    python benchmarks/studies/training_budget.py                           # tron-mnist, budgets 50 200 500 2000
+    python benchmarks/studies/training_budget.py --steps 50 500 --num_pairs 20000
 
 One pair cache is made from the pipeline's generator and encoder, then a new translator is trained for each budget
 with the settings the embedded pipeline was built with (batch 256, AdamW 1e-3, 100 warmup steps, cosine schedule;
@@ -19,7 +20,7 @@ from pathlib import Path
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 
 import torch  # noqa: E402
 from common import format_table  # noqa: E402

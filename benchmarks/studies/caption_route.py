@@ -1,8 +1,9 @@
 """Cost of a synthetic pair by condition route: image (c = CLIP image embedding of G(z)) vs caption (c = CLIP text
-embedding of a caption of G(z)) vs their mix, on the embedded `tron-mnist-text`.
+embedding of a caption of G(z)) vs their mix, on the embedded `tron-mnist-text` (issue 17; the table is in
+docs/training.md, "Cost per pair by route").
 
-    python benchmarks/bench_caption_route.py                  # 2,000 pairs per route + random BLIPs, CPU
-    python benchmarks/bench_caption_route.py --device cuda    # on a GPU
+    python benchmarks/studies/caption_route.py                  # 2,000 pairs per route + random BLIPs, CPU
+    python benchmarks/studies/caption_route.py --device cuda    # on a GPU
 
 Captioners: the MNIST rule captioner (`examples/mnist/captions.py`: the digit read by tron-mnist's CNN and three pixel
 measures, the one `tron-mnist-text` is built with) and two random BLIP captioners with the method's settings (beam
@@ -21,89 +22,23 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+BENCHMARKS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(BENCHMARKS), str(BENCHMARKS.parent / "examples" / "mnist")]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "examples" / "mnist"))
+import torch  # noqa: E402
+from captions import MnistCaptioner  # noqa: E402
+from workloads import random_blip_of_size  # noqa: E402
 
-
-# BLIP base (Salesforce/blip-image-captioning-base): ViT-B/16 at 384 px, BERT-base decoder, 30,524 tokens.
-BLIP_SIZES = {
-    "tiny": {"vocab_size": 64, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "image_size": 28, "patch_size": 7},
-    "base": {
-        "vocab_size": 30524,
-        "hidden_size": 768,
-        "num_layers": 12,
-        "num_heads": 12,
-        "image_size": 384,
-        "patch_size": 16,
-    },
-}
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def random_blip(
-    folder: Path,
-    words: list[str],
-    hidden_size: int,
-    num_layers: int,
-    num_heads: int,
-    image_size: int,
-    patch_size: int,
-    seed: int = 0,
-):
-    """A random `BlipForConditionalGeneration` (ViT of ``num_layers`` on ``image_size`` px, BERT decoder of
-    ``num_layers``) and its `BlipProcessor`, with a word-level tokenizer over ``words`` written to ``folder``."""
-    from transformers import (
-        BertTokenizer,
-        BlipConfig,
-        BlipForConditionalGeneration,
-        BlipImageProcessor,
-        BlipProcessor,
-        BlipTextConfig,
-        BlipVisionConfig,
-    )
-
-    vocab = list(dict.fromkeys([*SPECIAL_TOKENS, "a", "picture", "of", *words, "[DEC]"]))
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]", model_max_length=512)
-    layers = {
-        "hidden_size": hidden_size,
-        "intermediate_size": 4 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-    }
-    config = BlipConfig(
-        text_config=BlipTextConfig(
-            vocab_size=len(vocab),
-            bos_token_id=vocab.index("[DEC]"),
-            sep_token_id=3,
-            eos_token_id=3,
-            pad_token_id=0,
-            encoder_hidden_size=hidden_size,
-            **layers,
-        ).to_dict(),
-        vision_config=BlipVisionConfig(image_size=image_size, patch_size=patch_size, **layers).to_dict(),
-    )
-    torch.manual_seed(seed)
-    model = BlipForConditionalGeneration(config).eval()
-    image_processor = BlipImageProcessor(size={"height": image_size, "width": image_size})
-    return model, BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-
-
-def random_blip_of_size(size: str, folder: Path):
-    """`random_blip` with the shapes of `BLIP_SIZES[size]` and made-up words filling its vocabulary."""
-    settings = dict(BLIP_SIZES[size])
-    words = [f"w{index}" for index in range(settings.pop("vocab_size") - len(SPECIAL_TOKENS) - 4)]
-    return random_blip(folder, words, **settings)
+from tron_pipelines import TronPipeline  # noqa: E402
+from tron_pipelines.training import CaptionRoute, ImageRoute, PairSource  # noqa: E402
+from tron_pipelines.training.captioning import TransformersCaptioner  # noqa: E402
 
 
 def time_route(pipe, route, num_pairs: int, batch_size: int) -> dict:
     """Seconds of `make_pairs` with ``route`` end to end, and of each part on its own with the same inputs:
     rendering the latents, captioning the images that were captioned, encoding the conditions."""
-    from tron_pipelines.training import PairSource
-
     source, adapter = PairSource.from_pipeline(pipe, route), pipe.encoder_adapter
     with warnings.catch_warnings():
         # A random BLIP's captions are longer than the small CLIP reads; the truncation warning is expected.
@@ -145,16 +80,8 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num_threads", type=int, default=None)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-
-    from captions import MnistCaptioner
-
-    from tron_pipelines import TronPipeline
-    from tron_pipelines.training import CaptionRoute, ImageRoute
-    from tron_pipelines.training.captioning import TransformersCaptioner
-
     device = torch.device(args.device)
     pipe = TronPipeline.from_pretrained(args.pipeline).to(device)
     pipe.set_progress_bar_config(disable=True)

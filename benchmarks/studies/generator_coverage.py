@@ -5,17 +5,27 @@ translator and the Langevin steps have little to find. ``--num_samples`` prior d
 read by the evaluation classifier and their stroke weight and slant measured on the pixels as the CLIP's training
 captions were (`data.attribute_categories`); the held-out real digits are measured the same way.
 
-    python benchmarks/bench_generator_coverage.py                       # tron-mnist-text's G, 20,000 draws (1 min)
-    python benchmarks/bench_generator_coverage.py other/pipeline --num_samples 5000
+Issue 17's diagnosis of the weakest prompts; the figures are in tron-mnist-text's model card ("What limits the
+weakest prompts").
+
+    python benchmarks/studies/generator_coverage.py                       # tron-mnist-text's G, 20,000 draws (1 min)
+    python benchmarks/studies/generator_coverage.py other/pipeline --num_samples 5000
 """
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
-import torch
-from common import format_table
-from metrics import MnistEvaluator
 
-from tron_pipelines import TronPipeline
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+
+import torch  # noqa: E402
+from common import format_table  # noqa: E402
+from metrics import MnistEvaluator  # noqa: E402
+
+from tron_pipelines import TronPipeline  # noqa: E402
 
 
 COLUMNS = [("digit", "digit", "d"), ("source", "images", "s"), ("share", "share of images", ".3f")] + [

@@ -1,16 +1,16 @@
-"""Benchmark of translator training data: pair generation (pairs/s), cache reads, training (steps/s) and peak memory.
+"""Pairs section: translator training data: pair generation (pairs/s), cache reads, training (steps/s) and peak memory.
 
-    python benchmarks/bench_pairs.py                      # 1M pairs x 512-dim conditions, tiny models, CPU or GPU
-    python benchmarks/bench_pairs.py --num_pairs 100000   # quicker
-    python benchmarks/bench_pairs.py --pipeline <folder>  # real generator and encoder (e.g. BigGAN + CLIP)
+    python benchmarks/run.py pairs                           # 1M pairs x 512-dim conditions, tiny models
+    python benchmarks/run.py pairs --num_pairs 100000        # quicker
+    python benchmarks/run.py pairs --pairs_pipeline <folder> # real generator and encoder (e.g. BigGAN + CLIP)
 
-Without --pipeline, the pairs come from a small random pipeline whose encoder makes 512-dim conditions (CLIP ViT-B/32's
-size) from a generator with 128 latents (BigGAN-512's z), so generation is cheap and the benchmark measures the cache
-and the training loop at the real data size. Peak memory is reported as resident set size (RSS) split into anonymous
-memory (what the process allocated) and file-backed pages (memory-mapped cache pages: page cache the kernel can drop).
+Without --pairs_pipeline, the pairs come from a small random pipeline whose encoder makes 512-dim conditions (CLIP
+ViT-B/32's size) from a generator with 128 latents (BigGAN-512's z), so generation is cheap and the benchmark
+measures the cache and the training loop at the real data size. Peak memory is reported as resident set size (RSS)
+split into anonymous memory (what the process allocated) and file-backed pages (memory-mapped cache pages: page cache
+the kernel can drop).
 """
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -20,6 +20,19 @@ from pathlib import Path
 
 import psutil
 import torch
+from common import format_table
+from harness import Section
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+from tron_pipelines import ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
+from tron_pipelines.training import (
+    PairCache,
+    PairSource,
+    generate_pairs,
+    load_training_pipeline,
+    parse_train_args,
+    train_translator,
+)
 
 
 class MemoryMonitor:
@@ -58,25 +71,20 @@ class MemoryMonitor:
             self.peak[name] = max(self.peak[name], value)
 
     @staticmethod
-    def _format(values: dict[str, int], label: str) -> str:
-        gib = lambda value: f"{value / 2**30:.2f} GiB"  # noqa: E731
-        return (
-            f"{label} {gib(values['rss'])} (anonymous {gib(values['anonymous'])}, file-backed {gib(values['file'])})"
-        )
+    def _in_gib(values: dict[str, int]) -> dict[str, float]:
+        return {f"{name}_GiB": value / 2**30 for name, value in values.items()}
 
-    def describe(self) -> str:
-        return self._format(self.peak, "peak RSS")
+    def peak_GiB(self) -> dict[str, float]:
+        """``{"rss_GiB", "anonymous_GiB", "file_GiB"}``: the peaks of the phase."""
+        return self._in_gib(self.peak)
 
-    def describe_now(self) -> str:
-        return self._format(self.sample(), "RSS")
+    def now_GiB(self) -> dict[str, float]:
+        """The same keys, now."""
+        return self._in_gib(self.sample())
 
 
 def build_benchmark_pipeline(folder: Path, condition_dim: int, latent_dim: int) -> Path:
     """A random pipeline: ConvGenerator (16x16 RGB) + a one-layer CLIP whose projection has ``condition_dim`` values."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
-
-    from tron_pipelines import ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
-
     torch.manual_seed(0)
     encoder = CLIPModel(
         CLIPConfig(
@@ -107,63 +115,46 @@ def build_benchmark_pipeline(folder: Path, condition_dim: int, latent_dim: int) 
     return folder
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--pipeline", type=str, default=None, help="Pipeline to benchmark (default: a random tiny one)."
+# The section of run.py ----------------------------------------------------------------------------------------------
+def add_arguments(group) -> None:
+    group.add_argument(
+        "--pairs_pipeline", default=None, help="Pipeline of the pairs section (default: a random tiny one)."
     )
-    parser.add_argument("--num_pairs", type=int, default=1_000_000)
-    parser.add_argument("--condition_dim", type=int, default=512, help="Condition size of the default pipeline.")
-    parser.add_argument("--latent_dim", type=int, default=128, help="Latent size of the default pipeline.")
-    parser.add_argument("--pairs_per_shard", type=int, default=65536)
-    parser.add_argument("--generation_batch_size", type=int, default=1024)
-    parser.add_argument(
+    group.add_argument("--num_pairs", type=int, default=1_000_000)
+    group.add_argument("--condition_dim", type=int, default=512, help="Condition size of the default pipeline.")
+    group.add_argument("--latent_dim", type=int, default=128, help="Latent size of the default pipeline.")
+    group.add_argument("--pairs_per_shard", type=int, default=65536)
+    group.add_argument("--generation_batch_size", type=int, default=1024)
+    group.add_argument(
         "--read_batch_size", type=int, default=4096, help="Batch of the shuffled full read of the cache."
     )
-    parser.add_argument("--train_steps", type=int, default=200)
-    parser.add_argument("--train_batch_size", type=int, default=256)
-    parser.add_argument("--mixed_precision", type=str, default="no", choices=("no", "fp16", "bf16"))
-    parser.add_argument("--cpu", action="store_true", help="Run on the CPU even when a GPU is available.")
-    parser.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
-    parser.add_argument(
-        "--work_dir", type=str, default=None, help="Where the cache goes (default: a temporary folder, deleted)."
+    group.add_argument("--train_steps", type=int, default=200)
+    group.add_argument("--train_batch_size", type=int, default=256)
+    group.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"))
+    group.add_argument(
+        "--work_dir", default=None, help="Where the pair cache goes (default: a temporary folder, deleted)."
     )
-    args = parser.parse_args()
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.cpu:
+
+def run(args, sizes: dict, report) -> None:
+    if args.device == "cpu":
+        # Read by the accelerators of `generate_pairs` and `train_translator` (the latter makes its own).
         os.environ["ACCELERATE_USE_CPU"] = "1"
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    from accelerate import Accelerator
-
-    from tron_pipelines.training import (
-        PairCache,
-        PairSource,
-        generate_pairs,
-        load_training_pipeline,
-        parse_train_args,
-        train_translator,
-    )
+    from accelerate import Accelerator  # after ACCELERATE_USE_CPU is set
 
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="tron-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
+    phases = []
     try:
-        pipeline_path = args.pipeline or str(
+        pipeline_path = args.pairs_pipeline or str(
             build_benchmark_pipeline(work_dir / "pipeline", args.condition_dim, args.latent_dim)
         )
         accelerator = Accelerator(mixed_precision=args.mixed_precision)
         device = accelerator.device
         pipeline = load_training_pipeline(pipeline_path).to(device)
         source = PairSource.from_pipeline(pipeline)
-        device_name = (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-        )
-        print(f"device: {device} ({device_name}); torch {torch.__version__}")
-        print(f"baseline after loading: {MemoryMonitor().describe_now()}")
-        print(
-            f"pairs: {args.num_pairs:,} x {source.condition_dim}-dim conditions + {sum(s['dim'] for s in source.latent_specs)} latents"
-        )
+        phases.append({"phase": "after imports and loading the pipeline", **MemoryMonitor().now_GiB()})
+        num_latents = sum(s["dim"] for s in source.latent_specs)
 
         pairs_dir = work_dir / "pairs"
         with MemoryMonitor() as memory:
@@ -179,8 +170,14 @@ def main():
             )
             seconds = time.perf_counter() - start
         cache_bytes = sum(p.stat().st_size for p in pairs_dir.glob("*.safetensors"))
-        print(
-            f"generation: {args.num_pairs / seconds:,.0f} pairs/s ({seconds:.1f}s, cache {cache_bytes / 2**30:.2f} GiB); {memory.describe()}"
+        phases.append(
+            {
+                "phase": f"generation (`generate_pairs`, batches of {args.generation_batch_size}, shards of "
+                f"{args.pairs_per_shard:,})",
+                "speed": f"{args.num_pairs / seconds:,.0f} pairs/s ({seconds:.1f} s)",
+                "pairs_per_second": args.num_pairs / seconds,
+                **memory.peak_GiB(),
+            }
         )
         del pipeline, source
         if torch.cuda.is_available():
@@ -195,9 +192,20 @@ def main():
             for begin in range(0, len(cache), args.read_batch_size):
                 cache[order[begin : begin + args.read_batch_size]]
             read_seconds = time.perf_counter() - start
-        print(
-            f"cache: opened with checksums in {open_seconds:.1f}s; one shuffled pass in batches of {args.read_batch_size}: "
-            f"{len(cache) / read_seconds:,.0f} pairs/s; {memory.describe()}"
+        phases.append(
+            {
+                "phase": f"opening with checksums ({cache_bytes / 2**30:.2f} GiB hashed)",
+                "speed": f"{open_seconds:.1f} s",
+                "seconds": open_seconds,
+            }
+        )
+        phases.append(
+            {
+                "phase": f"one shuffled pass over the cache in batches of {args.read_batch_size}",
+                "speed": f"{len(cache) / read_seconds:,.0f} pairs/s",
+                "pairs_per_second": len(cache) / read_seconds,
+                **memory.peak_GiB(),
+            }
         )
         condition_dim = cache.condition_dim
         del cache  # unmaps the files: the training phase below starts from its own mapping
@@ -231,14 +239,43 @@ def main():
         ]
         with MemoryMonitor() as memory:
             result = train_translator(parse_train_args(train_argv))
-        print(
-            f"training: {result.steps_per_second:.2f} steps/s x {args.train_batch_size} pairs = {result.pairs_per_second:,.0f} "
-            f"pairs/s (translator K=10, hidden {4 * condition_dim}); {memory.describe()}"
+        phases.append(
+            {
+                "phase": f"training (`train_translator`, batch {args.train_batch_size}, K=10, hidden "
+                f"{4 * condition_dim}, {args.train_steps} steps)",
+                "speed": f"{result.steps_per_second:.2f} steps/s ({result.pairs_per_second:,.0f} pairs/s)",
+                "steps_per_second": result.steps_per_second,
+                "pairs_per_second": result.pairs_per_second,
+                **memory.peak_GiB(),
+            }
         )
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    )
+    report.write_json("pairs", {"device": str(device), "cache_bytes": cache_bytes, "phases": phases})
+    report.emit(
+        f"Pairs: {args.num_pairs:,} pairs, {condition_dim}-dim conditions + {num_latents} latents, {device} "
+        f"({device_name})",
+        format_table(
+            phases,
+            [
+                ("phase", "phase", ""),
+                ("speed", "speed", ""),
+                ("rss_GiB", "peak RSS GiB", ".2f"),
+                ("anonymous_GiB", "anonymous", ".2f"),
+                ("file_GiB", "file-backed", ".2f"),
+            ],
+        )
+        + f"\n\nCache: {cache_bytes / 2**30:.2f} GiB. The first row is the RSS after loading, not a peak.",
+    )
 
 
-if __name__ == "__main__":
-    main()
+SECTION = Section(
+    names=("pairs",),
+    summary="Translator training data: pair generation, cache reads and translator training throughput, peak memory.",
+    run=run,
+    add_arguments=add_arguments,
+)
