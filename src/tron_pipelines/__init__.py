@@ -23,6 +23,13 @@ _EXPORTS = {
     "models.stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
     "models.stylegan3": ("StyleGAN3Generator",),
     "models.open_clip_encoder": ("OpenCLIPEncoder",),
+    "models.diffusers_generators": (
+        "ConsistencyModelGenerator",
+        "DiffusersGenerator",
+        "DiffusionSamplerGenerator",
+        "VAEDecoderGenerator",
+        "load_diffusers_generator",
+    ),
     "encoders": ("EncoderAdapter",),
     "energies": (
         "ConditionTerm",
