@@ -504,6 +504,7 @@ def _write_model_card(
         base_model=_hub_base_model(args.pipeline),
         on_hub=repo_id is not None,
     )
+        encoder_adapter=source.adapter,
 
 
 def _report_to(value: str) -> str | None:
