@@ -403,7 +403,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder",
         type=str,
         required=True,
-        help="A CLIP Hub id or folder, an OpenCLIP folder, or a classifier folder.",
+        help="A saved pipeline, whose encoder, tokenizer and image processor are used (an embedded name such as "
+        "tron-mnist-text, a pipeline folder or its encoder/ folder), a CLIP Hub id or folder, an OpenCLIP folder, or a "
+        "classifier folder.",
     )
     sources.add_argument(
         "--output",
@@ -415,7 +417,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         type=str,
         default=None,
-        help="Sampling preset of the pipeline: biggan or stylegan (`SAMPLING_PRESETS`; default: the one of the generator's format or class).",
+        help="Sampling preset of the pipeline: biggan, stylegan or diffusion (`SAMPLING_PRESETS`; default: the one of the generator's format or class).",
     )
     sources.add_argument(
         "--generator_config",
