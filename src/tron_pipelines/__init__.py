@@ -24,6 +24,13 @@ _EXPORTS = {
     "models.stylegan3": ("StyleGAN3Generator",),
     "models.nvae": ("NVAEGenerator",),
     "models.open_clip_encoder": ("OpenCLIPEncoder",),
+    "models.diffusers_generators": (
+        "ConsistencyModelGenerator",
+        "DiffusersGenerator",
+        "DiffusionSamplerGenerator",
+        "VAEDecoderGenerator",
+        "load_diffusers_generator",
+    ),
     "encoders": ("EncoderAdapter",),
     "energies": (
         "ConditionTerm",

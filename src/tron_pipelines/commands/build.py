@@ -9,10 +9,17 @@ The options are `tron_pipelines.training.arguments`'s (they extend ``tron train-
 
 import argparse
 
+from ..conversion.formats import SourceError, check_generator_source
 from ..training.arguments import BUILD_DESCRIPTION, add_build_arguments
 
 
 def run_build(args: argparse.Namespace) -> None:
+    # A --generator that does not exist is said at once, not after the tens of seconds torch, accelerate and
+    # transformers take to load (the format table checks paths with the standard library alone).
+    try:
+        check_generator_source(args.generator, "--generator")
+    except SourceError as error:
+        raise SystemExit(f"tron build: error: {error}") from None
     from .build_stages import BuildError, run_build
 
     try:

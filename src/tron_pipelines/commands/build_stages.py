@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import tempfile
 import time
@@ -44,11 +43,20 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from huggingface_hub import ModelCard, create_repo, upload_folder
 
-from ..conversion.formats import UnknownGeneratorFormatError, detect_generator_format
-from ..conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder, load_generator, pipeline_model_card
+from ..conversion.formats import SourceError, detect_generator_format, reading
+from ..conversion.tr0n import (
+    ENCODER_SOURCES,
+    SAMPLING_PRESETS,
+    assemble_pipeline,
+    load_encoder,
+    load_generator,
+    pipeline_model_card,
+)
 from ..encoders import EncoderAdapter
 from ..models.translator import TranslatorModel
 from ..pipelines.pipeline_tron import TronPipeline
+from ..pipelines.usage import DEFAULT_PROMPT
+from ..pretrained import resolve_pretrained_path
 from ..training.arguments import (
     BUILD_SETS,
     CAPTION_SETTINGS,
@@ -207,19 +215,24 @@ def _text_digest(text: str) -> str:
 
 
 def hub_id(name_or_path: str | None) -> str | None:
-    """``name_or_path`` when it names a Hub repo rather than a local folder (a card's ``base_model`` must)."""
-    return None if name_or_path is None or os.path.exists(name_or_path) else name_or_path
+    """``name_or_path`` when it names a Hub repo rather than a local folder or an embedded pipeline (a card's
+    ``base_model`` must)."""
+    return None if name_or_path is None or os.path.exists(resolve_pretrained_path(name_or_path)) else name_or_path
 
 
-def pipeline_card(pipe: TronPipeline, args: argparse.Namespace, translator_notes: str) -> ModelCard:
+def pipeline_card(
+    pipe: TronPipeline, args: argparse.Namespace, translator_notes: str, example_prompt: str = DEFAULT_PROMPT
+) -> ModelCard:
     """The model card of ``pipe`` from the options of `add_model_card_arguments` and `add_hub_arguments` (plus
-    ``args.encoder``): base models, licences, the loading snippet for ``--hub_model_id``."""
+    ``args.encoder``): base models, licences, the usage snippet for ``--hub_model_id`` (with ``example_prompt`` for a
+    text encoder)."""
     return pipeline_model_card(
         pipe,
         args.hub_model_id,
         base_models={"generator": args.generator_id, "encoder": hub_id(args.encoder)},
         licenses={"generator": args.generator_license, "encoder": args.encoder_license},
         translator_notes=translator_notes,
+        example_prompt=example_prompt,
     )
 
 
@@ -413,9 +426,9 @@ class Build:
             )
         manifest = self._check_output()
         try:
-            self.generator_format = detect_generator_format(args.generator)
-        except (FileNotFoundError, UnknownGeneratorFormatError) as error:
-            raise BuildError(f"--generator {error}") from None
+            self.generator_format = detect_generator_format(args.generator, option="--generator")
+        except SourceError as error:
+            raise BuildError(str(error)) from None
         self.preset = args.preset or self.generator_format.default_preset(args.generator)
         if self.preset not in SAMPLING_PRESETS:
             given = (
@@ -423,9 +436,10 @@ class Build:
             )
             raise BuildError(f"--preset must be one of {', '.join(sorted(SAMPLING_PRESETS))}; {given}.")
         try:
-            self.encoder_parts = load_encoder(args.encoder)
-        except Exception as error:  # noqa: BLE001 - whatever the loaders raise, the user gets one line naming --encoder
-            raise BuildError(f"--encoder {args.encoder!r} could not be loaded: {first_line(error)}") from None
+            with reading(args.encoder, ENCODER_SOURCES, "--encoder", action="loaded"):
+                self.encoder_parts = load_encoder(args.encoder)
+        except SourceError as error:
+            raise BuildError(str(error)) from None
         self._sample_conditions(EncoderAdapter(*self.encoder_parts))  # checks --sample_prompts / --sample_class_labels
         if args.push_to_hub:
             try:
@@ -537,15 +551,11 @@ class Build:
     def _convert(self) -> dict:
         folder = self.stages_dir / "convert"
         try:
-            generator = self.generator_format.load(self.args.generator, **dict(self.args.generator_config))
-        except (
-            ValueError,
-            TypeError,
-            pickle.UnpicklingError,
-        ) as error:  # mismatched keys, unknown settings, a refused pickle global
-            raise BuildError(
-                f"--generator {self.args.generator} ({self.generator_format.description}) could not be converted: {error}"
-            ) from None
+            generator = self.generator_format.convert(
+                self.args.generator, "--generator", **dict(self.args.generator_config)
+            )
+        except SourceError as error:  # mismatched keys, unknown settings, a refused pickle global, a corrupt file
+            raise BuildError(str(error)) from None
         save_pretrained_atomically(generator, folder)
         return self._folders(folder)
 
@@ -635,7 +645,9 @@ class Build:
         translator = TranslatorModel.from_pretrained(self.stages_dir / "train" / "translator")
         pipe = TronPipeline.from_pretrained(self.stages_dir / "assemble", translator=translator)
         images = None if self.args.no_samples else self._samples(pipe)
-        card = pipeline_card(pipe, self.args, self._translator_notes())
+        kind, values = self._sample_conditions(pipe.encoder_adapter)
+        example_prompt = values[0] if kind == "prompt" else DEFAULT_PROMPT  # a prompt the build chose for this G
+        card = pipeline_card(pipe, self.args, self._translator_notes(), example_prompt)
         if images is not None:
             card.text += samples_section(images)
         card.data.num_pairs = self.args.num_pairs

@@ -6,6 +6,8 @@ so that ``tron --help`` stays instant.
 """
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..utils.messages import first_line
@@ -13,6 +15,16 @@ from ..utils.messages import first_line
 
 class CommandError(Exception):
     """A user error: printed as one line, no traceback."""
+
+
+@contextmanager
+def one_line_errors(prog: str, errors: tuple[type[BaseException], ...] = (CommandError,)) -> Iterator[None]:
+    """For a command-line script's body: an error of the kinds ``errors`` ends the script with ``"<prog>: error:
+    <message>"`` (argparse's form) and exit status 1, without a traceback."""
+    try:
+        yield
+    except errors as error:
+        raise SystemExit(f"{prog}: error: {error}") from None
 
 
 def writable_folder(path: str, option: str = "--out") -> Path:
@@ -83,5 +95,6 @@ __all__ = [
     "disable_loading_progress_bars",
     "in_cli_terms",
     "load_pipeline",
+    "one_line_errors",
     "writable_folder",
 ]

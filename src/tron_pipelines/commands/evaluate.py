@@ -9,6 +9,7 @@ The metric code is `tron_pipelines.evaluation`'s, the same the benchmarks run.
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..utils.files import write_json_atomically
@@ -175,6 +176,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         classification_accuracy,
         clip_score,
         frechet_distance_with_std,
+        frechet_sample_size_warning,
     )
     from ..evaluation.features import (
         ClassifierFeatures,
@@ -244,6 +246,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     rows = []
     if reference_statistics is not None:
         distance, distance_std = frechet_distance_with_std(features[distance_extractor], reference_statistics)
+        too_few = frechet_sample_size_warning(
+            len(entries), reference_statistics.num_samples, reference_statistics.mean.shape[0]
+        )
+        if too_few is not None:
+            print(f"tron evaluate: warning: {too_few}", file=sys.stderr)
+            metrics["frechet_distance_warning"] = too_few
         metrics.update(
             {
                 "frechet_distance": distance,

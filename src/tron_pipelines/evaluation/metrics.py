@@ -102,6 +102,22 @@ def frechet_distance(a, b) -> float:
     return float(((a.mean - b.mean) ** 2).sum() + np.trace(a.covariance) + np.trace(b.covariance) - 2 * trace_root)
 
 
+def frechet_sample_size_warning(num_images: int, num_reference: int, feature_dim: int) -> str | None:
+    """What is wrong with a Fréchet distance of ``num_images`` against ``num_reference`` images in ``feature_dim``-dim
+    features, or ``None``: with fewer images than dimensions a covariance has rank N - 1 < D, so the distance mostly
+    measures how many images there are (it falls as images are added) rather than how they differ."""
+    fewest = min(num_images, num_reference)
+    if fewest >= feature_dim:
+        return None
+    sides = [f"{count} {name}" for name, count in (("images", num_images), ("reference images", num_reference))]
+    return (
+        f"a Fréchet distance of {' against '.join(sides)} in {feature_dim}-dim features: with fewer images than "
+        f"dimensions a covariance has rank {fewest - 1} of {feature_dim} at most, so the distance mostly reflects the "
+        f"number of images and means little on its own. Use at least {feature_dim} images on each side (FID is "
+        "usually reported on 10,000 to 50,000), and compare distances only at equal image counts."
+    )
+
+
 def frechet_distance_with_std(
     features, reference, num_resamples: int = FRECHET_BOOTSTRAP_RESAMPLES, seed: int = 0
 ) -> tuple[float, float]:
@@ -141,4 +157,5 @@ __all__ = [
     "clip_score",
     "frechet_distance",
     "frechet_distance_with_std",
+    "frechet_sample_size_warning",
 ]

@@ -8,7 +8,7 @@ from .lazy import lazy_exports
 
 
 _EXPORTS = {
-    "constants": ("CLIP_MEAN", "CLIP_STD"),
+    "constants": ("CLIP_MEAN", "CLIP_STD", "DIFFUSERS_PREFIX"),
     "files": ("replace_atomically", "save_pretrained_atomically", "write_folder_atomically", "write_json_atomically"),
     "fingerprints": ("module_fingerprint",),
     "lazy": ("lazy_exports",),
