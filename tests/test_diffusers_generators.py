@@ -498,9 +498,13 @@ def test_bad_configurations_are_refused(build, match):
 
 def test_unsupported_pipelines_are_refused_with_the_supported_kinds(ddpm_folder, consistency_folder, tmp_path):
     (tmp_path / "model_index.json").write_text(
-        json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]})
+        json.dumps({"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"]})
     )
-    with pytest.raises(ValueError, match="DDPMPipeline, DDIMPipeline, LDMPipeline, ConsistencyModelPipeline"):
+    with pytest.raises(
+        ValueError,
+        match="DDPMPipeline, DDIMPipeline, LDMPipeline, ConsistencyModelPipeline, StableDiffusionPipeline, "
+        "LatentConsistencyModelPipeline, StableDiffusionXLPipeline pipelines, pixel-space",
+    ):
         load_diffusers_generator(tmp_path)
     with pytest.raises(ValueError, match="ConsistencyModelPipeline"):
         DiffusionSamplerGenerator.from_diffusers(consistency_folder)

@@ -137,8 +137,8 @@ DIFFUSERS_PREFIX = "diffusers:"
 def load_generator(path: str | os.PathLike, **diffusers_kwargs):
     """Load any `TronGenerator` folder, choosing the class from its ``config.json`` among `tron_pipelines.models`; or, for
     ``"diffusers:<repo id or folder>"``, turn a diffusers pipeline into G (`load_diffusers_generator`: DDPM / DDIM /
-    LDM / consistency-model pipelines, or an autoencoder), passing ``diffusers_kwargs`` on (e.g.
-    ``num_sampler_steps``)."""
+    LDM / consistency-model pipelines, Stable Diffusion / SDXL / pixel-space text-to-image pipelines, or an
+    autoencoder), passing ``diffusers_kwargs`` on (e.g. ``num_sampler_steps``, ``generator_prompt``)."""
     from .. import models
 
     if str(path).startswith(DIFFUSERS_PREFIX):
