@@ -4,12 +4,15 @@
     python benchmarks/run.py                                          # everything, full sizes
     python benchmarks/run.py throughput overhead --device cuda --speed_workloads biggan-deep-256-clip
     python benchmarks/run.py sampler --device cuda                    # diffusion G: cost per Langevin step
+    python benchmarks/run.py text-to-image --device cuda              # SD-Turbo G: cost per optimisation step
 
 Sections (all but ``sampler`` by default): ``quality`` (initialisations x T steps, with the evaluation model),
 ``throughput`` (batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step breakdown),
 ``memory`` (peak vs batch size and steps, memory after every step), ``features`` (bf16/fp16 autocast, channels_last,
 torch.compile) and, only when named, ``sampler`` (a diffusion-sampler G, `ddpm-cifar10-32-clip` by default: seconds,
-GFLOP and peak memory of a Langevin step at 1, 5 and 10 sampler steps, with and without gradient checkpointing).
+GFLOP and peak memory of a Langevin step at 1, 5 and 10 sampler steps, with and without gradient checkpointing) and
+``text-to-image`` (an SD-Turbo-sized G at 512 px: seconds, GFLOP and peak memory of one optimisation step with and
+without checkpointing and with the tiny decoder; the translator's mean-head sizes; `bench_text_to_image.py`).
 Each section prints its tables and writes ``<section>.json`` (and PNG plots) to ``--output_dir``; ``report.md``
 collects all tables.
 """
@@ -32,8 +35,10 @@ from common import format_table, matmul_gflops, write_json  # noqa: E402
 from workloads import SYNTHETIC_WORKLOADS, load_workload  # noqa: E402
 
 
-SECTIONS = ("quality", "throughput", "overhead", "memory", "features", "sampler")
-DEFAULT_SECTIONS = SECTIONS[:-1]
+SECTIONS = ("quality", "throughput", "overhead", "memory", "features", "sampler", "text-to-image")
+# Heavy sections that run only when named.
+ON_REQUEST_SECTIONS = ("sampler", "text-to-image")
+DEFAULT_SECTIONS = tuple(section for section in SECTIONS if section not in ON_REQUEST_SECTIONS)
 QUICK = {
     "batch_sizes": [1, 8, 32],
     "repeats": 3,
@@ -80,7 +85,9 @@ FULL = {
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "sections", nargs="*", help=f"Sections to run, of {', '.join(SECTIONS)} (default: all but sampler)."
+        "sections",
+        nargs="*",
+        help=f"Sections to run, of {', '.join(SECTIONS)} (default: all but {', '.join(ON_REQUEST_SECTIONS)}).",
     )
     parser.add_argument(
         "--pipeline",
@@ -134,6 +141,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=None, help="Timed runs per measurement (default: by mode).")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads.")
+    parser.add_argument(
+        "--memory_limit_gib",
+        type=float,
+        default=16.0,
+        help="text-to-image: stop a CPU configuration whose process passes this resident memory.",
+    )
     parser.add_argument("--output_dir", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--probe_batch", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--probe_steps", type=int, default=10, help=argparse.SUPPRESS)
@@ -211,6 +224,10 @@ def main(argv=None) -> None:
         run_speed(args, sizes, speed_names, speed_sections, include_compile, output_dir, emit)
     if "sampler" in args.sections:
         run_sampler(args, sizes["sampler"], output_dir, emit)
+    if "text-to-image" in args.sections:
+        from bench_text_to_image import run_section
+
+        run_section(args, output_dir, emit)
 
     env["load_average_at_end"] = os.getloadavg()
     env["seconds"] = time.perf_counter() - started
