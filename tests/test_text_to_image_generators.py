@@ -639,6 +639,8 @@ def test_tron_build_turns_a_stable_diffusion_folder_into_a_pipeline(
         "2",
         "--hidden_dim",
         "16",
+        "--mean_rank",
+        "4",
         "--train_batch_size",
         "16",
         "--max_train_steps",
@@ -666,6 +668,7 @@ def test_tron_build_turns_a_stable_diffusion_folder_into_a_pipeline(
     assert isinstance(pipe.generator, TextToImageGenerator) and pipe.generator.tokenizer is not None
     assert type(pipe.generator.scheduler).__name__ == "EulerDiscreteScheduler"
     assert pipe.translator.config.latent_dim == 4 * SIDE * SIDE and isinstance(pipe.scheduler, LangevinScheduler)
+    assert pipe.translator.config.mean_rank == 4 and pipe.translator.mean_basis.weight.shape == (4 * SIDE * SIDE, 4)
     # G is the folder's model: the same images as diffusers' pipeline from the same noise.
     reference = StableDiffusionPipeline.from_pretrained(sd_turbo_folder)
     reference.set_progress_bar_config(disable=True)
