@@ -152,6 +152,83 @@ def clip_vit_h_adapter(device: str = "cpu"):
     return EncoderAdapter(clip)
 
 
+class CastOnAccess(torch.nn.Module):
+    """A parametrization that stores a weight in a low-precision dtype and hands the layer a copy cast to the compute
+    dtype at every access: low-precision storage whose backward pass works (unlike diffusers' layerwise-casting hooks,
+    which cast the weights back after the forward pass, before the backward pass reads them)."""
+
+    def __init__(self, dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, stored: torch.Tensor) -> torch.Tensor:
+        return stored.to(self.dtype)
+
+
+def store_weights_cast_on_access(model, storage_dtype: torch.dtype, compute_dtype: torch.dtype) -> None:
+    """Store every linear and convolution weight of ``model`` in ``storage_dtype``, cast on access."""
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.weight.data = module.weight.data.to(storage_dtype)
+            parametrize.register_parametrization(module, "weight", CastOnAccess(compute_dtype), unsafe=True)
+
+
+# Low-precision weight storage for a backward pass through the SD-Turbo UNet (64 x 64 latent, bfloat16 compute).
+WEIGHT_STORAGE_VARIANTS = ("bf16", "fp8-diffusers-hooks", "fp8-cast-on-access", "fp8-cast-on-access-blocks")
+
+
+def measure_weight_storage(variant: str, device: str) -> dict:
+    """Peak memory of one forward + backward pass (to the input) of the SD-Turbo UNet, bfloat16 compute, with its
+    weights stored in bfloat16 or float8 (e4m3): diffusers' layerwise casting, or a cast on access (with and without
+    the UNet's block-level checkpointing, which recomputes the casts in the backward pass instead of keeping them)."""
+    import diffusers
+    from speed import _proc_status_kib
+
+    device = torch.device(device)
+    with torch.device(device):
+        unet = diffusers.UNet2DConditionModel(**SD_TURBO_UNET).to(torch.bfloat16).eval()
+    unet.requires_grad_(False)
+    if variant == "fp8-diffusers-hooks":
+        unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    elif variant.startswith("fp8-cast-on-access"):
+        store_weights_cast_on_access(unet, torch.float8_e4m3fn, torch.bfloat16)
+    if variant.endswith("blocks"):
+        unet.enable_gradient_checkpointing()
+    generator = torch.Generator(device).manual_seed(0)
+    sample = torch.randn(1, 4, 64, 64, generator=generator, device=device, dtype=torch.bfloat16)
+    context = torch.randn(1, 77, 1024, generator=generator, device=device, dtype=torch.bfloat16)
+    weights_mib = sum(t.numel() * t.element_size() for t in unet.state_dict().values()) / 2**20
+
+    def step():
+        leaf = sample.clone().requires_grad_(True)
+        output = unet(leaf, torch.tensor(999, device=device), encoder_hidden_states=context).sample
+        torch.autograd.grad(output.float().square().sum(), leaf)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _proc_status_kib("VmRSS") * 1024
+    try:
+        step()
+    except RuntimeError as error:
+        return {"weights_MiB": weights_mib, "backward": f"fails: {str(error).splitlines()[0]}"}
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        peak = _proc_status_kib("VmHWM") * 1024 - before
+    return {
+        "weights_MiB": weights_mib,
+        "backward": "works",
+        "peak_MiB_above_weights": peak / 2**20,
+        "weights_plus_peak_MiB": weights_mib + peak / 2**20,
+    }
+
+
 def parameters_millions(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
@@ -253,6 +330,16 @@ def measure_in_subprocess(name: str, device: str, threads: int, memory_limit_gib
     if process.returncode != 0:
         return {"failed": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {process.returncode}"}
     return {**json.loads(stdout.strip().splitlines()[-1]), "process_peak_RSS_GiB": peak_rss_gib}
+
+
+def weight_storage_costs(device: str, threads: int, memory_limit_gib: float) -> list[dict]:
+    """One row per `WEIGHT_STORAGE_VARIANTS` entry, each measured in its own process."""
+    rows = []
+    for variant in WEIGHT_STORAGE_VARIANTS:
+        row = {"variant": variant, **measure_in_subprocess(variant, device, threads, memory_limit_gib)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 def optimisation_step_costs(device: str, threads: int, memory_limit_gib: float, names=None) -> list[dict]:
@@ -405,19 +492,6 @@ def run_section(args, output_dir: Path, emit) -> None:
             ],
         ),
     )
-    nll = translator_head_nll(steps=300 if args.quick else 1500)
-    write_json(output_dir / "text_to_image_head_nll.json", nll)
-    emit(
-        "Full vs shared-basis mean head: held-out NLL on pairs of a tiny random SD (256-value noise) + tiny CLIP",
-        format_table(
-            nll,
-            [
-                ("mean_rank", "mean head", ""),
-                ("mean_head_parameters", "mean head params", "d"),
-                ("held_out_nll_per_dim", "NLL nats / dim (prior 1.4189)", ".4f"),
-            ],
-        ),
-    )
     costs = optimisation_step_costs(args.device, args.threads, args.memory_limit_gib)
     write_json(output_dir / "text_to_image_cost.json", costs)
     emit(
@@ -436,15 +510,57 @@ def run_section(args, output_dir: Path, emit) -> None:
             ],
         ),
     )
+    emit_weight_storage(
+        weight_storage_costs(args.device, args.threads, args.memory_limit_gib), args.device, output_dir, emit
+    )
+    nll = translator_head_nll(steps=300 if args.quick else 1500)
+    write_json(output_dir / "text_to_image_head_nll.json", nll)
+    emit(
+        "Full vs shared-basis mean head: held-out NLL on pairs of a tiny random SD (256-value noise) + tiny CLIP",
+        format_table(
+            nll,
+            [
+                ("mean_rank", "mean head", ""),
+                ("mean_head_parameters", "mean head params", "d"),
+                ("held_out_nll_per_dim", "NLL nats / dim (prior 1.4189)", ".4f"),
+            ],
+        ),
+    )
+
+
+def emit_weight_storage(rows: list[dict], device: str, output_dir: Path, emit) -> None:
+    from common import format_table, write_json
+
+    write_json(output_dir / "text_to_image_weight_storage.json", rows)
+    emit(
+        f"Weight storage for a backward pass: SD-Turbo UNet forward + backward to its input, bfloat16 compute, {device}",
+        format_table(
+            rows,
+            [
+                ("variant", "weights stored as", ""),
+                ("backward", "backward pass", ""),
+                ("weights_MiB", "weights MiB", ".0f"),
+                ("peak_MiB_above_weights", "peak MiB above weights", ".0f"),
+                ("weights_plus_peak_MiB", "weights + peak MiB", ".0f"),
+            ],
+        ),
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configuration", choices=[name for name, _, _ in CONFIGURATIONS], required=True)
+    parser.add_argument(
+        "--configuration",
+        choices=[name for name, _, _ in CONFIGURATIONS] + list(WEIGHT_STORAGE_VARIANTS),
+        required=True,
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.configuration in WEIGHT_STORAGE_VARIANTS:
+        print(json.dumps(measure_weight_storage(args.configuration, args.device)))
+        return
     _, decoder, checkpointing = next(c for c in CONFIGURATIONS if c[0] == args.configuration)
     print(json.dumps(measure_configuration(decoder, checkpointing, args.device)))
 
