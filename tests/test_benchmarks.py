@@ -193,3 +193,53 @@ def test_energy_ranking_picks_the_lowest_energy_draws_of_the_pool_for_each_condi
         assert torch.equal(picked.sort(dim=0).values, expected.sort(dim=0).values), label
     with pytest.raises(ValueError, match="not blocks of 4"):
         energy_ranking_latents(workload, conditions, samples_per_condition=4, pool_size=50)
+
+
+def test_text_to_image_translator_head_sizes_follow_the_head_formula():
+    from bench_text_to_image import translator_head_sizes
+
+    rows = {(row["condition_dim"], row["mean_rank"]): row for row in translator_head_sizes(latent_dim=16384)}
+    hidden, k, d = 3072, 10, 16384
+    assert rows[(768, "full")]["mean_head_M"] * 1e6 == hidden * k * d + k * d
+    assert rows[(768, 64)]["mean_head_M"] * 1e6 == hidden * k * 64 + k * 64 + 64 * d + d
+    assert rows[(1024, "full")]["training_GiB"] == 4 * rows[(1024, "full")]["weights_GiB"]
+
+
+def test_cast_on_access_weight_storage_survives_the_backward_pass_where_diffusers_hooks_fail():
+    import copy
+
+    from bench_text_to_image import store_weights_cast_on_access
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+    ).to(torch.bfloat16)
+    unet.requires_grad_(False)
+    sample, context = torch.randn(1, 4, 8, 8).bfloat16(), torch.randn(1, 4, 16).bfloat16()
+
+    def gradient(model):
+        leaf = sample.clone().requires_grad_(True)
+        output = model(leaf, torch.tensor(10), encoder_hidden_states=context).sample
+        return torch.autograd.grad(output.float().square().sum(), leaf)[0]
+
+    hooked = copy.deepcopy(unet)
+    hooked.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="Float8"):
+        gradient(hooked)
+    # Cast on access: the gradient of the model whose linear and convolution weights were rounded to float8.
+    stored = copy.deepcopy(unet)
+    store_weights_cast_on_access(stored, torch.float8_e4m3fn, torch.bfloat16)
+    rounded = copy.deepcopy(unet)
+    for module in rounded.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.weight.data = module.weight.data.to(torch.float8_e4m3fn).to(torch.bfloat16)
+    assert torch.equal(gradient(stored), gradient(rounded))
+    assert stored.conv_in.parametrizations.weight.original.dtype == torch.float8_e4m3fn

@@ -107,6 +107,9 @@ class PromptConditionedGenerator:
         self.conditioning = conditioning
 
     def __getattr__(self, name: str):
+        # Called only for names the view lacks; `generator` itself is missing only while copying or unpickling.
+        if name == "generator":
+            raise AttributeError(name)
         return getattr(self.generator, name)
 
     def generate(self, latents: torch.Tensor) -> torch.Tensor:

@@ -57,11 +57,11 @@ class TranslatorModel(ModelMixin, ConfigMixin):
     latent dimension.
 
     The full mean head ``W_mu`` has ``hidden_dim * num_components * latent_dim`` weights: 503 M for the 16,384-value
-    noise of a 512 px Stable Diffusion with a 768-d condition and K = 10 (2 GB in float32, 8 GB with Adam's state).
-    ``mean_rank`` replaces it with a factorisation through a basis shared by all components: component ``k``'s mean
-    (before the threshold) is ``B a_k(u) + b``, with coefficients ``a_k(u) = A_k u + a_k`` of ``mean_rank`` values
-    and one ``(latent_dim, mean_rank)`` basis ``B``, so the means of every condition lie in one
-    ``mean_rank``-dimensional affine subspace of the latent space (6 M weights at rank 128 in that example).
+    noise of a 512 px Stable Diffusion with a 768-d condition and K = 10 (1.9 GiB in float32, 7.7 GiB to train with
+    Adam). ``mean_rank`` replaces it with a factorisation through a basis shared by all components: component ``k``'s
+    mean (before the threshold) is ``B a_k(u) + b``, with coefficients ``a_k(u) = A_k u + a_k`` of ``mean_rank``
+    values and one ``(latent_dim, mean_rank)`` basis ``B``, so the means of every condition lie in one
+    ``mean_rank``-dimensional affine subspace of the latent space (3.0 M weights at rank 64 in that example).
 
     Args:
         condition_dim: Size of the condition vector c (e.g. 512 for CLIP ViT-B/32, the class count for a classifier).
