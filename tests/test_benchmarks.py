@@ -209,19 +209,9 @@ def test_cast_on_access_weight_storage_survives_the_backward_pass_where_diffuser
     import copy
 
     from bench_text_to_image import store_weights_cast_on_access
-    from diffusers import UNet2DConditionModel
+    from test_text_to_image_generators import tiny_conditional_unet
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-    ).to(torch.bfloat16)
+    unet = tiny_conditional_unet().to(torch.bfloat16)
     unet.requires_grad_(False)
     sample, context = torch.randn(1, 4, 8, 8).bfloat16(), torch.randn(1, 4, 16).bfloat16()
 

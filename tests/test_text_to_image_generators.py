@@ -18,7 +18,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from test_diffusers_generators import classifier_tron_pipeline, energy_of, tiny_unet
+from test_diffusers_generators import TINY_BUILD_OPTIONS, classifier_tron_pipeline, energy_of, tiny_unet
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from tron_pipelines import GradientDescentScheduler, LangevinScheduler, TranslatorModel, TronPipeline
@@ -629,38 +629,11 @@ def test_tron_build_turns_a_stable_diffusion_folder_into_a_pipeline(
         save_clip(tmp_path / "clip", tokenizer, seed=0),
         "--output",
         output,
-        "--num_pairs",
-        "32",
-        "--pairs_per_shard",
-        "32",
-        "--generation_batch_size",
-        "16",
-        "--num_components",
-        "2",
-        "--hidden_dim",
-        "16",
         "--mean_rank",
         "4",
-        "--train_batch_size",
-        "16",
-        "--max_train_steps",
-        "2",
-        "--validation_steps",
-        "100",
-        "--num_validation_pairs",
-        "16",
-        "--num_validation_conditions",
-        "2",
-        "--report_to",
-        "none",
         "--sample_prompts",
         "a cat",
-        "--sample_images",
-        "1",
-        "--sample_steps",
-        "1",
-        "--sample_augmentations",
-        "0",
+        *TINY_BUILD_OPTIONS,
     ]
     assert main([str(word) for word in argv]) == 0
     pipe = TronPipeline.from_pretrained(output / "pipeline")
