@@ -391,3 +391,43 @@ def test_biggan_deep_configs_are_the_released_ones():
     for resolution in (128, 256, 512):
         # The converter checks that the layers make `output_dim` pixels.
         assert biggan_deep_config_from_pytorch_pretrained(biggan_deep_config(resolution))["latent_dim"] == 128
+
+
+def test_text_to_image_translator_head_sizes_follow_the_head_formula():
+    from bench_text_to_image import translator_head_sizes
+
+    rows = {(row["condition_dim"], row["mean_rank"]): row for row in translator_head_sizes(latent_dim=16384)}
+    hidden, k, d = 3072, 10, 16384
+    assert rows[(768, "full")]["mean_head_M"] * 1e6 == hidden * k * d + k * d
+    assert rows[(768, 64)]["mean_head_M"] * 1e6 == hidden * k * 64 + k * 64 + 64 * d + d
+    assert rows[(1024, "full")]["training_GiB"] == 4 * rows[(1024, "full")]["weights_GiB"]
+
+
+def test_cast_on_access_weight_storage_survives_the_backward_pass_where_diffusers_hooks_fail():
+    import copy
+
+    from bench_text_to_image import store_weights_cast_on_access
+    from test_text_to_image_generators import tiny_conditional_unet
+
+    unet = tiny_conditional_unet().to(torch.bfloat16)
+    unet.requires_grad_(False)
+    sample, context = torch.randn(1, 4, 8, 8).bfloat16(), torch.randn(1, 4, 16).bfloat16()
+
+    def gradient(model):
+        leaf = sample.clone().requires_grad_(True)
+        output = model(leaf, torch.tensor(10), encoder_hidden_states=context).sample
+        return torch.autograd.grad(output.float().square().sum(), leaf)[0]
+
+    hooked = copy.deepcopy(unet)
+    hooked.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="Float8"):
+        gradient(hooked)
+    # Cast on access: the gradient of the model whose linear and convolution weights were rounded to float8.
+    stored = copy.deepcopy(unet)
+    store_weights_cast_on_access(stored, torch.float8_e4m3fn, torch.bfloat16)
+    rounded = copy.deepcopy(unet)
+    for module in rounded.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.weight.data = module.weight.data.to(torch.float8_e4m3fn).to(torch.bfloat16)
+    assert torch.equal(gradient(stored), gradient(rounded))
+    assert stored.conv_in.parametrizations.weight.original.dtype == torch.float8_e4m3fn

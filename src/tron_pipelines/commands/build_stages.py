@@ -101,7 +101,7 @@ PAIR_OPTIONS = (
     *CAPTION_SETTINGS,
     "seed",
 )
-TRANSLATOR_OPTIONS = ("num_components", "hidden_dim", "init_std", "seed")
+TRANSLATOR_OPTIONS = ("num_components", "hidden_dim", "init_std", "mean_rank", "seed")
 REQUIRED_OPTIONS = ("generator", "encoder", "output")
 # Prompts of the card's sample grid for CLIP encoders, per preset (faces for StyleGAN's FFHQ), and otherwise.
 SAMPLE_PROMPTS = {
@@ -578,6 +578,7 @@ class Build:
             self.args.num_components,
             self.args.hidden_dim,
             self.args.init_std,
+            mean_rank=self.args.mean_rank,
         )
         pipe = assemble_pipeline(translator.eval(), generator, encoder, tokenizer, image_processor, self.preset)
         save_pretrained_atomically(pipe, folder)

@@ -37,6 +37,8 @@ PRESET_OF_GENERATOR_CLASS = {
     "NVAEGenerator": "nvae",
     "DiffusionSamplerGenerator": "diffusion",
     "ConsistencyModelGenerator": "diffusion",
+    "TextToImageGenerator": "diffusion",
+    "StableDiffusionXLGenerator": "diffusion",
 }
 # First bytes of a pickle of protocol 2 or later (PROTO opcode), what an NVIDIA network pickle starts with.
 PICKLE_PROTOCOL_OPCODE = b"\x80"
@@ -282,8 +284,10 @@ GENERATOR_FORMATS: tuple[GeneratorFormat, ...] = (
     ),
     GeneratorFormat(
         "diffusers",
-        "diffusers:<Hub id or folder> of a DDPM / DDIM / LDM / consistency-model pipeline or an AutoencoderKL / VQModel "
-        "(settings: num_sampler_steps, scheduler_class, scheduler_overrides)",
+        "diffusers:<Hub id or folder> of a DDPM / DDIM / LDM / consistency-model pipeline, a Stable Diffusion (1.x, 2.x, "
+        "Turbo, LCM) / SDXL / pixel-space text-to-image pipeline, or an AutoencoderKL / VQModel (settings: "
+        "num_sampler_steps, scheduler_class, scheduler_overrides; for text-to-image also generator_prompt, "
+        "guidance_scale, timesteps, decoder)",
         lambda source: source.startswith(DIFFUSERS_PREFIX),
         _load_diffusers,
         lambda source: "diffusion",

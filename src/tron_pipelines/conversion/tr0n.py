@@ -155,8 +155,8 @@ def tron_generator_class(folder: str | os.PathLike) -> type | None:
 def load_generator(path: str | os.PathLike, **diffusers_kwargs):
     """Load any `TronGenerator` folder, its class named by its ``config.json`` (`tron_generator_class`); or, for
     ``"diffusers:<repo id or folder>"``, turn a diffusers pipeline into G (`load_diffusers_generator`: DDPM / DDIM /
-    LDM / consistency-model pipelines, or an autoencoder), passing ``diffusers_kwargs`` on (e.g.
-    ``num_sampler_steps``)."""
+    LDM / consistency-model pipelines, Stable Diffusion / SDXL / pixel-space text-to-image pipelines, or an
+    autoencoder), passing ``diffusers_kwargs`` on (e.g. ``num_sampler_steps``, ``generator_prompt``)."""
     if str(path).startswith(DIFFUSERS_PREFIX):
         return models.load_diffusers_generator(str(path)[len(DIFFUSERS_PREFIX) :], **diffusers_kwargs)
     if diffusers_kwargs:

@@ -18,8 +18,14 @@ _EXPORTS = {
         "DiffusersGenerator",
         "DiffusionSamplerGenerator",
         "VAEDecoderGenerator",
-        "load_diffusers_generator",
     ),
+    "text_to_image_generators": (
+        "PromptConditionedGenerator",
+        "StableDiffusionXLGenerator",
+        "TextConditionalSamplerGenerator",
+        "TextToImageGenerator",
+    ),
+    "diffusers_loading": ("load_diffusers_generator",),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -660,6 +660,19 @@ class TronPipeline(DiffusionPipeline):
             )
         return batch_size
 
+    def check_generator_prompt(self, prompt, condition_generator_on_prompt: bool) -> None:
+        """Raise ``ValueError`` when ``condition_generator_on_prompt`` is set without a prompt or for a generator that
+        takes none."""
+        if not condition_generator_on_prompt:
+            return
+        if not self.generator.accepts_prompts:
+            raise ValueError(
+                f"`condition_generator_on_prompt=True` needs a generator that takes a prompt (a text-to-image model); "
+                f"this pipeline's {type(self.generator).__name__} takes none."
+            )
+        if prompt is None:
+            raise ValueError("`condition_generator_on_prompt=True` gives the call's `prompt` to G: give `prompt`.")
+
     def default_num_candidates_for(self, initialization: str, latents: torch.Tensor | None = None) -> int:
         """The candidates a call makes when not told: the saved ``default_num_candidates`` where there is something to
         search (random draws, no given ``latents``), else 1."""
@@ -834,6 +847,7 @@ class TronPipeline(DiffusionPipeline):
         return_dict: bool = True,
         return_energy_trace: bool = False,
         autocast_dtype: torch.dtype | None = None,
+        condition_generator_on_prompt: bool = False,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
     ) -> TronPipelineOutput | tuple:
@@ -881,6 +895,11 @@ class TronPipeline(DiffusionPipeline):
             autocast_dtype: Run G and f under ``torch.autocast`` in this dtype (``torch.bfloat16``; ``torch.float16``
                 on GPU). Latents, energies and the scheduler stay in float32. Not always faster: on a CPU it sped up the
                 convolutional `tron-mnist` 1.9x and slowed the CLIP-conditioned `tron-mnist-text` to 0.85x (README).
+            condition_generator_on_prompt: Give the call's ``prompt`` to G too, for a G that takes a prompt of its own
+                (a text-to-image diffusion model, ``generator.accepts_prompts``): image ``i`` is then G(z_i | its
+                prompt) and the latents are optimised for that conditional G, the setting of reward-based noise
+                optimisation (ReNO). ``False`` (default): G renders its own ``generator_prompt`` (``""``: an
+                unconditional pushforward, the setting the translator is trained in). Needs ``prompt``.
             callback_on_step_end: Called after each step as ``callback(pipe, step, timestep, tensors)``; may return
                 replacements for ``latents`` (packed, effective) and ``condition_embeds``.
             callback_on_step_end_tensor_inputs: Names passed to the callback, from ``_callback_tensor_inputs``.
@@ -920,6 +939,7 @@ class TronPipeline(DiffusionPipeline):
         reward_weights = self.reward_weights_for(reward_weights)
         if self.rewards is not None and self.rewards.needs_prompt and prompt is None:
             raise ValueError("This pipeline's `rewards` score images against a text: give `prompt`.")
+        self.check_generator_prompt(prompt, condition_generator_on_prompt)
         self._interrupt = False
         self._call_state.num_candidates = num_candidates
         device = self._execution_device
@@ -943,7 +963,12 @@ class TronPipeline(DiffusionPipeline):
             )
 
         # 2. The energy (the encoder's, or the rewards' when the pipeline has them), and the initial latents (the best
-        # of `num_candidates` draws by that energy).
+        # of `num_candidates` draws by that energy). A prompt for G makes a per-call view of it: the shared generator
+        # is never changed.
+        generator_model = self.generator
+        if condition_generator_on_prompt:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            generator_model = self.generator.conditioned_on(prompts, num_images_per_prompt)
         energy_options = {
             "num_augmentations": num_augmentations,
             "augment": self.augmentation,
@@ -952,12 +977,12 @@ class TronPipeline(DiffusionPipeline):
             "evaluate_fn": self._compiled_energy,
         }
         if self.rewards is None:
-            energy_fn = TronEnergy(self.generator, adapter, adapter.feature_energy, terms, **energy_options)
+            energy_fn = TronEnergy(generator_model, adapter, adapter.feature_energy, terms, **energy_options)
         else:
             reward_terms = self.reward_terms(
                 prompt, negative_prompt, negative_prompt_weight, batch_size, num_images_per_prompt, device
             )
-            energy_fn = RewardEnergy(self.generator, self.rewards, reward_weights, reward_terms, **energy_options)
+            energy_fn = RewardEnergy(generator_model, self.rewards, reward_weights, reward_terms, **energy_options)
         if num_candidates > 1:
             state = self.search_initial_state(
                 energy_fn, condition_embeds, initialization, generator, num_candidates, device

@@ -341,10 +341,11 @@ def new_translator(
     num_components: int = 10,
     hidden_dim: int | None = None,
     init_std: float | None = None,
+    mean_rank: int | None = None,
 ) -> TranslatorModel:
     """An untrained translator sized for ``generator``'s latents (main, its bound, auxiliary ones) and ``adapter``'s
     conditions (CLIP embeddings or class probabilities). ``init_std`` defaults to 1 (training then sets the spread of
-    G's latents, see `--init_std`)."""
+    G's latents, see `--init_std`); ``mean_rank`` chooses a shared-basis mean head (`TranslatorModel`)."""
     auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
     return TranslatorModel(
         condition_dim=adapter.condition_dim,
@@ -354,6 +355,7 @@ def new_translator(
         latent_threshold=generator.main_latent.threshold,
         auxiliary_latent_dims=auxiliary or None,
         init_std=init_std or 1.0,
+        mean_rank=mean_rank,
     )
 
 
@@ -361,7 +363,9 @@ def build_translator(pipeline: TronPipeline, args: argparse.Namespace) -> Transl
     """A new translator fitting the pipeline's generator and encoder, or ``--translator_name_or_path`` checked against them."""
     adapter, generator = pipeline.encoder_adapter, pipeline.generator
     if args.translator_name_or_path is None:
-        return new_translator(generator, adapter, args.num_components, args.hidden_dim, args.init_std)
+        return new_translator(
+            generator, adapter, args.num_components, args.hidden_dim, args.init_std, mean_rank=args.mean_rank
+        )
     auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
     path = Path(args.translator_name_or_path)
     subfolder = "translator" if (path / "translator" / "config.json").is_file() else None
@@ -500,6 +504,9 @@ def _write_model_card(
             "mixed precision": accelerator.mixed_precision,
             "EMA": f"max decay {args.ema_max_decay}" if args.use_ema else "no",
             "mixture components": translator.config.num_components,
+            "mean head": f"shared basis of rank {translator.config.mean_rank}"
+            if translator.config.mean_rank
+            else "full",
         },
         metrics=metrics,
         initial_metrics=initial_metrics,
