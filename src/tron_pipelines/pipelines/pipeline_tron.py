@@ -162,6 +162,11 @@ class TronPipeline(DiffusionPipeline):
             ``tron-mnist-text``): its words, space-separated. A prompt with other words gets a warning naming them,
             since the encoder makes some embedding of any text and the images look just as confident. Empty (the
             default, e.g. for CLIP trained on the web): no check.
+        preview_num_inference_steps / preview_num_augmentations: Quicker settings for a first look where the
+            defaults above are the method's (100 steps with 50 augmented copies for a GAN take minutes on a CPU): those
+            of the sample grid of ``tron build`` (``--sample_steps``, ``--sample_augmentations``). Interactive front
+            ends start from them (the sliders of ``tron demo``); calls keep the defaults. ``None`` (the default): the
+            defaults.
     """
 
     model_cpu_offload_seq = "encoder->translator->generator"
@@ -181,6 +186,8 @@ class TronPipeline(DiffusionPipeline):
         default_num_candidates: int = 1,
         augmentation_policy: str = ",".join(AUGMENTATIONS),
         prompt_vocabulary: str = "",
+        preview_num_inference_steps: int | None = None,
+        preview_num_augmentations: int | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -197,6 +204,8 @@ class TronPipeline(DiffusionPipeline):
             default_num_candidates=default_num_candidates,
             augmentation_policy=",".join(DiffAugment(policy=tuple(augmentation_policy.split(","))).policy),
             prompt_vocabulary=" ".join(sorted(set(prompt_words(prompt_vocabulary)))),
+            preview_num_inference_steps=preview_num_inference_steps,
+            preview_num_augmentations=preview_num_augmentations,
         )
         # Turns G's [-1, 1] output into PIL / numpy / torch images; a helper, not a component.
         self.postprocessor = VaeImageProcessor(do_resize=False)
