@@ -4,12 +4,15 @@
     python benchmarks/run.py                                          # everything, full sizes
     python benchmarks/run.py throughput overhead --device cuda --speed_workloads biggan-deep-256-clip
     python benchmarks/run.py sampler --device cuda                    # diffusion G: cost per Langevin step
+    python benchmarks/run.py demo-load                                # `tron demo` under 1, 4, 16 clients
 
-Sections (all but ``sampler`` by default): ``quality`` (initialisations x T steps, with the evaluation model),
-``throughput`` (batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step breakdown),
-``memory`` (peak vs batch size and steps, memory after every step), ``features`` (bf16/fp16 autocast, channels_last,
-torch.compile) and, only when named, ``sampler`` (a diffusion-sampler G, `ddpm-cifar10-32-clip` by default: seconds,
-GFLOP and peak memory of a Langevin step at 1, 5 and 10 sampler steps, with and without gradient checkpointing).
+Sections (all but ``sampler`` and ``demo-load`` by default): ``quality`` (initialisations x T steps, with the
+evaluation model), ``throughput`` (batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step
+breakdown), ``memory`` (peak vs batch size and steps, memory after every step), ``features`` (bf16/fp16 autocast,
+channels_last, torch.compile) and, only when named, ``sampler`` (a diffusion-sampler G, `ddpm-cifar10-32-clip` by
+default: seconds, GFLOP and peak memory of a Langevin step at 1, 5 and 10 sampler steps, with and without gradient
+checkpointing) and ``demo-load`` (`demo_load.py`: a ``tron demo`` server under 1, 4 and 16 HTTP clients, 2 minutes
+each, then overloaded; 1 and 4 clients for 30 s with ``--quick``).
 Each section prints its tables and writes ``<section>.json`` (and PNG plots) to ``--output_dir``; ``report.md``
 collects all tables.
 """
@@ -32,8 +35,8 @@ from common import format_table, matmul_gflops, write_json  # noqa: E402
 from workloads import SYNTHETIC_WORKLOADS, load_workload  # noqa: E402
 
 
-SECTIONS = ("quality", "throughput", "overhead", "memory", "features", "sampler")
-DEFAULT_SECTIONS = SECTIONS[:-1]
+SECTIONS = ("quality", "throughput", "overhead", "memory", "features", "sampler", "demo-load")
+DEFAULT_SECTIONS = SECTIONS[:-2]
 QUICK = {
     "batch_sizes": [1, 8, 32],
     "repeats": 3,
@@ -56,6 +59,7 @@ QUICK = {
         "fusedream_candidates": 21,
     },
     "sampler": {"batch_size": 1, "sampler_steps": [1, 5, 10], "langevin_steps": 1, "repeats": 1},
+    "demo-load": ["--clients", "1", "4", "--duration", "30", "--overload_duration", "30"],
 }
 FULL = {
     "batch_sizes": [1, 2, 4, 8, 16, 32, 64],
@@ -74,13 +78,16 @@ FULL = {
         "fusedream_candidates": 51,
     },
     "sampler": {"batch_size": 2, "sampler_steps": [1, 5, 10], "langevin_steps": 2, "repeats": 2},
+    "demo-load": [],
 }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "sections", nargs="*", help=f"Sections to run, of {', '.join(SECTIONS)} (default: all but sampler)."
+        "sections",
+        nargs="*",
+        help=f"Sections to run, of {', '.join(SECTIONS)} (default: all but sampler and demo-load).",
     )
     parser.add_argument(
         "--pipeline",
@@ -211,6 +218,11 @@ def main(argv=None) -> None:
         run_speed(args, sizes, speed_names, speed_sections, include_compile, output_dir, emit)
     if "sampler" in args.sections:
         run_sampler(args, sizes["sampler"], output_dir, emit)
+    if "demo-load" in args.sections:
+        import demo_load  # gradio's imports only when this section runs
+
+        results = demo_load.main([*sizes["demo-load"], "--output_dir", str(output_dir)])
+        emit("tron demo under load (text endpoint, page defaults, 127.0.0.1)", demo_load.table(results))
 
     env["load_average_at_end"] = os.getloadavg()
     env["seconds"] = time.perf_counter() - started

@@ -1224,8 +1224,8 @@ def launch_demo(blocks: gr.Blocks, max_queue: int | None = MAX_QUEUE, warm_up: b
 
 def warm_up_server(blocks: gr.Blocks) -> float:
     """Send the first pipeline's `TronDemo.warm_up_request` through the running server (``blocks.local_url``) with
-    ``gradio_client``, as a visitor would: Gradio's first request has one-time costs of its own, about 3.5 s beyond
-    sampling on 2 busy CPU cores (docs/demo.md), which the in-process warm-up does not reach. Returns its seconds."""
+    ``gradio_client``, as a visitor would: Gradio's first request has one-time costs of its own (2 s beyond sampling
+    on 2 busy CPU cores, docs/demo.md), which the in-process warm-up does not reach. Returns its seconds."""
     demo = blocks.tron_demo
     handler, values = demo.warm_up_request(next(iter(demo.pipelines)))
     if "image" in values:
