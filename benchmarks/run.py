@@ -9,6 +9,7 @@
     python benchmarks/run.py eval-cost --eval_cost_workload tron-mnist-text --eval_cost_batch_size 16
     python benchmarks/run.py compare --compare_pipelines tron-mnist-text other/tron-mnist-text
     python benchmarks/run.py demo-examples                            # re-measure the demo's examples
+    python benchmarks/run.py demo-load                                # `tron demo` under 1, 4, 16 clients
 
 Sections run by default: ``quality`` (initialisations x T steps, with the evaluation model), ``throughput``
 (batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step breakdown), ``memory`` (peak vs
@@ -19,7 +20,8 @@ FLOPs and memory of each stage of TR0N for full-size generators with random weig
 ``pairs`` (pair generation, cache reads and translator training throughput at 1M pairs), ``eval-cost`` (per-image
 cost of a prompts-file run, extrapolated to an evaluation's size), ``compare`` (candidate pipelines' shipped sampling
 per digit and prompt, on tuning or evaluation seeds) and ``demo-examples`` (which prompts the embedded
-tron-mnist-text draws well; writes the demo's examples, src/tron_pipelines/commands/demo_examples.json).
+tron-mnist-text draws well; writes the demo's examples, src/tron_pipelines/commands/demo_examples.json) and
+``demo-load`` (a ``tron demo`` server under 1, 4 and 16 HTTP clients, then overloaded; `demo_load.py`).
 
 Each section prints its tables and writes ``<section>.json`` (and PNG plots) to ``--output_dir``; ``report.md``
 collects all tables under a header saying what produced them. One-off investigations are in ``benchmarks/studies/``.
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 import cost  # noqa: E402
 import demo_examples  # noqa: E402
+import demo_load  # noqa: E402
 import evaluation_cost  # noqa: E402
 import pair_throughput  # noqa: E402
 import quality  # noqa: E402
@@ -56,6 +59,7 @@ SECTIONS = (
     evaluation_cost.SECTION,
     compare.SECTION,
     demo_examples.SECTION,
+    demo_load.SECTION,
 )
 # `speed.memory_probe_in_subprocess` runs this file with it: one call's peak memory in a fresh process, as JSON.
 MEMORY_PROBE = "memory-probe"

@@ -186,6 +186,9 @@ def test_one_command_builds_a_pipeline_that_loads_and_refines(reference):
     pipe = TronPipeline.from_pretrained(pipeline_dir)
     pipe.set_progress_bar_config(disable=True)
     assert type(pipe.generator).__name__ == "BigGANDeepGenerator" and pipe.scheduler.config.clamp_threshold == 2.0
+    # The sample grid's settings (--sample_steps 2 --sample_augmentations 2) are its quick preview; the defaults stay.
+    assert (pipe.config.preview_num_inference_steps, pipe.config.preview_num_augmentations) == (2, 2)
+    assert (pipe.config.default_num_inference_steps, pipe.config.default_num_augmentations) == (100, 50)
     out = pipe(
         "a red car",
         num_images_per_prompt=4,

@@ -8,27 +8,37 @@ import runpy
 import shutil
 import socket
 import threading
+import time
+import warnings
 import zipfile
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import numpy as np
+import psutil
 import pytest
 import torch
 from gradio.data_classes import FileData
+from gradio_client import Client
+from gradio_client.exceptions import ValidationError
+from gradio_client.utils import QueueError
 from PIL import Image
 
 from tron_pipelines import LangevinScheduler, TronPipeline
 from tron_pipelines.cli import main
 from tron_pipelines.commands.demo_app import (
+    DEFAULT_PIPELINES,
     EXAMPLES_FILE,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
+    SLOW_REQUEST_S,
     TronDemo,
     examples_for,
     image_upload,
     launch_demo,
 )
+from tron_pipelines.pretrained import embedded_pipelines, resolve_pretrained_path
 
 
 MAX_IMAGES, MAX_STEPS = 6, 20
@@ -74,9 +84,8 @@ def test_text_request_gives_the_pipeline_images_energies_plot_and_zip(demo, clip
         return_energy_trace=True,
     )
     assert np.array_equal(pixels(image for image, _ in out.images), pixels(reference.images))
-    assert [caption.split(" · ")[0] for _, caption in out.images] == [
-        f"E = {e:.3f}" for e in reference.energies.tolist()
-    ]
+    # Only the energy: a longer caption is cut at the thumbnail's width (the seeds are in the status line).
+    assert [caption for _, caption in out.images] == [f"E = {e:.3f}" for e in reference.energies.tolist()]
 
     # The plot: every image's energy before each of the 3 steps, then after the last one.
     plot = out.energy_plot
@@ -102,7 +111,7 @@ def test_text_request_gives_the_pipeline_images_energies_plot_and_zip(demo, clip
     ) == ("tiny-clip", "a cat", 3, 3)
     assert np.array_equal(np.asarray(files["2.png"]), np.asarray(reference.images[2]))
     assert out.seed == 5 and out.proposals == [] and out.animation is None
-    assert out.status.startswith("3 images · 3 Langevin steps · seed 5")
+    assert out.status.startswith("3 images · 3 Langevin steps · seeds 5-7")
 
 
 def test_image_request_conditions_on_the_upload(demo, clip_pipe, tmp_path):
@@ -173,6 +182,23 @@ def test_words_the_text_encoder_never_saw_are_named_in_the_page(clip_components)
         demo.interpolate("known-words", "prompts", "a red car", "a thin cat", num_frames=2, num_inference_steps=1)
 
 
+def test_prompts_longer_than_the_text_encoder_reads_are_named_in_the_page(demo, clip_pipe):
+    long_prompt = "a photo of the number seven " * 4  # 24 words: past the tiny CLIP's 16 tokens
+    dropped = len(clip_pipe.tokenizer(long_prompt).input_ids) - clip_pipe.tokenizer.model_max_length
+    with pytest.warns(UserWarning) as warned:
+        out = demo.generate_text("tiny-clip", long_prompt, long_prompt, num_images=1, num_inference_steps=1)
+    page = [str(w.message) for w in warned if str(w.message).startswith(("Prompt is", "Negative prompt is"))]
+    assert page == [
+        f"{field} is longer than the 16 tokens the text encoder reads: {dropped} tokens ({dropped} words) were "
+        "dropped, starting with 'of the number seven a photo ...'."
+        for field in ("Prompt", "Negative prompt")
+    ]
+    assert out.images  # a warning, not an error: the request runs on what the encoder reads
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a prompt that fits: no warning at all
+        demo.generate_text("tiny-clip", "a red car", num_images=1, num_inference_steps=1)
+
+
 def test_step_size_and_noise_apply_to_the_request_only(demo, clip_pipe):
     scheduler, config = clip_pipe.scheduler, dict(clip_pipe.scheduler.config)
     out = demo.generate_text(
@@ -188,8 +214,15 @@ def test_step_size_and_noise_apply_to_the_request_only(demo, clip_pipe):
     assert not np.array_equal(pixels(image for image, _ in default.images), pixels(reference.images))
 
 
-def test_pipeline_choice_shows_only_its_tabs(demo):
-    text_tab, image_tab, class_tab, interpolate_tab = demo.select_pipeline("tiny-classes")[1:5]
+def event_of(blocks: gr.Blocks, fn):
+    """The page's event that runs ``fn`` (a bound method of its `TronDemo`)."""
+    (event,) = [event for event in blocks.fns.values() if event.fn == fn]
+    return event
+
+
+def test_pipeline_choice_shows_only_its_tabs_and_clears_the_previous_results(demo):
+    updates = demo.select_pipeline("tiny-classes")
+    text_tab, image_tab, class_tab, interpolate_tab = updates[1:5]
     assert [tab.visible for tab in (text_tab, image_tab, class_tab, interpolate_tab)] == [
         "hidden",
         "hidden",
@@ -199,6 +232,99 @@ def test_pipeline_choice_shows_only_its_tabs(demo):
     blocks = demo.build()
     (dropdown,) = [block for block in blocks.blocks.values() if getattr(block, "label", None) == "Pipeline"]
     assert [value for _, value in dropdown.choices] == ["tiny-clip", "tiny-classes"]
+    # The images, proposals, plot, zip and GIF of the previous pipeline are emptied, and the status says which
+    # pipeline is now selected: the page's event sends these values to those very outputs.
+    outputs = event_of(blocks, demo.select_pipeline).outputs
+    cleared = {output.label or output.elem_id: value for output, value in zip(outputs, updates) if value is None}
+    assert sorted(cleared) == [
+        "Download: PNGs + manifest.json (zip)",
+        "Energy per Langevin step",
+        "Images (after Langevin)",
+        "Interpolation (animated GIF)",
+        "Translator proposals (0 steps): the same seeds before Langevin",
+    ]
+    status = dict(zip(outputs, updates))[next(output for output in outputs if output.elem_id == "status")]
+    assert status.startswith("Pipeline **tiny-classes**, conditioned on class labels")
+
+
+def test_the_interpolate_tab_hides_the_controls_it_does_not_use(demo):
+    blocks = demo.build()
+    for tab, shown in (("interpolate", False), ("text", True)):
+        (event,) = [
+            event
+            for event in blocks.fns.values()
+            if getattr(event.fn, "func", None) == demo._tab_updates and event.fn.args == (tab,)
+        ]
+        updates = dict(zip((output.label for output in event.outputs[1:]), event.fn()[1:]))
+        assert {label: update.visible for label, update in updates.items()} == {
+            "Number of images": shown,
+            "Candidates": shown,
+        }
+
+
+def test_the_page_opens_at_the_sampling_settings_the_pipeline_declares(clip_components, tmp_path):
+    # A pipeline built with `tron build --sample_steps 2 --sample_augmentations 1` on a preset of 30 x 6.
+    built = TronPipeline(
+        **clip_components,
+        default_num_inference_steps=30,
+        default_num_augmentations=6,
+        preview_num_inference_steps=2,
+        preview_num_augmentations=1,
+    )
+    built.save_pretrained(tmp_path / "built")
+    built = TronPipeline.from_pretrained(tmp_path / "built")
+    built.set_progress_bar_config(disable=True)
+    demo = TronDemo({"built": built})
+    sliders = {block.label: block.value for block in demo.build().blocks.values() if isinstance(block, gr.Slider)}
+    assert (sliders["Langevin steps"], sliders["Augmentations"]) == (2, 1)
+    out = demo.generate_text("built", "a red car", num_images=2, seed=3)
+    reference = built(
+        "a red car", num_images_per_prompt=2, num_inference_steps=2, num_augmentations=1, generator=seeded([3, 4])
+    )
+    assert np.array_equal(pixels(image for image, _ in out.images), pixels(reference.images))
+    # Calls that name no value keep the defaults.
+    default = built("a red car", num_images_per_prompt=1, generator=seeded([3]), return_energy_trace=True)
+    assert default.energy_trace.shape[0] == 30
+
+
+def test_the_cost_line_counts_units_and_times_them_at_the_last_requests_rate(demo):
+    settings = {"num_images": 3, "num_inference_steps": 5, "num_candidates": 4, "num_augmentations": 2}
+    # 3 images x (4 candidates + 5 steps x (2 + 0.5 x 2 augmentations)) = 3 x 19
+    line = demo.estimate("tiny-clip", "text", **settings)
+    assert "= 57 units" in line and "no request on this pipeline has finished yet" in line
+    # Show the method runs the candidates once more; interpolation frames have one candidate.
+    assert "= 69 units" in demo.estimate("tiny-clip", "text", **settings, show_method=True)
+    assert "5 frames" in demo.estimate("tiny-clip", "interpolate", **settings, num_frames=5)
+    assert "= 80 units" in demo.estimate("tiny-clip", "interpolate", **settings, num_frames=5)
+    assert demo.estimate("tiny-clip", "text", **{**settings, "num_inference_steps": MAX_STEPS + 1}) == ""
+
+    out = demo.generate_text(
+        "tiny-clip", "a cat", num_images=2, num_inference_steps=3, num_candidates=2, num_augmentations=4
+    )
+    seconds = float(out.status.rsplit("· ", 1)[1].removesuffix(" s"))  # the status line's time, to 0.1 s
+    units = 2 * (2 + 3 * (2 + 0.5 * 4))
+    assert demo.seconds_per_unit["tiny-clip"] * units == pytest.approx(seconds, abs=0.051)
+    demo.seconds_per_unit["tiny-clip"] = SLOW_REQUEST_S / 50  # as if the last request had been slow
+    slow = demo.estimate("tiny-clip", "text", **settings)
+    assert "≈ **22.8 s**" in slow and "a slow request" in slow
+    assert "a slow request" not in demo.estimate("tiny-clip", "text", **{**settings, "num_inference_steps": 1})
+
+
+def test_warm_up_runs_a_small_request_on_each_pipelines_first_tab(demo, clip_components):
+    assert demo.warm_up_request("tiny-clip")[0] == "generate_text"
+    assert demo.warm_up_request("tiny-classes")[0] == "generate_class"
+    assert set(demo.warm_up()) == set(demo.seconds_per_unit) == {"tiny-clip", "tiny-classes"}
+    images_only = TronPipeline(**{**clip_components, "tokenizer": None})
+    images_only.set_progress_bar_config(disable=True)
+    demo = TronDemo({"images-only": images_only})
+    assert demo.warm_up_request("images-only")[0] == "generate_image"
+    assert set(demo.warm_up()) == {"images-only"}
+
+
+def test_the_default_pipelines_are_every_embedded_one_those_taking_prompts_first():
+    assert sorted(DEFAULT_PIPELINES) == embedded_pipelines()
+    takes_prompts = [(Path(resolve_pretrained_path(name)) / "tokenizer").is_dir() for name in DEFAULT_PIPELINES]
+    assert takes_prompts == sorted(takes_prompts, reverse=True) and takes_prompts[0]
 
 
 # Bad inputs ----------------------------------------------------------------------------------------------------------
@@ -282,6 +408,30 @@ def test_bad_inputs_say_which_field_and_change_nothing(demo, handler, args, sett
         getattr(demo, handler)(*args, **settings)
     assert message in error.value.message
     assert demo._stops == {}
+
+
+@pytest.mark.parametrize(
+    "values,settings,field",
+    [
+        (("tiny-clip", "   ", None), {}, "Prompt"),
+        (("tiny-clip", "a cat", None), {"seed": -3}, "Seed"),
+        (("tiny-clip", "a cat", None), {"num_candidates": 0}, "Candidates"),
+        (("no-such-pipeline", "a cat", None), {}, "Pipeline"),
+    ],
+)
+def test_the_page_checks_values_before_they_queue_and_marks_the_field(demo, values, settings, field):
+    # The page runs each handler's checks as the event's validator: Gradio then marks the field with the message and
+    # keeps every output as it was, where a handler's gr.Error would turn them all into error badges.
+    blocks = demo.build()
+    event = event_of(blocks, demo.generate_text)
+    marks = event.validator(*values, **settings)
+    labels = [component.label for component in event.inputs]
+    assert len(marks) == len(labels) and labels[:3] == ["Pipeline", "Prompt", "Negative prompt"]
+    invalid = {label: mark["message"] for label, mark in zip(labels, marks) if not mark["is_valid"]}
+    with pytest.raises(gr.Error) as error:
+        demo.text_request(*values, **settings)
+    assert invalid == {field: error.value.message}
+    assert all(mark["is_valid"] for mark in event.validator("tiny-clip", "a cat", None))
 
 
 @pytest.mark.parametrize(
@@ -473,12 +623,131 @@ def test_space_files_deploy_the_demo_unchanged():
     assert "tron-pipelines[demo]" in (SPACE / "requirements.txt").read_text().splitlines()
 
 
+def test_the_command_prints_its_address_and_points_to_share(clip_pipe, tmp_path, capsys, monkeypatch):
+    clip_pipe.save_pretrained(tmp_path / "pipe")
+    # Serve in the background and return, instead of until Ctrl+C.
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda blocks: None)
+    port = free_port()
+    try:
+        main(["demo", "--pipeline", str(tmp_path / "pipe"), "--port", str(port), "--no_warm_up"])
+    finally:
+        gr.close_all()
+    printed = capsys.readouterr().out
+    assert f"* Serving {tmp_path / 'pipe'} on http://127.0.0.1:{port}/" in printed
+    assert "`tron demo --share`" in printed and "share=True" not in printed and "launch()" not in printed
+
+
+# The server under load ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def served(demo):
+    """``(url, demo)``: the page of `demo` served on 127.0.0.1 with a queue of 2 waiting requests."""
+    blocks = demo.build()
+    blocks.tron_demo = demo
+    port = free_port()
+    launch_demo(blocks, max_queue=2, server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}", demo
+    blocks.close()
+
+
+def resident_mib() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def test_clients_at_once_get_the_images_of_sequential_calls_in_bounded_memory(served):
+    url, demo = served  # warmed up: one request per pipeline, and one through the server
+    requests = [{"prompt": prompt, "seed": seed} for prompt in ("a red car", "a cat") for seed in (0, 7, 21)]
+    settings = {"num_images": 2, "num_inference_steps": 3}
+    expected = [demo.generate_text("tiny-clip", **request, **settings) for request in requests]
+    clients = [Client(url, verbose=False) for _ in range(3)]
+
+    def wave() -> list:
+        """Each client sends two of the requests, the three clients at once."""
+        answers = [None] * len(requests)
+
+        def client_requests(index):
+            for number in (index, index + 3):
+                answers[number] = clients[index].predict(
+                    "tiny-clip", **requests[number], **settings, api_name="/generate_text"
+                )
+
+        threads = [threading.Thread(target=client_requests, args=(index,)) for index in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        return answers
+
+    first_wave = wave()
+    memory_after_first = resident_mib()
+    answers = wave()
+    growth = resident_mib() - memory_after_first
+    for answer, alone in zip(first_wave + answers, expected + expected):
+        assert answer is not None  # every request answered, none failed
+        images = pixels(Image.open(item["image"]) for item in answer[0])
+        # Two requests sample at once: float rounding, at most one grey level (as in-process concurrency).
+        assert np.abs(images.astype(int) - pixels(image for image, _ in alone.images)).max() <= 1
+        assert answer[-1].startswith(alone.status.rsplit(" · ", 1)[0])
+    # 6 more requests served: no memory kept per request (a PNG of 16x16 images is ~1 kB; a leak of the outputs or
+    # the pipelines' activations would be megabytes).
+    assert growth < 30, growth
+
+
+def test_a_full_queue_answers_busy_at_once_and_stop_still_works(demo, monkeypatch):
+    demo.max_steps = 100_000  # requests that run until stopped
+    blocks = demo.build()
+    blocks.tron_demo = demo
+    port = free_port()
+    launch_demo(blocks, max_queue=1, warm_up=False, server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        clients = [Client(url, verbose=False, download_files=False) for _ in range(4)]
+        # Bad values are refused before they join the queue, with the field's message.
+        with pytest.raises(ValidationError, match="Prompt: type what to draw"):
+            clients[3].predict("tiny-clip", "  ", api_name="/generate_text")
+        long_request = {"num_images": 1, "num_inference_steps": 100_000, "api_name": "/generate_text"}
+
+        def wait_until(job, states: set[str]) -> None:
+            deadline = time.monotonic() + 60
+            while job.status().code.name not in states and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert job.status().code.name in states
+
+        running = {"PROCESSING", "PROGRESS"}  # a request reporting its Langevin steps is in PROGRESS
+        # Two sample (the concurrency limit), the third waits: the queue of one is full.
+        jobs = [
+            client.submit("tiny-clip", f"a cat {index}", **long_request) for index, client in enumerate(clients[:2])
+        ]
+        for job in jobs:
+            wait_until(job, running)
+        jobs.append(clients[2].submit("tiny-clip", "a cat 2", **long_request))
+        wait_until(jobs[2], {"IN_QUEUE"})
+
+        # One more is refused at once with the busy answer, instead of waiting.
+        started = time.monotonic()
+        with pytest.raises(QueueError, match="Queue is full! Please try again."):
+            clients[3].submit("tiny-clip", "a dog", **long_request).result(timeout=10)
+        assert time.monotonic() - started < 10
+
+        # Stop, outside the queue, ends each tab's running request: the images reached come back at once.
+        for client, job in zip(clients, jobs):
+            wait_until(job, running)  # the third starts when the first is stopped
+            pressed = time.monotonic()
+            answer = httpx.post(f"{url}/gradio_api/run/stop", json={"data": [], "session_hash": client.session_hash})
+            assert answer.status_code == 200
+            status = job.result(timeout=60)[-1]
+            assert "**stopped** after" in status and "of 100000 Langevin steps" in status
+            assert time.monotonic() - pressed < 10
+    finally:
+        blocks.close()
+
+
 @pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium binary: `apt-get install -y chromium` (.ci/run does) to run the browser test"
 )
 def test_page_in_a_real_browser(tmp_path):
-    """The Space's app (the embedded pipelines) in headless Chromium: a prompt -> 4 digits, their proposals and the
-    energy plot; the class pipeline's tabs; an empty prompt's message; nothing fetched from another host."""
+    """The Space's app (the embedded pipelines) in headless Chromium: the cost line, a prompt -> 4 digits, their
+    proposals and the energy plot; an empty prompt's message that keeps the results; the Interpolate tab's controls;
+    the class pipeline's tabs with the results cleared; nothing fetched from another host."""
     from playwright.sync_api import expect, sync_playwright
 
     blocks = runpy.run_path(str(SPACE / "app.py"))["demo"]
@@ -500,6 +769,9 @@ def test_page_in_a_real_browser(tmp_path):
                 ),
             )
             page.goto(url)
+            # The cost of a request at the defaults, timed by the warm-up, before anything runs.
+            expect(page.locator("#cost")).to_contain_text("units", timeout=30_000)
+            expect(page.locator("#cost")).to_contain_text("≈", timeout=30_000)
             page.get_by_label("Prompt", exact=True).fill("a bold seven leaning right")
             page.get_by_label("Show the method", exact=False).check()
             page.get_by_role("button", name="Generate").click()
@@ -519,14 +791,30 @@ def test_page_in_a_real_browser(tmp_path):
             page.wait_for_timeout(500)  # let the plot finish drawing for the screenshot
             page.screenshot(path=tmp_path / "demo.png", full_page=True)
 
+            # An empty prompt: the message at the field, the results of the last request kept, no error badges.
             page.get_by_label("Prompt", exact=True).fill("")
             page.get_by_role("button", name="Generate").click()
             page.get_by_text("Prompt: type what to draw").wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            expect(page.locator("#images img")).to_have_count(4)
+            expect(page.locator("#status")).to_contain_text("4 images · 10 Langevin steps")
+            expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+
+            # Interpolation has frames instead of images, and no candidates.
+            page.get_by_role("tab", name="Interpolate").click()
+            expect(page.get_by_role("slider", name="range slider for Frames")).to_be_visible(timeout=30_000)
+            expect(page.get_by_role("slider", name="range slider for Number of images")).to_be_hidden(timeout=30_000)
+            expect(page.get_by_role("slider", name="range slider for Candidates")).to_be_hidden(timeout=30_000)
+            expect(page.locator("#cost")).to_contain_text("8 frames", timeout=30_000)
 
             page.get_by_label("Pipeline").click()
             page.get_by_role("option", name="tron-mnist", exact=True).click()
             # The tabs' visibility changes arrive one component at a time: wait for the final set, not the first change.
             expect(page.get_by_role("tab")).to_have_text(["Class", "Interpolate"], timeout=30_000)
+            # The text pipeline's results are gone; the status says which pipeline is selected.
+            expect(page.locator("#images img")).to_have_count(0, timeout=30_000)
+            expect(page.locator("#status")).to_contain_text("Pipeline tron-mnist, conditioned on class labels")
+            expect(page.get_by_role("slider", name="range slider for Number of images")).to_be_visible(timeout=30_000)
             browser.close()
     finally:
         blocks.close()

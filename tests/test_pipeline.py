@@ -65,6 +65,8 @@ def test_components_match_constructor(clip_pipe):
         "augmentation_policy",
         "prompt_vocabulary",
         "reward_weights",
+        "preview_num_inference_steps",
+        "preview_num_augmentations",
     }
     init_names = set(inspect.signature(TronPipeline.__init__).parameters) - {"self"} - settings
     assert set(clip_pipe.components) == init_names

@@ -143,6 +143,22 @@ class EncoderAdapter:
         return self.conditions_from_features(self.features(self.preprocess_generated(images)))
 
     # Conditions given by the user.
+    def truncation_note(self, prompt: str) -> str | None:
+        """What encoding drops of ``prompt``, as the end of a sentence that names the prompt ("is longer than the 77
+        tokens the text encoder reads: 5 tokens (4 words) were dropped, starting with '...'."); ``None`` when it
+        fits."""
+        max_length = self.max_text_length()
+        # Everything past the limit, minus the end-of-text token that truncation keeps.
+        dropped = self.tokenizer(prompt).input_ids[max_length - 1 : -1]
+        if not dropped:
+            return None
+        words = self.tokenizer.decode(dropped).split()
+        shown = " ".join(words[:TRUNCATION_WORDS_SHOWN]) + (" ..." if len(words) > TRUNCATION_WORDS_SHOWN else "")
+        return (
+            f"is longer than the {max_length} tokens the text encoder reads: {len(dropped)} tokens ({len(words)} "
+            f"words) were dropped, starting with {shown!r}."
+        )
+
     def encode_prompts(self, prompts: list[str], device: torch.device) -> torch.Tensor:
         """Raw CLIP text embeddings ``(B, condition_dim)``, float32. Prompts over the token limit are truncated with
         a warning."""
@@ -150,19 +166,10 @@ class EncoderAdapter:
         inputs = self.tokenizer(
             prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
         )
-        for index, ids in enumerate(self.tokenizer(prompts).input_ids):
-            # Everything past the limit, minus the end-of-text token that truncation keeps.
-            dropped = ids[max_length - 1 : -1]
-            if dropped:
-                words = self.tokenizer.decode(dropped).split()
-                shown = " ".join(words[:TRUNCATION_WORDS_SHOWN]) + (
-                    " ..." if len(words) > TRUNCATION_WORDS_SHOWN else ""
-                )
-                warnings.warn(
-                    f"Prompt {index} is longer than the {max_length} tokens the text encoder reads: {len(dropped)} tokens "
-                    f"({len(words)} words) were dropped, starting with {shown!r}.",
-                    stacklevel=3,
-                )
+        for index, prompt in enumerate(prompts):
+            truncation = self.truncation_note(prompt)
+            if truncation:
+                warnings.warn(f"Prompt {index} {truncation}", stacklevel=3)
         kwargs = {"input_ids": inputs.input_ids.to(device)}
         if "attention_mask" in inputs:
             kwargs["attention_mask"] = inputs.attention_mask.to(device)

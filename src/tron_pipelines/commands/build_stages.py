@@ -631,6 +631,7 @@ class Build:
                 for name in ("generator_id", "generator_license", "encoder", "encoder_license", "hub_model_id")
             },
             "command": self._command(),
+            "preview": {"steps": args.sample_steps, "augmentations": args.sample_augmentations},
             "samples": None
             if args.no_samples
             else {
@@ -644,7 +645,13 @@ class Build:
 
     def _write_card(self) -> dict:
         translator = TranslatorModel.from_pretrained(self.stages_dir / "train" / "translator")
-        pipe = TronPipeline.from_pretrained(self.stages_dir / "assemble", translator=translator)
+        # The sample grid's settings are the pipeline's quick preview (`tron demo` opens with them).
+        pipe = TronPipeline.from_pretrained(
+            self.stages_dir / "assemble",
+            translator=translator,
+            preview_num_inference_steps=self.args.sample_steps,
+            preview_num_augmentations=self.args.sample_augmentations,
+        )
         images = None if self.args.no_samples else self._samples(pipe)
         kind, values = self._sample_conditions(pipe.encoder_adapter)
         example_prompt = values[0] if kind == "prompt" else DEFAULT_PROMPT  # a prompt the build chose for this G

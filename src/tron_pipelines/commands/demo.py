@@ -1,6 +1,6 @@
 """``tron demo``: serve the Gradio page of `tron_pipelines.commands.demo_app` for some pipelines.
 
-    tron demo                                   # the embedded tron-mnist-text and tron-mnist, on 127.0.0.1:7860
+    tron demo                                   # every embedded pipeline, on 127.0.0.1:7860
     tron demo --pipeline my-pipeline --pipeline org/tron-biggan --max_steps 50
 
 The page itself (and gradio) is imported only when the command runs, so that ``tron --help`` stays instant.
@@ -42,7 +42,8 @@ def register_demo(subparsers) -> None:
         action="append",
         default=None,
         metavar="NAME_OR_PATH",
-        help="Pipeline folder, embedded name or Hub id; repeat for several (default: tron-mnist-text and tron-mnist).",
+        help="Pipeline folder, embedded name or Hub id; repeat for several, the first is selected (default: every "
+        "embedded pipeline, those taking prompts first).",
     )
     parser.add_argument(
         "--host",
@@ -53,6 +54,19 @@ def register_demo(subparsers) -> None:
     parser.add_argument("--max_images", type=positive_int, default=16, help="Most images per request (default 16).")
     parser.add_argument(
         "--max_steps", type=non_negative_int, default=200, help="Most Langevin steps per request (default 200)."
+    )
+    parser.add_argument(
+        "--max_queue",
+        type=positive_int,
+        default=16,
+        help="Most requests waiting for their turn (2 sample at once); more are answered at once that the server is "
+        "busy (default 16).",
+    )
+    parser.add_argument(
+        "--no_warm_up",
+        action="store_true",
+        help="Serve at once, without the small request per pipeline (and one through the server) that otherwise "
+        "pays first-call costs before the first visitor's request.",
     )
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link (off by default).")
     parser.add_argument("--device", default="cpu", help="torch device of the pipelines, e.g. cpu or cuda.")

@@ -1,6 +1,6 @@
 """``tron demo``: a Gradio app for any `TronPipeline`, like the method's public Space, offline by default.
 
-    tron demo                                   # the embedded tron-mnist-text and tron-mnist, on 127.0.0.1:7860
+    tron demo                                   # every embedded pipeline, on 127.0.0.1:7860
     tron demo --pipeline my-pipeline --pipeline org/tron-biggan --max_steps 50
 
 From Python or a notebook::
@@ -12,6 +12,8 @@ The page has one tab per kind of condition the selected pipeline takes (text, im
 sampling controls, and shows the images with their final energies, the energy per Langevin step, the translator's
 proposals beside the refined images ("show the method"), and a zip of PNGs + ``manifest.json`` in the format of
 ``tron generate``. The handlers of `TronDemo` are plain functions of the page's values: the Blocks only wire them up.
+Bad values are caught before a request joins the queue (Gradio's event validators run the handlers' own checks), so
+the page marks the field and keeps its results instead of turning every output into an error.
 
 Requests never change the loaded pipelines: each call steps its own copy of the scheduler, a different step size or
 noise gets its own `TronPipeline.from_pipe` view (the models are shared, not copied), every image has its own seeded
@@ -25,9 +27,11 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -43,14 +47,23 @@ import pandas as pd  # noqa: E402
 import PIL.Image  # noqa: E402
 import torch  # noqa: E402
 from diffusers.utils import export_to_gif  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
 
 from ..pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline  # noqa: E402
+from ..pretrained import embedded_pipelines, resolve_pretrained_path  # noqa: E402
 from ..utils.messages import first_line  # noqa: E402
 from .common import CommandError, load_pipeline  # noqa: E402
 from .samples import write_samples  # noqa: E402
 
 
-DEFAULT_PIPELINES = ("tron-mnist-text", "tron-mnist")
+def _takes_prompts(embedded_name: str) -> bool:
+    """Whether an embedded pipeline has a tokenizer, from its ``model_index.json`` (nothing is loaded)."""
+    index = json.loads((Path(resolve_pretrained_path(embedded_name)) / "model_index.json").read_text())
+    return (index.get("tokenizer") or [None])[0] is not None
+
+
+# Every pipeline embedded in the package, those that take prompts first: the page opens on the first.
+DEFAULT_PIPELINES = tuple(sorted(embedded_pipelines(), key=lambda name: not _takes_prompts(name)))
 # The condition of each tab, as error messages name it.
 CONDITION_NAMES = {"text": "prompts", "image": "images", "class": "class labels"}
 # Example prompts per pipeline name, with the accuracy measured for each (`benchmarks/demo_examples.py`).
@@ -65,6 +78,17 @@ MAX_AUGMENTATIONS = 64
 MAX_SEED = 2**31 - 1
 # Requests sampling at once (more queue up and wait): on a CPU they only share its cores, on a GPU its memory.
 SAMPLING_CONCURRENCY = 2
+# Requests waiting for their turn, beyond those sampling; one more is refused at once with Gradio's busy answer (the
+# page: "This application is currently busy. Please try again."; gradio_client: QueueError "Queue is full! Please try
+# again.") instead of an unbounded wait. 16 waiting requests at the defaults are about 10-30 s of wait on 2 CPU cores.
+MAX_QUEUE = 16
+# A request's cost in units of one candidate (one image through G and f, forward): a Langevin step is about two (the
+# backward pass) plus half a unit per augmented copy (only f sees the copies). Measured on the embedded pipelines, 4
+# images: a step costs 1.4-2.2 units without copies, 2.9 with 4 and 5.6-11.7 with 16 (docs/demo.md).
+STEP_UNITS = 2.0
+AUGMENTATION_UNITS = 0.5
+# Estimates longer than this are flagged before the request runs.
+SLOW_REQUEST_S = 20.0
 # Zips and GIFs of finished requests (Gradio serves its own copy) are deleted after this long.
 OUTPUT_LIFETIME_S = 3600
 GIF_FPS = 4
@@ -75,6 +99,8 @@ MAX_PROMPT_CHARS = 500
 # gallery's height (more scroll).
 DEMO_CSS = ".tron-images img { image-rendering: pixelated; }"
 GALLERY_STYLE = {"columns": 6, "height": 250, "format": "png", "object_fit": "contain", "elem_classes": "tron-images"}
+# Integer labels on the Langevin step axis: Vega's default ticks for a few steps are 0.5, 1.5, ...
+ENERGY_PLOT_STYLE = {"x_axis_format": "d"}
 
 METHOD_NOTE = (
     "**TR0N** turns an unconditional generator G into a conditional one: a *translator* proposes latents for your "
@@ -92,7 +118,8 @@ def examples_for(pipeline_name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class PipelineInfo:
-    """What the page shows for one pipeline: its conditions, classes and sampling defaults."""
+    """What the page shows for one pipeline: its conditions, classes and sampling defaults (its quick preview settings
+    where it declares them, ``preview_num_inference_steps`` / ``preview_num_augmentations``, else its defaults)."""
 
     kind: str  # "clip" or "classifier"
     class_choices: list[tuple[str, int]]
@@ -110,13 +137,19 @@ class PipelineInfo:
         adapter = pipe.encoder_adapter
         # Class names from the encoder's config when it has them, else the indices; CLIP has no classes.
         names = (adapter.class_names or list(range(adapter.num_classes))) if adapter.kind == "classifier" else []
-        scheduler = pipe.scheduler.config
+        scheduler, config = pipe.scheduler.config, pipe.config
+        preview_steps, preview_augmentations = (
+            config.get("preview_num_inference_steps"),
+            config.get("preview_num_augmentations"),
+        )
         return cls(
             kind=adapter.kind,
             class_choices=[(str(label), index) for index, label in enumerate(names)],
-            num_inference_steps=pipe.config.default_num_inference_steps,
-            num_candidates=pipe.config.default_num_candidates,
-            num_augmentations=pipe.config.default_num_augmentations,
+            num_inference_steps=config.default_num_inference_steps if preview_steps is None else preview_steps,
+            num_candidates=config.default_num_candidates,
+            num_augmentations=config.default_num_augmentations
+            if preview_augmentations is None
+            else preview_augmentations,
             step_size=scheduler.step_size,
             noise_std=scheduler.get("noise_std"),
             has_noise="noise_std" in scheduler,
@@ -135,6 +168,40 @@ class PipelineInfo:
         """What the Interpolate tab can go between, as its "between" choices."""
         tabs = self.tabs
         return [kind for kind, tab in (("prompts", "text"), ("images", "image"), ("classes", "class")) if tabs[tab]]
+
+    @property
+    def first_tab(self) -> str:
+        """The tab the page shows when this pipeline is chosen."""
+        return next(name for name, shown in self.tabs.items() if shown)
+
+    @property
+    def conditions(self) -> str:
+        """What this pipeline is conditioned on, in words ("prompts and images", "class labels")."""
+        return " and ".join(
+            CONDITION_NAMES[tab] for tab, shown in self.tabs.items() if shown and tab in CONDITION_NAMES
+        )
+
+
+def request_units(images: int, candidates: int, steps: int, augmentations: int, show_method: bool = False) -> float:
+    """The cost of a request in units of one candidate (one image through G and f): per image, each candidate is one
+    unit and each Langevin step ``STEP_UNITS + AUGMENTATION_UNITS * augmentations``; *Show the method* adds the
+    translator's proposals (the candidates once more)."""
+    per_image = candidates * (1 + show_method) + steps * (STEP_UNITS + AUGMENTATION_UNITS * augmentations)
+    return images * per_image
+
+
+class SamplingRequest(NamedTuple):
+    """A checked request, ready to sample: what `TronDemo._sample` runs."""
+
+    pipeline_name: str
+    pipe: TronPipeline
+    info: PipelineInfo
+    call: dict  # the condition arguments of the pipeline call
+    conditions: dict | list[dict]  # the manifest's condition of every image (one dict: the same for all)
+    settings: dict  # `TronDemo.settings`, resolved
+    prompts: dict[str, str | None]  # prompt fields to warn about ({field label: prompt})
+    extra_settings: dict | None = None  # more manifest settings (the negative prompt)
+    interpolation: bool = False
 
 
 class DemoOutputs(NamedTuple):
@@ -203,17 +270,22 @@ def _text(value, field: str, required: bool) -> str | None:
     return text
 
 
-def warn_about_unknown_words(pipe: TronPipeline, prompts: dict[str, str | None]) -> None:
-    """A warning in the page (``gr.Warning``) for each prompt field with words outside the pipeline's
-    ``prompt_vocabulary`` (the words its text encoder was trained on; nothing when the pipeline has none). The
-    pipeline warns too, but only in the server's log."""
+def warn_about_prompts(pipe: TronPipeline, prompts: dict[str, str | None]) -> None:
+    """Warnings in the page (``gr.Warning``) for each prompt field with words outside the pipeline's
+    ``prompt_vocabulary`` (the words its text encoder was trained on; nothing when the pipeline has none) or with more
+    tokens than the text encoder reads (the rest is dropped). The pipeline warns too, but only in the server's log."""
     for field, prompt in prompts.items():
-        unknown = pipe.unknown_words(prompt or "")
+        if not prompt:
+            continue
+        unknown = pipe.unknown_words(prompt)
         if unknown:
             gr.Warning(
                 f"{field}: the text encoder never saw {', '.join(map(repr, unknown))} in training and follows "
                 "only the words it knows; the examples show phrasings it was trained on."
             )
+        truncation = pipe.encoder_adapter.truncation_note(prompt)
+        if truncation:
+            gr.Warning(f"{field} {truncation}")
 
 
 def open_upload(path, field: str) -> PIL.Image.Image:
@@ -254,7 +326,8 @@ class TronDemo:
         max_steps: Most Langevin steps per request.
 
     Handlers take the page's values (and Gradio's ``request`` / ``progress``, both optional) and return
-    `DemoOutputs`; bad values raise ``gr.Error`` naming the field, before any model runs.
+    `DemoOutputs`; bad values raise ``gr.Error`` naming the field, before any model runs. The checks of each handler
+    are its ``*_request`` method, which the page also runs as the event's validator.
     """
 
     def __init__(self, pipelines: dict[str, TronPipeline], max_images: int = 16, max_steps: int = 200):
@@ -266,6 +339,8 @@ class TronDemo:
         self.info = {name: PipelineInfo.of(name, pipe) for name, pipe in self.pipelines.items()}
         self.max_images = max_images
         self.max_steps = max_steps
+        # {pipeline name: seconds per `request_units` of its last finished request}: the page's cost estimates.
+        self.seconds_per_unit: dict[str, float] = {}
         self._stops: dict[str | None, set[threading.Event]] = {}
         self._stops_lock = threading.Lock()
         self.output_dir = Path(tempfile.mkdtemp(prefix="tron-demo-"))
@@ -282,45 +357,19 @@ class TronDemo:
         **settings,
     ) -> DemoOutputs:
         """Images for a prompt (and an optional negative prompt). ``settings``: see `TronDemo.settings`."""
-        pipe, info = self._pipeline(pipeline_name)
-        self._require(info, "text", "Prompt", pipeline_name)
-        prompt = _text(prompt, "Prompt", required=True)
-        negative_prompt = _text(negative_prompt, "Negative prompt", required=False)
-        warn_about_unknown_words(pipe, {"Prompt": prompt, "Negative prompt": negative_prompt})
-        call = {"prompt": prompt, "negative_prompt": negative_prompt}
-        return self._sample(
-            pipeline_name,
-            pipe,
-            info,
-            call,
-            {"prompt": prompt},
-            settings,
-            request,
-            progress,
-            {"negative_prompt": negative_prompt},
-        )
+        return self._sample(self.text_request(pipeline_name, prompt, negative_prompt, **settings), request, progress)
 
     def generate_image(
         self, pipeline_name, image, request: gr.Request | None = None, progress=gr.Progress(), **settings
     ) -> DemoOutputs:
         """Images semantically like an uploaded image (``image``: its file path)."""
-        pipe, info = self._pipeline(pipeline_name)
-        self._require(info, "image", "Image", pipeline_name)
-        condition = open_upload(image, "Image")
-        return self._sample(
-            pipeline_name, pipe, info, {"image": condition}, {"image": Path(image).name}, settings, request, progress
-        )
+        return self._sample(self.image_request(pipeline_name, image, **settings), request, progress)
 
     def generate_class(
         self, pipeline_name, class_label, request: gr.Request | None = None, progress=gr.Progress(), **settings
     ) -> DemoOutputs:
         """Images of a class (``class_label``: its index)."""
-        pipe, info = self._pipeline(pipeline_name)
-        self._require(info, "class", "Class", pipeline_name)
-        label = _whole_number(class_label, "Class", 0, len(info.class_choices) - 1)
-        return self._sample(
-            pipeline_name, pipe, info, {"class_labels": label}, {"class_label": label}, settings, request, progress
-        )
+        return self._sample(self.class_request(pipeline_name, class_label, **settings), request, progress)
 
     def interpolate(
         self,
@@ -342,16 +391,171 @@ class TronDemo:
         ``num_frames`` defaults to `DEFAULT_FRAMES` (at most ``max_images``). Every frame starts from the same draw
         (shared noise), so frames differ only through the condition; the ``num_candidates`` setting does not apply.
         """
+        ends = (start_prompt, end_prompt, start_image, end_image, start_class, end_class)
+        checked = self.interpolation_request(pipeline_name, between, *ends, num_frames, **settings)
+        return self._sample(checked, request, progress)
+
+    def stop(self, request: gr.Request | None = None) -> None:
+        """Stop the running requests of the browser tab that sent ``request``: their Langevin loops end after the
+        current step and return the images reached."""
+        with self._stops_lock:
+            for event in self._stops.get(_session(request), ()):
+                event.set()
+
+    def select_pipeline(self, pipeline_name) -> tuple:
+        """Page updates for a newly selected pipeline: its tabs, classes, defaults and examples, and the previous
+        pipeline's results cleared (in the order of the ``pipeline_outputs`` of `build`)."""
+        _, info = self._pipeline(pipeline_name)
+        return self._pipeline_updates(pipeline_name, info)
+
+    def estimate(
+        self,
+        pipeline_name,
+        tab="text",
+        num_frames=DEFAULT_FRAMES,
+        num_images=DEFAULT_IMAGES,
+        num_inference_steps=None,
+        num_candidates=None,
+        num_augmentations=None,
+        show_method=False,
+    ) -> str:
+        """The cost line above the sampling controls, before a request runs: its `request_units` and, once a request
+        on this pipeline has finished, its time at that request's seconds per unit (flagged when it is over
+        `SLOW_REQUEST_S`). Empty for values a request would refuse (the request says why)."""
+        try:
+            _, info = self._pipeline(pipeline_name)
+            interpolation = tab == "interpolate"
+            count = num_frames if interpolation else num_images
+            settings = self.settings(
+                info,
+                num_images=count,
+                num_inference_steps=num_inference_steps,
+                num_candidates=1 if interpolation else num_candidates,
+                num_augmentations=num_augmentations,
+                show_method=show_method,
+            )
+        except gr.Error:
+            return ""
+        images, candidates = settings["num_images"], settings["num_candidates"]
+        steps, augmentations = settings["num_inference_steps"], settings["num_augmentations"]
+        units = request_units(images, candidates, steps, augmentations, settings["show_method"])
+        line = (
+            f"**Cost**: {_count(images, 'frame' if interpolation else 'image')} × ({_count(candidates, 'candidate')}"
+            f"{' × 2 (Show the method)' * settings['show_method']} + {_count(steps, 'step')} × ({STEP_UNITS:g} + "
+            f"{AUGMENTATION_UNITS:g} × {_count(augmentations, 'augmentation')})) = {units:,.0f} units"
+        )
+        rate = self.seconds_per_unit.get(pipeline_name)
+        if rate is None:
+            return line + " (no request on this pipeline has finished yet to time them)."
+        seconds = units * rate
+        per_unit = f"{rate * 1000:.3g} ms" if rate < 1 else f"{rate:.3g} s"
+        line += f" × {per_unit} (the last request here) ≈ **{_duration(seconds)}**"
+        if seconds > SLOW_REQUEST_S:
+            line += " — a slow request: fewer Langevin steps or augmentations give a quicker first look"
+        return line + "."
+
+    def warm_up(self) -> dict[str, float]:
+        """Run `warm_up_request` of every pipeline, so that first-call costs are paid before the first visitor's
+        request and each pipeline's cost estimate has a rate from the start; returns ``{name: seconds}``."""
+        seconds = {}
+        for name in self.pipelines:
+            handler, values = self.warm_up_request(name)
+            started = time.perf_counter()
+            getattr(self, handler)(**values)
+            seconds[name] = time.perf_counter() - started
+        return seconds
+
+    def warm_up_request(self, pipeline_name: str) -> tuple[str, dict]:
+        """A small request on the first tab of ``pipeline_name``: ``(handler name, its values)``, one Langevin step at
+        the page's other defaults (a grey image for image-only pipelines)."""
+        info = self.info[pipeline_name]
+        values = {
+            "pipeline_name": pipeline_name,
+            "num_images": min(DEFAULT_IMAGES, self.max_images),
+            "num_inference_steps": min(1, self.max_steps),
+        }
+        if info.tabs["text"]:
+            return "generate_text", {**values, "prompt": (info.examples or ["a photo"])[0]}
+        if info.tabs["image"]:
+            path = self.output_dir / "warm-up.png"
+            PIL.Image.new("RGB", (64, 64), "gray").save(path)
+            return "generate_image", {**values, "image": str(path)}
+        return "generate_class", {**values, "class_label": 0}
+
+    # Checks ----------------------------------------------------------------------------------------------------------
+    def text_request(self, pipeline_name, prompt, negative_prompt=None, **settings) -> SamplingRequest:
+        """The checked request of `generate_text`; ``gr.Error`` naming the field for a bad value."""
+        pipe, info = self._pipeline(pipeline_name)
+        self._require(info, "text", "Prompt", pipeline_name)
+        prompt = _text(prompt, "Prompt", required=True)
+        negative_prompt = _text(negative_prompt, "Negative prompt", required=False)
+        return SamplingRequest(
+            pipeline_name,
+            pipe,
+            info,
+            {"prompt": prompt, "negative_prompt": negative_prompt},
+            {"prompt": prompt},
+            self.settings(info, **settings),
+            prompts={"Prompt": prompt, "Negative prompt": negative_prompt},
+            extra_settings={"negative_prompt": negative_prompt},
+        )
+
+    def image_request(self, pipeline_name, image, **settings) -> SamplingRequest:
+        """The checked request of `generate_image`."""
+        pipe, info = self._pipeline(pipeline_name)
+        self._require(info, "image", "Image", pipeline_name)
+        condition = open_upload(image, "Image")
+        return SamplingRequest(
+            pipeline_name,
+            pipe,
+            info,
+            {"image": condition},
+            {"image": Path(image).name},
+            self.settings(info, **settings),
+            {},
+        )
+
+    def class_request(self, pipeline_name, class_label, **settings) -> SamplingRequest:
+        """The checked request of `generate_class`."""
+        pipe, info = self._pipeline(pipeline_name)
+        self._require(info, "class", "Class", pipeline_name)
+        label = _whole_number(class_label, "Class", 0, len(info.class_choices) - 1)
+        return SamplingRequest(
+            pipeline_name,
+            pipe,
+            info,
+            {"class_labels": label},
+            {"class_label": label},
+            self.settings(info, **settings),
+            {},
+        )
+
+    def interpolation_request(
+        self,
+        pipeline_name,
+        between,
+        start_prompt=None,
+        end_prompt=None,
+        start_image=None,
+        end_image=None,
+        start_class=None,
+        end_class=None,
+        num_frames=None,
+        **settings,
+    ) -> SamplingRequest:
+        """The checked request of `interpolate`."""
         pipe, info = self._pipeline(pipeline_name)
         if between not in info.interpolation_kinds:
             raise gr.Error(
-                f"Interpolate between: {pipeline_name!r} interpolates between {' or '.join(info.interpolation_kinds)}, got {between!r}."
+                f"Interpolate between: {pipeline_name!r} interpolates between {' or '.join(info.interpolation_kinds)}, "
+                f"got {between!r}."
             )
         num_frames = min(DEFAULT_FRAMES, self.max_images) if num_frames is None else num_frames
         frames = _whole_number(num_frames, "Frames", 2, self.max_images, " (this demo's --max_images)")
+        prompts = {}
         if between == "prompts":
             ends = [_text(start_prompt, "Start prompt", True), _text(end_prompt, "End prompt", True)]
-            warn_about_unknown_words(pipe, dict(zip(("Start prompt", "End prompt"), ends)))
+            prompts = dict(zip(("Start prompt", "End prompt"), ends))
             call, names = {"prompt": ends}, ends
         elif between == "images":
             ends = [open_upload(start_image, "Start image"), open_upload(end_image, "End image")]
@@ -362,24 +566,11 @@ class TronDemo:
                 for value, field in ((start_class, "Start class"), (end_class, "End class"))
             ]
             call, names = {"class_labels": ends}, ends
-        settings = {**settings, "num_images": frames}
+        # Every frame starts from the same draw, so there are no candidates to choose from.
+        settings = self.settings(info, **{**settings, "num_images": frames, "num_candidates": 1})
         weights = torch.linspace(0, 1, frames).tolist()
         conditions = [{"start": names[0], "end": names[1], "weight": round(weight, 4)} for weight in weights]
-        return self._sample(
-            pipeline_name, pipe, info, call, conditions, settings, request, progress, interpolation=True
-        )
-
-    def stop(self, request: gr.Request | None = None) -> None:
-        """Stop the running requests of the browser tab that sent ``request``: their Langevin loops end after the
-        current step and return the images reached."""
-        with self._stops_lock:
-            for event in self._stops.get(_session(request), ()):
-                event.set()
-
-    def select_pipeline(self, pipeline_name):
-        """Page updates for a newly selected pipeline: its tabs, classes, defaults and examples."""
-        _, info = self._pipeline(pipeline_name)
-        return self._pipeline_updates(info)
+        return SamplingRequest(pipeline_name, pipe, info, call, conditions, settings, prompts, interpolation=True)
 
     # Settings --------------------------------------------------------------------------------------------------------
     SETTINGS = (
@@ -462,11 +653,9 @@ class TronDemo:
     @staticmethod
     def _require(info: PipelineInfo, tab: str, field: str, name: str) -> None:
         if not info.tabs[tab]:
-            takes = " and ".join(
-                CONDITION_NAMES[t] for t, shown in info.tabs.items() if shown and t in CONDITION_NAMES
-            )
             raise gr.Error(
-                f"{field}: pipeline {name!r} is conditioned on {takes}; use its tabs, or choose another pipeline."
+                f"{field}: pipeline {name!r} is conditioned on {info.conditions}; use its tabs, or choose another "
+                "pipeline."
             )
 
     def request_pipeline(self, pipe: TronPipeline, step_size: float, noise_std: float | None) -> TronPipeline:
@@ -486,20 +675,11 @@ class TronDemo:
         view.set_progress_bar_config(disable=True)
         return view
 
-    def _sample(
-        self,
-        pipeline_name,
-        pipe,
-        info,
-        call,
-        conditions,
-        settings,
-        request,
-        progress,
-        extra_settings=None,
-        interpolation=False,
-    ) -> DemoOutputs:
-        settings = self.settings(info, **settings)
+    def _sample(self, checked: SamplingRequest, request, progress) -> DemoOutputs:
+        """Run a checked request: its images, proposals, energies, zip and status line; the pipeline's seconds per
+        unit are updated for the page's cost estimates."""
+        pipeline_name, pipe, info, call, conditions, settings, prompts, extra_settings, interpolation = checked
+        warn_about_prompts(pipe, prompts)
         count = settings["num_images"]
         conditions = conditions if isinstance(conditions, list) else [conditions] * count
         seed = settings["seed"]
@@ -550,9 +730,12 @@ class TronDemo:
             except (ValueError, TypeError) as error:
                 raise gr.Error(first_line(error, with_type=False)) from None
         seconds = time.perf_counter() - started
+        units = request_units(
+            count, settings["num_candidates"], steps_done, settings["num_augmentations"], settings["show_method"]
+        )
+        self.seconds_per_unit[pipeline_name] = seconds / units
 
         energies = out.energies.tolist()
-        labels = [f"t = {c['weight']:.2f}" if interpolation else f"seed {s}" for c, s in zip(conditions, seeds)]
         manifest_settings = {
             "pipeline": pipeline_name,
             "num_inference_steps": total,
@@ -570,21 +753,21 @@ class TronDemo:
         if interpolation:
             animation = export_to_gif(enlarged(out.images), str(folder / "interpolation.gif"), fps=GIF_FPS)
         what = f"{count} frames" if interpolation else f"{count} image{'s' * (count > 1)}"
+        seeds_text = f"seed {seed}" if seeds[-1] == seed else f"seeds {seed}-{seeds[-1]}"
         steps_text = (
             f"{total} Langevin steps"
             if steps_done == total
             else f"**stopped** after {steps_done} of {total} Langevin steps"
         )
         return DemoOutputs(
-            images=captioned(out.images, energies, labels),
-            proposals=captioned(proposals.images, proposals.energies.tolist(), labels)
-            if proposals is not None
-            else [],
+            images=captioned(out.images, energies),
+            proposals=captioned(proposals.images, proposals.energies.tolist()) if proposals is not None else [],
             energy_plot=energy_table(out.energy_trace, out.energies),
             download=str(download),
             animation=animation,
             seed=seed,
-            status=f"{what} · {steps_text} · seed {seed} · mean final energy {sum(energies) / count:.3f} · {seconds:.1f} s",
+            status=f"{what} · {steps_text} · {seeds_text} · mean final energy {sum(energies) / count:.3f} · "
+            f"{seconds:.1f} s",
         )
 
     @contextlib.contextmanager
@@ -623,36 +806,55 @@ class TronDemo:
         return path
 
     # Page ------------------------------------------------------------------------------------------------------------
-    def _pipeline_updates(self, info: PipelineInfo) -> tuple:
-        """Updates, in the order of `build`'s ``pipeline_outputs``, that fit the page to ``info``."""
+    def _pipeline_updates(self, name: str, info: PipelineInfo) -> tuple:
+        """Updates, in the order of `build`'s ``pipeline_outputs``, that fit the page to ``info`` and clear the
+        results of the previous pipeline."""
         classes = [value for _, value in info.class_choices] or [None]
         return (
-            gr.Tabs(selected=next(name for name, shown in info.tabs.items() if shown)),
+            gr.Tabs(selected=info.first_tab),
             *(gr.Tab(visible=_tab_visibility(shown)) for shown in info.tabs.values()),
+            info.first_tab,  # the tab state
             gr.Dropdown(choices=info.class_choices, value=classes[0]),
             gr.Dropdown(choices=info.class_choices, value=classes[0]),
             gr.Dropdown(choices=info.class_choices, value=classes[-1]),
             gr.Radio(choices=info.interpolation_kinds, value=info.interpolation_kinds[0]),
+            gr.Slider(visible=True),  # number of images (hidden on the Interpolate tab)
             gr.Slider(value=min(info.num_inference_steps, self.max_steps)),
-            gr.Slider(value=min(info.num_candidates, MAX_CANDIDATES)),
+            gr.Slider(value=min(info.num_candidates, MAX_CANDIDATES), visible=True),
             gr.Slider(value=min(info.num_augmentations, MAX_AUGMENTATIONS)),
             gr.Number(value=info.step_size),
             gr.Number(value=info.noise_std, visible=info.has_noise),
             gr.Dataset(samples=[[prompt] for prompt in info.examples], visible=bool(info.examples)),
+            # The previous pipeline's results are not this one's.
+            None,  # images
+            None,  # proposals
+            None,  # energy plot
+            None,  # download
+            None,  # animation
+            f"Pipeline **{name}**, conditioned on {info.conditions}: choose a condition and press **Generate**.",
         )
 
+    def _tab_updates(self, tab: str) -> tuple:
+        """The tab state, and the controls that do not apply to interpolation hidden on its tab: the number of images
+        (Frames replaces it) and candidates (every frame starts from the same draw)."""
+        applies = tab != "interpolate"
+        return tab, gr.Slider(visible=applies), gr.Slider(visible=applies)
+
     def build(self) -> gr.Blocks:
-        """The page: pipeline choice, one tab per condition, sampling controls, and the outputs, wired to the
-        handlers. Components are made for the first pipeline; choosing another updates them."""
-        first = self.info[next(iter(self.pipelines))]
+        """The page: pipeline choice, one tab per condition, the cost of a request, sampling controls, and the
+        outputs, wired to the handlers. Components are made for the first pipeline; choosing another updates them."""
+        first_name = next(iter(self.pipelines))
+        first = self.info[first_name]
         with gr.Blocks(
             title="TR0N demo", analytics_enabled=False, delete_cache=(OUTPUT_LIFETIME_S, OUTPUT_LIFETIME_S)
         ) as blocks:
             gr.Markdown("# TR0N: conditional generation from any generator\n" + METHOD_NOTE)
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2):
-                    pipeline = gr.Dropdown(list(self.pipelines), value=next(iter(self.pipelines)), label="Pipeline")
+                    pipeline = gr.Dropdown(list(self.pipelines), value=first_name, label="Pipeline")
+                    tab = gr.State(first.first_tab)
                     page = self._condition_tabs(first)
+                    cost = gr.Markdown(self.estimate(first_name, first.first_tab), elem_id="cost")
                     settings = self._sampling_controls(first)
                 with gr.Column(scale=3):
                     status = gr.Markdown("Type a prompt (or pick a class) and press **Generate**.", elem_id="status")
@@ -670,65 +872,100 @@ class TronDemo:
                         label="Energy per Langevin step",
                         title="E(z, c) per image (lower is better)",
                         elem_id="energy-plot",
+                        **ENERGY_PLOT_STYLE,
                     )
                     download = gr.File(label="Download: PNGs + manifest.json (zip)", interactive=False)
 
-            sampling = {
-                "outputs": [gallery, proposals, energy_plot, download, page.animation, settings["seed"], status],
-                "inputs_kwargs": settings,
-                "concurrency_id": "sampling",
-                "concurrency_limit": SAMPLING_CONCURRENCY,
+            # The arguments of `estimate`, and the controls whose changes update it.
+            costs = ("num_images", "num_inference_steps", "num_candidates", "num_augmentations", "show_method")
+            estimate_inputs = [pipeline, tab, page.num_frames, *(settings[name] for name in costs)]
+            quick = {"queue": False, "api_name": False}  # page updates: never wait behind sampling requests
+            outputs = [gallery, proposals, energy_plot, download, page.animation, settings["seed"], status]
+            events = {
+                "text": (self.generate_text, self.text_request, [pipeline, page.prompt, page.negative_prompt]),
+                "image": (self.generate_image, self.image_request, [pipeline, page.image]),
+                "class": (self.generate_class, self.class_request, [pipeline, page.class_label]),
+                "interpolate": (
+                    self.interpolate,
+                    self.interpolation_request,
+                    [pipeline, page.between, *page.ends, page.num_frames],
+                ),
             }
-            page.buttons["text"][0].click(
-                self.generate_text, [pipeline, page.prompt, page.negative_prompt], **sampling
-            )
-            page.prompt.submit(self.generate_text, [pipeline, page.prompt, page.negative_prompt], **sampling)
-            page.buttons["image"][0].click(self.generate_image, [pipeline, page.image], **sampling)
-            page.buttons["class"][0].click(self.generate_class, [pipeline, page.class_label], **sampling)
-            page.buttons["interpolate"][0].click(
-                self.interpolate, [pipeline, page.between, *page.ends, page.num_frames], **sampling
-            )
+            triggers = {name: [buttons[0].click] for name, buttons in page.buttons.items()}
+            triggers["text"].append(page.prompt.submit)
+            for name, (handler, check, inputs) in events.items():
+                gr.on(
+                    triggers[name],
+                    handler,
+                    inputs,
+                    outputs,
+                    inputs_kwargs=settings,
+                    api_name=handler.__name__,
+                    concurrency_id="sampling",
+                    concurrency_limit=SAMPLING_CONCURRENCY,
+                    validator=event_validator(check, [*inputs, *settings.values()]),
+                ).then(self.estimate, estimate_inputs, cost, **quick)
             # Stop ends the Langevin loop through `stop` rather than Gradio's `cancels`, which would drop the request
-            # and show nothing; this way the images reached are shown.
-            for _, stop in page.buttons.values():
-                stop.click(self.stop, None, None, concurrency_limit=None, api_name=False)
-            settings["show_method"].change(
-                lambda shown: gr.Gallery(visible=shown),
-                settings["show_method"],
-                proposals,
-                api_name=False,
+            # and show nothing; this way the images reached are shown. Outside the queue, it works under load.
+            gr.on(
+                [stop.click for _, stop in page.buttons.values()],
+                self.stop,
                 queue=False,
+                api_name="stop",
+                api_visibility="undocumented",
+            )
+            settings["show_method"].change(
+                lambda shown: gr.Gallery(visible=shown), settings["show_method"], proposals, **quick
             )
             page.between.change(
                 lambda kind: tuple(gr.Row(visible=kind == shown) for shown in page.end_rows),
                 page.between,
                 list(page.end_rows.values()),
-                api_name=False,
-                queue=False,
+                **quick,
             )
+            not_for_interpolation = [settings["num_images"], settings["num_candidates"]]
+            for name, tab_block in page.tab.items():
+                tab_block.select(
+                    functools.partial(self._tab_updates, name), None, [tab, *not_for_interpolation], **quick
+                ).then(self.estimate, estimate_inputs, cost, **quick)
             start_class, end_class = page.ends[4:]
             pipeline_outputs = [
                 page.tabs,
                 *page.tab.values(),
+                tab,
                 page.class_label,
                 start_class,
                 end_class,
                 page.between,
+                settings["num_images"],
                 settings["num_inference_steps"],
                 settings["num_candidates"],
                 settings["num_augmentations"],
                 settings["step_size"],
                 settings["noise_std"],
                 page.examples.dataset,
+                *outputs[:5],
+                status,
             ]
-            pipeline.change(self.select_pipeline, pipeline, pipeline_outputs, api_name=False, concurrency_limit=None)
+            pipeline.change(self.select_pipeline, pipeline, pipeline_outputs, **quick).then(
+                self.estimate, estimate_inputs, cost, **quick
+            )
+            gr.on(
+                [page.num_frames.change, *(settings[name].change for name in costs)],
+                self.estimate,
+                estimate_inputs,
+                cost,
+                **quick,
+            )
+            # The cost line as the page opens: at the rate of the warm-up or of the last request.
+            blocks.load(self.estimate, estimate_inputs, cost, **quick)
         return blocks
 
     def _condition_tabs(self, first: PipelineInfo) -> SimpleNamespace:
         """One tab per condition, each with its inputs and a Generate and a Stop button."""
         page = SimpleNamespace(tab={}, buttons={})
         classes = [value for _, value in first.class_choices] or [None]
-        with gr.Tabs(selected=next(name for name, shown in first.tabs.items() if shown)) as page.tabs:
+        with gr.Tabs(selected=first.first_tab) as page.tabs:
             with gr.Tab("Text", id="text", visible=first.tabs["text"]) as page.tab["text"]:
                 page.prompt = gr.Textbox(
                     label="Prompt", placeholder="a bold seven leaning right", max_length=MAX_PROMPT_CHARS
@@ -860,6 +1097,33 @@ def _tab_visibility(shown: bool) -> bool | str:
     return True if shown else "hidden"
 
 
+def event_validator(check, inputs: list):
+    """A Gradio event validator running ``check`` (a ``TronDemo.*_request`` method) on the event's values, so that a
+    bad value is caught before the request joins the queue: the page marks the field the message names (by its
+    label; the first input when none has it) and keeps its results, where a ``gr.Error`` raised by the handler would
+    turn every output into an error badge. ``inputs``: the event's input components, in Gradio's order."""
+    labels = [getattr(component, "label", None) for component in inputs]
+
+    def validate(*args, **kwargs):
+        try:
+            check(*args, **kwargs)
+        except gr.Error as error:
+            field = str(error.message).split(":", 1)[0]
+            marked = labels.index(field) if field in labels else 0
+            return [gr.validate(index != marked, str(error.message)) for index in range(len(labels))]
+        return [gr.validate(True, "") for _ in labels]
+
+    return validate
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.0f} min"
+
+
 def _session(request: gr.Request | None) -> str | None:
     """The browser tab a request came from (``None`` outside a server, e.g. in a notebook or a test)."""
     return getattr(request, "session_hash", None)
@@ -881,9 +1145,10 @@ def energy_table(trace: torch.Tensor | None, final: torch.Tensor) -> pd.DataFram
     )
 
 
-def captioned(images: list, energies: list[float], labels: list[str]) -> list[tuple]:
-    """Gallery items: each image with its final energy first (captions are cut to the thumbnail's width)."""
-    return [(image, f"E = {energy:.3f} · {label}") for image, energy, label in zip(images, energies, labels)]
+def captioned(images: list, energies: list[float]) -> list[tuple]:
+    """Gallery items: each image with its final energy, the only caption (a longer one is cut at the thumbnail's
+    width; seeds are in the status line and the zip's manifest)."""
+    return [(image, f"E = {energy:.3f}") for image, energy in zip(images, energies)]
 
 
 def enlarged(images: list, min_side: int = 128) -> list:
@@ -927,20 +1192,53 @@ def build_demo(
     return blocks
 
 
-def launch_demo(blocks: gr.Blocks, **launch_kwargs):
+def launch_demo(blocks: gr.Blocks, max_queue: int | None = MAX_QUEUE, warm_up: bool = True, **launch_kwargs):
     """``blocks.launch`` with the demo's upload limit, style and request queue; ``launch_kwargs`` as in Gradio
     (``server_name``, ``server_port``, ``share``, ``prevent_thread_lock``, ...). Binds 127.0.0.1 unless told
-    otherwise (or ``GRADIO_SERVER_NAME`` says so, as on Hugging Face Spaces); no share link unless ``share=True``."""
+    otherwise (or ``GRADIO_SERVER_NAME`` says so, as on Hugging Face Spaces); no share link unless ``share=True``.
+
+    Args:
+        max_queue: Most requests waiting for their turn beyond the `SAMPLING_CONCURRENCY` sampling; one more is
+            answered at once that the server is busy (Gradio's queue ``max_size``). ``None``: no limit.
+        warm_up: First run `TronDemo.warm_up` on a `build_demo` page, so that its first visitor does not wait for
+            first-call costs.
+    """
+    warm_up = warm_up and hasattr(blocks, "tron_demo")
+    if warm_up:
+        blocks.tron_demo.warm_up()
     launch_kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     launch_kwargs.setdefault("share", False)
     launch_kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
     launch_kwargs.setdefault("css", DEMO_CSS)
     launch_kwargs.setdefault("footer_links", ["gradio"])
-    return blocks.queue(default_concurrency_limit=SAMPLING_CONCURRENCY).launch(**launch_kwargs)
+    # Gradio blocks in `launch` unless told not to; the server's warm-up request goes between the two.
+    block = not launch_kwargs.pop("prevent_thread_lock", False) and not getattr(sys, "ps1", sys.flags.interactive)
+    queue = blocks.queue(default_concurrency_limit=SAMPLING_CONCURRENCY, max_size=max_queue)
+    launched = queue.launch(prevent_thread_lock=True, **launch_kwargs)
+    if warm_up:
+        warm_up_server(blocks)
+    if block:
+        blocks.block_thread()
+    return launched
+
+
+def warm_up_server(blocks: gr.Blocks) -> float:
+    """Send the first pipeline's `TronDemo.warm_up_request` through the running server (``blocks.local_url``) with
+    ``gradio_client``, as a visitor would: Gradio's first request has one-time costs of its own (2 s beyond sampling
+    on 2 busy CPU cores, docs/demo.md), which the in-process warm-up does not reach. Returns its seconds."""
+    demo = blocks.tron_demo
+    handler, values = demo.warm_up_request(next(iter(demo.pipelines)))
+    if "image" in values:
+        values["image"] = handle_file(values["image"])
+    started = time.perf_counter()
+    client = Client(blocks.local_url, verbose=False, download_files=False)
+    client.predict(**values, api_name=f"/{handler}")
+    return time.perf_counter() - started
 
 
 def run_demo_command(args) -> None:
-    """``tron demo``: load the pipelines (one-line errors, as ``tron generate``), then serve the page until Ctrl+C."""
+    """``tron demo``: load the pipelines (one-line errors, as ``tron generate``), warm them up, then serve the page
+    until Ctrl+C."""
     names = list(dict.fromkeys(args.pipeline or DEFAULT_PIPELINES))
     try:
         pipelines = {name: load_pipeline(name, args.device) for name in names}
@@ -949,24 +1247,49 @@ def run_demo_command(args) -> None:
     for pipe in pipelines.values():
         pipe.set_progress_bar_config(disable=True)
     blocks = build_demo(pipelines, max_images=args.max_images, max_steps=args.max_steps)
+    if not args.no_warm_up:
+        print("Warming up: one small request per pipeline, then one through the server...", flush=True)
+        warm = blocks.tron_demo.warm_up()
+        print(f"Warm: {', '.join(f'{name} {seconds:.1f} s' for name, seconds in warm.items())}", flush=True)
     try:
-        launch_demo(blocks, server_name=args.host, server_port=args.port, share=args.share)
+        # Quiet: Gradio's own lines would tell a command-line user to "set `share=True` in `launch()`".
+        launch_demo(
+            blocks,
+            max_queue=args.max_queue,
+            warm_up=False,
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            quiet=True,
+            prevent_thread_lock=True,
+        )
     except OSError as error:
         raise SystemExit(f"tron demo: error: --host {args.host} --port {args.port}: {error}") from None
+    if not args.no_warm_up:
+        print(f"Warm: a request through the server {warm_up_server(blocks):.1f} s", flush=True)
+    print(f"* Serving {', '.join(names)} on {blocks.local_url} (Ctrl+C stops it)", flush=True)
+    if not args.share:
+        print("* A public link: `tron demo --share` (through Gradio's gradio.live).", flush=True)
+    blocks.block_thread()
 
 
 __all__ = [
     "DEFAULT_PIPELINES",
     "DemoOutputs",
+    "MAX_QUEUE",
     "PipelineInfo",
+    "SamplingRequest",
     "TronDemo",
     "build_demo",
     "energy_table",
+    "event_validator",
     "examples_for",
     "image_upload",
     "launch_demo",
     "load_pipelines",
     "open_upload",
+    "request_units",
     "run_demo_command",
-    "warn_about_unknown_words",
+    "warm_up_server",
+    "warn_about_prompts",
 ]

@@ -176,6 +176,11 @@ class TronPipeline(DiffusionPipeline):
         reward_weights: ``{name: w_i}`` for the ``rewards``; a reward not named gets its ReNO weighting (HPSv2 5.0,
             PickScore 0.05, CLIP score 0.01, aesthetic 0: reported, not optimised). A call's ``reward_weights``
             overrides it.
+        preview_num_inference_steps / preview_num_augmentations: Quicker settings for a first look where the
+            defaults above are the method's (100 steps with 50 augmented copies for a GAN take minutes on a CPU): those
+            of the sample grid of ``tron build`` (``--sample_steps``, ``--sample_augmentations``). Interactive front
+            ends start from them (the sliders of ``tron demo``); calls keep the defaults. ``None`` (the default): the
+            defaults.
     """
 
     # Rewards before the generator: each model call offloads the one before it in this chain, and the generator must
@@ -199,6 +204,8 @@ class TronPipeline(DiffusionPipeline):
         augmentation_policy: str = ",".join(AUGMENTATIONS),
         prompt_vocabulary: str = "",
         reward_weights: dict[str, float] | None = None,
+        preview_num_inference_steps: int | None = None,
+        preview_num_augmentations: int | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -217,6 +224,8 @@ class TronPipeline(DiffusionPipeline):
             augmentation_policy=",".join(DiffAugment(policy=tuple(augmentation_policy.split(","))).policy),
             prompt_vocabulary=" ".join(sorted(set(prompt_words(prompt_vocabulary)))),
             reward_weights={**(rewards.default_weights() if rewards is not None else {}), **(reward_weights or {})},
+            preview_num_inference_steps=preview_num_inference_steps,
+            preview_num_augmentations=preview_num_augmentations,
         )
         # Turns G's [-1, 1] output into PIL / numpy / torch images; a helper, not a component.
         self.postprocessor = VaeImageProcessor(do_resize=False)
