@@ -53,16 +53,19 @@ def test_help_imports_no_model_code():
         "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers', 'tron_pipelines')))\n"
     )
     assert "train-translator" in out and "generate-pairs" in out
-    # Argument definitions only: no torch, no diffusers, no pair, training or model module.
+    # Argument definitions only: no torch, no diffusers, no pair, training, converter or model module.
     commands = ["build", "common", "demo", "evaluate", "generate", "generate_pairs", "samples"]
     commands += ["train_translator", "tron_cli"]
-    utils = ["files", "lazy", "messages", "moved_modules", "options"]
+    utils = ["constants", "files", "lazy", "messages", "moved_modules", "options"]
     assert ast.literal_eval(out.split("LOADED ")[1].strip()) == sorted(
         [
             "tron_pipelines",
             "tron_pipelines.cli",
             "tron_pipelines.commands",
             *(f"tron_pipelines.commands.{name}" for name in commands),
+            # The generator source table, standard library only: `tron build` refuses a missing path before torch.
+            "tron_pipelines.conversion",
+            "tron_pipelines.conversion.formats",
             "tron_pipelines.training",
             "tron_pipelines.training.arguments",
             "tron_pipelines.utils",
