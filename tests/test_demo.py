@@ -19,13 +19,20 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from conftest import tiny_clip
 from gradio.data_classes import FileData
 from gradio_client import Client
 from gradio_client.exceptions import ValidationError
 from gradio_client.utils import QueueError
 from PIL import Image
 
-from tron_pipelines import LangevinScheduler, TronPipeline
+from tron_pipelines import (
+    LangevinScheduler,
+    NoiseOptimizationScheduler,
+    PickScoreReward,
+    RewardModels,
+    TronPipeline,
+)
 from tron_pipelines.cli import main
 from tron_pipelines.commands.demo_app import (
     DEFAULT_PIPELINES,
@@ -212,6 +219,32 @@ def test_step_size_and_noise_apply_to_the_request_only(demo, clip_pipe):
     assert clip_pipe.scheduler is scheduler and dict(clip_pipe.scheduler.config) == config
     default = demo.generate_text("tiny-clip", "a red car", num_images=2, num_inference_steps=3)
     assert not np.array_equal(pixels(image for image, _ in default.images), pixels(reference.images))
+
+
+def test_a_pipeline_with_rewards_reports_them_and_noise_optimisation_takes_the_step_size(clip_components, tokenizer):
+    # The energy of a reward pipeline is minus the weighted rewards; the page gives each reward's mean in the status
+    # line and every image's rewards in the zip. With NoiseOptimizationScheduler the "Step size" is its learning rate.
+    rewards = RewardModels({"pickscore": PickScoreReward.from_clip(tiny_clip(len(tokenizer), seed=3), tokenizer)})
+    pipe = TronPipeline(
+        **{**clip_components, "scheduler": NoiseOptimizationScheduler()},
+        rewards=rewards,
+        reward_weights={"pickscore": 2.0},
+    )
+    pipe.set_progress_bar_config(disable=True)
+    demo = TronDemo({"rewards": pipe}, max_images=MAX_IMAGES, max_steps=MAX_STEPS)
+    assert demo.info["rewards"].step_size == 5.0  # ReNO's learning rate
+    settings = {"num_inference_steps": 3, "num_augmentations": 0}  # ReNO's setting: the energy is -2 pickscore exactly
+    out = demo.generate_text("rewards", "a red car", num_images=2, step_size=0.5, seed=3, **settings)
+    slower = TronPipeline.from_pipe(pipe, scheduler=NoiseOptimizationScheduler(learning_rate=0.5))
+    reference = slower("a red car", num_images_per_prompt=2, generator=seeded([3, 4]), **settings)
+    assert np.array_equal(pixels(image for image, _ in out.images), pixels(reference.images))
+    assert f"mean pickscore {reference.rewards['pickscore'].mean().item():.3f}" in out.status
+    manifest, _ = zip_contents(out.download)
+    assert manifest["reward_weights"] == {"pickscore": 2.0}
+    np.testing.assert_allclose(manifest["rewards"]["pickscore"], reference.rewards["pickscore"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        [entry["energy"] for entry in manifest["images"]], -2.0 * reference.rewards["pickscore"].numpy(), rtol=1e-5
+    )
 
 
 def event_of(blocks: gr.Blocks, fn):

@@ -150,7 +150,7 @@ class PipelineInfo:
             num_augmentations=config.default_num_augmentations
             if preview_augmentations is None
             else preview_augmentations,
-            step_size=scheduler.step_size,
+            step_size=scheduler[step_size_key(scheduler)],
             noise_std=scheduler.get("noise_std"),
             has_noise="noise_std" in scheduler,
             has_tokenizer=pipe.tokenizer is not None,
@@ -662,7 +662,7 @@ class TronDemo:
         """``pipe`` itself, or a `TronPipeline.from_pipe` view with its own scheduler when this request's step size
         or noise differs from the pipeline's (the loaded pipeline is never changed)."""
         config = pipe.scheduler.config
-        changes = {"step_size": step_size}
+        changes = {step_size_key(config): step_size}
         if "noise_std" in config:
             changes["noise_std"] = noise_std
         if all(config[key] == value for key, value in changes.items()):
@@ -747,6 +747,15 @@ class TronDemo:
             "noise_std": settings["noise_std"],
             **{key: value for key, value in (extra_settings or {}).items() if value is not None},
         }
+        # A pipeline with reward models reports each reward per image: in the zip's manifest, their means in the
+        # status line (the energy is minus their weighted sum: the weights are the pipeline's `reward_weights`).
+        rewards_text = ""
+        if out.rewards is not None:
+            manifest_settings["reward_weights"] = dict(view.config.reward_weights)
+            manifest_settings["rewards"] = {name: values.tolist() for name, values in out.rewards.items()}
+            rewards_text = " · mean " + ", ".join(
+                f"{name} {values.mean().item():.3f}" for name, values in out.rewards.items()
+            )
         folder = self._new_output_folder()
         download = self._zip_samples(folder, out.images, energies, conditions, seeds, manifest_settings)
         animation = None
@@ -766,8 +775,8 @@ class TronDemo:
             download=str(download),
             animation=animation,
             seed=seed,
-            status=f"{what} · {steps_text} · {seeds_text} · mean final energy {sum(energies) / count:.3f} · "
-            f"{seconds:.1f} s",
+            status=f"{what} · {steps_text} · {seeds_text} · mean final energy {sum(energies) / count:.3f}"
+            f"{rewards_text} · {seconds:.1f} s",
         )
 
     @contextlib.contextmanager
@@ -1143,6 +1152,12 @@ def energy_table(trace: torch.Tensor | None, final: torch.Tensor) -> pd.DataFram
             "image": [index for _ in range(steps) for index in range(count)],
         }
     )
+
+
+def step_size_key(scheduler_config) -> str:
+    """The setting the page's "Step size" slider sets: Langevin's and gradient descent's ``step_size``, or the
+    ``learning_rate`` of `NoiseOptimizationScheduler` (ReNO's SGD)."""
+    return "step_size" if "step_size" in scheduler_config else "learning_rate"
 
 
 def captioned(images: list, energies: list[float]) -> list[tuple]:
