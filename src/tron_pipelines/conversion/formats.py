@@ -24,6 +24,7 @@ PRESET_OF_GENERATOR_CLASS = {
     "BigGANDeepGenerator": "biggan",
     "StyleGAN2Generator": "stylegan",
     "StyleGAN3Generator": "stylegan",
+    "StyleGANXLGenerator": "stylegan",
     "DiffusionSamplerGenerator": "diffusion",
     "ConsistencyModelGenerator": "diffusion",
 }
@@ -194,7 +195,7 @@ GENERATOR_FORMATS: tuple[GeneratorFormat, ...] = (
     ),
     GeneratorFormat(
         "nvlabs",
-        "NVIDIA StyleGAN2-ADA / StyleGAN3 network pickle (.pkl)",
+        "NVIDIA StyleGAN2-ADA / StyleGAN3 or StyleGAN-XL network pickle (.pkl)",
         _is_network_pickle,
         _load_network_pickle,
         lambda source: "stylegan",

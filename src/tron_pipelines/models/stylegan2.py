@@ -273,9 +273,11 @@ class StyleGANGenerator(TronGenerator):
     """
 
     @staticmethod
-    def _check_tron_settings(latent_space: str, truncation_psi: float) -> None:
-        if latent_space not in LATENT_SPACES:
-            raise ValueError(f"`latent_space` must be one of {LATENT_SPACES}, got {latent_space!r}.")
+    def _check_tron_settings(
+        latent_space: str, truncation_psi: float, latent_spaces: tuple[str, ...] = LATENT_SPACES
+    ) -> None:
+        if latent_space not in latent_spaces:
+            raise ValueError(f"`latent_space` must be one of {latent_spaces}, got {latent_space!r}.")
         if not 0 <= truncation_psi <= 1:
             raise ValueError(f"`truncation_psi` must be in [0, 1], got {truncation_psi}.")
 
