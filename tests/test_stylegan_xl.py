@@ -158,6 +158,24 @@ def test_gradients_reach_every_latent(stylegan_xl, ref):
     assert (z_grad.abs().sum(dim=1) > 0).all() and (y_grad.abs().sum(dim=1) > 0).all()
 
 
+def test_gradient_checkpointing_recomputes_each_layer_with_the_same_gradients(ref):
+    model = load_nvlabs_pickle(SGXL_PICKLE)
+
+    def gradient():
+        w = ref["w_given"].clone().requires_grad_(True)
+        (model.generate(w) * ref["img_tr0n"]).sum().backward()
+        return w.grad
+
+    plain = gradient()
+    model.enable_gradient_checkpointing()
+    calls = []
+    hooks = [layer.register_forward_pre_hook(lambda *_: calls.append(1)) for layer in model.layers]
+    torch.testing.assert_close(gradient(), plain, rtol=0, atol=0)
+    assert len(calls) == 2 * len(model.layers)  # every layer ran again in the backward pass
+    for hook in hooks:
+        hook.remove()
+
+
 def test_save_and_load_round_trip(stylegan_xl, ref, tmp_path):
     stylegan_xl.save_pretrained(tmp_path / "sgxl")
     reloaded = StyleGANXLGenerator.from_pretrained(tmp_path / "sgxl")
