@@ -35,11 +35,11 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 from train_generator import save_sample_grid, score_samples
 
-from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
 from tron_pipelines.evaluation import HogMlpClassifier
 from tron_pipelines.models import DiffusionSamplerGenerator
 from tron_pipelines.models.diffusers_generators import assemble_with_modules, public_config
-from tron_pipelines.training.train import CHECKPOINT_PATTERN, _save_checkpoint, resolve_resume_checkpoint
+from tron_pipelines.training.train import CHECKPOINT_PATTERN, resolve_resume_checkpoint, save_checkpoint
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -281,7 +281,7 @@ def main(argv=None) -> dict:
             )
             running_loss = []
         if global_step % args.checkpointing_steps == 0 and global_step < args.max_train_steps:
-            _save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"seed": args.seed})
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"seed": args.seed})
         if eval_classifier is not None and global_step % args.validation_steps == 0 and accelerator.is_main_process:
             accelerator.print(f"step {global_step}: {with_ema_weights(validate)}", flush=True)
     progress.close()
