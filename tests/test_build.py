@@ -21,6 +21,7 @@ import yaml
 from conftest import reset_accelerate_state, tiny_clip
 from test_biggan import biggan_pytorch_state_dict, random_package_biggan
 from test_nvae import malicious_checkpoint
+from test_stylegan_xl import dill_style_payloads
 from test_training import KILLER, SUBPROCESS_ENV, free_port, shard_contents
 from test_tron_biggan import TINY_DEEP
 from transformers import CLIPImageProcessor
@@ -559,6 +560,15 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
             detect_generator_format(path)
 
 
+def planted_network_pickle(tmp_path: Path) -> tuple[Path, Path]:
+    """A network pickle (protocol 2, as tron build recognises one) whose dill array wrapper, as StyleGAN-XL's
+    snapshots use it, would call ``os.system``."""
+    sentinel = tmp_path / "pwned"
+    path = tmp_path / "network-snapshot.pkl"
+    path.write_bytes(b"\x80\x02" + dill_style_payloads(sentinel)["os.system"])
+    return path, sentinel
+
+
 def test_a_checkpoint_with_a_planted_global_is_refused_before_any_stage(sources, tmp_path):
     path, sentinel = malicious_checkpoint(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
@@ -570,6 +580,21 @@ def test_a_checkpoint_with_a_planted_global_is_refused_before_any_stage(sources,
         message,
     ), message
     assert not sentinel.exists() and not (tmp_path / "build").exists()
+
+
+def test_a_network_pickle_with_a_planted_global_is_refused_in_the_convert_stage(sources, tmp_path):
+    # A network pickle is known to be unsafe only once read in full, the convert stage's work (recognising one reads
+    # its first byte): the build stops there with one line, nothing from the pickle runs, no generator is written.
+    path, sentinel = planted_network_pickle(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(build_argv({**sources, "generator": path}, tmp_path / "build"))
+    message = str(exit_info.value.code)
+    assert re.fullmatch(
+        r"tron build: error: --generator .*network-snapshot\.pkl \(NVIDIA .* network pickle \(\.pkl\)\) could not "
+        r"be converted: UnsafePickleError: Refusing to load `os\.system`.*",
+        message,
+    ), message
+    assert not sentinel.exists() and sorted(entry.name for entry in (tmp_path / "build").iterdir()) == ["build.json"]
 
 
 # Bad input: one line, before any stage ----------------------------------------------------------------------------

@@ -339,8 +339,8 @@ def detect_generator_format(
 
         try:
             load_torch_checkpoint(source, mmap=True)
-        except UnsafePickleError as error:  # said as such, rather than as an unknown format
-            raise UnknownGeneratorFormatError(str(error)) from None
+        except UnsafePickleError as error:  # said as such (it names the file), rather than as an unknown format
+            raise UnknownGeneratorFormatError(f"{option} {error}" if option else str(error)) from None
         except Exception:  # noqa: BLE001 - unreadable for another reason: an unknown format, as below
             pass
     message = f"{_named(source, option)} is in no known generator format. Known formats: {format_list(formats)}."
