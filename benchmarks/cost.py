@@ -15,7 +15,9 @@ K = 10, hidden width 4 d). Stages (``--cost_stages``; default every stage the ge
    recomputes each layer in the backward pass instead of storing its activations (`enable_gradient_checkpointing`:
    less memory, more FLOPs; every workload of the run must support it, checked before anything runs).
 
-Seconds are the median of ``repeats`` calls after a warm-up (mapping and train: 5x as many calls); FLOPs count the
+Seconds are the median of ``repeats`` calls after ``--cost_warmup`` untimed ones (mapping and train: 5x as many
+timed calls), in wall-clock time and in the process's CPU time (on a shared CPU the wall clock includes other jobs';
+with ``--threads 1`` the CPU time is what an idle core takes; it sums every thread's); FLOPs count the
 matrix products and convolutions, forward and backward (`common.FlopCounter`: 2 per multiply-add, a lower bound on
 the work, independent of the machine). Memory: on a GPU each stage's max allocated; on every device the process's
 peak RSS after the workload (all stages so far, and earlier workloads of the run: name one workload and one stage
@@ -27,6 +29,8 @@ full-size G (random weights, the released configuration), plus ``encoder=`` when
 
 import inspect
 import resource
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -151,10 +155,12 @@ def stage_costs(
     pair_batch: int = 4,
     mapping_batch: int = 64,
     num_augmentations: int = 8,
+    warmup: int = 1,
 ) -> dict:
-    """``{"stages": {stage: {"unit", "units", "seconds", "flops"[, "max_allocated_GiB"]}}, "parameters_M": {...}}``
-    for each of ``stages`` (of `STAGES`), with frozen ``generator`` and ``encoder`` on one device: ``seconds`` and
-    ``flops`` are those of one call, which does ``units`` of ``unit``."""
+    """``{"stages": {stage: {"unit", "units", "seconds", "cpu_seconds", "flops"[, "max_allocated_GiB"]}},
+    "parameters_M": {...}}`` for each of ``stages`` (of `STAGES`), with frozen ``generator`` and ``encoder`` on one
+    device: ``seconds`` (wall clock), ``cpu_seconds`` (the process's CPU time) and ``flops`` are those of one call,
+    which does ``units`` of ``unit``; the medians of the timed calls after ``warmup`` untimed ones."""
     missing = [stage for stage in stages if stage not in stages_of(generator)]
     if missing:
         raise ValueError(f"{type(generator).__name__} has no stage {missing}; its stages are {stages_of(generator)}.")
@@ -193,11 +199,24 @@ def stage_costs(
         fn, calls, needs_grad, (unit, units) = work[name]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        cpu_seconds = []
+
+        def timed_call(fn=fn, cpu_seconds=cpu_seconds):
+            start = time.process_time()
+            fn()
+            cpu_seconds.append(time.process_time() - start)
+
         with torch.set_grad_enabled(needs_grad):
-            seconds, _ = median_seconds(fn, device, calls)
+            seconds, _ = median_seconds(timed_call, device, calls, warmup)
             with FlopCounter() as counter:
                 fn()
-        results[name] = {"unit": unit, "units": units, "seconds": seconds, "flops": counter.total}
+        results[name] = {
+            "unit": unit,
+            "units": units,
+            "seconds": seconds,
+            "cpu_seconds": statistics.median(cpu_seconds[warmup:]),
+            "flops": counter.total,
+        }
         if device.type == "cuda":
             results[name]["max_allocated_GiB"] = torch.cuda.max_memory_allocated(device) / 2**30
     parameters = {
@@ -216,6 +235,7 @@ def cost_table(stages: dict) -> str:
             "unit": stage["unit"],
             "units": stage["units"],
             "seconds": stage["seconds"],
+            "cpu_seconds": stage["cpu_seconds"],
             "gflops": stage["flops"] / 1e9,
             "seconds_per_unit": stage["seconds"] / stage["units"],
             "gflops_per_unit": stage["flops"] / 1e9 / stage["units"],
@@ -228,6 +248,7 @@ def cost_table(stages: dict) -> str:
         ("unit", "unit", ""),
         ("units", "units per call", "d"),
         ("seconds", "s per call", ".3g"),
+        ("cpu_seconds", "CPU s per call", ".3g"),
         ("gflops", "GFLOP per call", ".4g"),
         ("seconds_per_unit", "s per unit", ".3g"),
         ("gflops_per_unit", "GFLOP per unit", ".4g"),
@@ -259,6 +280,12 @@ def add_arguments(group) -> None:
         action="store_true",
         help="cost: G recomputes each layer in the Langevin stage's backward pass (less memory, more FLOPs); for "
         "generators that support it (StyleGAN3, StyleGAN-XL, diffusion samplers).",
+    )
+    group.add_argument(
+        "--cost_warmup",
+        type=int,
+        default=1,
+        help="cost: untimed calls before the timed ones (0 for full-size generators on a CPU: minutes a call).",
     )
     group.add_argument("--pair_batch", type=int, default=4, help="cost: batch of the synthesis and pair stages.")
     group.add_argument("--mapping_batch", type=int, default=64, help="cost: batch of the mapping stage.")
@@ -306,6 +333,7 @@ def run(args, sizes: dict, report) -> None:
             args.pair_batch,
             args.mapping_batch,
             8 if args.num_augmentations is None else args.num_augmentations,
+            args.cost_warmup,
         )
         # ru_maxrss is in KiB on Linux: the process's peak so far.
         result["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
