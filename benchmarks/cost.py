@@ -6,14 +6,18 @@ entry names another encoder) and a translator sized for both as `tron build` siz
 K = 10, hidden width 4 d). Stages (``--cost_stages``; default every stage the generator has, `stages_of`):
 
 1. mapping: ``z -> w`` for a batch of ``--mapping_batch`` (the prior's cost per draw; generators with a mapping
-   network, e.g. StyleGAN);
+   network, e.g. StyleGAN; a class-conditional one, StyleGAN-XL, maps each ``z`` with a uniformly drawn class);
 2. synthesis_forward: ``G(latents)`` for a batch of ``--pair_batch``, no gradient;
 3. pairs: G forward + f image forward per pair (translator training data), batch ``--pair_batch``;
 4. train: one AdamW step of the translator at the method's batch 16;
 5. langevin: one Langevin step of one image: G forward+backward and CLIP forward+backward on ``--num_augmentations``
-   augmented copies (the method uses 50; the cost is linear in it).
+   augmented copies (the method uses 50; the cost is linear in it). With ``--cost_gradient_checkpointing``, G
+   recomputes each layer in the backward pass instead of storing its activations (`enable_gradient_checkpointing`:
+   less memory, more FLOPs; every workload of the run must support it, checked before anything runs).
 
-Seconds are the median of ``repeats`` calls after a warm-up (mapping and train: 5x as many calls); FLOPs count the
+Seconds are the median of ``repeats`` calls after ``--cost_warmup`` untimed ones (mapping and train: 5x as many
+timed calls), in wall-clock time and in the process's CPU time (on a shared CPU the wall clock includes other jobs';
+with ``--threads 1`` the CPU time is what an idle core takes; it sums every thread's); FLOPs count the
 matrix products and convolutions, forward and backward (`common.FlopCounter`: 2 per multiply-add, a lower bound on
 the work, independent of the machine). Memory: on a GPU each stage's max allocated; on every device the process's
 peak RSS after the workload (all stages so far, and earlier workloads of the run: name one workload and one stage
@@ -23,7 +27,10 @@ A new generator joins with one entry of `COST_WORKLOADS`: a name, a description 
 full-size G (random weights, the released configuration), plus ``encoder=`` when f is not CLIP ViT-B/32.
 """
 
+import inspect
 import resource
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -34,8 +41,15 @@ from harness import Section
 from workloads import biggan_deep_generator, clip_vit_b32
 
 from tron_pipelines.encoders import EncoderAdapter
-from tron_pipelines.models import StyleGAN2Generator, StyleGAN3Generator, TronGenerator
+from tron_pipelines.models import (
+    NVAEGenerator,
+    StyleGAN2Generator,
+    StyleGAN3Generator,
+    StyleGANXLGenerator,
+    TronGenerator,
+)
 from tron_pipelines.models.stylegan2 import stylegan2_block_channels
+from tron_pipelines.models.stylegan_xl import imagenet_superres_stages, stylegan_xl_synthesis_layers
 from tron_pipelines.training import new_translator
 
 
@@ -73,6 +87,13 @@ def stylegan3_generator(resolution: int, rotation_equivariant: bool = False) -> 
     return StyleGAN3Generator(img_resolution=resolution)
 
 
+def stylegan_xl_generator(resolution: int) -> StyleGANXLGenerator:
+    """StyleGAN-XL's ImageNet network at ``resolution`` (``imagenet256.pkl``: 31 layers, 32 ws; ``imagenet512.pkl``:
+    37 ws, TR0N's): the 16 px stem and one super-resolution stage per doubling, from the published hyperparameters."""
+    layers = stylegan_xl_synthesis_layers(superres_stages=imagenet_superres_stages(resolution))
+    return StyleGANXLGenerator(synthesis_layers=layers)
+
+
 COST_WORKLOADS = {
     **{
         f"biggan-deep-{resolution}": CostWorkload(
@@ -96,12 +117,34 @@ COST_WORKLOADS = {
         for kind in ("t", "r")
         for resolution in (256, 512, 1024)
     },
+    **{
+        f"stylegan-xl-{resolution}": CostWorkload(
+            f"StyleGAN-XL ImageNet-{resolution} (the released architecture) + CLIP ViT-B/32",
+            partial(stylegan_xl_generator, resolution),
+        )
+        for resolution in (256, 512)
+    },
+    "nvae-ffhq-256": CostWorkload(
+        "NVAE's FFHQ-256 decoder (NVAE's README command line: 36 groups, top latent 1280; groups 8-36 sampled at "
+        "temperature 0.6) + CLIP ViT-B/32",
+        NVAEGenerator,
+    ),
 }
 
 
 def stages_of(generator: TronGenerator) -> tuple[str, ...]:
     """The `STAGES` that ``generator`` has: ``mapping`` only with a mapping network (`map_latents`)."""
     return STAGES if hasattr(generator, "map_latents") else STAGES[1:]
+
+
+def mapping_call(generator: TronGenerator, batch: int) -> Callable[[], torch.Tensor]:
+    """``z -> ws`` for ``batch`` draws of ``z``; a mapping that takes ``class_labels`` (StyleGAN-XL's) gets uniformly
+    drawn classes, as its prior draws them."""
+    z = torch.randn(batch, generator.config.z_dim, device=generator.device)
+    if "class_labels" in inspect.signature(generator.map_latents).parameters:
+        labels = torch.randint(generator.config.num_classes, (batch,), device=generator.device)
+        return partial(generator.map_latents, z, labels)
+    return partial(generator.map_latents, z)
 
 
 def stage_costs(
@@ -112,10 +155,12 @@ def stage_costs(
     pair_batch: int = 4,
     mapping_batch: int = 64,
     num_augmentations: int = 8,
+    warmup: int = 1,
 ) -> dict:
-    """``{"stages": {stage: {"unit", "units", "seconds", "flops"[, "max_allocated_GiB"]}}, "parameters_M": {...}}``
-    for each of ``stages`` (of `STAGES`), with frozen ``generator`` and ``encoder`` on one device: ``seconds`` and
-    ``flops`` are those of one call, which does ``units`` of ``unit``."""
+    """``{"stages": {stage: {"unit", "units", "seconds", "cpu_seconds", "flops"[, "max_allocated_GiB"]}},
+    "parameters_M": {...}}`` for each of ``stages`` (of `STAGES`), with frozen ``generator`` and ``encoder`` on one
+    device: ``seconds`` (wall clock), ``cpu_seconds`` (the process's CPU time) and ``flops`` are those of one call,
+    which does ``units`` of ``unit``; the medians of the timed calls after ``warmup`` untimed ones."""
     missing = [stage for stage in stages if stage not in stages_of(generator)]
     if missing:
         raise ValueError(f"{type(generator).__name__} has no stage {missing}; its stages are {stages_of(generator)}.")
@@ -134,9 +179,7 @@ def stage_costs(
     # name -> (work of one call, calls timed, needs autograd, what one call does)
     work = {
         "mapping": (
-            partial(generator.map_latents, torch.randn(mapping_batch, generator.config.z_dim, device=device))
-            if "mapping" in stages
-            else None,
+            mapping_call(generator, mapping_batch) if "mapping" in stages else None,
             5 * repeats,
             False,
             ("z", mapping_batch),
@@ -156,11 +199,24 @@ def stage_costs(
         fn, calls, needs_grad, (unit, units) = work[name]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        cpu_seconds = []
+
+        def timed_call(fn=fn, cpu_seconds=cpu_seconds):
+            start = time.process_time()
+            fn()
+            cpu_seconds.append(time.process_time() - start)
+
         with torch.set_grad_enabled(needs_grad):
-            seconds, _ = median_seconds(fn, device, calls)
+            seconds, _ = median_seconds(timed_call, device, calls, warmup)
             with FlopCounter() as counter:
                 fn()
-        results[name] = {"unit": unit, "units": units, "seconds": seconds, "flops": counter.total}
+        results[name] = {
+            "unit": unit,
+            "units": units,
+            "seconds": seconds,
+            "cpu_seconds": statistics.median(cpu_seconds[warmup:]),
+            "flops": counter.total,
+        }
         if device.type == "cuda":
             results[name]["max_allocated_GiB"] = torch.cuda.max_memory_allocated(device) / 2**30
     parameters = {
@@ -179,6 +235,7 @@ def cost_table(stages: dict) -> str:
             "unit": stage["unit"],
             "units": stage["units"],
             "seconds": stage["seconds"],
+            "cpu_seconds": stage["cpu_seconds"],
             "gflops": stage["flops"] / 1e9,
             "seconds_per_unit": stage["seconds"] / stage["units"],
             "gflops_per_unit": stage["flops"] / 1e9 / stage["units"],
@@ -191,6 +248,7 @@ def cost_table(stages: dict) -> str:
         ("unit", "unit", ""),
         ("units", "units per call", "d"),
         ("seconds", "s per call", ".3g"),
+        ("cpu_seconds", "CPU s per call", ".3g"),
         ("gflops", "GFLOP per call", ".4g"),
         ("seconds_per_unit", "s per unit", ".3g"),
         ("gflops_per_unit", "GFLOP per unit", ".4g"),
@@ -217,6 +275,18 @@ def add_arguments(group) -> None:
         choices=STAGES,
         help="Stages of the cost section (default: every stage a workload has).",
     )
+    group.add_argument(
+        "--cost_gradient_checkpointing",
+        action="store_true",
+        help="cost: G recomputes each layer in the Langevin stage's backward pass (less memory, more FLOPs); for "
+        "generators that support it (StyleGAN3, StyleGAN-XL, diffusion samplers).",
+    )
+    group.add_argument(
+        "--cost_warmup",
+        type=int,
+        default=1,
+        help="cost: untimed calls before the timed ones (0 for full-size generators on a CPU: minutes a call).",
+    )
     group.add_argument("--pair_batch", type=int, default=4, help="cost: batch of the synthesis and pair stages.")
     group.add_argument("--mapping_batch", type=int, default=64, help="cost: batch of the mapping stage.")
     group.add_argument(
@@ -228,6 +298,22 @@ def add_arguments(group) -> None:
     )
 
 
+def check(args) -> str | None:
+    """With ``--cost_gradient_checkpointing``, the workloads whose G cannot checkpoint (built on the meta device,
+    nothing allocated)."""
+    if not args.cost_gradient_checkpointing:
+        return None
+    with torch.device("meta"):
+        unsupported = [
+            name
+            for name in args.cost_workloads
+            if not COST_WORKLOADS[name].generator()._supports_gradient_checkpointing
+        ]
+    if unsupported:
+        return f"--cost_gradient_checkpointing: the generators of {', '.join(unsupported)} do not support it."
+    return None
+
+
 def run(args, sizes: dict, report) -> None:
     device = torch.device(args.device)
     results = {}
@@ -235,6 +321,8 @@ def run(args, sizes: dict, report) -> None:
         workload = COST_WORKLOADS[name]
         torch.manual_seed(0)
         generator = workload.generator().to(device).eval().requires_grad_(False)
+        if args.cost_gradient_checkpointing:
+            generator.enable_gradient_checkpointing()
         stages = [stage for stage in args.cost_stages if stage in stages_of(generator)]
         encoder = workload.encoder().to(device).eval().requires_grad_(False)
         result = stage_costs(
@@ -245,17 +333,21 @@ def run(args, sizes: dict, report) -> None:
             args.pair_batch,
             args.mapping_batch,
             8 if args.num_augmentations is None else args.num_augmentations,
+            args.cost_warmup,
         )
         # ru_maxrss is in KiB on Linux: the process's peak so far.
         result["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         result["description"] = workload.description
+        result["gradient_checkpointing"] = args.cost_gradient_checkpointing
         results[name] = result
         parameters = result["parameters_M"]
         skipped = [stage for stage in args.cost_stages if stage not in stages]
         report.emit(
             f"Cost: {name}, {device}, {sizes['repeats']} timed calls (mapping and train: {5 * sizes['repeats']})",
             f"{workload.description}, random weights: G {parameters['generator']:.1f} M parameters, f "
-            f"{parameters['encoder']:.1f} M, translator {parameters['translator']:.2f} M.\n\n"
+            f"{parameters['encoder']:.1f} M, translator {parameters['translator']:.2f} M"
+            + (", G's gradient checkpointing on" if args.cost_gradient_checkpointing else "")
+            + ".\n\n"
             + cost_table(result["stages"])
             + f"\n\nPeak RSS of the process so far: {result['peak_rss_GiB']:.2f} GiB."
             + (f" Not a stage of this workload: {', '.join(skipped)}." if skipped else ""),
@@ -270,6 +362,7 @@ SECTION = Section(
     "for full-size generators with random weights.",
     run=run,
     add_arguments=add_arguments,
+    check=check,
     quick={"repeats": 1},
     full={"repeats": 2},
 )

@@ -1,9 +1,13 @@
-"""Convert a StyleGAN2 / StyleGAN3 checkpoint to a `StyleGAN2Generator` / `StyleGAN3Generator` folder.
+"""Convert a StyleGAN2 / StyleGAN3 / StyleGAN-XL checkpoint to a `StyleGAN2Generator` / `StyleGAN3Generator` /
+`StyleGANXLGenerator` folder.
 
 Examples:
     # NVIDIA network pickle (StyleGAN2-ADA-PyTorch or StyleGAN3; T and R)
     python conversion_scripts/convert_stylegan_to_diffusers.py \
         --checkpoint_path stylegan2-ffhq-1024x1024.pkl --dump_path checkpoints/stylegan2-ffhq-1024
+    # StyleGAN-XL network pickle (class-conditional ImageNet; written with dill)
+    python conversion_scripts/convert_stylegan_to_diffusers.py \
+        --checkpoint_path imagenet512.pkl --dump_path checkpoints/stylegan-xl-imagenet-512
     # rosinality stylegan2-pytorch checkpoint (g_ema + latent_avg)
     python conversion_scripts/convert_stylegan_to_diffusers.py \
         --checkpoint_path 550000.pt --dump_path checkpoints/stylegan2-ffhq-256
@@ -24,7 +28,8 @@ from pathlib import Path
 from tron_pipelines.commands.common import one_line_errors
 from tron_pipelines.conversion.formats import detect_generator_format, generator_formats
 from tron_pipelines.conversion.stylegan import ROSINALITY_BLUR_KERNEL, ROSINALITY_LR_MLP
-from tron_pipelines.models.stylegan2 import LATENT_SPACES, NOISE_MODES
+from tron_pipelines.models.stylegan2 import NOISE_MODES
+from tron_pipelines.models.stylegan_xl import STYLEGAN_XL_LATENT_SPACES
 from tron_pipelines.utils.files import save_pretrained_atomically
 
 
@@ -44,7 +49,9 @@ def comma_separated(cast):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--checkpoint_path", required=True, help="NVIDIA network pickle (.pkl) or rosinality checkpoint (.pt)."
+        "--checkpoint_path",
+        required=True,
+        help="NVIDIA or StyleGAN-XL network pickle (.pkl), or rosinality checkpoint (.pt).",
     )
     parser.add_argument("--dump_path", required=True, help="Output folder (replaced if it exists).")
     parser.add_argument(
@@ -58,7 +65,10 @@ def parse_args(argv=None):
         "--truncation_psi", type=float, default=1.0, help="Truncation of the prior (1 = none, the method's)."
     )
     tron.add_argument(
-        "--latent_space", choices=LATENT_SPACES, default="w", help="Optimise one w (the method) or all of w+."
+        "--latent_space",
+        choices=STYLEGAN_XL_LATENT_SPACES,
+        default="w",
+        help="Optimise one w (the method) or all of w+; z (with a class embedding): StyleGAN-XL only.",
     )
     tron.add_argument(
         "--noise_mode", choices=NOISE_MODES, default=None, help="StyleGAN2 noise inputs (default: const)."

@@ -274,6 +274,10 @@ def test_run_py_rejects_a_sections_mistake_before_running_any(capsys):
         (["quality", "compare"], "needs --compare_pipelines"),
         (["eval-cost", "--eval_cost_steps", "2", "2"], "at least two different T values"),
         (["cost", "--cost_workloads", "biggan-deep-64"], "invalid choice: 'biggan-deep-64'"),
+        (
+            ["cost", "--cost_workloads", "stylegan-xl-256", "nvae-ffhq-256", "--cost_gradient_checkpointing"],
+            "the generators of nvae-ffhq-256 do not support it",
+        ),
         (["demo-examples", "--images_per_prompt", "1"], "--images_per_prompt must be at least 2"),
         (["nope"], "unknown sections ['nope']"),
     ):
@@ -379,6 +383,41 @@ def test_cost_stages_count_the_work_of_each_stage():
     assert costs["parameters_M"]["translator"] == translator_parameters / 1e6
     with pytest.raises(ValueError, match=r"has no stage \['mapping'\]"):
         stage_costs(biggan.generator, biggan.encoder, ["mapping"], 1)
+
+
+def test_cost_stages_of_stylegan_xl_map_with_a_class_and_checkpoint_each_synthesis_layer():
+    from common import FlopCounter
+    from cost import COST_WORKLOADS, stage_costs
+    from workloads import _random_clip
+
+    from tron_pipelines.models import StyleGANXLGenerator
+    from tron_pipelines.models.stylegan_xl import stylegan_xl_synthesis_layers
+
+    torch.manual_seed(0)
+    layers = stylegan_xl_synthesis_layers(stem_num_layers=3, superres_stages=[], channel_base=256, channel_max=16)
+    generator = StyleGANXLGenerator(z_dim=8, w_dim=16, num_classes=5, class_embed_dim=6, synthesis_layers=layers)
+    generator = generator.eval().requires_grad_(False)
+    encoder = _random_clip(projection_dim=32, image_size=16, patch_size=8, hidden_size=32, layers=1, heads=2)
+    encoder = encoder.requires_grad_(False)
+    stages = ["mapping", "synthesis_forward", "langevin"]
+    plain = stage_costs(generator, encoder, stages, 1, pair_batch=1, mapping_batch=3, num_augmentations=1, warmup=0)
+    plain = plain["stages"]
+    # The class-conditional mapping by hand, 3 rows: the class row projected (6 -> 8), then [z, projection] through
+    # 16 -> 16 and 16 -> 16, 2 FLOPs per multiply-add.
+    assert plain["mapping"]["flops"] == 2 * 3 * (6 * 8 + 16 * 16 + 16 * 16)
+    assert all(stage["cpu_seconds"] > 0 for stage in plain.values())
+    # Checkpointed, the backward pass runs the synthesis layers again (up to the last activation it needs): more
+    # than nothing, at most their forward pass (the synthesis forward of one image without its Fourier input).
+    generator.enable_gradient_checkpointing()
+    checkpointed = stage_costs(generator, encoder, ["langevin"], 1, num_augmentations=1, warmup=0)["stages"]
+    with FlopCounter() as fourier, torch.no_grad():
+        generator.fourier_input(generator.latents_to_ws(generator.sample_latents(1))[:, 0])
+    recomputed = checkpointed["langevin"]["flops"] - plain["langevin"]["flops"]
+    assert 0 < recomputed <= plain["synthesis_forward"]["flops"] - fourier.total
+    # The full-size workloads: TR0N's imagenet512.pkl has 37 ws, NVAE's top latent 1280 values.
+    with torch.device("meta"):
+        assert COST_WORKLOADS["stylegan-xl-512"].generator().num_ws == 37
+        assert COST_WORKLOADS["nvae-ffhq-256"].generator().latent_dim == 1280
 
 
 def test_biggan_deep_configs_are_the_released_ones():

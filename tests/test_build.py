@@ -21,6 +21,7 @@ import yaml
 from conftest import reset_accelerate_state, tiny_clip
 from test_biggan import biggan_pytorch_state_dict, random_package_biggan
 from test_nvae import malicious_checkpoint
+from test_stylegan_xl import dill_style_payloads
 from test_training import KILLER, SUBPROCESS_ENV, free_port, shard_contents
 from test_tron_biggan import TINY_DEEP
 from transformers import CLIPImageProcessor
@@ -374,6 +375,36 @@ def test_a_classifier_encoder_builds_a_class_conditional_pipeline(classifier_bui
     assert "`0`, `3`" in (output / "pipeline" / "README.md").read_text()
 
 
+def test_a_stylegan_xl_pickle_builds_a_pipeline_that_loads_and_samples(sources, tmp_path):
+    """The StyleGAN-XL fixture (a dill network pickle, class-conditional) and a tiny CLIP: converted, paired, trained,
+    assembled with the StyleGAN preset; the pipeline loads and samples the translator's w (one per image)."""
+    output = tmp_path / "build"
+    generator = FIXTURES / "stylegan-xl" / "network-snapshot-stylegan-xl-dev.pkl"
+    # Fewer pairs and steps than the reference build: G is what is under test here, and it costs most of the time.
+    shrink = ["--num_pairs", "32", "--pairs_per_shard", "16", "--num_validation_pairs", "16", "--max_train_steps", "4"]
+    shrink += ["--checkpointing_steps", "4", "--validation_steps", "4", "--sample_prompts", "a red car"]
+    assert main(build_argv({**sources, "generator": generator}, output, *shrink)) == 0
+    manifest = json.loads((output / "build.json").read_text())
+    assert manifest["stages"]["convert"]["inputs"]["format"] == "nvlabs"
+    assert manifest["stages"]["assemble"]["inputs"]["preset"]["name"] == "stylegan"
+    pipe = TronPipeline.from_pretrained(output / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.generator).__name__ == "StyleGANXLGenerator" and pipe.generator.num_ws == 8
+    assert pipe.scheduler.config.step_size == 0.1 and pipe.translator.config.latent_dim == 32
+    out = pipe(
+        "a red car",
+        num_images_per_prompt=2,
+        num_inference_steps=3,
+        num_augmentations=2,
+        generator=[torch.Generator().manual_seed(s) for s in range(2)],
+        output_type="np",
+    )
+    assert out.images.shape == (2, 64, 64, 3) and out.latents.shape == (2, 32) and torch.isfinite(out.latents).all()
+    # The pipeline's images are the generator's broadcast-w render of the returned latents (TR0N's call).
+    rendered = (pipe.generator.generate(out.latents.to(torch.float32)) + 1) / 2
+    torch.testing.assert_close(torch.from_numpy(out.images).permute(0, 3, 1, 2), rendered, rtol=0, atol=1e-5)
+
+
 def test_an_nvae_checkpoint_builds_a_pipeline_that_loads_and_samples(sources, tmp_path, capsys):
     nvae = FIXTURES / "nvae" / "checkpoint-nvae-dev.pt"
     output = tmp_path / "build"
@@ -498,6 +529,7 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
         FIXTURES / "stylegan2-rosinality" / "stylegan2-rosinality-dev.pt": ("rosinality", "stylegan"),
         FIXTURES / "stylegan2-nvlabs" / "network-snapshot-stylegan2-nvlabs-dev.pkl": ("nvlabs", "stylegan"),
         FIXTURES / "stylegan3-nvlabs" / "network-snapshot-stylegan3-nvlabs-dev.pkl": ("nvlabs", "stylegan"),
+        FIXTURES / "stylegan-xl" / "network-snapshot-stylegan-xl-dev.pkl": ("nvlabs", "stylegan"),
         FIXTURES / "nvae" / "checkpoint-nvae-dev.pt": ("nvae", "nvae"),
     }
     for path, (name, preset) in cases.items():
@@ -531,6 +563,15 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
             detect_generator_format(path)
 
 
+def planted_network_pickle(tmp_path: Path) -> tuple[Path, Path]:
+    """A network pickle (protocol 2, as tron build recognises one) whose dill array wrapper, as StyleGAN-XL's
+    snapshots use it, would call ``os.system``."""
+    sentinel = tmp_path / "pwned"
+    path = tmp_path / "network-snapshot.pkl"
+    path.write_bytes(b"\x80\x02" + dill_style_payloads(sentinel)["os.system"])
+    return path, sentinel
+
+
 def test_a_checkpoint_with_a_planted_global_is_refused_before_any_stage(sources, tmp_path):
     path, sentinel = malicious_checkpoint(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
@@ -542,6 +583,21 @@ def test_a_checkpoint_with_a_planted_global_is_refused_before_any_stage(sources,
         message,
     ), message
     assert not sentinel.exists() and not (tmp_path / "build").exists()
+
+
+def test_a_network_pickle_with_a_planted_global_is_refused_in_the_convert_stage(sources, tmp_path):
+    # A network pickle is known to be unsafe only once read in full, the convert stage's work (recognising one reads
+    # its first byte): the build stops there with one line, nothing from the pickle runs, no generator is written.
+    path, sentinel = planted_network_pickle(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(build_argv({**sources, "generator": path}, tmp_path / "build"))
+    message = str(exit_info.value.code)
+    assert re.fullmatch(
+        r"tron build: error: --generator .*network-snapshot\.pkl \(NVIDIA .* network pickle \(\.pkl\)\) could not "
+        r"be converted: UnsafePickleError: Refusing to load `os\.system`.*",
+        message,
+    ), message
+    assert not sentinel.exists() and sorted(entry.name for entry in (tmp_path / "build").iterdir()) == ["build.json"]
 
 
 # Bad input: one line, before any stage ----------------------------------------------------------------------------

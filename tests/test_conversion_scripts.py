@@ -80,7 +80,8 @@ def test_a_source_that_cannot_be_read_is_one_line(name, kind, tmp_path):
     if kind == "missing":
         assert message.endswith(f"{source} does not exist."), message
     elif kind == "random_pickle_bytes" and name == "convert_stylegan_to_diffusers":
-        assert "(NVIDIA StyleGAN2-ADA / StyleGAN3 network pickle (.pkl)) could not be converted: " in message, message
+        expected = "(NVIDIA StyleGAN2-ADA / StyleGAN3 or StyleGAN-XL network pickle (.pkl)) could not be converted: "
+        assert expected in message, message
     assert not list(tmp_path.glob("**/*.partial*")) and not (tmp_path / "p").exists()
 
 

@@ -146,7 +146,46 @@ def test_conversion_script_detects_the_format_and_writes_a_loadable_folder(check
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Filters of StyleGAN3
+# Resampling and filters
+
+
+def zero_insertion_upfirdn2d(x, fir, up, down, padding, gain):
+    """`upfirdn2d` as its definition reads: insert zeros, pad (negative crops), convolve each map with the flipped
+    filter (1-D filters separably, sqrt(gain) per pass), keep every `down`-th sample."""
+    batch, channels, height, width = x.shape
+    x = x.reshape(batch * channels, 1, height, width)
+    upsampled = x.new_zeros(batch * channels, 1, height * up, width * up)
+    upsampled[:, :, ::up, ::up] = x
+    x = torch.nn.functional.pad(upsampled, list(padding))
+    fir = torch.ones(1, 1, dtype=x.dtype) if fir is None else fir
+    kernels = [fir.view(1, -1) * gain**0.5, fir.view(-1, 1) * gain**0.5] if fir.ndim == 1 else [fir * gain]
+    for kernel in kernels:
+        x = torch.nn.functional.conv2d(x, kernel.flip(0, 1)[None, None])
+    return x[:, :, ::down, ::down].reshape(batch, channels, x[:, :, ::down, ::down].shape[2], -1)
+
+
+def test_upfirdn2d_equals_zero_insertion_padding_and_convolution():
+    from tron_pipelines.models.stylegan2 import upfirdn2d
+
+    generator = torch.Generator().manual_seed(0)
+    cases = 0
+    for fir_kind in ("none", "1d", "2d"):
+        for up, down in ((1, 1), (2, 1), (1, 2), (8, 2), (4, 4), (3, 2)):
+            for padding in ((0, 0, 0, 0), (9, 8, 9, 8), (-3, 5, 2, -1), (-36, -43, -36, -43)):
+                x = torch.randn(2, 3, 36, 31, generator=generator, dtype=torch.float64)
+                fir = {
+                    "none": None,
+                    "1d": torch.randn(12, generator=generator, dtype=torch.float64),
+                    "2d": torch.randn(5, 4, generator=generator, dtype=torch.float64),
+                }[fir_kind]
+                kernel_h, kernel_w = (1, 1) if fir is None else (12, 12) if fir.ndim == 1 else fir.shape
+                left, right, top, bottom = padding
+                if 36 * up + top + bottom < kernel_h or 31 * up + left + right < kernel_w:
+                    continue  # nothing left after cropping
+                expected = zero_insertion_upfirdn2d(x, fir, up, down, padding, gain=up**2)
+                torch.testing.assert_close(upfirdn2d(x, fir, up, down, padding, gain=up**2), expected)
+                cases += 1
+    assert cases > 60
 
 
 @pytest.mark.parametrize(

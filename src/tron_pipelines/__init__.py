@@ -22,6 +22,7 @@ _EXPORTS = {
     "models.biggan_deep": ("BigGANDeepGenerator",),
     "models.stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
     "models.stylegan3": ("StyleGAN3Generator",),
+    "models.stylegan_xl": ("StyleGANXLGenerator",),
     "models.nvae": ("NVAEDecoderOutput", "NVAEGenerator"),
     "models.open_clip_encoder": ("OpenCLIPEncoder",),
     "models.diffusers_generators": (

@@ -34,6 +34,7 @@ PRESET_OF_GENERATOR_CLASS = {
     "BigGANDeepGenerator": "biggan",
     "StyleGAN2Generator": "stylegan",
     "StyleGAN3Generator": "stylegan",
+    "StyleGANXLGenerator": "stylegan",
     "NVAEGenerator": "nvae",
     "DiffusionSamplerGenerator": "diffusion",
     "ConsistencyModelGenerator": "diffusion",
@@ -269,7 +270,7 @@ GENERATOR_FORMATS: tuple[GeneratorFormat, ...] = (
     ),
     GeneratorFormat(
         "nvlabs",
-        "NVIDIA StyleGAN2-ADA / StyleGAN3 network pickle (.pkl)",
+        "NVIDIA StyleGAN2-ADA / StyleGAN3 or StyleGAN-XL network pickle (.pkl)",
         _is_network_pickle,
         _load_network_pickle,
         lambda source: "stylegan",
@@ -338,7 +339,7 @@ def detect_generator_format(
 
         try:
             load_torch_checkpoint(source, mmap=True)
-        except UnsafePickleError as error:  # said as such, rather than as an unknown format
+        except UnsafePickleError as error:  # said as such (it names the file), rather than as an unknown format
             raise UnknownGeneratorFormatError(f"{option} {error}" if option else str(error)) from None
         except Exception:  # noqa: BLE001 - unreadable for another reason: an unknown format, as below
             pass

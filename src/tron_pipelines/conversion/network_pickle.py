@@ -1,4 +1,5 @@
-"""Read NVIDIA's network pickles (StyleGAN2-ADA / StyleGAN3 ``.pkl``) as data, without running code from the file.
+"""Read NVIDIA's network pickles (StyleGAN2-ADA / StyleGAN3 ``.pkl``, and StyleGAN-XL's, written with ``dill``) as data,
+without running code from the file.
 
 A network pickle is ``pickle.dump(dict(G=..., D=..., G_ema=..., ...))`` where every network is a
 ``torch_utils.persistence`` object: unpickling calls ``_reconstruct_persistent_obj(meta)``, which normally executes
@@ -13,7 +14,11 @@ files need, each mapped to a data-only stand-in:
   by torch, backward hooks refused);
 - ``torch.storage._load_from_bytes`` -> ``torch.load(bytes, weights_only=True)``;
 - numpy's ``dtype``, ``ndarray``, ``core.multiarray.scalar`` and ``core.multiarray._reconstruct`` (also under the
-  numpy 2 name ``numpy._core``), which rebuild arrays and scalars from bytes.
+  numpy 2 name ``numpy._core``), which rebuild arrays and scalars from bytes;
+- StyleGAN-XL (saved with ``dill``): ``dill._dill._create_array(reconstruct, args, state, npdict)``, dill's wrapper of
+  every numpy array, -> the same numeric array (its ``reconstruct`` must itself be the allowed numpy one), and
+  ``torch.nn.modules.sparse.Embedding``, the mapping network's class embedding (a plain torch module, not a
+  persistent one) -> a `TorchModuleRecord` holding its ``__dict__``.
 
 Any other global (``os.system``, ``builtins.eval``, a class of the source code, ...) raises `UnsafePickleError` naming
 it, before anything from the file runs.
@@ -34,28 +39,18 @@ class UnsafePickleError(pickle.UnpicklingError):
     """The pickle asks for a global that is not on the allow-list of network pickles."""
 
 
-@dataclass(frozen=True)
-class PersistentObject:
-    """A ``torch_utils.persistence`` object as data: what ``_reconstruct_persistent_obj`` receives.
-
-    Attributes:
-        class_name: Name of the class in the embedded source (e.g. ``"Generator"``, ``"SynthesisLayer"``).
-        module_src: The embedded Python source, as text. Never executed.
-        version: Format version of the persistence record (6 for StyleGAN2-ADA / StyleGAN3 pickles).
-        state: The module's ``__dict__``: ``_parameters``, ``_buffers``, ``_modules`` (children, themselves
-            `PersistentObject`s), ``_init_args``, ``_init_kwargs`` and plain attributes.
-    """
+class ModuleRecord:
+    """A pickled torch module as data: its class name and ``state`` (the module's ``__dict__``: ``_parameters``,
+    ``_buffers``, ``_modules`` (children, themselves `ModuleRecord`s) and plain attributes)."""
 
     class_name: str
-    module_src: str
-    version: int
     state: dict
 
     def attribute(self, name: str, default: Any = None) -> Any:
         return self.state.get(name, default)
 
     @property
-    def children(self) -> dict[str, "PersistentObject"]:
+    def children(self) -> dict[str, "ModuleRecord"]:
         return dict(self.state.get("_modules") or {})
 
     @property
@@ -72,13 +67,55 @@ class PersistentObject:
         for child_name, child in self.children.items():
             if child is None:
                 continue
-            if not isinstance(child, PersistentObject):
+            if not isinstance(child, ModuleRecord):
                 raise UnsafePickleError(
-                    f"Submodule {child_name!r} of {self.class_name} is a {type(child).__name__}, not a persistent "
-                    "network object; this is not a StyleGAN2-ADA / StyleGAN3 network pickle."
+                    f"Submodule {child_name!r} of {self.class_name} is a {type(child).__name__}, not a network "
+                    "module; this is not a StyleGAN2-ADA / StyleGAN3 / StyleGAN-XL network pickle."
                 )
             tensors.update({f"{child_name}.{key}": tensor for key, tensor in child.tensors().items()})
         return tensors
+
+
+@dataclass(frozen=True)
+class PersistentObject(ModuleRecord):
+    """A ``torch_utils.persistence`` object as data: what ``_reconstruct_persistent_obj`` receives.
+
+    Attributes:
+        class_name: Name of the class in the embedded source (e.g. ``"Generator"``, ``"SynthesisLayer"``).
+        module_src: The embedded Python source, as text. Never executed.
+        version: Format version of the persistence record (6 for StyleGAN2-ADA / StyleGAN3 pickles).
+        state: The module's ``__dict__``: ``_parameters``, ``_buffers``, ``_modules``, ``_init_args``,
+            ``_init_kwargs`` and plain attributes.
+    """
+
+    class_name: str
+    module_src: str
+    version: int
+    state: dict
+
+
+class TorchModuleRecord(ModuleRecord):
+    """A plain ``torch.nn`` module pickled by reference to its class (StyleGAN-XL's ``mapping.embed``, an
+    ``nn.Embedding``), as data. The pickle creates it empty (no constructor arguments) and then hands it the module's
+    ``__dict__``; nothing of torch's class runs."""
+
+    class_name = "Embedding"
+
+    def __new__(cls, *args):
+        if args:
+            raise UnsafePickleError(
+                f"A pickled torch.nn.{cls.class_name} takes no constructor arguments, got {args!r}."
+            )
+        record = super().__new__(cls)
+        record.state = {}
+        return record
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise UnsafePickleError(
+                f"The state of a torch.nn.{self.class_name} is a {type(state).__name__}, not a dict."
+            )
+        self.state = state
 
 
 def _persistent_object(meta: dict) -> PersistentObject:
@@ -134,6 +171,21 @@ def _numpy_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
+def _dill_create_array(reconstruct, args, state, npdict=None):
+    # dill's `_create_array` calls `reconstruct(*args)` and then `__setstate__(state)`: allow it only for the numpy
+    # reconstructor of this allow-list, on numeric data, with no instance dict.
+    if reconstruct is not _numpy_reconstruct:
+        raise UnsafePickleError(f"dill's array wrapper must rebuild a numpy array, got {reconstruct!r}.")
+    if npdict:
+        raise UnsafePickleError("dill's array wrapper carries an instance dict; plain numpy arrays have none.")
+    dtype = state[2] if isinstance(state, tuple) and len(state) == 5 else None
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(state[4], bytes):
+        raise UnsafePickleError("dill's array wrapper must hold a numeric numpy array state.")
+    array = reconstruct(*args)
+    array.__setstate__(state)
+    return array
+
+
 def _numpy_globals(module: str) -> dict[tuple[str, str], Any]:
     return {(module, "scalar"): _numpy_scalar, (module, "_reconstruct"): _numpy_reconstruct}
 
@@ -149,6 +201,8 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     **_numpy_globals("numpy.core.multiarray"),
     **_numpy_globals("numpy._core.multiarray"),
+    ("dill._dill", "_create_array"): _dill_create_array,
+    ("torch.nn.modules.sparse", "Embedding"): TorchModuleRecord,
 }
 
 
@@ -177,7 +231,7 @@ def load_network_pickle(file: str | os.PathLike | BinaryIO) -> dict:
 
     Returns:
         The pickled dict, e.g. ``{"G": ..., "D": ..., "G_ema": ..., "augment_pipe": None, ...}`` with every network a
-        `PersistentObject`.
+        `PersistentObject` (and StyleGAN-XL's class embedding a `TorchModuleRecord`).
 
     Raises:
         UnsafePickleError: the file asks for a global outside `ALLOWED_GLOBALS` (nothing from it is executed).
@@ -188,4 +242,12 @@ def load_network_pickle(file: str | os.PathLike | BinaryIO) -> dict:
     return NetworkPickleUnpickler(file).load()
 
 
-__all__ = ["ALLOWED_GLOBALS", "NetworkPickleUnpickler", "PersistentObject", "UnsafePickleError", "load_network_pickle"]
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "ModuleRecord",
+    "NetworkPickleUnpickler",
+    "PersistentObject",
+    "TorchModuleRecord",
+    "UnsafePickleError",
+    "load_network_pickle",
+]

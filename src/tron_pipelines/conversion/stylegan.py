@@ -1,12 +1,15 @@
-"""Conversion of StyleGAN2 / StyleGAN3 checkpoints to `StyleGAN2Generator` / `StyleGAN3Generator`.
+"""Conversion of StyleGAN2 / StyleGAN3 / StyleGAN-XL checkpoints to `StyleGAN2Generator` / `StyleGAN3Generator` /
+`StyleGANXLGenerator`.
 
 Two source formats:
 
-- NVIDIA network pickles (``.pkl`` of StyleGAN2-ADA-PyTorch and StyleGAN3, e.g. ``stylegan2-ffhq-1024x1024.pkl``,
-  ``stylegan3-t-ffhqu-256x256.pkl``): read as data by `tron_pipelines.conversion.network_pickle` (no code from the
-  file runs); the generator ``G_ema`` is converted. Its architecture settings come from the attributes and
-  constructor arguments stored with every module, SG2 and SG3 are told apart by the module classes the network is
-  made of (a ``SynthesisNetwork`` of ``SynthesisBlock``s, or of a ``SynthesisInput`` and ``SynthesisLayer``s).
+- Network pickles of NVIDIA's code bases and of StyleGAN-XL (``.pkl`` of StyleGAN2-ADA-PyTorch, StyleGAN3 and
+  autonomousvision/stylegan-xl, e.g. ``stylegan2-ffhq-1024x1024.pkl``, ``stylegan3-t-ffhqu-256x256.pkl``,
+  ``imagenet256.pkl``): read as data by `tron_pipelines.conversion.network_pickle` (no code from the file runs); the
+  generator ``G_ema`` is converted. Its architecture settings come from the attributes and constructor arguments
+  stored with every module; the architecture is told apart by the modules the network is made of (a
+  ``SynthesisNetwork`` of ``SynthesisBlock``s, or of a ``SynthesisInput`` and ``SynthesisLayer``s; StyleGAN-XL's
+  mapping network has a class embedding ``embed``).
 - rosinality ``stylegan2-pytorch`` checkpoints (``.pt`` with ``g_ema`` and ``latent_avg``), read with
   ``torch.load(..., weights_only=True)``; the channel table is read from the weight shapes.
 
@@ -25,9 +28,10 @@ from pathlib import Path
 import torch
 
 from ..models.stylegan2 import StyleGAN2Generator, fir_filter_2d
-from ..models.stylegan3 import StyleGAN3Generator
+from ..models.stylegan3 import LAYER_BAND_FIELDS, StyleGAN3Generator, StyleGAN3Synthesis
+from ..models.stylegan_xl import StyleGANXLGenerator
 from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict, load_torch_checkpoint
-from .network_pickle import PersistentObject, load_network_pickle
+from .network_pickle import ModuleRecord, PersistentObject, TorchModuleRecord, load_network_pickle
 
 
 # rosinality's `Generator` defaults; its checkpoints do not store them.
@@ -90,16 +94,19 @@ def _raise_unsupported(problems: list[str], description: str) -> None:
 # NVIDIA network pickles
 
 
-def _mapping_config(network: PersistentObject) -> dict:
+def _mapping_config(network: PersistentObject, class_conditional: bool = False) -> dict:
     mapping = network.children["mapping"]
     layers = [mapping.children.get(f"fc{index}") for index in range(int(mapping.attribute("num_layers") or 0))]
     if not layers or any(layer is None for layer in layers):
         raise CheckpointMismatchError("The mapping network's fc layers do not match its `num_layers`.")
     problems = []
-    if network.attribute("c_dim"):
+    if network.attribute("c_dim") and not class_conditional:
         problems.append(
-            f"c_dim={network.attribute('c_dim')}: class-conditional networks (TR0N uses unconditional ones)"
+            f"c_dim={network.attribute('c_dim')}: class-conditional StyleGAN2/StyleGAN3 networks (TR0N uses "
+            "unconditional ones; StyleGAN-XL's class-conditional networks convert to `StyleGANXLGenerator`)"
         )
+    if not network.attribute("c_dim") and class_conditional:
+        problems.append("c_dim=0: unconditional StyleGAN-XL networks (the port is class-conditional, like ImageNet's)")
     if any(layer.attribute("activation") != "lrelu" for layer in layers):
         problems.append("a mapping activation other than 'lrelu'")
     _raise_unsupported(problems, "mapping network settings")
@@ -282,8 +289,9 @@ def _stylegan3_config_from_network(network: PersistentObject) -> tuple[dict, lis
     return config, layer_names
 
 
-def _check_stylegan3_design(model: StyleGAN3Generator, network: PersistentObject, layer_names: list[str]) -> None:
-    """Every signal-processing parameter the config implies must equal the one stored with the source layer."""
+def _check_stylegan3_design(model: StyleGAN3Synthesis, network: PersistentObject, layer_names: list[str]) -> None:
+    """Every signal-processing parameter the config implies must equal the one stored with the source layer
+    (StyleGAN3 and StyleGAN-XL layers)."""
     synthesis = network.children["synthesis"]
     problems = []
     if len(layer_names) != len(model.layer_designs):
@@ -307,7 +315,7 @@ def _check_stylegan3_design(model: StyleGAN3Generator, network: PersistentObject
                 problems.append(f"{name}.{attribute}: configuration implies {ours}, the network has {theirs}")
     if problems:
         raise CheckpointMismatchError(
-            "The StyleGAN3 network's layers differ from those its configuration implies:\n"
+            "The network's synthesis layers differ from those its configuration implies:\n"
             + "\n".join(f"  {problem}" for problem in problems)
         )
 
@@ -315,6 +323,11 @@ def _check_stylegan3_design(model: StyleGAN3Generator, network: PersistentObject
 def _stylegan3_network_layout(model: StyleGAN3Generator, layer_names: list[str]) -> list[TargetTensor]:
     layout = _Layout(model)
     _mapping_layout(layout, len(model.mapping.layers))
+    _stylegan3_synthesis_layout(layout, model, layer_names)
+    return layout.entries
+
+
+def _stylegan3_synthesis_layout(layout: _Layout, model: StyleGAN3Synthesis, layer_names: list[str]) -> None:
     for target, source in (
         ("weight", "weight"),
         ("affine.weight", "affine.weight"),
@@ -329,7 +342,6 @@ def _stylegan3_network_layout(model: StyleGAN3Generator, layer_names: list[str])
         names += [f"{kind}_filter" for kind in ("up", "down") if getattr(layer, f"{kind}_filter") is not None]
         for tensor_name in names:
             layout.copy(f"layers.{index}.{tensor_name}", f"synthesis.{name}.{tensor_name}")
-    return layout.entries
 
 
 def convert_stylegan3_network(network: PersistentObject, **tron_settings) -> StyleGAN3Generator:
@@ -358,14 +370,152 @@ def convert_stylegan3_network(network: PersistentObject, **tron_settings) -> Sty
     return convert_state_dict(network.tensors(), layout, model, f"an NVIDIA StyleGAN3 network ({config})")
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# StyleGAN-XL network pickles (autonomousvision/stylegan-xl)
+
+# Per-layer settings of StyleGAN-XL's `SynthesisLayer`s that the port takes as one value for all layers.
+_STYLEGAN_XL_SHARED_LAYER_SETTINGS = ("conv_clamp", "filter_size", "lrelu_upsampling", "use_radial_filters")
+
+
+def _band_value(field: str, value) -> int | float | bool:
+    """A band field as the Python type `stylegan3_layer_bands` gives it (and a JSON config reads back)."""
+    if field == "is_critically_sampled":
+        return bool(value)
+    if field.endswith(("_cutoff", "_half_width")):
+        return float(value)
+    return int(value)
+
+
+def _layer_band(layer: ModuleRecord) -> dict:
+    """A source layer's `LAYER_BAND_FIELDS` as plain Python values (sizes are stored as ``[width, height]``)."""
+    band = {}
+    for field in LAYER_BAND_FIELDS:
+        value = layer.attribute(field)
+        value = value.tolist() if hasattr(value, "tolist") else value
+        if field.endswith("_size"):
+            sides = value if isinstance(value, list) else [value]
+            if len(set(sides)) != 1:
+                raise ValueError(f"Unsupported StyleGAN-XL settings: a non-square layer ({field}={value}).")
+            value = sides[0]
+        if value is None:
+            raise CheckpointMismatchError(f"A synthesis layer ({layer.class_name}) lacks its attribute {field!r}.")
+        band[field] = _band_value(field, value)
+    return band
+
+
+def _stylegan_xl_config_from_network(network: PersistentObject) -> tuple[dict, list[str], int]:
+    """The `StyleGANXLGenerator` config, the source layer names in running order and the rows of the stored class
+    embedding table."""
+    mapping, synthesis = network.children["mapping"], network.children["synthesis"]
+    layer_names = list(synthesis.attribute("layer_names") or [])
+    layers = [synthesis.children.get(name) for name in layer_names]
+    if not layers or any(layer is None for layer in layers):
+        raise CheckpointMismatchError(f"The synthesis network lacks some of its layers {layer_names}.")
+    embed, embed_proj = mapping.children.get("embed"), mapping.children.get("embed_proj")
+    if not isinstance(embed, TorchModuleRecord) or embed_proj is None:
+        raise CheckpointMismatchError(
+            "The StyleGAN-XL mapping network lacks its class embedding `embed` / `embed_proj`."
+        )
+    mapping_config = _mapping_config(network, class_conditional=True)
+    problems = []
+    if embed.attribute("max_norm") is not None:
+        problems.append(f"a class embedding with max_norm={embed.attribute('max_norm')} (rows renormalised on lookup)")
+    if embed_proj.attribute("activation") != "lrelu" or float(embed_proj.attribute("bias_gain")) != 1:
+        problems.append("a class projection other than a fully connected lrelu layer with learning-rate multiplier 1")
+    if [bool(layer.attribute("is_torgb")) for layer in layers] != [False] * (len(layers) - 1) + [True]:
+        problems.append("a synthesis network whose toRGB layer is not its last (and only)")
+    shared = {}
+    for setting in _STYLEGAN_XL_SHARED_LAYER_SETTINGS:
+        values = {layer.attribute(setting) for layer in layers}
+        if len(values) != 1:
+            problems.append(f"{setting} differs between layers: {sorted(values, key=str)}")
+        shared[setting] = values.pop()
+    kernels = {int(layer.attribute("conv_kernel")) for layer in layers[:-1]}
+    if len(kernels) > 1:
+        problems.append(f"conv_kernel differs between layers: {sorted(kernels)}")
+    _raise_unsupported(problems, "StyleGAN-XL settings")
+    num_classes = int(network.attribute("c_dim"))
+    num_embeddings = int(embed.attribute("num_embeddings"))
+    if num_embeddings < num_classes:
+        raise CheckpointMismatchError(f"The class embedding has {num_embeddings} rows for c_dim={num_classes}.")
+    config = dict(
+        **mapping_config,
+        num_classes=num_classes,
+        class_embed_dim=int(embed.attribute("embedding_dim")),
+        img_channels=int(network.attribute("img_channels")),
+        synthesis_layers=[_layer_band(layer) for layer in layers],
+        output_scale=float(synthesis.attribute("output_scale")),
+        conv_kernel=kernels.pop() if kernels else 3,
+        filter_size=int(shared["filter_size"]),
+        lrelu_upsampling=int(shared["lrelu_upsampling"]),
+        use_radial_filters=bool(shared["use_radial_filters"]),
+        conv_clamp=None if shared["conv_clamp"] is None else float(shared["conv_clamp"]),
+    )
+    return config, layer_names, num_embeddings
+
+
+def _stylegan_xl_network_layout(
+    model: StyleGANXLGenerator, layer_names: list[str], num_embeddings: int
+) -> list[TargetTensor]:
+    layout = _Layout(model)
+    _mapping_layout(layout, len(model.mapping.layers))
+    for name in ("weight", "bias"):
+        layout.copy(f"mapping.embed_proj.{name}", f"mapping.embed_proj.{name}")
+    num_classes, embed_dim = layout.targets["mapping.embed.weight"]
+    # Only rows `c.argmax(1) < c_dim` are ever looked up (ImageNet's table has exactly c_dim = 1000 rows).
+    layout.copy(
+        "mapping.embed.weight", "mapping.embed.weight", (num_embeddings, embed_dim), lambda table: table[:num_classes]
+    )
+    _stylegan3_synthesis_layout(layout, model, layer_names)
+    return layout.entries
+
+
+def convert_stylegan_xl_network(network: PersistentObject, **tron_settings) -> StyleGANXLGenerator:
+    """Build a `StyleGANXLGenerator` from the ``G_ema`` record of a StyleGAN-XL network pickle.
+
+    The synthesis layers run in the pickled ``layer_names`` order, each with the band stored with it (channels, sizes,
+    sampling rates, cutoffs, half-widths); the resampling they imply (factors, filter lengths, padding) is checked
+    against the stored one and the low-pass filters are taken from the file.
+
+    Args:
+        network: The generator as read by `load_network_pickle` (``snapshot["G_ema"]``), a ``SuperresGenerator`` or a
+            stem ``Generator``.
+        tron_settings: ``truncation_psi``, ``latent_space`` of the converted model.
+
+    Raises:
+        CheckpointMismatchError: listing every missing, mis-shaped or unexpected tensor, or every layer parameter
+            that differs.
+        ValueError: for settings the port does not implement.
+    """
+    if "noise_mode" in tron_settings:
+        raise ValueError("StyleGAN-XL has no noise inputs: `noise_mode` applies to StyleGAN2 networks only.")
+    config, layer_names, num_embeddings = _stylegan_xl_config_from_network(network)
+    config.update(tron_settings)
+    with torch.device("meta"):
+        model = StyleGANXLGenerator(**config)
+    _check_stylegan3_design(model, network, layer_names)
+    layout = _stylegan_xl_network_layout(model, layer_names, num_embeddings)
+    summary = {key: value for key, value in config.items() if key != "synthesis_layers"}
+    description = f"a StyleGAN-XL network ({summary}, {len(layer_names)} synthesis layers)"
+    return convert_state_dict(network.tensors(), layout, model, description)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Any network pickle
+
+
 def network_architecture(network: PersistentObject) -> str:
-    """``"stylegan2"`` or ``"stylegan3"``, from the classes the generator record is made of (the embedded source
-    code is not needed, and never run)."""
-    if network.class_name != "Generator" or not {"mapping", "synthesis"} <= set(network.children):
+    """``"stylegan2"``, ``"stylegan3"`` or ``"stylegan-xl"``, from the modules the generator record is made of (the
+    embedded source code is not needed, and never run)."""
+    if network.class_name not in ("Generator", "SuperresGenerator") or not {"mapping", "synthesis"} <= set(
+        network.children
+    ):
         raise CheckpointMismatchError(
             f"Expected a StyleGAN `Generator` with `mapping` and `synthesis`; found a {network.class_name!r} with "
             f"submodules {sorted(network.children)}."
         )
+    if "embed" in network.children["mapping"].children:
+        return "stylegan-xl"
     synthesis_parts = {child.class_name for child in network.children["synthesis"].children.values() if child}
     if "SynthesisBlock" in synthesis_parts:
         return "stylegan2"
@@ -378,14 +528,19 @@ def network_architecture(network: PersistentObject) -> str:
 
 
 def convert_nvlabs_network(network: PersistentObject, **tron_settings):
-    """`convert_stylegan2_network` or `convert_stylegan3_network`, as `network_architecture` says."""
-    if network_architecture(network) == "stylegan3":
-        return convert_stylegan3_network(network, **tron_settings)
-    return convert_stylegan2_network(network, **tron_settings)
+    """`convert_stylegan2_network`, `convert_stylegan3_network` or `convert_stylegan_xl_network`, as
+    `network_architecture` says."""
+    converters = {
+        "stylegan2": convert_stylegan2_network,
+        "stylegan3": convert_stylegan3_network,
+        "stylegan-xl": convert_stylegan_xl_network,
+    }
+    return converters[network_architecture(network)](network, **tron_settings)
 
 
 def load_nvlabs_pickle(path: str | os.PathLike, network_key: str = "G_ema", **tron_settings):
-    """Read an NVIDIA network pickle safely and convert its generator (``G_ema`` by default)."""
+    """Read a network pickle (NVIDIA's StyleGAN2-ADA / StyleGAN3, or StyleGAN-XL's) safely and convert its generator
+    (``G_ema`` by default)."""
     snapshot = load_network_pickle(path)
     if not isinstance(snapshot, dict) or not isinstance(snapshot.get(network_key), PersistentObject):
         found = sorted(snapshot) if isinstance(snapshot, dict) else type(snapshot).__name__
@@ -550,6 +705,7 @@ __all__ = [
     "convert_rosinality_stylegan2",
     "convert_stylegan2_network",
     "convert_stylegan3_network",
+    "convert_stylegan_xl_network",
     "load_nvlabs_pickle",
     "load_rosinality_checkpoint",
     "load_stylegan_checkpoint",

@@ -12,6 +12,7 @@ _EXPORTS = {
     "open_clip_encoder": ("OpenCLIPEncoder",),
     "stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
     "stylegan3": ("StyleGAN3Generator",),
+    "stylegan_xl": ("StyleGANXLGenerator",),
     "nvae": ("NVAEDecoderOutput", "NVAEGenerator"),
     "diffusers_generators": (
         "ConsistencyModelGenerator",

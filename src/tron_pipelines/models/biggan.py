@@ -30,6 +30,22 @@ BIGGAN_ARCHITECTURES = {
 BOTTOM_WIDTH = 4
 
 
+def sample_class_labels(
+    num_classes: int, batch_size: int, generator: torch.Generator | list[torch.Generator] | None = None
+) -> torch.Tensor:
+    """Draw ``batch_size`` class indices uniformly from ``range(num_classes)``, int64 on the CPU.
+
+    With a list of generators, sample ``i`` draws its class with ``generator[i]``, so item ``i`` of a batch equals a
+    single draw with that generator (diffusers' per-sample convention). Indices are drawn on the generator's device.
+    """
+    if isinstance(generator, list):
+        if len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
+        return torch.cat([torch.randint(num_classes, (1,), generator=g, device=g.device).cpu() for g in generator])
+    index_device = generator.device if generator is not None else "cpu"
+    return torch.randint(num_classes, (batch_size,), generator=generator, device=index_device).cpu()
+
+
 def sample_class_embeddings(
     embedding_table: torch.Tensor,
     batch_size: int,
@@ -37,22 +53,13 @@ def sample_class_embeddings(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Draw ``batch_size`` rows of ``embedding_table`` ``(num_classes, dim)``, classes uniformly at random.
-
-    With a list of generators, sample ``i`` draws its class with ``generator[i]``, so item ``i`` of a batch equals a
-    single draw with that generator (diffusers' per-sample convention). Indices are drawn on the generator's device.
+    """Draw ``batch_size`` rows of ``embedding_table`` ``(num_classes, dim)``, classes uniformly at random
+    (`sample_class_labels`).
 
     Returns:
         ``(batch_size, dim)`` tensor on ``device`` (default: the table's device) in ``dtype``, detached.
     """
-    num_classes = embedding_table.shape[0]
-    if isinstance(generator, list):
-        if len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
-        indices = torch.cat([torch.randint(num_classes, (1,), generator=g, device=g.device).cpu() for g in generator])
-    else:
-        index_device = generator.device if generator is not None else "cpu"
-        indices = torch.randint(num_classes, (batch_size,), generator=generator, device=index_device)
+    indices = sample_class_labels(embedding_table.shape[0], batch_size, generator)
     rows = embedding_table.detach()[indices.to(embedding_table.device)]
     return rows.to(device=device if device is not None else embedding_table.device, dtype=dtype)
 
@@ -306,4 +313,5 @@ __all__ = [
     "BigGANSelfAttention",
     "ClassEmbeddingPriorMixin",
     "sample_class_embeddings",
+    "sample_class_labels",
 ]

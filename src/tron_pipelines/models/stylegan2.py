@@ -71,6 +71,34 @@ def fir_filter_2d(taps: Sequence[float]) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
+def _upfirdn_depthwise(
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    padding: Sequence[int],
+) -> torch.Tensor:
+    """`upfirdn2d` of every map of ``x (1, N, H, W)`` with one ``kernel (Kh, Kw)`` (true-convolution taps), ``up`` /
+    ``down`` per axis ``(y, x)``.
+
+    The maps are the channels of one depthwise convolution (one group each), which CPU and GPU libraries run far
+    faster than a batch of single-channel convolutions. Zero insertion followed by a convolution is a transposed
+    convolution with stride ``up``, which skips the inserted zeros; its full output ``c`` (``(L - 1) up + K`` samples)
+    relates to the padded, filtered signal by ``y[n] = c[n + K - 1 - pad_before]``, hence the padding below.
+    """
+    maps = x.shape[1]
+    kernel_h, kernel_w = kernel.shape
+    weight = kernel.to(x.dtype)[None, None].expand(maps, 1, kernel_h, kernel_w)
+    left, right, top, bottom = padding
+    if up == (1, 1):
+        x = F.pad(x, [left, right, top, bottom])
+        return F.conv2d(x, weight.flip(2, 3), stride=down, groups=maps)
+    x = F.conv_transpose2d(x, weight, stride=up, groups=maps)
+    up_y, up_x = up
+    x = F.pad(x, [left - kernel_w + 1, right - kernel_w + up_x, top - kernel_h + 1, bottom - kernel_h + up_y])
+    return x[:, :, :: down[0], :: down[1]]
+
+
 def upfirdn2d(
     x: torch.Tensor,
     fir: torch.Tensor | None,
@@ -95,22 +123,16 @@ def upfirdn2d(
         ``(B, C, H', W')`` with ``H' = (H * up + top + bottom - Kh + 1) // down`` (rounded up), likewise ``W'``.
     """
     batch, channels, height, width = x.shape
-    x = x.reshape(batch * channels, 1, height, width)
-    if up > 1:
-        upsampled = x.new_zeros(batch * channels, 1, height * up, width * up)
-        upsampled[:, :, ::up, ::up] = x
-        x = upsampled
+    x = x.reshape(1, batch * channels, height, width)
     left, right, top, bottom = padding
-    x = F.pad(x, [left, right, top, bottom])
     if fir is None:
-        x = x[:, :, ::down, ::down]
-        x = x * gain if gain != 1 else x
+        x = _upfirdn_depthwise(x, x.new_full((1, 1), gain), (up, up), (down, down), padding)
     elif fir.ndim == 1:
-        taps = fir.to(x.dtype).flip(0) * gain**0.5
-        x = F.conv2d(x, taps.view(1, 1, 1, -1), stride=(1, down))
-        x = F.conv2d(x, taps.view(1, 1, -1, 1), stride=(down, 1))
+        taps = fir * gain**0.5
+        x = _upfirdn_depthwise(x, taps.view(1, -1), (1, up), (1, down), (left, right, 0, 0))
+        x = _upfirdn_depthwise(x, taps.view(-1, 1), (up, 1), (down, 1), (0, 0, top, bottom))
     else:
-        x = F.conv2d(x, (fir.to(x.dtype).flip(0, 1) * gain)[None, None], stride=down)
+        x = _upfirdn_depthwise(x, fir * gain, (up, up), (down, down), padding)
     return x.reshape(batch, channels, x.shape[2], x.shape[3])
 
 
@@ -251,9 +273,11 @@ class StyleGANGenerator(TronGenerator):
     """
 
     @staticmethod
-    def _check_tron_settings(latent_space: str, truncation_psi: float) -> None:
-        if latent_space not in LATENT_SPACES:
-            raise ValueError(f"`latent_space` must be one of {LATENT_SPACES}, got {latent_space!r}.")
+    def _check_tron_settings(
+        latent_space: str, truncation_psi: float, latent_spaces: tuple[str, ...] = LATENT_SPACES
+    ) -> None:
+        if latent_space not in latent_spaces:
+            raise ValueError(f"`latent_space` must be one of {latent_spaces}, got {latent_space!r}.")
         if not 0 <= truncation_psi <= 1:
             raise ValueError(f"`truncation_psi` must be in [0, 1], got {truncation_psi}.")
 

@@ -144,6 +144,149 @@ class StyleGAN3InputDesign:
     bandwidth: float
 
 
+# What one synthesis layer's band-limited input and output signals are (`StyleGAN3LayerDesign`'s first fields, and the
+# attribute names of NVIDIA's `SynthesisLayer`): channels, sizes and sampling rates, cutoffs, transition half-widths.
+LAYER_BAND_FIELDS = (
+    "in_channels",
+    "out_channels",
+    "in_size",
+    "out_size",
+    "in_sampling_rate",
+    "out_sampling_rate",
+    "in_cutoff",
+    "out_cutoff",
+    "in_half_width",
+    "out_half_width",
+    "is_critically_sampled",
+)
+
+
+def stylegan3_layer_bands(
+    img_resolution: int,
+    img_channels: int,
+    channel_base: int,
+    channel_max: int,
+    num_layers: int,
+    num_critical: int,
+    first_cutoff: float,
+    first_stopband: float,
+    last_stopband_rel: float,
+    margin_size: int,
+    first_sampling_rate: int | None = None,
+    first_channels: int | None = None,
+) -> list[dict]:
+    """The bands of ``num_layers + 1`` layers (the last is toRGB), one dict of `LAYER_BAND_FIELDS` per layer.
+
+    Cutoffs ``f_c`` and minimum stopbands ``f_t`` grow geometrically from ``first_cutoff`` / ``first_stopband`` to
+    ``img_resolution / 2`` / ``img_resolution / 2 * last_stopband_rel`` and stay there for the last ``num_critical``
+    layers; each sampling rate is the smallest power of two >= ``2 f_t`` (at most ``img_resolution``); the
+    transition half-width is ``max(f_t, rate / 2) - f_c``; feature maps are ``rate + 2 margin_size`` samples wide
+    except the last two (``img_resolution``); channels are ``min(channel_base / 2 / f_c, channel_max)``. Layer ``i``
+    maps the signal of entry ``i - 1`` (entry 0 for the first layer, whose input is the Fourier features) to that of
+    entry ``i``.
+
+    ``first_sampling_rate`` / ``first_channels`` replace those of entry 0: StyleGAN-XL's super-resolution stages
+    continue from the rate and channels of the layer they are stacked on.
+    """
+    if num_layers <= num_critical:
+        raise ValueError(f"`num_layers` ({num_layers}) must exceed `num_critical` ({num_critical}).")
+    last_cutoff = img_resolution / 2
+    last_stopband = last_cutoff * last_stopband_rel
+    progress = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
+    cutoffs = first_cutoff * (last_cutoff / first_cutoff) ** progress
+    stopbands = first_stopband * (last_stopband / first_stopband) ** progress
+    sampling_rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, img_resolution))))
+    if first_sampling_rate is not None:
+        sampling_rates[0] = first_sampling_rate
+    half_widths = np.maximum(stopbands, sampling_rates / 2) - cutoffs
+    sizes = sampling_rates + margin_size * 2
+    sizes[-2:] = img_resolution
+    channels = np.rint(np.minimum((channel_base / 2) / cutoffs, channel_max))
+    if first_channels is not None:
+        channels[0] = first_channels
+    channels[-1] = img_channels
+    bands = []
+    for index in range(num_layers + 1):
+        previous = max(index - 1, 0)
+        bands.append(
+            {
+                "in_channels": int(channels[previous]),
+                "out_channels": int(channels[index]),
+                "in_size": int(sizes[previous]),
+                "out_size": int(sizes[index]),
+                "in_sampling_rate": int(sampling_rates[previous]),
+                "out_sampling_rate": int(sampling_rates[index]),
+                "in_cutoff": float(cutoffs[previous]),
+                "out_cutoff": float(cutoffs[index]),
+                "in_half_width": float(half_widths[previous]),
+                "out_half_width": float(half_widths[index]),
+                "is_critically_sampled": bool(index >= num_layers - num_critical),
+            }
+        )
+    return bands
+
+
+def stylegan3_layer_design(
+    band: dict,
+    is_to_rgb: bool,
+    conv_kernel: int,
+    filter_size: int,
+    lrelu_upsampling: int,
+    use_radial_filters: bool,
+) -> StyleGAN3LayerDesign:
+    """The resampling of one layer from its ``band`` (a dict of `LAYER_BAND_FIELDS`): the leaky ReLU runs at
+    ``max(in_rate, out_rate) * lrelu_upsampling`` (toRGB: no resampling, a 1x1 convolution), filters have
+    ``filter_size`` taps per resampling factor, and the padding makes the output exactly ``out_size`` samples."""
+    missing = [name for name in LAYER_BAND_FIELDS if name not in band]
+    if missing:
+        raise ValueError(f"A layer band needs {list(LAYER_BAND_FIELDS)}; missing {missing}.")
+    in_rate, out_rate = int(band["in_sampling_rate"]), int(band["out_sampling_rate"])
+    intermediate_rate = max(in_rate, out_rate) * (1 if is_to_rgb else lrelu_upsampling)
+    if intermediate_rate % in_rate or intermediate_rate % out_rate:
+        raise ValueError(f"Sampling rates {in_rate} -> {out_rate} do not divide the leaky ReLU's {intermediate_rate}.")
+    up_factor, down_factor = intermediate_rate // in_rate, intermediate_rate // out_rate
+    kernel_size = 1 if is_to_rgb else conv_kernel
+    up_taps = filter_size * up_factor if up_factor > 1 and not is_to_rgb else 1
+    down_taps = filter_size * down_factor if down_factor > 1 and not is_to_rgb else 1
+    in_size, out_size = int(band["in_size"]), int(band["out_size"])
+    # Pad so that the filtered, resampled output has exactly `out_size` samples, placed symmetrically (the output
+    # sample centres line up with the input's under the half-sample-offset convention of the paper).
+    pad_total = (out_size - 1) * down_factor + 1 - (in_size + kernel_size - 1) * up_factor + up_taps + down_taps - 2
+    pad_low = (pad_total + up_factor) // 2
+    pad_high = pad_total - pad_low
+    return StyleGAN3LayerDesign(
+        in_channels=int(band["in_channels"]),
+        out_channels=int(band["out_channels"]),
+        in_size=in_size,
+        out_size=out_size,
+        in_sampling_rate=in_rate,
+        out_sampling_rate=out_rate,
+        in_cutoff=float(band["in_cutoff"]),
+        out_cutoff=float(band["out_cutoff"]),
+        in_half_width=float(band["in_half_width"]),
+        out_half_width=float(band["out_half_width"]),
+        is_to_rgb=is_to_rgb,
+        is_critically_sampled=bool(band["is_critically_sampled"]),
+        kernel_size=kernel_size,
+        up_factor=up_factor,
+        down_factor=down_factor,
+        up_taps=up_taps,
+        down_taps=down_taps,
+        radial_down_filter=use_radial_filters and not band["is_critically_sampled"],
+        padding=(pad_low, pad_high, pad_low, pad_high),
+    )
+
+
+def stylegan3_input_design(first_layer: StyleGAN3LayerDesign) -> StyleGAN3InputDesign:
+    """The Fourier-feature input that feeds ``first_layer``: its input channels, size, rate and cutoff."""
+    return StyleGAN3InputDesign(
+        channels=first_layer.in_channels,
+        size=first_layer.in_size,
+        sampling_rate=float(first_layer.in_sampling_rate),
+        bandwidth=first_layer.in_cutoff,
+    )
+
+
 def stylegan3_design(
     img_resolution: int,
     img_channels: int,
@@ -160,77 +303,27 @@ def stylegan3_design(
     lrelu_upsampling: int,
     use_radial_filters: bool,
 ) -> tuple[StyleGAN3InputDesign, list[StyleGAN3LayerDesign]]:
-    """The input and the ``num_layers + 1`` layers (the last is toRGB) of a StyleGAN3 synthesis network.
-
-    Cutoffs ``f_c`` and minimum stopbands ``f_t`` grow geometrically from ``first_cutoff`` / ``first_stopband`` to
-    ``img_resolution / 2`` / ``img_resolution / 2 * last_stopband_rel`` and stay there for the last ``num_critical``
-    layers; each sampling rate is the smallest power of two >= ``2 f_t`` (at most ``img_resolution``); the
-    transition half-width is ``max(f_t, rate / 2) - f_c``; feature maps are ``rate + 2 margin_size`` samples wide
-    except the last two (``img_resolution``); channels are ``min(channel_base / 2 / f_c, channel_max)``.
-    """
-    if num_layers <= num_critical:
-        raise ValueError(f"`num_layers` ({num_layers}) must exceed `num_critical` ({num_critical}).")
-    last_cutoff = img_resolution / 2
-    last_stopband = last_cutoff * last_stopband_rel
-    progress = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
-    cutoffs = first_cutoff * (last_cutoff / first_cutoff) ** progress
-    stopbands = first_stopband * (last_stopband / first_stopband) ** progress
-    sampling_rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, img_resolution))))
-    half_widths = np.maximum(stopbands, sampling_rates / 2) - cutoffs
-    sizes = sampling_rates + margin_size * 2
-    sizes[-2:] = img_resolution
-    channels = np.rint(np.minimum((channel_base / 2) / cutoffs, channel_max))
-    channels[-1] = img_channels
-
-    layers = []
-    for index in range(num_layers + 1):
-        previous = max(index - 1, 0)
-        is_to_rgb = index == num_layers
-        in_rate, out_rate = int(sampling_rates[previous]), int(sampling_rates[index])
-        intermediate_rate = max(in_rate, out_rate) * (1 if is_to_rgb else lrelu_upsampling)
-        up_factor, down_factor = intermediate_rate // in_rate, intermediate_rate // out_rate
-        kernel_size = 1 if is_to_rgb else conv_kernel
-        up_taps = filter_size * up_factor if up_factor > 1 and not is_to_rgb else 1
-        down_taps = filter_size * down_factor if down_factor > 1 and not is_to_rgb else 1
-        in_size, out_size = int(sizes[previous]), int(sizes[index])
-        # Pad so that the filtered, resampled output has exactly `out_size` samples, placed symmetrically (the
-        # output sample centres line up with the input's under the half-sample-offset convention of the paper).
-        pad_total = (
-            (out_size - 1) * down_factor + 1 - (in_size + kernel_size - 1) * up_factor + up_taps + down_taps - 2
-        )
-        pad_low = (pad_total + up_factor) // 2
-        pad_high = pad_total - pad_low
-        is_critically_sampled = index >= num_layers - num_critical
-        layers.append(
-            StyleGAN3LayerDesign(
-                in_channels=int(channels[previous]),
-                out_channels=int(channels[index]),
-                in_size=in_size,
-                out_size=out_size,
-                in_sampling_rate=in_rate,
-                out_sampling_rate=out_rate,
-                in_cutoff=float(cutoffs[previous]),
-                out_cutoff=float(cutoffs[index]),
-                in_half_width=float(half_widths[previous]),
-                out_half_width=float(half_widths[index]),
-                is_to_rgb=is_to_rgb,
-                is_critically_sampled=is_critically_sampled,
-                kernel_size=kernel_size,
-                up_factor=up_factor,
-                down_factor=down_factor,
-                up_taps=up_taps,
-                down_taps=down_taps,
-                radial_down_filter=use_radial_filters and not is_critically_sampled,
-                padding=(pad_low, pad_high, pad_low, pad_high),
-            )
-        )
-    input_design = StyleGAN3InputDesign(
-        channels=int(channels[0]),
-        size=int(sizes[0]),
-        sampling_rate=float(sampling_rates[0]),
-        bandwidth=float(cutoffs[0]),
+    """The input and the ``num_layers + 1`` layers (the last is toRGB) of a StyleGAN3 synthesis network: the bands of
+    `stylegan3_layer_bands`, each resampled as `stylegan3_layer_design` says."""
+    bands = stylegan3_layer_bands(
+        img_resolution,
+        img_channels,
+        channel_base,
+        channel_max,
+        num_layers,
+        num_critical,
+        first_cutoff,
+        first_stopband,
+        last_stopband_rel,
+        margin_size,
     )
-    return input_design, layers
+    layers = [
+        stylegan3_layer_design(
+            band, index == num_layers, conv_kernel, filter_size, lrelu_upsampling, use_radial_filters
+        )
+        for index, band in enumerate(bands)
+    ]
+    return stylegan3_input_design(layers[0]), layers
 
 
 class StyleGAN3FourierInput(nn.Module):
@@ -336,7 +429,45 @@ class StyleGAN3SynthesisLayer(nn.Module):
         return x
 
 
-class StyleGAN3Generator(StyleGANGenerator, ConfigMixin):
+class StyleGAN3Synthesis:
+    """`synthesize` of a generator made of a `StyleGAN3FourierInput` ``fourier_input`` and `StyleGAN3SynthesisLayer`s
+    ``layers`` built from ``layer_designs`` (StyleGAN3, StyleGAN-XL), with config entries ``w_dim`` and
+    ``output_scale``.
+
+    ``enable_gradient_checkpointing()`` (diffusers' convention) recomputes each layer in the backward pass instead of
+    storing its activations: a layer's upsampled, filtered intermediates are many times its input, so the memory of a
+    Langevin step falls to about the layers' inputs plus one layer's intermediates, for about one more forward pass.
+    """
+
+    _supports_gradient_checkpointing = True
+    gradient_checkpointing = False
+
+    @property
+    def resolution(self) -> int:
+        return self.layer_designs[-1].out_size
+
+    @property
+    def num_ws(self) -> int:
+        return len(self.layers) + 1
+
+    def synthesize(self, ws: torch.Tensor) -> torch.Tensor:
+        """Synthesis network: ``ws (B, num_ws, w_dim)`` -> images ``(B, img_channels, resolution, resolution)``,
+        unclamped (`generate` clamps). ``ws[:, 0]`` drives the Fourier input, ``ws[:, i + 1]`` layer ``i``."""
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.config.w_dim):
+            raise ValueError(
+                f"`ws` must have shape (batch, {self.num_ws}, {self.config.w_dim}), got {tuple(ws.shape)}."
+            )
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
+        x = self.fourier_input(ws[:, 0])
+        for index, layer in enumerate(self.layers):
+            if checkpointed:
+                x = self._gradient_checkpointing_func(layer, x, ws[:, index + 1])
+            else:
+                x = layer(x, ws[:, index + 1])
+        return x * self.config.output_scale if self.config.output_scale != 1 else x
+
+
+class StyleGAN3Generator(StyleGAN3Synthesis, StyleGANGenerator, ConfigMixin):
     """StyleGAN3 generator (configs T and R), inference only, as a TR0N generator.
 
     Defaults are StyleGAN3-T at 1024 px (``stylegan3-t-ffhq-1024x1024.pkl``); StyleGAN3-R is ``conv_kernel=1,
@@ -412,37 +543,21 @@ class StyleGAN3Generator(StyleGANGenerator, ConfigMixin):
         self.fourier_input = StyleGAN3FourierInput(w_dim, input_design)
         self.layers = nn.ModuleList(StyleGAN3SynthesisLayer(w_dim, design, conv_clamp) for design in layer_designs)
 
-    @property
-    def resolution(self) -> int:
-        return self.config.img_resolution
-
-    @property
-    def num_ws(self) -> int:
-        return self.config.num_layers + 2
-
-    def synthesize(self, ws: torch.Tensor) -> torch.Tensor:
-        """Synthesis network: ``ws (B, num_ws, w_dim)`` -> images ``(B, img_channels, img_resolution,
-        img_resolution)``, unclamped (`generate` clamps). ``ws[:, 0]`` drives the Fourier input, ``ws[:, i + 1]``
-        layer ``i``."""
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.config.w_dim):
-            raise ValueError(
-                f"`ws` must have shape (batch, {self.num_ws}, {self.config.w_dim}), got {tuple(ws.shape)}."
-            )
-        x = self.fourier_input(ws[:, 0])
-        for index, layer in enumerate(self.layers):
-            x = layer(x, ws[:, index + 1])
-        return x * self.config.output_scale if self.config.output_scale != 1 else x
-
 
 __all__ = [
+    "LAYER_BAND_FIELDS",
     "StyleGAN3FourierInput",
     "StyleGAN3Generator",
     "StyleGAN3InputDesign",
     "StyleGAN3LayerDesign",
+    "StyleGAN3Synthesis",
     "StyleGAN3SynthesisLayer",
     "kaiser_attenuation",
     "kaiser_beta",
     "kaiser_lowpass_filter",
     "radial_lowpass_filter",
     "stylegan3_design",
+    "stylegan3_input_design",
+    "stylegan3_layer_bands",
+    "stylegan3_layer_design",
 ]
