@@ -5,7 +5,7 @@ embedded pipeline at 4 images: candidates only, then Langevin steps without augm
 Prints, per setting, the measured seconds, the seconds of one candidate, and what a Langevin step costs in candidates
 against the cost line's 2 + 0.5 x augmentations.
 
-    OMP_NUM_THREADS=1 python benchmarks/demo_cost.py
+    OMP_NUM_THREADS=1 python benchmarks/studies/demo_cost.py
 """
 
 import json
