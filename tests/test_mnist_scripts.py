@@ -123,14 +123,9 @@ def test_train_generator(tmp_path, eval_classifier_dir):
     assert images.shape == (4, 1, 28, 28) and images.abs().max() <= 1
 
 
-def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, eval_classifier_dir):
-    import shutil
-
-    from diffusers import DDPMPipeline
-
-    from tron_pipelines.models import DiffusionSamplerGenerator
-
-    tiny = [
+def tiny_unet_training(eval_classifier_dir: Path) -> list[str]:
+    """Options of `train_ddpm.py` and `train_t2i.py` for 4 steps of a tiny UNet, with a checkpoint at step 2."""
+    return [
         "--max_train_steps",
         "4",
         "--checkpointing_steps",
@@ -139,8 +134,6 @@ def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, 
         "100",
         "--sampler_steps",
         "1",
-        "--num_eval_samples",
-        "20",
         "--block_out_channels",
         "8",
         "16",
@@ -155,19 +148,36 @@ def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, 
         "--eval_classifier_dir",
         str(eval_classifier_dir),
     ]
+
+
+def assert_resuming_gives_the_same_unet(script: str, tmp_path: Path, options: list[str], load_unet, expected) -> None:
+    """A second run of ``script`` from the step-2 checkpoint of the run in ``tmp_path / "run"`` ends with the same
+    (EMA) weights as that uninterrupted run, ``expected``; ``load_unet(run_dir)`` reads a run's final UNet."""
+    import shutil
+
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    run_script(script, tmp_path / "resumed", *options, "--resume_from_checkpoint", "latest")
+    resumed = load_unet(tmp_path / "resumed").state_dict()
+    for name, tensor in expected.state_dict().items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, eval_classifier_dir):
+    from diffusers import DDPMPipeline
+
+    from tron_pipelines.models import DiffusionSamplerGenerator
+
+    tiny = tiny_unet_training(eval_classifier_dir) + ["--num_eval_samples", "20"]
     metrics = run_script("train_ddpm.py", tmp_path / "run", *tiny)
     assert metrics["steps"] == 4 and sum(metrics["sampler_steps"]["1"]["predicted_class_histogram"]) == 20
     assert (tmp_path / "run" / "samples_1_steps.png").is_file()
     pipeline = DDPMPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     generator = DiffusionSamplerGenerator.from_diffusers(tmp_path / "run" / "pipeline", num_sampler_steps=2)
     assert generator.latent_shape == (1, 28, 28) and pipeline.scheduler.config.prediction_type == "v_prediction"
-    # A second run from the step-2 checkpoint ends with the same (EMA) weights as the uninterrupted run.
-    (tmp_path / "resumed").mkdir()
-    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
-    run_script("train_ddpm.py", tmp_path / "resumed", *tiny, "--resume_from_checkpoint", "latest")
-    resumed = DDPMPipeline.from_pretrained(tmp_path / "resumed" / "pipeline").unet.state_dict()
-    for name, tensor in pipeline.unet.state_dict().items():
-        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert_resuming_gives_the_same_unet(
+        "train_ddpm.py", tmp_path, tiny, lambda run: DDPMPipeline.from_pretrained(run / "pipeline").unet, pipeline.unet
+    )
 
 
 def test_train_clip(tmp_path):
