@@ -266,3 +266,107 @@ def test_mnist_captioner_describes_digits_as_the_clip_training_captions_did():
     grey = ((pixels[:, 0] + 1) / 2).numpy()
     assert captions == sample_captions(read, attribute_codes(grey, read), 1.0, rng)[0]
     assert captioner.identity()["attribute_probability"] == 1.0
+
+
+def test_train_t2i_resumes_exactly_and_saves_loadable_components(tmp_path, eval_classifier_dir):
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
+
+    from tron_pipelines.pretrained import EMBEDDED_ROOT
+
+    tiny = tiny_unet_training(eval_classifier_dir) + ["--samples_per_prompt", "1", "--num_unconditional", "10"]
+    metrics = run_script("train_t2i.py", tmp_path / "run", *tiny)
+    assert metrics["steps"] == 4
+    (setting,) = metrics["evaluation"]["settings"]
+    assert setting["num_images"] == 50 and 0 <= setting["accuracy"] <= 1 and setting["stroke_weight_obeyed"] >= 0
+    assert sum(metrics["evaluation"]["empty_prompt"][0]["predicted_class_histogram"]) == 10
+    assert (tmp_path / "run" / "samples_1_steps_guidance_1.png").is_file()
+
+    model = tmp_path / "run" / "model"
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    scheduler = DDIMScheduler.from_pretrained(model / "scheduler")
+    assert unet.config.sample_size == 28 and unet.config.cross_attention_dim == 64
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.timestep_spacing == "trailing"
+    # The saved text encoder is the embedded CLIP's text tower, unchanged.
+    tokenizer = CLIPTokenizer.from_pretrained(model / "tokenizer")
+    ids = tokenizer(["a bold seven leaning right", ""], padding="max_length", return_tensors="pt").input_ids
+    assert ids.shape == (2, 32)
+    clip = CLIPModel.from_pretrained(EMBEDDED_ROOT / "tron-mnist-text" / "encoder").eval()
+    with torch.no_grad():
+        saved = CLIPTextModel.from_pretrained(model / "text_encoder").eval()(ids).last_hidden_state
+        torch.testing.assert_close(saved, clip.text_model(ids).last_hidden_state, rtol=0, atol=0)
+
+    assert_resuming_gives_the_same_unet(
+        "train_t2i.py", tmp_path, tiny, lambda run: UNet2DConditionModel.from_pretrained(run / "model" / "unet"), unet
+    )
+
+
+def test_t2i_captions_drop_to_the_empty_prompt_and_repeat_per_step():
+    from diffusion_training import step_generator
+    from train_t2i import CaptionedDigits, encode_prompts, load_text_tower, parse_args
+
+    from tron_pipelines.pretrained import EMBEDDED_ROOT
+
+    text_encoder, tokenizer = load_text_tower(EMBEDDED_ROOT / "tron-mnist-text")
+    args = parse_args(["--output_dir", "unused", "--train_batch_size", "64", "--caption_dropout", "0.5"])
+    digits = CaptionedDigits(args, text_encoder, tokenizer)
+    images, kwargs = digits.batch(3, step_generator(args.seed, 3), torch.device("cpu"))
+    # The same step draws the same digits, captions and dropout (what makes a resumed run exact).
+    again, kwargs_again = digits.batch(3, step_generator(args.seed, 3), torch.device("cpu"))
+    torch.testing.assert_close(again, images, rtol=0, atol=0)
+    torch.testing.assert_close(kwargs_again["encoder_hidden_states"], kwargs["encoder_hidden_states"], rtol=0, atol=0)
+
+    draws = step_generator(args.seed, 3)
+    indices = torch.randint(len(digits.images), (64,), generator=draws)
+    dropped = (torch.rand(64, generator=draws) < 0.5).numpy()
+    captions = digits.captions(3, indices.numpy(), dropped)
+    assert 16 < dropped.sum() < 48 and all((caption == "") == drop for caption, drop in zip(captions, dropped))
+    expected = encode_prompts(text_encoder, tokenizer, captions)
+    torch.testing.assert_close(kwargs["encoder_hidden_states"], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(images, digits.images[indices], rtol=0, atol=0)
+    # Every kept caption names its digit (the label of the training image).
+    for caption, label in zip(captions, digits.labels[indices.numpy()]):
+        if caption:
+            words = caption.replace(",", " ").split()
+            assert data.DIGIT_WORDS[label] in words or str(label) in words, caption
+    # Without dropout no caption is empty.
+    no_dropout = CaptionedDigits(
+        parse_args(["--output_dir", "unused", "--caption_dropout", "0"]), text_encoder, tokenizer
+    )
+    assert all(no_dropout.captions(3, indices.numpy(), np.zeros(64, dtype=bool)))
+
+
+def test_t2i_sampler_is_ddim_with_v_prediction_and_classifier_free_guidance():
+    from diffusers import DDIMScheduler
+    from diffusion_training import build_noise_scheduler
+    from train_t2i import build_unet, parse_args, sample
+
+    args = parse_args(["--output_dir", "unused", "--block_out_channels", "8", "16", "--norm_num_groups", "4"])
+    torch.manual_seed(0)
+    unet = build_unet(args, cross_attention_dim=64).eval()
+    scheduler = DDIMScheduler.from_config(build_noise_scheduler(args).config)
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(3, 1, 28, 28, generator=generator)
+    conditional, unconditional = torch.randn(2, 3, 32, 64, generator=generator)
+    with torch.no_grad():
+        images = sample(unet, scheduler, latents, conditional, 1, 2.5, unconditional)
+        # One trailing step from t = 999 to the end: x_0 = sqrt(a) x_T - sqrt(1 - a) v (v-prediction), with the guided
+        # v = v_uncond + 2.5 (v_cond - v_uncond).
+        timestep = torch.tensor(999)
+        v_cond = unet(latents, timestep, encoder_hidden_states=conditional).sample
+        v_uncond = unet(latents, timestep, encoder_hidden_states=unconditional).sample
+        alpha = scheduler.alphas_cumprod[999]
+        expected = alpha.sqrt() * latents - (1 - alpha).sqrt() * (v_uncond + 2.5 * (v_cond - v_uncond))
+        torch.testing.assert_close(images, expected.clamp(-1, 1), rtol=0, atol=1e-5)
+        # Guidance 1 is the plain conditional model; two steps pass through t = 499.
+        plain = sample(unet, scheduler, latents, conditional, 1)
+        x0 = alpha.sqrt() * latents - (1 - alpha).sqrt() * v_cond
+        torch.testing.assert_close(plain, x0.clamp(-1, 1), rtol=0, atol=1e-5)
+        two = scheduler.alphas_cumprod[499]
+        eps = (1 - alpha).sqrt() * latents + alpha.sqrt() * v_cond
+        middle = two.sqrt() * x0 + (1 - two).sqrt() * eps
+        v_middle = unet(middle, torch.tensor(499), encoder_hidden_states=conditional).sample
+        final = two.sqrt() * middle - (1 - two).sqrt() * v_middle
+        torch.testing.assert_close(
+            sample(unet, scheduler, latents, conditional, 2), final.clamp(-1, 1), atol=1e-5, rtol=0
+        )
