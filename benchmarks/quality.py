@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import format_table, new_figure, save_figure, seeded_generators
-from metrics import MnistEvaluator
-from workloads import Workload, mnist_prompts
+from harness import Section
+from metrics import DEFAULT_EVAL_CLASSIFIER, MnistEvaluator
+from workloads import Workload, load_workload, mnist_prompts
 
 from tron_pipelines import LangevinScheduler
 from tron_pipelines.evaluation import to_grey01
@@ -619,4 +620,96 @@ def quality_tables(result: dict) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["QualitySettings", "quality", "quality_tables", "ARMS"]
+# The section of run.py ----------------------------------------------------------------------------------------------
+def add_arguments(group) -> None:
+    group.add_argument(
+        "--pipeline",
+        default="tron-mnist",
+        help="Class pipeline: embedded name or folder ('' skips it in the quality section; also the default "
+        "workload of the speed sections).",
+    )
+    group.add_argument(
+        "--text_pipeline",
+        default="tron-mnist-text",
+        help="Text pipeline for the quality section ('' to skip it); skipped with a note when it cannot be loaded.",
+    )
+    group.add_argument(
+        "--diffusion_pipeline",
+        default="tron-mnist-ddim",
+        help="Class pipeline with a diffusion G for the quality section (smaller sizes: every Langevin step "
+        "runs the sampler; '' to skip it); skipped with a note when it cannot be loaded.",
+    )
+    group.add_argument(
+        "--eval_classifier",
+        default=None,
+        help="Evaluation classifier folder of the sections that score digits (quality, compare, demo-examples; "
+        "default: benchmarks/assets/mnist-eval-classifier, committed).",
+    )
+
+
+def run(args, sizes: dict, report) -> None:
+    """Every pipeline of the quality section: class, text and diffusion, each skipped when named ''."""
+    evaluator_dir = args.eval_classifier or DEFAULT_EVAL_CLASSIFIER
+    evaluator = MnistEvaluator(evaluator_dir) if Path(evaluator_dir).is_dir() else None
+    results = {}
+    # Labels name the results and files: the class and text pipelines by their kind, the diffusion one apart.
+    for name, overrides, label in (
+        (args.pipeline, {}, None),
+        (args.text_pipeline, sizes["text"], None),
+        (args.diffusion_pipeline, sizes["diffusion"], "diffusion"),
+    ):
+        if not name:
+            continue
+        try:
+            workload = load_workload(name, args.device)
+        except (OSError, ValueError) as error:
+            report.emit(
+                f"Quality: {name}", f"Skipped: cannot load `{name}` ({type(error).__name__}: {str(error)[:200]})."
+            )
+            continue
+        settings = QualitySettings(**{**sizes["quality"], **overrides})
+        result = quality(workload, settings, evaluator, report.output_dir, label)
+        results[label or workload.kind] = result
+        report.emit(f"Quality: {workload.name} ({workload.kind}, {result['seconds']:.0f} s)", quality_tables(result))
+    report.write_json("quality", results)
+
+
+SECTION = Section(
+    names=("quality",),
+    summary="Initialisations x T Langevin steps against the baselines, scored by the evaluation classifier.",
+    run=run,
+    add_arguments=add_arguments,
+    quick={
+        "quality": {
+            "samples_per_condition": 3,
+            "grid_step_sizes": [0.3, 1.0],
+            "grid_noise_stds": [0.01, 0.05],
+            "tuning_samples_per_condition": 1,
+        },
+        "text": {"samples_per_condition": 2, "one_prompt_per_digit": True},
+        "diffusion": {
+            "samples_per_condition": 2,
+            "step_counts": [0, 5, 10],
+            "grid_step_sizes": [0.3, 1.0],
+            "grid_noise_stds": [0.01],
+            "tuning_samples_per_condition": 1,
+            "fusedream_candidates": 21,
+        },
+    },
+    full={
+        "quality": {},
+        "text": {"samples_per_condition": 8},
+        "diffusion": {
+            "samples_per_condition": 8,
+            "step_counts": [0, 5, 10, 25],
+            "grid_step_sizes": [0.3, 1.0, 3.0],
+            "grid_noise_stds": [0.01, 0.1],
+            "tuning_samples_per_condition": 2,
+            "fusedream_candidates": 51,
+        },
+    },
+    default=True,
+)
+
+
+__all__ = ["QualitySettings", "quality", "quality_tables", "ARMS", "SECTION"]

@@ -5,6 +5,7 @@ Every timing is the median of several runs (the machine is shared); batched and 
 generator per image with the same seeds, so they do exactly the same work and give the same images.
 """
 
+import argparse
 import copy
 import json
 import os
@@ -17,8 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import FlopCounter, median_seconds, new_figure, save_figure, seeded_generators, timed
-from workloads import Workload
+from common import (
+    FlopCounter,
+    format_table,
+    matmul_gflops,
+    median_seconds,
+    new_figure,
+    save_figure,
+    seeded_generators,
+    timed,
+)
+from harness import Section
+from workloads import SYNTHETIC_WORKLOADS, Workload, load_workload
 
 from tron_pipelines.energies import FEATURE_ENERGIES, ConditionTerm, TronEnergy
 from tron_pipelines.models.batch_norm_folding import foldable_pairs
@@ -728,3 +739,232 @@ def plot_memory(results: list[dict], path: Path) -> str:
     for axis in axes:
         axis.legend(fontsize=7)
     return save_figure(figure, path)
+
+
+# The sections of run.py ---------------------------------------------------------------------------------------------
+SPEED_SECTIONS = ("throughput", "overhead", "memory", "features")
+
+
+def add_speed_arguments(group) -> None:
+    group.add_argument(
+        "--speed_workloads",
+        nargs="+",
+        default=None,
+        help=f"Workloads of the speed sections: pipelines or {SYNTHETIC_WORKLOADS} "
+        "(default: --pipeline and biggan-tiny).",
+    )
+    group.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Benchmark torch.compile in `features` (default: on, off with --quick: the first compile "
+        "takes minutes on 2 cores).",
+    )
+    group.add_argument(
+        "--batch_sizes", type=int, nargs="+", default=None, help="Throughput batch sizes (default: by mode)."
+    )
+    # The memory probe's subprocess (`memory_probe_in_subprocess`).
+    group.add_argument("--probe_batch", type=int, default=32, help=argparse.SUPPRESS)
+    group.add_argument("--probe_steps", type=int, default=10, help=argparse.SUPPRESS)
+
+
+def add_sampler_arguments(group) -> None:
+    group.add_argument(
+        "--sampler_workload",
+        default="ddpm-cifar10-32-clip",
+        help="Workload of the sampler section: a pipeline whose G is a diffusers sampler, or ddpm-cifar10-32-clip.",
+    )
+    group.add_argument(
+        "--sampler_batch_size", type=int, default=None, help="Batch of the sampler section (default: by mode)."
+    )
+
+
+def run_speed(args, sizes: dict, report) -> None:
+    """The speed sections asked for, each workload in turn (loaded once for all of them)."""
+    sections = [name for name in SPEED_SECTIONS if name in args.sections]
+    names = args.speed_workloads or [args.pipeline, "biggan-tiny"]
+    include_compile = (not args.quick) if args.compile is None else args.compile
+    sizes["batch_sizes"] = args.batch_sizes or sizes["batch_sizes"]
+    repeats, results = sizes["repeats"], {section: [] for section in sections}
+    if "throughput" in sections:
+        matmul_rate = matmul_gflops(torch.device(args.device))
+    for name in names:
+        workload = load_workload(name, args.device)
+        steps = workload.pipe.config.default_num_inference_steps
+        if "throughput" in sections:
+            # The default configuration at every batch size; then batch 32 only: without augmentations where the
+            # pipeline uses some (one image is then a batch of one for f), and with speed features on both sides.
+            variants = [(sizes["batch_sizes"], None, "float32 eager"), ([32], None, "channels_last + bf16 autocast")]
+            if not args.quick:
+                variants[1:1] = [
+                    ([32], None, feature)
+                    for feature in ("channels_last", "fused batch norm + channels_last")
+                    if feature in applicable_features(workload)
+                ]
+                if workload.pipe.config.default_num_augmentations:
+                    variants.insert(1, ([32], 0, "float32 eager"))
+            workload_results = []
+            for batch_sizes, num_augmentations, feature in variants:
+                result = throughput(
+                    workload, batch_sizes, steps, repeats, num_augmentations=num_augmentations, feature=feature
+                )
+                workload_results.append(result)
+                report.emit(
+                    f"Throughput: {workload.name}, {feature}, N={result['num_augmentations']} augmentations, {steps} steps",
+                    format_table(
+                        [
+                            dict(row, rounds=" ".join(f"{r:.2f}" for r in row["speedup_per_round"]))
+                            for row in result["rows"]
+                        ],
+                        [
+                            ("batch_size", "batch", "d"),
+                            ("batched_images_per_second", "batched img/s", ".1f"),
+                            ("loop_images_per_second", "one-at-a-time img/s", ".1f"),
+                            ("speedup", "speed-up", ".2f"),
+                            ("rounds", "speed-up per round", ""),
+                            ("batched_gflops_per_second", "batched GFLOP/s", ".1f"),
+                        ],
+                    )
+                    + f"\n\nBatched vs one-at-a-time at batch {result['loop_batch']}, same seeds: {result['agreement']}; "
+                    f"batched run vs itself with the initial latents moved by 1e-6: {result['sensitivity_to_1e-6_latent_change']}",
+                )
+            summary = best_settings_speedup(workload_results, 32, matmul_rate)
+            report.emit(
+                f"Throughput summary: {workload.name}, batch 32",
+                f"fastest batched setting `{summary['batched_feature']}` {summary['batched_images_per_second']:.1f} img/s vs fastest "
+                f"one-at-a-time setting `{summary['loop_feature']}` {summary['loop_images_per_second']:.1f} img/s: "
+                f"**{summary['speedup']:.2f}x** (a ratio of median rates; default settings: {summary['default_speedup']:.2f}x, median of back-to-back ratios).\n\n"
+                f"Work per image: {workload_results[0]['gflops_per_image']:.3f} GFLOP of matrix products and convolutions. "
+                f"Default settings: batched {summary['default_batched_gflops_per_second']:.1f} GFLOP/s "
+                f"(**{summary['default_share_of_matmul_rate']:.0%}** of this machine's float32 matrix-product rate, "
+                f"{summary['matmul_gflops']:.1f} GFLOP/s), one-at-a-time {summary['default_loop_gflops_per_second']:.1f} GFLOP/s; "
+                f"a batched call at the full matrix-product rate would be **{summary['float32_ceiling_speedup']:.2f}x** the loop.",
+            )
+            results["throughput"].extend(workload_results)
+            results.setdefault("throughput_summary", []).append(summary)
+        if "overhead" in sections:
+            result = overhead(workload, 32, steps, repeats)
+            results["overhead"].append(result)
+            stages = [{"stage": k, "ms": v * 1e3} for k, v in result["stage_seconds_per_step"].items()]
+            report.emit(
+                f"Overhead: {workload.name}, batch 32, {steps} steps",
+                f"pipeline {result['pipeline_seconds']:.3f} s / bare forward+backward {result['bare_seconds']:.3f} s = "
+                f"**{result['overhead_ratio']:.3f}** (median of per-run ratios {result['median_pairwise_ratio']:.3f}); "
+                f"fixed cost (0-step call: candidates, final render) {result['fixed_seconds']:.3f} s, bare {result['bare_fixed_seconds']:.3f} s; "
+                f"host syncs in a call: {result['host_syncs_in_call']}.\n\n"
+                + format_table(
+                    stages
+                    + [
+                        {"stage": "bare fwd+bwd step", "ms": result["bare_per_step_seconds"] * 1e3},
+                        {"stage": "pipeline step", "ms": result["per_step_seconds"] * 1e3},
+                    ],
+                    [("stage", "per-step stage", ""), ("ms", "ms", ".2f")],
+                ),
+            )
+        if "memory" in sections:
+            result = memory(
+                workload, sizes["memory_batches"], sizes["memory_steps"], 32, steps, sizes["trace_steps"], args.threads
+            )
+            results["memory"].append(result)
+            trace = result["per_step"]
+            report.emit(
+                f"Memory: {workload.name} ({result['measure']})",
+                format_table(
+                    result["by_batch"] + result["by_steps"],
+                    [("batch_size", "batch", "d"), ("steps", "steps", "d"), ("peak_MiB", "peak MiB", ".1f")],
+                )
+                + f"\n\nAfter each of {trace['steps']} steps at batch {trace['batch_size']}: first {trace['MiB_per_step'][0]:.1f} MiB, "
+                f"last {trace['MiB_per_step'][-1]:.1f} MiB, slope over the second half {trace['growth_MiB_per_step_second_half']:.3f} MiB/step.",
+            )
+        if "features" in sections:
+            result = speed_features(workload, 32, steps, max(2, repeats - 1), include_compile)
+            results["features"].append(result)
+            rows = [dict(row, rounds=" ".join(f"{r:.2f}" for r in row["speedup_per_round"])) for row in result["rows"]]
+            report.emit(
+                f"Speed features: {workload.name}, batch 32, {steps} steps",
+                format_table(
+                    rows,
+                    [
+                        ("feature", "feature", ""),
+                        ("images_per_second", "img/s", ".1f"),
+                        ("speedup", "speed-up", ".2f"),
+                        ("rounds", "speed-up per round", ""),
+                        ("mean_energy", "mean E", ".4f"),
+                        ("median_abs_energy_change", "median |ΔE|", ".1e"),
+                        ("max_abs_energy_change", "max |ΔE|", ".1e"),
+                        ("first_call_seconds", "first call s", ".1f"),
+                    ],
+                )
+                + "\n\nSpeed-up: median of per-round ratios to float32 eager (features timed in interleaved rounds; compiled "
+                "features after the others, against float32 eager's median). ΔE: change of each image's final energy "
+                "against float32 eager with the same seeds.",
+            )
+        del workload
+    plots = {"throughput": plot_throughput, "overhead": plot_overhead, "memory": plot_memory}
+    if "throughput_summary" in results:
+        report.write_json("throughput_summary", results.pop("throughput_summary"))
+    for section, result in results.items():
+        if section in plots and result:
+            plots[section](
+                result if section != "throughput" else [r for r in result if len(r["rows"]) > 1],
+                report.output_dir / f"{section}.png",
+            )
+        report.write_json(section, result)
+
+
+def run_sampler(args, sizes: dict, report) -> None:
+    workload = load_workload(args.sampler_workload, args.device)
+    batch_size = args.sampler_batch_size or sizes["batch_size"]
+    result = sampler_cost(workload, batch_size, sizes["sampler_steps"], sizes["langevin_steps"], sizes["repeats"])
+    report.write_json("sampler", result)
+    report.emit(
+        f"Sampler cost: {workload.name} ({result['parameters_M']:.1f} M parameters in G), batch {batch_size}, "
+        f"N={result['num_augmentations']} augmentations",
+        format_table(
+            result["rows"],
+            [
+                ("sampler_steps", "sampler steps", "d"),
+                ("checkpointing", "checkpointing", ""),
+                ("seconds_per_langevin_step", "s / Langevin step", ".2f"),
+                ("gflops_per_langevin_step", "GFLOP / Langevin step", ".1f"),
+                ("generator_gflops", "of which G fwd+bwd", ".1f"),
+                ("peak_MiB", "peak MiB", ".0f"),
+            ],
+        )
+        + f"\n\nPeak memory: {result['measure']}. GFLOP: matrix products and convolutions, forward and backward "
+        "(attention is not counted on CPU).",
+    )
+
+
+SPEED_SECTION = Section(
+    names=SPEED_SECTIONS,
+    summary="Batched vs one at a time (throughput), pipeline vs bare forward+backward with a per-step breakdown "
+    "(overhead), peak memory vs batch size and steps (memory), bf16/fp16 autocast, channels_last, torch.compile "
+    "(features).",
+    run=run_speed,
+    add_arguments=add_speed_arguments,
+    quick={
+        "batch_sizes": [1, 8, 32],
+        "repeats": 3,
+        "memory_batches": [1, 32],
+        "memory_steps": [50],
+        "trace_steps": 50,
+    },
+    full={
+        "batch_sizes": [1, 2, 4, 8, 16, 32, 64],
+        "repeats": 5,
+        "memory_batches": [1, 8, 32, 64],
+        "memory_steps": [1, 10, 50, 100],
+        "trace_steps": 100,
+    },
+    default=True,
+)
+SAMPLER_SECTION = Section(
+    names=("sampler",),
+    summary="A diffusion-sampler G: seconds, GFLOP and peak memory of a Langevin step at 1, 5 and 10 sampler steps, "
+    "with and without gradient checkpointing.",
+    run=run_sampler,
+    add_arguments=add_sampler_arguments,
+    quick={"batch_size": 1, "sampler_steps": [1, 5, 10], "langevin_steps": 1, "repeats": 1},
+    full={"batch_size": 2, "sampler_steps": [1, 5, 10], "langevin_steps": 2, "repeats": 2},
+)

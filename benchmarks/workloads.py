@@ -6,6 +6,10 @@
   does not depend on the weights, so random weights give the real cost);
 * ``ddpm-cifar10-32-clip``: a `DiffusionSamplerGenerator` with the architecture of `google/ddpm-cifar10-32` (35.7 M
   parameters, DDIM, 10 sampler steps) + CLIP ViT-B/32, random weights.
+
+Also the full-size models with random weights that other sections build on their own: CLIP ViT-B/32
+(`clip_vit_b32`), the released BigGAN-deep architectures (`biggan_deep_generator`) and BLIP captioners
+(`random_blip`).
 """
 
 import sys
@@ -16,6 +20,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 from tron_pipelines import BigGANDeepGenerator, BigGANGenerator, LangevinScheduler, TranslatorModel, TronPipeline
+from tron_pipelines.conversion.biggan import biggan_deep_config_from_pytorch_pretrained
 from tron_pipelines.conversion.tr0n import assemble_pipeline
 from tron_pipelines.models import DiffusionSamplerGenerator
 
@@ -93,6 +98,44 @@ def load_workload(name_or_path: str, device: str | torch.device = "cpu") -> Work
     return workload
 
 
+def clip_vit_b32() -> CLIPModel:
+    """CLIP ViT-B/32 (transformers' default `CLIPConfig`: 512-dim projections, 151.3 M parameters), random weights."""
+    return CLIPModel(CLIPConfig()).eval()
+
+
+# Block lists of the released biggan-deep-{128,256,512} config.json files: (upsample, in, out) channel multipliers.
+# Each resolution repeats the blocks of the one below it and adds an 8x (256 px) or a 1x (512 px) pair of blocks.
+_BIGGAN_DEEP_16X = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8)]
+_BIGGAN_DEEP_8X = [(False, 8, 8), (True, 8, 8)]
+_BIGGAN_DEEP_TO_1X = [(False, 8, 8), (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]
+BIGGAN_DEEP_LAYERS = {
+    128: _BIGGAN_DEEP_16X + _BIGGAN_DEEP_TO_1X,
+    256: _BIGGAN_DEEP_16X + _BIGGAN_DEEP_8X + _BIGGAN_DEEP_TO_1X,
+    512: _BIGGAN_DEEP_16X + _BIGGAN_DEEP_8X + _BIGGAN_DEEP_TO_1X + [(False, 1, 1), (True, 1, 1)],
+}
+
+
+def biggan_deep_config(resolution: int) -> dict:
+    """The ``config.json`` of pytorch-pretrained-biggan's released ``biggan-deep-<resolution>`` (128, 256 or 512)."""
+    return {
+        "output_dim": resolution,
+        "z_dim": 128,
+        "class_embed_dim": 128,
+        "channel_width": 128,
+        "num_classes": 1000,
+        "layers": BIGGAN_DEEP_LAYERS[resolution],
+        "attention_layer_position": 8,
+        "eps": 1e-4,
+        "n_stats": 51,
+    }
+
+
+def biggan_deep_generator(resolution: int) -> BigGANDeepGenerator:
+    """The released BigGAN-deep-``resolution`` architecture (its config translated as `tron build` translates a
+    checkpoint's), random weights."""
+    return BigGANDeepGenerator(**biggan_deep_config_from_pytorch_pretrained(biggan_deep_config(resolution))).eval()
+
+
 def _random_clip(
     projection_dim: int, image_size: int, patch_size: int, hidden_size: int, layers: int, heads: int
 ) -> CLIPModel:
@@ -161,20 +204,8 @@ def biggan_deep_256_clip_workload(seed: int = 0) -> Workload:
     cost more than the benchmark itself on a CPU.
     """
     torch.manual_seed(seed)
-    # pytorch-pretrained-biggan's biggan-deep-256 config.json, translated by
-    # `tron_pipelines.conversion.biggan.biggan_deep_config_from_pytorch_pretrained`.
-    generator = BigGANDeepGenerator(
-        latent_dim=128,
-        class_embed_dim=128,
-        num_classes=1000,
-        channel_width=128,
-        channel_multipliers=(16, 16, 16, 16, 8, 8, 8, 8, 4, 4, 2, 2, 1),
-        upsample_blocks=(False, True) * 6,
-        attention_block_index=8,
-        num_truncations=51,
-        eps=1e-4,
-    ).eval()
-    encoder = CLIPModel(CLIPConfig()).eval()
+    generator = biggan_deep_generator(256)
+    encoder = clip_vit_b32()
     translator = TranslatorModel(
         condition_dim=512, latent_dim=128, num_components=10, latent_threshold=2.0, auxiliary_latent_dims={"y": 128}
     ).eval()
@@ -221,7 +252,7 @@ def ddpm_cifar10_32_clip_workload(seed: int = 0, num_sampler_steps: int = 10) ->
     generator = DiffusionSamplerGenerator(
         DDPM_CIFAR10_UNET, "DDIMScheduler", DDPM_CIFAR10_SCHEDULE, num_sampler_steps
     ).eval()
-    encoder = CLIPModel(CLIPConfig()).eval()
+    encoder = clip_vit_b32()
     translator = TranslatorModel(condition_dim=512, latent_dim=generator.latent_dim, num_components=10).eval()
     pipe = assemble_pipeline(translator, generator, encoder, preset="diffusion")
     pool = (
@@ -264,6 +295,80 @@ def _calibrate_frozen_batch_norm(generator: BigGANGenerator) -> None:
         hook.remove()
 
 
+# Captioners ------------------------------------------------------------------------------------------------------
+# BLIP base (Salesforce/blip-image-captioning-base): ViT-B/16 at 384 px, BERT-base decoder, 30,524 tokens.
+BLIP_SIZES = {
+    "tiny": {"vocab_size": 64, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "image_size": 28, "patch_size": 7},
+    "base": {
+        "vocab_size": 30524,
+        "hidden_size": 768,
+        "num_layers": 12,
+        "num_heads": 12,
+        "image_size": 384,
+        "patch_size": 16,
+    },
+}
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def random_blip(
+    folder: Path,
+    words: list[str],
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    image_size: int,
+    patch_size: int,
+    seed: int = 0,
+):
+    """A random `BlipForConditionalGeneration` (ViT of ``num_layers`` on ``image_size`` px, BERT decoder of
+    ``num_layers``) and its `BlipProcessor`, with a word-level tokenizer over ``words`` written to ``folder``."""
+    # Imported here: without torchvision, transformers warns when `BlipImageProcessor` is imported, and only the
+    # captioner benchmarks use it.
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+        BlipTextConfig,
+        BlipVisionConfig,
+    )
+
+    vocab = list(dict.fromkeys([*SPECIAL_TOKENS, "a", "picture", "of", *words, "[DEC]"]))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]", model_max_length=512)
+    layers = {
+        "hidden_size": hidden_size,
+        "intermediate_size": 4 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+    }
+    config = BlipConfig(
+        text_config=BlipTextConfig(
+            vocab_size=len(vocab),
+            bos_token_id=vocab.index("[DEC]"),
+            sep_token_id=3,
+            eos_token_id=3,
+            pad_token_id=0,
+            encoder_hidden_size=hidden_size,
+            **layers,
+        ).to_dict(),
+        vision_config=BlipVisionConfig(image_size=image_size, patch_size=patch_size, **layers).to_dict(),
+    )
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config).eval()
+    image_processor = BlipImageProcessor(size={"height": image_size, "width": image_size})
+    return model, BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def random_blip_of_size(size: str, folder: Path):
+    """`random_blip` with the shapes of `BLIP_SIZES[size]` and made-up words filling its vocabulary."""
+    settings = dict(BLIP_SIZES[size])
+    words = [f"w{index}" for index in range(settings.pop("vocab_size") - len(SPECIAL_TOKENS) - 4)]
+    return random_blip(folder, words, **settings)
+
+
 # MNIST ------------------------------------------------------------------------------------------------------------
 def import_mnist_data():
     """``examples/mnist/data.py`` (split, attribute measures, evaluation classifier, Fréchet distance)."""
@@ -303,6 +408,10 @@ __all__ = [
     "load_workload",
     "biggan_tiny_workload",
     "biggan_deep_256_clip_workload",
+    "biggan_deep_generator",
+    "clip_vit_b32",
+    "random_blip",
+    "random_blip_of_size",
     "ddpm_cifar10_32_clip_workload",
     "import_mnist_data",
     "mnist_prompts",

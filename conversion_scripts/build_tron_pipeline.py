@@ -6,16 +6,19 @@ folder) and an already trained translator folder, write it with a model card, an
         --generator_id deepmind/biggan-deep-256 --generator_license apache-2.0 --encoder_license mit \
         --push_to_hub --hub_model_id org/tron-biggan
 
-To train the translator too, use `tron build`, which runs the same assembly, card and push as its stages.
+To train the translator too, use `tron build`, which runs the same assembly, card and push as its stages. Sources
+that cannot be read, or parts that do not fit together, are one error line (for the generator and the encoder, the
+one `tron build` gives).
 """
 
 import argparse
-import sys
+from pathlib import Path
 
 from tron_pipelines import TranslatorModel
-from tron_pipelines.build import pipeline_card, push_pipeline, save_documented_pipeline
-from tron_pipelines.conversion.formats import UnknownGeneratorFormatError, load_any_generator
-from tron_pipelines.conversion.tr0n import SAMPLING_PRESETS, assemble_pipeline, load_encoder
+from tron_pipelines.commands.build_stages import pipeline_card, push_pipeline, save_documented_pipeline
+from tron_pipelines.commands.common import one_line_errors
+from tron_pipelines.conversion.formats import convert_generator, reading
+from tron_pipelines.conversion.tr0n import ENCODER_SOURCES, SAMPLING_PRESETS, assemble_pipeline, load_encoder
 from tron_pipelines.training.arguments import add_hub_arguments, add_model_card_arguments
 
 
@@ -24,7 +27,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--generator", required=True, help="Generator folder or checkpoint (any format tron build reads)."
     )
-    parser.add_argument("--encoder", required=True, help="CLIP Hub id or folder, or a classifier folder.")
+    parser.add_argument(
+        "--encoder", required=True, help="CLIP Hub id or folder, a classifier folder, or a pipeline (folder or name)."
+    )
     parser.add_argument(
         "--translator", required=True, help="TranslatorModel folder (e.g. from `tron train-translator`)."
     )
@@ -44,13 +49,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        generator = load_any_generator(args.generator)
-    except (FileNotFoundError, UnknownGeneratorFormatError) as error:
-        sys.exit(f"error: --generator {error}")
-    encoder, tokenizer, image_processor = load_encoder(args.encoder)
-    translator = TranslatorModel.from_pretrained(args.translator).eval()
-    pipe = assemble_pipeline(translator, generator, encoder, tokenizer, image_processor, args.preset)
+    with one_line_errors(Path(__file__).name, (ValueError,)):
+        _, generator = convert_generator(args.generator, option="--generator")
+        with reading(args.encoder, ENCODER_SOURCES, "--encoder", action="loaded"):
+            encoder, tokenizer, image_processor = load_encoder(args.encoder)
+        with reading(args.translator, "TranslatorModel folder", "--translator", action="loaded", must_exist=True):
+            translator = TranslatorModel.from_pretrained(args.translator).eval()
+        pipe = assemble_pipeline(translator, generator, encoder, tokenizer, image_processor, args.preset)
     folder = save_documented_pipeline(pipe, args.dump_path, pipeline_card(pipe, args, args.translator_notes))
     print(f"Saved the pipeline and its model card to {folder}")
     if args.push_to_hub:

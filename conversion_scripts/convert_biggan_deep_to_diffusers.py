@@ -5,14 +5,16 @@ Example:
         --checkpoint_path biggan-deep-256 --dump_path checkpoints/biggan-deep-256
 
 ``--checkpoint_path`` holds the package's ``config.json`` and ``pytorch_model.bin``. The result is written with
-`save_pretrained` (safetensors) into a temporary sibling folder that is renamed to ``--dump_path`` once complete.
+`save_pretrained` (safetensors) into a temporary sibling folder that is renamed to ``--dump_path`` once complete. A
+source that cannot be converted is one error line, the one `tron build` gives for it.
 """
 
 import argparse
-import sys
+from pathlib import Path
 
-from tron_pipelines.conversion.biggan import load_pytorch_pretrained_biggan
-from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
+from tron_pipelines.commands.common import one_line_errors
+from tron_pipelines.conversion.formats import convert_generator, generator_formats
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 def parse_args(argv=None):
@@ -31,10 +33,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        model = load_pytorch_pretrained_biggan(args.checkpoint_path, default_truncation=args.default_truncation)
-    except CheckpointMismatchError as error:
-        sys.exit(f"error: {error}")
+    with one_line_errors(Path(__file__).name, (ValueError,)):
+        _, model = convert_generator(
+            args.checkpoint_path,
+            generator_formats(["pytorch-pretrained-biggan"]),
+            "--checkpoint_path",
+            default_truncation=args.default_truncation,
+        )
     path = save_pretrained_atomically(model, args.dump_path)
     print(f"Saved BigGANDeepGenerator ({model.resolution} px) to {path}")
 

@@ -7,15 +7,18 @@ Example:
 ``--checkpoint_path`` is a bare generator state dict (the official TR0N's
 ``tr0n/modules/BigGAN_utils/weights/biggan-{256,512}.pth``), read with ``torch.load(..., weights_only=True)``. Spectral
 norm is folded into the weights. The result is written with `save_pretrained` (safetensors) into a temporary sibling
-folder that is renamed to ``--dump_path`` once complete.
+folder that is renamed to ``--dump_path`` once complete. A source that cannot be converted is one error line, the one
+`tron build` gives for it.
 """
 
 import argparse
-import sys
+from pathlib import Path
 
-from tron_pipelines.conversion.biggan import BIGGAN_PYTORCH_SN_EPS, load_biggan_pytorch
-from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
+from tron_pipelines.commands.common import one_line_errors
+from tron_pipelines.conversion.biggan import BIGGAN_PYTORCH_SN_EPS
+from tron_pipelines.conversion.formats import convert_generator, generator_formats
 from tron_pipelines.models.biggan import BIGGAN_ARCHITECTURES
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 def parse_args(argv=None):
@@ -40,10 +43,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        model = load_biggan_pytorch(args.checkpoint_path, args.resolution, sn_eps=args.sn_eps)
-    except CheckpointMismatchError as error:
-        sys.exit(f"error: {error}")
+    with one_line_errors(Path(__file__).name, (ValueError,)):
+        _, model = convert_generator(
+            args.checkpoint_path,
+            generator_formats(["biggan-pytorch"]),
+            "--checkpoint_path",
+            resolution=args.resolution,
+            sn_eps=args.sn_eps,
+        )
     path = save_pretrained_atomically(model, args.dump_path)
     print(f"Saved BigGANGenerator ({model.resolution} px) to {path}")
 

@@ -8,28 +8,27 @@ Examples:
     python conversion_scripts/convert_stylegan_to_diffusers.py \
         --checkpoint_path 550000.pt --dump_path checkpoints/stylegan2-ffhq-256
 
-One script for both formats: it tells them apart by the file itself (a ``torch.save`` zip archive is rosinality's,
-anything else is read as a network pickle), so users need not know which kind of file they have, and the TR0N
-options are the same. Network pickles are read by an allow-list unpickler that never runs code from the file (it
-refuses, naming the global, anything a network pickle does not need); rosinality checkpoints by
-``torch.load(..., weights_only=True)``. Every key and shape is checked (all problems listed at once, exit status 1),
-and the folder is written with `save_pretrained` (safetensors) into a temporary sibling that is renamed to
-``--dump_path`` once complete.
+One script for both formats: it tells them apart by the file itself, as `tron build` does (`conversion.formats`: a
+``torch.save`` archive with ``g_ema`` is rosinality's, a pickle is NVIDIA's), so users need not know which kind of
+file they have, and the TR0N options are the same. Network pickles are read by an allow-list unpickler that never
+runs code from the file (it refuses, naming the global, anything a network pickle does not need); rosinality
+checkpoints by ``torch.load(..., weights_only=True)``. Every key and shape is checked (all problems listed at once,
+exit status 1); any other source that cannot be converted (missing, empty, corrupt, of another format) is one error
+line, the one `tron build` gives for it. The folder is written with `save_pretrained` (safetensors) into a temporary
+sibling that is renamed to ``--dump_path`` once complete.
 """
 
 import argparse
-import sys
+from pathlib import Path
 
-from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
-from tron_pipelines.conversion.network_pickle import UnsafePickleError
-from tron_pipelines.conversion.stylegan import (
-    ROSINALITY_BLUR_KERNEL,
-    ROSINALITY_LR_MLP,
-    checkpoint_format,
-    load_nvlabs_pickle,
-    load_rosinality_checkpoint,
-)
+from tron_pipelines.commands.common import one_line_errors
+from tron_pipelines.conversion.formats import detect_generator_format, generator_formats
+from tron_pipelines.conversion.stylegan import ROSINALITY_BLUR_KERNEL, ROSINALITY_LR_MLP
 from tron_pipelines.models.stylegan2 import LATENT_SPACES, NOISE_MODES
+from tron_pipelines.utils.files import save_pretrained_atomically
+
+
+STYLEGAN_FORMATS = ("nvlabs", "rosinality")
 
 
 def comma_separated(cast):
@@ -48,7 +47,12 @@ def parse_args(argv=None):
         "--checkpoint_path", required=True, help="NVIDIA network pickle (.pkl) or rosinality checkpoint (.pt)."
     )
     parser.add_argument("--dump_path", required=True, help="Output folder (replaced if it exists).")
-    parser.add_argument("--format", choices=["auto", "nvlabs", "rosinality"], default="auto")
+    parser.add_argument(
+        "--format",
+        choices=["auto", *STYLEGAN_FORMATS],
+        default="auto",
+        help="Which kind of file --checkpoint_path is (default: recognised from the file).",
+    )
     tron = parser.add_argument_group("TR0N settings of the converted generator")
     tron.add_argument(
         "--truncation_psi", type=float, default=1.0, help="Truncation of the prior (1 = none, the method's)."
@@ -80,25 +84,23 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    source_format = checkpoint_format(args.checkpoint_path) if args.format == "auto" else args.format
     tron_settings = {"truncation_psi": args.truncation_psi, "latent_space": args.latent_space}
     if args.noise_mode is not None:
         tron_settings["noise_mode"] = args.noise_mode
-    try:
-        if source_format == "rosinality":
-            model = load_rosinality_checkpoint(
-                args.checkpoint_path,
-                block_channels=args.channels,
-                mapping_lr_multiplier=args.lr_mlp,
-                blur_kernel=args.blur_kernel,
-                **tron_settings,
-            )
+    with one_line_errors(Path(__file__).name, (ValueError,)):
+        formats = generator_formats(STYLEGAN_FORMATS if args.format == "auto" else [args.format])
+        source_format = detect_generator_format(args.checkpoint_path, formats, "--checkpoint_path")
+        if source_format.name == "rosinality":
+            settings = {
+                "block_channels": args.channels,
+                "mapping_lr_multiplier": args.lr_mlp,
+                "blur_kernel": args.blur_kernel,
+            }
         else:
-            model = load_nvlabs_pickle(args.checkpoint_path, network_key=args.network, **tron_settings)
-    except (ValueError, UnsafePickleError) as error:  # mismatched keys, unsupported settings, a refused global
-        sys.exit(f"error: {error}")
+            settings = {"network_key": args.network}
+        model = source_format.convert(args.checkpoint_path, "--checkpoint_path", **settings, **tron_settings)
     path = save_pretrained_atomically(model, args.dump_path)
-    print(f"Saved {type(model).__name__} ({model.resolution} px, {source_format} source) to {path}")
+    print(f"Saved {type(model).__name__} ({model.resolution} px, {source_format.name} source) to {path}")
 
 
 if __name__ == "__main__":

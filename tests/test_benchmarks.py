@@ -1,6 +1,7 @@
 """The benchmark suite's scoring and claim logic, and a tiny end-to-end quality run on the embedded class pipeline
 (the suite itself is run by `python benchmarks/run.py`, not by the tests)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -193,3 +194,240 @@ def test_energy_ranking_picks_the_lowest_energy_draws_of_the_pool_for_each_condi
         assert torch.equal(picked.sort(dim=0).values, expected.sort(dim=0).values), label
     with pytest.raises(ValueError, match="not blocks of 4"):
         energy_ranking_latents(workload, conditions, samples_per_condition=4, pool_size=50)
+
+
+# The harness of run.py ------------------------------------------------------------------------------------------------
+def recording_sections(calls: list) -> tuple:
+    """Three sections that record how they were run: a default one with sizes by mode, a default pair sharing one
+    run, and an optional one with an option and a check."""
+    from harness import Section
+
+    def section(names, **kwargs):
+        def run(args, sizes, report):
+            calls.append((names[0], [name for name in names if name in args.sections], sizes))
+            report.emit(f"{names[0]} table", f"| {names[0]} |")
+            report.write_json(names[0], sizes)
+
+        return Section(names=names, summary=f"The {names[0]} section.", run=run, **kwargs)
+
+    def add_arguments(group):
+        group.add_argument("--optional_value", type=int, default=0)
+
+    return (
+        section(("first",), quick={"repeats": 1, "size": 2}, full={"repeats": 5, "size": 8}, default=True),
+        section(("second", "third"), default=True),
+        section(
+            ("optional",),
+            add_arguments=add_arguments,
+            check=lambda args: "--optional_value must be >= 0" if args.optional_value < 0 else None,
+        ),
+    )
+
+
+def test_harness_runs_the_named_sections_in_order_into_one_report(tmp_path, capsys):
+    from harness import parse_args, run_sections
+
+    calls = []
+    sections = recording_sections(calls)
+    args = parse_args(sections, ["--output_dir", str(tmp_path / "all")])
+    assert args.sections == ["first", "second", "third"]  # the default sections
+    run_sections(sections, args)
+    assert calls == [("first", ["first"], {"repeats": 5, "size": 8}), ("second", ["second", "third"], {})]
+    report = (tmp_path / "all" / "report.md").read_text()
+    assert report.startswith("# TR0N benchmarks\n\n`python ") and " at commit " in report
+    assert report.index("## first table\n\n| first |") < report.index("## second table") < report.index("Total: ")
+    assert json.loads((tmp_path / "all" / "first.json").read_text()) == {"repeats": 5, "size": 8}
+    assert json.loads((tmp_path / "all" / "environment.json").read_text())["seconds"] > 0
+
+    # Listed order, not command-line order; one run for sections sharing one; --quick sizes; --repeats replaces.
+    calls.clear()
+    run_sections(
+        sections,
+        parse_args(
+            sections,
+            ["optional", "third", "first", "--quick", "--repeats", "3", "--output_dir", str(tmp_path / "some")],
+        ),
+    )
+    assert calls == [
+        ("first", ["first"], {"repeats": 3, "size": 2}),
+        ("second", ["third"], {}),
+        ("optional", ["optional"], {}),
+    ]
+
+    # Mistakes stop the run before any section runs.
+    calls.clear()
+    for argv, message in (
+        (["first", "nope"], "unknown sections ['nope']"),
+        (["first", "optional", "--optional_value", "-1"], "--optional_value must be >= 0"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(sections, argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert calls == []
+
+
+def test_run_py_rejects_a_sections_mistake_before_running_any(capsys):
+    import run
+
+    assert run.parse_args(run.SECTIONS, []).sections == ["quality", "throughput", "overhead", "memory", "features"]
+    for argv, message in (
+        (["quality", "compare"], "needs --compare_pipelines"),
+        (["eval-cost", "--eval_cost_steps", "2", "2"], "at least two different T values"),
+        (["cost", "--cost_workloads", "biggan-deep-64"], "invalid choice: 'biggan-deep-64'"),
+        (["demo-examples", "--images_per_prompt", "1"], "--images_per_prompt must be at least 2"),
+        (["nope"], "unknown sections ['nope']"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            run.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_eval_cost_section_through_run_py(tmp_path):
+    import run
+
+    run.main(
+        [
+            "eval-cost",
+            "--eval_cost_workload",
+            "tron-mnist",
+            "--eval_cost_batch_size",
+            "2",
+            "--eval_cost_steps",
+            "0",
+            "2",
+        ]
+        + ["--target_steps", "10", "--num_images", "100", "--threads", "1", "--output_dir", str(tmp_path)]
+    )
+    result = json.loads((tmp_path / "eval-cost.json").read_text())
+    per_image = {int(steps): seconds for steps, seconds in result["seconds_per_image"].items()}
+    assert sorted(per_image) == [0, 2] and result["batch_size"] == 2 and result["num_candidates"] == 4
+    # Two points: the line through them, extrapolated to T = 10 and 100 images.
+    slope = (per_image[2] - per_image[0]) / 2
+    assert result["target"]["seconds_per_image"] == pytest.approx(per_image[0] + 10 * slope)
+    assert result["target"]["hours"] == pytest.approx(result["target"]["seconds_per_image"] * 100 / 3600)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Eval cost: tron-mnist, batch 2" in report and "| 10 (fit a + b T) |" in report
+
+
+def test_demo_examples_section_chooses_again_from_the_stored_scores_without_writing_them(tmp_path):
+    import demo_examples
+    import run
+
+    stored = demo_examples.EXAMPLES_FILE.read_bytes()
+    run.main(
+        ["demo-examples", "--reuse_measurements", "--dry_run", "--min_accuracy", "1.0", "--output_dir", str(tmp_path)]
+    )
+    assert demo_examples.EXAMPLES_FILE.read_bytes() == stored
+    measured = json.loads(stored)["tron-mnist-text"]
+    chosen = json.loads((tmp_path / "demo-examples.json").read_text())
+    assert chosen["all_prompts"] == measured["all_prompts"] and chosen["settings"]["min_accuracy"] == 1.0
+    # The stricter bar, applied by hand: per digit, a prompt with every image read as the digit.
+    perfect = {
+        row["digit"]
+        for row in measured["all_prompts"]
+        if row["digit_accuracy"] == 1.0 and (row["attribute_obeyed"] or 1.0) >= 0.9
+    }
+    assert sorted(example["digit"] for example in chosen["examples"]) == sorted(perfect)
+    assert all(example["digit_accuracy"] == 1.0 for example in chosen["examples"])
+    assert "written to" not in (tmp_path / "report.md").read_text()
+
+
+# The cost section -----------------------------------------------------------------------------------------------------
+def test_cost_stages_count_the_work_of_each_stage():
+    from cost import STAGES, stage_costs, stages_of
+    from torch.utils.flop_counter import FlopCounterMode
+    from workloads import _random_clip, biggan_tiny_workload
+
+    from tron_pipelines.encoders import EncoderAdapter
+    from tron_pipelines.models import StyleGAN2Generator
+
+    torch.manual_seed(0)
+    generator = StyleGAN2Generator(z_dim=16, w_dim=24, block_channels=(32, 16, 16), mapping_layers=3)
+    generator = generator.eval().requires_grad_(False)
+    encoder = _random_clip(projection_dim=32, image_size=16, patch_size=8, hidden_size=32, layers=1, heads=2)
+    encoder = encoder.requires_grad_(False)
+    assert stages_of(generator) == STAGES
+    stages = stage_costs(generator, encoder, list(STAGES), 1, pair_batch=2, mapping_batch=3, num_augmentations=1)
+    stages = stages["stages"]
+    assert [stages[name]["units"] for name in STAGES] == [3, 2, 2, 1, 1]
+    # The mapping network by hand: 3 rows through a 16 -> 24 layer and two 24 -> 24 layers, 2 FLOPs per multiply-add.
+    assert stages["mapping"]["flops"] == 2 * 3 * (16 * 24 + 2 * 24 * 24)
+    # torch's own counter (the per-module one the BigGAN stage script used) on the same work.
+    latents = generator.sample_latents(2)
+    adapter = EncoderAdapter(encoder)
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        images = generator.generate(latents)
+    with FlopCounterMode(display=False) as pairs, torch.no_grad():
+        adapter.encode_generated(generator.generate(latents))
+    assert stages["synthesis_forward"]["flops"] == forward.get_total_flops() > 0
+    assert stages["pairs"]["flops"] == pairs.get_total_flops() > forward.get_total_flops()
+    assert images.shape == (2, 3, 16, 16)
+    # Each augmented copy adds one pass of f forward and backward to the Langevin step, nothing else.
+    langevin = [stages["langevin"]["flops"]] + [
+        stage_costs(generator, encoder, ["langevin"], 1, num_augmentations=n)["stages"]["langevin"]["flops"]
+        for n in (2, 3)
+    ]
+    assert langevin[2] - langevin[1] == langevin[1] - langevin[0] > 0
+    assert stages["train"]["flops"] > 0 and all(stage["seconds"] > 0 for stage in stages.values())
+
+    # A generator without a mapping network (BigGAN, with its class embedding as an auxiliary latent to train).
+    biggan = biggan_tiny_workload().pipe
+    assert stages_of(biggan.generator) == STAGES[1:]
+    costs = stage_costs(biggan.generator, biggan.encoder, ["train"], 1)
+    # Sized as the workload's own translator (the hand-sized one of the BigGAN + CLIP setting).
+    translator_parameters = sum(p.numel() for p in biggan.translator.parameters())
+    assert costs["parameters_M"]["translator"] == translator_parameters / 1e6
+    with pytest.raises(ValueError, match=r"has no stage \['mapping'\]"):
+        stage_costs(biggan.generator, biggan.encoder, ["mapping"], 1)
+
+
+def test_biggan_deep_configs_are_the_released_ones():
+    from pytorch_pretrained_biggan import BigGANConfig
+    from workloads import biggan_deep_config
+
+    from tron_pipelines.conversion.biggan import biggan_deep_config_from_pytorch_pretrained
+
+    assert biggan_deep_config(128) == BigGANConfig().__dict__  # the package's defaults are biggan-deep-128's
+    for resolution in (128, 256, 512):
+        # The converter checks that the layers make `output_dim` pixels.
+        assert biggan_deep_config_from_pytorch_pretrained(biggan_deep_config(resolution))["latent_dim"] == 128
+
+
+def test_text_to_image_translator_head_sizes_follow_the_head_formula():
+    from bench_text_to_image import translator_head_sizes
+
+    rows = {(row["condition_dim"], row["mean_rank"]): row for row in translator_head_sizes(latent_dim=16384)}
+    hidden, k, d = 3072, 10, 16384
+    assert rows[(768, "full")]["mean_head_M"] * 1e6 == hidden * k * d + k * d
+    assert rows[(768, 64)]["mean_head_M"] * 1e6 == hidden * k * 64 + k * 64 + 64 * d + d
+    assert rows[(1024, "full")]["training_GiB"] == 4 * rows[(1024, "full")]["weights_GiB"]
+
+
+def test_cast_on_access_weight_storage_survives_the_backward_pass_where_diffusers_hooks_fail():
+    import copy
+
+    from bench_text_to_image import store_weights_cast_on_access
+    from test_text_to_image_generators import tiny_conditional_unet
+
+    unet = tiny_conditional_unet().to(torch.bfloat16)
+    unet.requires_grad_(False)
+    sample, context = torch.randn(1, 4, 8, 8).bfloat16(), torch.randn(1, 4, 16).bfloat16()
+
+    def gradient(model):
+        leaf = sample.clone().requires_grad_(True)
+        output = model(leaf, torch.tensor(10), encoder_hidden_states=context).sample
+        return torch.autograd.grad(output.float().square().sum(), leaf)[0]
+
+    hooked = copy.deepcopy(unet)
+    hooked.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="Float8"):
+        gradient(hooked)
+    # Cast on access: the gradient of the model whose linear and convolution weights were rounded to float8.
+    stored = copy.deepcopy(unet)
+    store_weights_cast_on_access(stored, torch.float8_e4m3fn, torch.bfloat16)
+    rounded = copy.deepcopy(unet)
+    for module in rounded.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.weight.data = module.weight.data.to(torch.float8_e4m3fn).to(torch.bfloat16)
+    assert torch.equal(gradient(stored), gradient(rounded))
+    assert stored.conv_in.parametrizations.weight.original.dtype == torch.float8_e4m3fn

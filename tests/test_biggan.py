@@ -21,8 +21,9 @@ from tron_pipelines.conversion.biggan import (
     convert_pytorch_pretrained_biggan,
     load_biggan_pytorch,
 )
-from tron_pipelines.conversion.checkpoints import CheckpointMismatchError, save_pretrained_atomically
+from tron_pipelines.conversion.checkpoints import CheckpointMismatchError
 from tron_pipelines.models.biggan import BIGGAN_ARCHITECTURES
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -20,6 +20,7 @@ import torch
 import yaml
 from conftest import reset_accelerate_state, tiny_clip
 from test_biggan import biggan_pytorch_state_dict, random_package_biggan
+from test_nvae import malicious_checkpoint
 from test_training import KILLER, SUBPROCESS_ENV, free_port, shard_contents
 from test_tron_biggan import TINY_DEEP
 from transformers import CLIPImageProcessor
@@ -28,6 +29,8 @@ from tron_pipelines import ConvClassifier, ConvGenerator, TronPipeline
 from tron_pipelines import build as tron_build
 from tron_pipelines.cli import main
 from tron_pipelines.conversion.formats import GENERATOR_FORMATS, UnknownGeneratorFormatError, detect_generator_format
+from tron_pipelines.conversion.tr0n import load_encoder
+from tron_pipelines.pretrained import EMBEDDED_ROOT
 from tron_pipelines.training import files_to_upload, read_manifest
 
 
@@ -68,13 +71,14 @@ def sources(tmp_path_factory, tokenizer) -> dict[str, Path]:
 
 
 def build_argv(sources, output, *extra, encoder="clip") -> list[str]:
-    """A build small enough for seconds on a CPU; 24 training steps with checkpoints at 8, 16 and 24."""
+    """A build small enough for seconds on a CPU; 24 training steps with checkpoints at 8, 16 and 24. ``encoder`` is
+    a key of ``sources``, or ``"embedded"`` for the embedded tron-mnist-text."""
     argv = [
         "build",
         "--generator",
         sources["generator"],
         "--encoder",
-        sources[encoder],
+        "tron-mnist-text" if encoder == "embedded" else sources[encoder],
         "--output",
         output,
         "--num_pairs",
@@ -108,7 +112,7 @@ def build_argv(sources, output, *extra, encoder="clip") -> list[str]:
         "--sample_augmentations",
         "2",
     ]
-    if encoder != "classifier":
+    if encoder in ("clip", "other_clip"):
         argv += ["--sample_prompts", "a red car", "a cat"]
     return [str(word) for word in argv + list(extra)]
 
@@ -340,16 +344,19 @@ def test_push_uploads_the_pipeline_folder_once(reference, sources, tmp_path, mon
     assert len(uploads) == 1 and stage_lines(capsys.readouterr().out)["push"] == "skipped (recorded time)"
 
 
-def test_a_classifier_encoder_builds_a_class_conditional_pipeline(sources, tmp_path, capsys):
-    output = tmp_path / "build"
-    assert (
-        main(
-            build_argv(
-                sources, output, "--sample_class_labels", "0", "3", "--sample_images", "1", encoder="classifier"
-            )
-        )
-        == 0
-    )
+@pytest.fixture(scope="module")
+def classifier_build(sources, tmp_path_factory) -> Path:
+    """A build with the 4-class classifier as encoder."""
+    output = tmp_path_factory.mktemp("classifier") / "build"
+    argv = build_argv(sources, output, "--sample_class_labels", "0", "3", "--sample_images", "1", encoder="classifier")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    reset_accelerate_state()
+    return output
+
+
+def test_a_classifier_encoder_builds_a_class_conditional_pipeline(classifier_build):
+    output = classifier_build
     # The conditions are the classifier's class probabilities, so the translator takes 4-dim ones.
     cache = read_manifest(output / "stages" / "pairs")
     assert cache["encoder"]["kind"] == "classifier" and cache["condition"]["dim"] == 4
@@ -362,6 +369,114 @@ def test_a_classifier_encoder_builds_a_class_conditional_pipeline(sources, tmp_p
     samples = json.loads((output / "pipeline" / "samples" / "manifest.json").read_text())
     assert [image["class_label"] for image in samples["images"]] == [0, 3]
     assert "`0`, `3`" in (output / "pipeline" / "README.md").read_text()
+
+
+def test_an_nvae_checkpoint_builds_a_pipeline_that_loads_and_samples(sources, tmp_path, capsys):
+    nvae = FIXTURES / "nvae" / "checkpoint-nvae-dev.pt"
+    output = tmp_path / "build"
+    argv = build_argv({**sources, "generator": nvae}, output, "--generator_config", "noise_seed=0")
+    assert main(argv) == 0
+    manifest = json.loads((output / "build.json").read_text())
+    assert manifest["stages"]["convert"]["inputs"]["format"] == "nvae"
+    assert manifest["stages"]["assemble"]["inputs"]["preset"]["name"] == "nvae"
+    pipe = TronPipeline.from_pretrained(output / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.generator).__name__ == "NVAEGenerator" and pipe.generator.config.noise_seed == 0
+    assert pipe.scheduler.config.step_size == 0.1 and pipe.scheduler.config.clamp_threshold is None
+    assert pipe.translator.config.latent_dim == 256  # the top group, 4 x 8 x 8
+
+    def sample():
+        generators = [torch.Generator().manual_seed(seed) for seed in range(2)]
+        return pipe(
+            "a red car",
+            num_images_per_prompt=2,
+            num_inference_steps=3,
+            num_augmentations=2,
+            generator=generators,
+            output_type="pt",
+        )
+
+    first, second = sample(), sample()
+    assert first.images.shape == (2, 3, 32, 32) and torch.isfinite(first.energies).all()
+    # With the noise seed, G is a fixed map: the same generators give the same images.
+    torch.testing.assert_close(first.images, second.images, rtol=0, atol=0)
+
+
+def run_card_snippet(card: Path, pipeline_dir: Path) -> tuple[dict, dict]:
+    """Run the usage snippet of the model card ``card`` against ``pipeline_dir`` (standing in for the repo id or the
+    placeholder folder the snippet loads): ``(the snippet's variables, the card's metadata)``."""
+    text = card.read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    (loaded,) = re.findall(r'TronPipeline\.from_pretrained\("([^"]+)"\)', code)
+    namespace = {}
+    exec(code.replace(f'"{loaded}"', repr(str(pipeline_dir))), namespace)  # noqa: S102 - the card's own snippet
+    return namespace, yaml.safe_load(text.split("---")[1])
+
+
+@pytest.mark.parametrize("card", ["pipeline", "stages/train"])
+def test_the_snippet_and_tags_of_every_card_follow_its_conditions(card, reference, classifier_build, tmp_path):
+    # A CLIP pipeline takes prompts and images; a classifier pipeline class labels and images. Each card's snippet
+    # runs as written against the pipeline it describes (the build card's and the training card's), on a copy whose
+    # default sampling settings are lowered from the preset's 100 steps x 50 augmented copies, a minute on a CPU.
+    expected = {
+        reference[0]: ("text-to-image", {"text-to-image", "image-to-image"}, "class-conditional-image-generation", 1),
+        classifier_build: (
+            "unconditional-image-generation",
+            {"class-conditional-image-generation", "image-to-image"},
+            "text-to-image",
+            3,
+        ),
+    }
+    for output, (pipeline_tag, tags, wrong_tag, num_images) in expected.items():
+        folder = shutil.copytree(
+            output / card, tmp_path / output.parent.name, ignore=shutil.ignore_patterns("checkpoint-*")
+        )
+        model_index = json.loads((folder / "model_index.json").read_text())
+        model_index.update(default_num_inference_steps=2, default_num_augmentations=2)
+        (folder / "model_index.json").write_text(json.dumps(model_index))
+        namespace, metadata = run_card_snippet(folder / "README.md", folder)
+        assert metadata["pipeline_tag"] == pipeline_tag and tags <= set(metadata["tags"])
+        assert wrong_tag not in metadata["tags"]
+        assert len(namespace["images"]) == num_images and len(namespace["variations"]) == 2
+        assert namespace["variations"][0].size == namespace["images"][0].size
+
+
+# Encoders -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("spelling", ["name", "folder", "encoder_folder"])
+@pytest.mark.parametrize("embedded", ["tron-mnist-text", "tron-mnist"])
+def test_a_pipeline_is_an_encoder_source(embedded, spelling):
+    # What the package ships is an encoder by its name, its folder or its encoder/ folder: the pipeline's encoder,
+    # tokenizer and image processor, as the pipeline itself loads them.
+    folder = EMBEDDED_ROOT / embedded
+    encoder, tokenizer, image_processor = load_encoder(
+        {"name": embedded, "folder": folder, "encoder_folder": folder / "encoder"}[spelling]
+    )
+    pipe = TronPipeline.from_pretrained(embedded)
+    assert type(encoder) is type(pipe.encoder) and not encoder.training
+    expected = pipe.encoder.state_dict()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in encoder.state_dict().items())
+    assert set(encoder.state_dict()) == set(expected)
+    if pipe.tokenizer is None:
+        assert tokenizer is None and image_processor is None
+    else:
+        assert tokenizer.get_vocab() == pipe.tokenizer.get_vocab()
+        assert image_processor.to_dict() == pipe.image_processor.to_dict()
+
+
+def test_a_build_takes_an_embedded_pipeline_as_its_encoder(sources, tmp_path):
+    output = tmp_path / "build"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(build_argv(sources, output, "--no_samples", encoder="embedded")) == 0
+    pipe = TronPipeline.from_pretrained(output / "pipeline")
+    embedded = TronPipeline.from_pretrained("tron-mnist-text")
+    assert all(
+        torch.equal(tensor, embedded.encoder.state_dict()[name]) for name, tensor in pipe.encoder.state_dict().items()
+    )
+    assert pipe.tokenizer.get_vocab() == embedded.tokenizer.get_vocab()
+    assert pipe.translator.config.condition_dim == embedded.translator.config.condition_dim
+    # An embedded name is no Hub repo: the card names no base model for it.
+    metadata = yaml.safe_load((output / "pipeline" / "README.md").read_text().split("---")[1])
+    assert "tron-mnist-text" not in (metadata.get("base_model") or [])
 
 
 # Formats ----------------------------------------------------------------------------------------------------------
@@ -380,6 +495,7 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
         FIXTURES / "stylegan2-rosinality" / "stylegan2-rosinality-dev.pt": ("rosinality", "stylegan"),
         FIXTURES / "stylegan2-nvlabs" / "network-snapshot-stylegan2-nvlabs-dev.pkl": ("nvlabs", "stylegan"),
         FIXTURES / "stylegan3-nvlabs" / "network-snapshot-stylegan3-nvlabs-dev.pkl": ("nvlabs", "stylegan"),
+        FIXTURES / "nvae" / "checkpoint-nvae-dev.pt": ("nvae", "nvae"),
     }
     for path, (name, preset) in cases.items():
         entry = detect_generator_format(path)
@@ -390,6 +506,7 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
         "biggan-pytorch",
         "rosinality",
         "nvlabs",
+        "nvae",
         "diffusers",
     ]
     # BigGAN-PyTorch's resolution comes from the number of blocks; settings reach the converter.
@@ -411,7 +528,43 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
             detect_generator_format(path)
 
 
+def test_a_checkpoint_with_a_planted_global_is_refused_before_any_stage(sources, tmp_path):
+    path, sentinel = malicious_checkpoint(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(build_argv({**sources, "generator": path}, tmp_path / "build"))
+    message = str(exit_info.value.code)
+    assert re.fullmatch(
+        r"tron build: error: --generator Refusing to load .*checkpoint\.pt: its pickle asks for `posix\.system`.*"
+        r"Nothing from it was executed\.",
+        message,
+    ), message
+    assert not sentinel.exists() and not (tmp_path / "build").exists()
+
+
 # Bad input: one line, before any stage ----------------------------------------------------------------------------
+def test_a_missing_generator_is_refused_before_torch_is_imported(tmp_path):
+    code = (
+        "import sys\n"
+        "from tron_pipelines.cli import main\n"
+        "try:\n"
+        "    main(['build', '--generator', sys.argv[1], '--encoder', 'x', '--output', sys.argv[2]])\n"
+        "except SystemExit as error:\n"
+        "    print(error.code)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    missing = tmp_path / "nonexistent" / "stylegan.pkl"
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(missing), str(tmp_path / "out")],
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [f"tron build: error: --generator {missing} does not exist.", "False"]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "case, pattern",
     [
@@ -434,7 +587,10 @@ def test_every_format_is_recognised_from_its_files(sources, tmp_path):
         ("unknown_preset", r"--preset must be one of .*biggan.*; got 'nonsense'"),
         ("batch_over_pairs", r"needs 128 pairs per step, but --num_pairs is 64"),
         ("bad_training_option", r"`--num_components` must be >= 1, got 0"),
-        ("unloadable_encoder", r"--encoder '.*no-such-encoder' could not be loaded: "),
+        (
+            "unloadable_encoder",
+            r"--encoder .*no-such-encoder \(a pipeline folder or embedded name, .*\) could not be loaded: ",
+        ),
     ],
 )
 def test_bad_input_is_one_line_before_any_stage(case, pattern, sources, tmp_path):

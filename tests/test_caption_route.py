@@ -17,7 +17,6 @@ from conftest import WORDS, tiny_clip, tiny_generator
 from test_training import train_args
 
 from tron_pipelines import EncoderAdapter, TronPipeline
-from tron_pipelines.captioning import Captioner, TransformersCaptioner, load_captioner
 from tron_pipelines.cli import main as cli_main
 from tron_pipelines.training import (
     CaptionRoute,
@@ -30,10 +29,11 @@ from tron_pipelines.training import (
     reencode_pairs,
     train_translator,
 )
+from tron_pipelines.training.captioning import Captioner, TransformersCaptioner, load_captioner
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from bench_caption_route import random_blip  # noqa: E402  (the random BLIP the pair-cost benchmark times)
+from workloads import random_blip  # noqa: E402  (the random BLIP the pair-cost study times)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,6 +143,8 @@ def test_blip_captions_generated_images_as_transformers_would(blip, source):
 
     with pytest.raises(ValueError, match="max_length"):
         TransformersCaptioner(model, processor, max_length=4)  # no room after the 4-token prompt
+    with pytest.raises(ValueError, match="`repetition_penalty` must be > 0, got 0"):
+        TransformersCaptioner(model, processor, repetition_penalty=0)
     with pytest.raises(ValueError, match="apply to transformers captioning models only"):
         load_captioner("test_caption_route:QuartileCaptioner", decoding="greedy")
 
@@ -329,6 +331,15 @@ def test_caption_pairs_train_a_translator_that_follows_captions(pipeline_dir, tm
         (
             ["--condition_route", "caption", "--captioner", "x:y", "--caption_decoding", "top_k"],
             r"--caption_decoding. must be one of",
+        ),
+        # The captioner's own rules, checked once for both (`check_caption_settings`).
+        (
+            ["--condition_route", "caption", "--captioner", "x:y", "--caption_repetition_penalty", "0"],
+            r"--caption_repetition_penalty. must be > 0, got 0.0",
+        ),
+        (
+            ["--condition_route", "mix", "--captioner", "x:y", "--caption_top_p", "1.5"],
+            r"--caption_top_p. must be in \(0, 1\], got 1.5",
         ),
         (
             ["--condition_route", "caption", "--captioner", "no_such_module:f"],

@@ -141,7 +141,7 @@ def test_convert_script_rejects_a_translator_that_does_not_fit(clip_components, 
         {"translator_state_dict": official_state_dict(condition_dim=16, latent_dim=6, num_components=2)},
         tmp_path / "t.pth",
     )
-    with pytest.raises(ValueError, match="6-dim latents"):
+    with pytest.raises(SystemExit, match=r"^convert_tr0n_original_to_diffusers\.py: error: .*6-dim latents"):
         load_script("convert_tr0n_original_to_diffusers").main(
             [
                 "--checkpoint_path",

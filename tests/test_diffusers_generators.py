@@ -498,14 +498,51 @@ def test_bad_configurations_are_refused(build, match):
 
 def test_unsupported_pipelines_are_refused_with_the_supported_kinds(ddpm_folder, consistency_folder, tmp_path):
     (tmp_path / "model_index.json").write_text(
-        json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]})
+        json.dumps({"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"]})
     )
-    with pytest.raises(ValueError, match="DDPMPipeline, DDIMPipeline, LDMPipeline, ConsistencyModelPipeline"):
+    with pytest.raises(
+        ValueError,
+        match="DDPMPipeline, DDIMPipeline, LDMPipeline, ConsistencyModelPipeline, StableDiffusionPipeline, "
+        "LatentConsistencyModelPipeline, StableDiffusionXLPipeline pipelines, pixel-space",
+    ):
         load_diffusers_generator(tmp_path)
     with pytest.raises(ValueError, match="ConsistencyModelPipeline"):
         DiffusionSamplerGenerator.from_diffusers(consistency_folder)
     with pytest.raises(ValueError, match="DDPMPipeline"):
         ConsistencyModelGenerator.from_diffusers(ddpm_folder)
+
+
+# `tron build` options for a build of seconds: a few pairs, two training steps, one sample without augmentations.
+TINY_BUILD_OPTIONS = [
+    "--num_pairs",
+    "32",
+    "--pairs_per_shard",
+    "32",
+    "--generation_batch_size",
+    "16",
+    "--num_components",
+    "2",
+    "--hidden_dim",
+    "16",
+    "--train_batch_size",
+    "16",
+    "--max_train_steps",
+    "2",
+    "--validation_steps",
+    "100",
+    "--num_validation_pairs",
+    "16",
+    "--num_validation_conditions",
+    "2",
+    "--report_to",
+    "none",
+    "--sample_images",
+    "1",
+    "--sample_steps",
+    "1",
+    "--sample_augmentations",
+    "0",
+]
 
 
 def test_tron_build_turns_a_diffusers_pipeline_into_a_trained_one(ddpm_folder, tmp_path, fresh_accelerate_state):
@@ -533,36 +570,9 @@ def test_tron_build_turns_a_diffusers_pipeline_into_a_trained_one(ddpm_folder, t
                 str(tmp_path / "classifier"),
                 "--output",
                 str(output),
-                "--num_pairs",
-                "32",
-                "--pairs_per_shard",
-                "32",
-                "--generation_batch_size",
-                "16",
-                "--num_components",
-                "2",
-                "--hidden_dim",
-                "16",
-                "--train_batch_size",
-                "16",
-                "--max_train_steps",
-                "2",
-                "--validation_steps",
-                "100",
-                "--num_validation_pairs",
-                "16",
-                "--num_validation_conditions",
-                "2",
-                "--report_to",
-                "none",
+                *TINY_BUILD_OPTIONS,
                 "--sample_class_labels",
                 "3",
-                "--sample_images",
-                "1",
-                "--sample_steps",
-                "1",
-                "--sample_augmentations",
-                "0",
             ]
         )
         == 0

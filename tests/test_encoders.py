@@ -125,11 +125,11 @@ def test_truncation_warning_names_the_dropped_words(clip, tokenizer):
 def test_model_outputs_and_plain_tensors_both_give_the_embedding():
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    from tron_pipelines.encoders import _output_tensor
+    from tron_pipelines.encoders import output_tensor
 
     embedding = torch.randn(2, 16)
-    assert _output_tensor(embedding) is embedding  # transformers 4 and OpenCLIP return the tensor itself
-    assert _output_tensor(BaseModelOutputWithPooling(pooler_output=embedding)) is embedding
+    assert output_tensor(embedding) is embedding  # transformers 4 and OpenCLIP return the tensor itself
+    assert output_tensor(BaseModelOutputWithPooling(pooler_output=embedding)) is embedding
 
 
 def test_generated_images_are_preprocessed_as_documented(clip, tokenizer):

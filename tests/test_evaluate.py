@@ -18,6 +18,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from tron_pipelines.cli import main
+from tron_pipelines.evaluation import frechet_sample_size_warning
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,8 +76,12 @@ def test_mnist_scores_equal_the_benchmarks_on_the_same_images(tmp_path, monkeypa
         "--save_reference",
         tmp_path / "held-out.npz",
     )
-    table = capsys.readouterr().out
-    assert "Fréchet distance (classifier features)" in table and "accuracy" in table
+    printed = capsys.readouterr()
+    assert "Fréchet distance (classifier features)" in printed.out and "accuracy" in printed.out
+    # 30 images in the classifier's 128-dim features: too few for a covariance, said once, also in metrics.json.
+    (warning,) = [line for line in printed.err.splitlines() if line.startswith("tron evaluate: warning: ")]
+    assert "30 images against 1000 reference images in 128-dim features" in warning
+    assert "Use at least 128 images on each side" in warning and warning.endswith(metrics["frechet_distance_warning"])
 
     # The benchmark's own scoring of the same files: pixels / 255, as the pipeline's output_type="np" gives them.
     evaluator = MnistEvaluator(EVAL_CLASSIFIER)
@@ -112,6 +117,21 @@ def test_mnist_scores_equal_the_benchmarks_on_the_same_images(tmp_path, monkeypa
     assert "holds statistics of other features (classifier:" in evaluate_error(
         "--images", digits, "--reference", tmp_path / "held-out.npz", "--features", "clip", "--clip", "tron-mnist-text"
     )
+
+
+@pytest.mark.parametrize(
+    "num_images, num_reference, dim, rank",
+    [(32, 10_000, 256, 31), (500, 100, 256, 99), (256, 50_000, 256, None), (100, 100, 64, None)],
+)
+def test_a_frechet_distance_on_too_few_images_is_warned_about(num_images, num_reference, dim, rank):
+    # The covariance of N images has rank N - 1 (numpy says so), under the dimension when N <= D.
+    features = np.random.default_rng(0).normal(size=(min(num_images, num_reference), dim))
+    assert np.linalg.matrix_rank(np.cov(features, rowvar=False)) == min(len(features) - 1, dim)
+    warning = frechet_sample_size_warning(num_images, num_reference, dim)
+    if rank is None:
+        assert warning is None
+    else:
+        assert f"rank {rank} of {dim} at most" in warning and f"at least {dim} images" in warning
 
 
 def test_clip_score_and_fd_clip_match_an_independent_computation(clip_pipe, tmp_path):

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from tron_pipelines import TronPipeline
-from tron_pipelines.cli import main, normalize_option_spelling
+from tron_pipelines.cli import main
+from tron_pipelines.utils.options import normalize_option_spelling
 
 
 @pytest.fixture

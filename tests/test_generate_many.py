@@ -314,7 +314,7 @@ def test_class_labels_are_checked_against_the_pipeline_before_sampling(tmp_path)
 
 
 def test_class_label_lists_parse_ranges_and_refuse_nonsense(tmp_path, capsys):
-    from tron_pipelines.generate_command import class_label_list
+    from tron_pipelines.commands.generate import class_label_list
 
     assert class_label_list("0-3,7,5-5") == [0, 1, 2, 3, 7, 5]
     for bad in ("5-2", "a", "1,,2", "-3"):

@@ -237,7 +237,7 @@ def test_mnist_captioner_describes_digits_as_the_clip_training_captions_did():
         sample_captions,
     )
 
-    from tron_pipelines.captioning import seed_from
+    from tron_pipelines.training.captioning import seed_from
 
     split = data.load_split()
     images, labels = split.held_out_images[:64], split.held_out_labels[:64]

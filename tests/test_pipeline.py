@@ -64,6 +64,7 @@ def test_components_match_constructor(clip_pipe):
         "default_num_candidates",
         "augmentation_policy",
         "prompt_vocabulary",
+        "reward_weights",
     }
     init_names = set(inspect.signature(TronPipeline.__init__).parameters) - {"self"} - settings
     assert set(clip_pipe.components) == init_names

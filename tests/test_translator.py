@@ -192,3 +192,64 @@ def test_bad_input(translator):
         translator.loss(torch.randn(2, 6), torch.randn(2, 4))
     with pytest.raises(ValueError, match="num_components"):
         TranslatorModel(num_components=0)
+
+
+# A shared-basis (low-rank) mean head, for latents of many thousand values ----------------------------------------
+@pytest.fixture
+def low_rank():
+    torch.manual_seed(1)
+    return TranslatorModel(
+        condition_dim=6, latent_dim=10, num_components=3, hidden_dim=16, latent_threshold=2.0, mean_rank=2
+    )
+
+
+def test_low_rank_means_are_the_documented_network(low_rank):
+    # Component k's mean: tau * tanh(B (A_k u + a_k) + b), one (D, r) basis B shared by all components.
+    condition = torch.randn(5, 6, generator=seeded(3))
+    p = dict(low_rank.named_parameters())
+    hidden = torch.relu(condition @ p["trunk_in.weight"].T + p["trunk_in.bias"])
+    hidden = hidden + torch.relu(hidden @ p["trunk_hidden.weight"].T + p["trunk_hidden.bias"])
+    coefficients = (hidden @ p["mean_head.weight"].T + p["mean_head.bias"]).view(5, 3, 2)
+    expected = 2.0 * torch.tanh(coefficients @ p["mean_basis.weight"].T + p["mean_basis.bias"])
+    torch.testing.assert_close(low_rank(condition).means, expected)
+    # Without the threshold the means are the affine map itself: every one lies in the basis's 2-d subspace.
+    unbounded = TranslatorModel(condition_dim=6, latent_dim=10, num_components=3, hidden_dim=16, mean_rank=2)
+    means = unbounded(condition).means.detach().reshape(-1, 10) - unbounded.mean_basis.bias.detach()
+    assert torch.linalg.matrix_rank(means) == 2
+
+
+def test_low_rank_translator_is_a_valid_mixture(low_rank):
+    with torch.no_grad():
+        low_rank.log_stds.copy_(torch.linspace(-0.5, 0.4, 10))
+    condition = torch.randn(4, 6, generator=seeded(1))
+    out = low_rank(condition)
+    latents = out.means.detach().mean(1) + 0.5 * torch.randn(4, 10, generator=seeded(2))
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=out.mixture_logits),
+        torch.distributions.Independent(torch.distributions.Normal(out.means, out.stds), 1),
+    )
+    torch.testing.assert_close(low_rank.log_prob(latents, condition), mixture.log_prob(latents), atol=1e-5, rtol=1e-5)
+    drawn, _ = low_rank.sample(condition, generator=seeded(4))
+    assert drawn.shape == (4, 10) and drawn.abs().max() <= 2.0
+    # It trains like the full head: the loss has gradients for the coefficients and the basis.
+    low_rank.loss(condition, latents).loss.backward()
+    assert low_rank.mean_head.weight.grad.abs().sum() > 0 and low_rank.mean_basis.weight.grad.abs().sum() > 0
+
+
+def test_low_rank_head_sizes_and_the_unchanged_default(low_rank, tmp_path):
+    h, k, d, r = 16, 3, 10, 2
+    assert low_rank.mean_head.weight.shape == (k * r, h) and low_rank.mean_basis.weight.shape == (d, r)
+    full = TranslatorModel(condition_dim=6, latent_dim=d, num_components=k, hidden_dim=h)
+    assert full.mean_basis is None and not any(name.startswith("mean_basis") for name in full.state_dict())
+    assert full.mean_head.weight.shape == (k * d, h)
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in low_rank.parameters()) == (
+        (h * k * d + k * d) - (h * k * r + k * r + r * d + d)
+    )
+    low_rank.save_pretrained(tmp_path)
+    reloaded = TranslatorModel.from_pretrained(tmp_path)
+    assert reloaded.config.mean_rank == 2
+    condition = torch.randn(2, 6)
+    torch.testing.assert_close(reloaded(condition).means, low_rank(condition).means)
+    assert TranslatorModel(condition_dim=6, latent_dim=d, mean_rank=1).mean_basis.in_features == 1
+    with pytest.raises(ValueError, match="mean_rank"):
+        TranslatorModel(condition_dim=6, latent_dim=d, mean_rank=0)

@@ -20,7 +20,7 @@ Rebuild a translator from the frozen parts the package ships (what the committed
     python examples/mnist/build_pipelines.py --from_embedded --pipelines tron-mnist-text --work_dir outputs/build
 
 A trial with other pair or training options (how the caption route was chosen over a 50/50 mix, on tuning seeds with
-`benchmarks/bench_compare_pipelines.py`):
+`python benchmarks/run.py compare`):
 
     python examples/mnist/build_pipelines.py --from_embedded --pipelines tron-mnist-text --work_dir outputs/build-mix \
         --output_root outputs/mix --train_overrides "--condition_route mix --caption_ratio 0.5"
@@ -40,11 +40,11 @@ from captions import caption_words
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
-from tron_pipelines.conversion.checkpoints import save_pretrained_atomically, write_folder_atomically
 from tron_pipelines.models import DiffusionSamplerGenerator
 from tron_pipelines.pretrained import EMBEDDED_ROOT
 from tron_pipelines.training.arguments import parse_train_args
 from tron_pipelines.training.train import train_translator
+from tron_pipelines.utils.files import save_pretrained_atomically, write_folder_atomically
 
 
 # Sampling settings chosen with the evaluation classifier on tuning seeds (500000 + i), not the benchmark's evaluation

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from data import DIGIT_WORDS, NUM_CLASSES, UNSPECIFIED, attribute_categories
 
-from tron_pipelines.captioning import Captioner, seed_from
+from tron_pipelines.training.captioning import Captioner, seed_from
 
 
 # Chance that each defined attribute of a digit is named in its caption.
@@ -127,7 +127,7 @@ class MnistCaptioner(Captioner):
         return sample_captions(labels, attribute_codes(grey, labels), self.attribute_probability, rng)[0]
 
     def identity(self) -> dict:
-        from tron_pipelines.training import module_fingerprint
+        from tron_pipelines.utils.fingerprints import module_fingerprint
 
         return {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",

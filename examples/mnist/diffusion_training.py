@@ -28,7 +28,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from tron_pipelines.training.train import CHECKPOINT_PATTERN, _save_checkpoint, resolve_resume_checkpoint
+from tron_pipelines.training.train import CHECKPOINT_PATTERN, resolve_resume_checkpoint, save_checkpoint
 
 
 def recipe_parser(description: str, **defaults) -> argparse.ArgumentParser:
@@ -264,7 +264,7 @@ class DiffusionTrainer:
                 )
                 running_loss = []
             if global_step % args.checkpointing_steps == 0 and global_step < args.max_train_steps:
-                _save_checkpoint(
+                save_checkpoint(
                     accelerator, self.output_dir, global_step, args.checkpoints_total_limit, {"seed": args.seed}
                 )
             if validate is not None and global_step % args.validation_steps == 0 and accelerator.is_main_process:

@@ -18,8 +18,8 @@ import numpy as np
 from data import load_split
 from PIL import Image
 
-from tron_pipelines.generate_many import MANIFEST_NAME
-from tron_pipelines.samples import replace_atomically
+from tron_pipelines.commands.generate_many import MANIFEST_NAME
+from tron_pipelines.utils.files import replace_atomically
 
 
 def main() -> None:

@@ -34,10 +34,10 @@ from diffusion_training import (
 )
 from train_generator import save_sample_grid, score_samples
 
-from tron_pipelines.conversion.checkpoints import save_pretrained_atomically
 from tron_pipelines.evaluation import HogMlpClassifier
 from tron_pipelines.models import DiffusionSamplerGenerator
 from tron_pipelines.models.diffusers_generators import assemble_with_modules, public_config
+from tron_pipelines.utils.files import save_pretrained_atomically
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -79,9 +79,9 @@ from diffusion_training import (
 from train_generator import save_sample_grid
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from tron_pipelines.conversion.checkpoints import write_folder_atomically
 from tron_pipelines.evaluation import frechet_distance_with_std
 from tron_pipelines.pretrained import EMBEDDED_ROOT
+from tron_pipelines.utils.files import write_folder_atomically
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ Runs unchanged locally (`python examples/space/app.py`, then open http://127.0.0
 Gradio's `GRADIO_SERVER_NAME=0.0.0.0` makes it listen for the Space's proxy.
 """
 
-from tron_pipelines.demo import DEFAULT_PIPELINES, build_demo, launch_demo
+from tron_pipelines.commands.demo_app import DEFAULT_PIPELINES, build_demo, launch_demo
 
 
 demo = build_demo(list(DEFAULT_PIPELINES))

@@ -16,15 +16,16 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from .utils.constants import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 # Words of a truncated prompt's dropped tail quoted in the warning.
 TRUNCATION_WORDS_SHOWN = 6
 
 
-def _output_tensor(output) -> torch.Tensor:
-    # transformers 5 returns an output object with the projected embedding in `pooler_output`; 4.x a tensor.
+def output_tensor(output) -> torch.Tensor:
+    """The projected embedding ``(B, E)`` of a ``get_image_features`` / ``get_text_features`` call: transformers 5
+    returns an output object holding it in ``pooler_output``, transformers 4 and OpenCLIP the tensor itself."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
@@ -128,7 +129,7 @@ class EncoderAdapter:
         """f's output for normalised inputs: image embeddings (clip) or logits (classifier), ``(N, condition_dim)``."""
         pixel_values = pixel_values.to(self.encoder.dtype)
         if self.kind == "clip":
-            return _output_tensor(self.encoder.get_image_features(pixel_values=pixel_values))
+            return output_tensor(self.encoder.get_image_features(pixel_values=pixel_values))
         output = self.encoder(pixel_values=pixel_values)
         return output.logits if hasattr(output, "logits") else output[0]
 
@@ -165,7 +166,7 @@ class EncoderAdapter:
         kwargs = {"input_ids": inputs.input_ids.to(device)}
         if "attention_mask" in inputs:
             kwargs["attention_mask"] = inputs.attention_mask.to(device)
-        return _output_tensor(self.encoder.get_text_features(**kwargs)).float()
+        return output_tensor(self.encoder.get_text_features(**kwargs)).float()
 
     def encode_images(self, images, device: torch.device) -> torch.Tensor:
         """Conditions for real images: a PIL image, a list of them, or arrays/tensors in ``[0, 1]`` (B, C, H, W) or

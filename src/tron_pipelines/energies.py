@@ -5,6 +5,7 @@
 * `gaussian_prior_energy`: ``0.5 * ||z||^2``, an optional pull towards the generator's prior.
 * `ConditionTerm` + `TronEnergy`: a weighted sum over several conditions; a negative weight pushes away from a
   condition (negative prompts).
+* `RewardEnergy`: minus a weighted sum of reward models (PickScore, HPSv2, ...) of the images and their prompts.
 
 All energies return one value per sample ``(B,)`` so that gradients of ``energy.sum()`` never mix samples.
 """
@@ -179,8 +180,8 @@ class TronEnergy:
         augment: The augmentation to use; `DiffAugment()` by default.
         prior_weight: Weight of the Gaussian prior term on the main latent (0 disables it).
         autocast_dtype: Run G and f under `torch.autocast` in this dtype (e.g. ``torch.bfloat16``), or ``None``.
-        evaluate_fn: Stand-in for `TronEnergy.evaluate` with the same signature ``(energy, latents, parameters)``,
-            typically ``torch.compile(TronEnergy.evaluate)``; ``None`` runs `evaluate` eagerly.
+        evaluate_fn: Stand-in for the energy's `evaluate` with the signature ``(energy, latents, parameters)``,
+            typically a compiled ``lambda energy, *args: energy.evaluate(*args)``; ``None`` runs `evaluate` eagerly.
     """
 
     def __init__(
@@ -203,7 +204,7 @@ class TronEnergy:
         self.augment = augment or DiffAugment()
         self.prior_weight = prior_weight
         self.autocast_dtype = autocast_dtype
-        self.evaluate_fn = evaluate_fn or TronEnergy.evaluate
+        self.evaluate_fn = evaluate_fn or type(self).evaluate
 
     def sample_augmentations(self, latents: torch.Tensor, generator=None) -> torch.Tensor | None:
         """The augmentation parameters of one evaluation of ``latents`` ``(B, ...)``, or ``None`` without
@@ -212,18 +213,30 @@ class TronEnergy:
             return None
         return self.augment.sample_parameters(latents.shape[0], self.num_augmentations, generator, latents.device)
 
+    def autocast(self, device: torch.device):
+        """``torch.autocast`` in ``autocast_dtype`` on ``device``'s type, or a no-op context without one."""
+        return (
+            torch.autocast(device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else nullcontext()
+        )
+
+    def render(
+        self, latents: torch.Tensor, augmentations: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """G's images ``(B, C, H, W)`` in [-1, 1] of packed ``latents`` ``(B, total_latent_dim)``, and their copies
+        ``(B, N, C, H, W)`` augmented as ``augmentations`` ``(B, N, 8)`` says (``None``: the plain image, N = 1).
+        Call inside `autocast`."""
+        images = self.generator_model.generate(latents.to(self.generator_model.dtype))
+        copies = images.unsqueeze(1) if augmentations is None else self.augment.apply(images, augmentations)
+        return images, copies
+
     def features(self, latents: torch.Tensor, augmentations: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder features ``(B, N, E)`` of the images of packed ``latents`` ``(B, total_latent_dim)``, augmented as
         ``augmentations`` ``(B, N, 8)`` says (``None``: the plain image, N = 1), and the un-augmented images
         ``(B, C, H, W)`` in [-1, 1]."""
-        autocast = (
-            torch.autocast(latents.device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else nullcontext()
-        )
-        with autocast:
-            images = self.generator_model.generate(latents.to(self.generator_model.dtype))
-            copies = images.unsqueeze(1) if augmentations is None else self.augment.apply(images, augmentations)
+        with self.autocast(latents.device):
+            images, copies = self.render(latents, augmentations)
             batch, copies_per_image = copies.shape[:2]
             pixel_values = self.encoder.preprocess_generated(copies.flatten(0, 1))
             features = self.encoder.features(pixel_values).float().view(batch, copies_per_image, -1)
@@ -248,12 +261,89 @@ class TronEnergy:
         return (energy, images) if return_images else energy
 
 
+class RewardEnergy(TronEnergy):
+    """``E(z) = sum_t v_t * (-sum_i w_i * mean_n r_i(aug_n(G(z)), prompt_t)) + prior_weight * 0.5 * ||z_main||^2`` per
+    sample: minus a weighted sum of rewards, as ReNO optimises (its losses are ``const_i - r_i``, so the same
+    gradients and the same ranking of iterates).
+
+    Args:
+        generator_model: A `TronGenerator`.
+        rewards: A `RewardModels` (``{name: reward model}``).
+        reward_weights: ``{name: w_i}`` for every reward; rewards with weight 0 are not evaluated here (they are
+            only reported, by `plain_rewards`).
+        terms: The prompts: ``ConditionTerm(condition={name: prompt encodings (B, ...) or None}, weight=v_t)``, the
+            prompt with weight 1 first, a negative prompt with a negative weight.
+        num_augmentations / augment / prior_weight / autocast_dtype / evaluate_fn: As in `TronEnergy`.
+    """
+
+    def __init__(
+        self,
+        generator_model,
+        rewards,
+        reward_weights: dict[str, float],
+        terms: list[ConditionTerm],
+        num_augmentations: int = 0,
+        augment: DiffAugment | None = None,
+        prior_weight: float = 0.0,
+        autocast_dtype: torch.dtype | None = None,
+        evaluate_fn: Callable | None = None,
+    ):
+        super().__init__(
+            generator_model,
+            None,
+            None,
+            terms,
+            num_augmentations=num_augmentations,
+            augment=augment,
+            prior_weight=prior_weight,
+            autocast_dtype=autocast_dtype,
+            evaluate_fn=evaluate_fn,
+        )
+        self.rewards = rewards
+        self.reward_weights = reward_weights
+
+    def reward_values(
+        self, copies: torch.Tensor, prompt_embeds: dict, names: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``{name: (B,)}`` rewards of ``copies`` ``(B, N, C, H, W)`` in [-1, 1], each the mean over the N copies of
+        an image, for prompt encodings ``{name: (B, ...) or None}``; ``names`` picks the rewards (all by default)."""
+        batch, copies_per_image = copies.shape[:2]
+        repeated = {
+            name: None if embeds is None else embeds.repeat_interleave(copies_per_image, dim=0)
+            for name, embeds in prompt_embeds.items()
+        }
+        values = self.rewards(copies.flatten(0, 1), repeated, names=names)
+        return {name: value.float().view(batch, copies_per_image).mean(dim=1) for name, value in values.items()}
+
+    def evaluate(self, latents: torch.Tensor, augmentations: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energy per sample ``(B,)`` (float32) and G's images for given augmentation parameters; no randomness."""
+        weighted = [name for name, weight in self.reward_weights.items() if weight != 0]
+        with self.autocast(latents.device):
+            images, copies = self.render(latents, augmentations)
+            energy = torch.zeros(latents.shape[0], device=latents.device)
+            for term in self.terms:
+                values = self.reward_values(copies, term.condition, weighted)
+                energy = energy - term.weight * sum(self.reward_weights[name] * values[name] for name in weighted)
+        if self.prior_weight:
+            main = latents[:, : self.generator_model.latent_dim]
+            energy = energy + self.prior_weight * gaussian_prior_energy(main)
+        return energy, images
+
+    @torch.no_grad()
+    def plain_rewards(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: (B,)}`` every reward of ``images`` ``(B, C, H, W)`` in [-1, 1] (no augmentation) for the first
+        term's prompts: the per-image values a pipeline reports."""
+        with self.autocast(images.device):
+            return self.reward_values(images.unsqueeze(1), self.terms[0].condition)
+
+
 __all__ = [
     "AUGMENTATIONS",
     "ConditionTerm",
     "DiffAugment",
     "FEATURE_ENERGIES",
     "PARAMETERS_PER_COPY",
+    "RewardEnergy",
     "TronEnergy",
     "cosine_energy",
     "cross_entropy_energy",

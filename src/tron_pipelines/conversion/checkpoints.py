@@ -1,15 +1,23 @@
 """Shared machinery of the checkpoint converters: explicit key-by-key layouts, one error that lists every mismatch,
-and atomic saving."""
+and a torch checkpoint loader that runs nothing from the file (atomic saving is
+`tron_pipelines.utils.save_pretrained_atomically`)."""
 
+import argparse
 import os
-import shutil
-import uuid
+import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from diffusers import ModelMixin
+
+from .network_pickle import UnsafePickleError
+
+
+# Plain data that training scripts store beside their weights (rosinality's and NVAE's train.py save their argparse
+# options): the only globals `load_torch_checkpoint` allows beyond torch's weights-only set.
+CHECKPOINT_DATA_GLOBALS = (argparse.Namespace,)
 
 
 class CheckpointMismatchError(ValueError):
@@ -70,45 +78,38 @@ def convert_state_dict(
     return model.eval()
 
 
-def save_pretrained_atomically(model: ModelMixin, dump_path: str | os.PathLike) -> Path:
-    """`save_pretrained` (safetensors) into a temporary sibling folder, then rename it to ``dump_path``.
+def load_torch_checkpoint(path: str | os.PathLike, mmap: bool = False):
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with `CHECKPOINT_DATA_GLOBALS` allowed.
 
-    ``dump_path`` is either absent or complete: `save_pretrained` writes in place, so a crash would otherwise leave a
-    half-written folder. An existing ``dump_path`` folder is replaced (moved aside, then deleted once the new one is in
-    place).
+    A ``torch.save`` zip archive's pickle is first read as opcodes (nothing is unpickled), so that every global outside
+    the allow-list is named at once; the weights-only unpickler then refuses anything else.
+
+    Args:
+        mmap: Memory-map the tensors (zip archives only): a cheap look at what a file holds.
+
+    Raises:
+        UnsafePickleError: the pickle asks for a global outside the allow-list (nothing from it was executed).
     """
-    return write_folder_atomically(dump_path, lambda staging: model.save_pretrained(staging, safe_serialization=True))
-
-
-def write_folder_atomically(dump_path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Fill a temporary sibling folder with ``write(staging)``, then rename it to ``dump_path`` (replacing an existing
-    folder, as `save_pretrained_atomically` does). Leftovers of a killed write are named ``.{name}.partial-*``."""
-    dump_path = Path(dump_path).absolute()
-    if dump_path.exists() and not dump_path.is_dir():
-        raise FileExistsError(f"{dump_path} exists and is not a folder.")
-    dump_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = uuid.uuid4().hex[:8]
-    staging = dump_path.with_name(f".{dump_path.name}.partial-{suffix}")
-    previous = dump_path.with_name(f".{dump_path.name}.previous-{suffix}")
-    try:
-        write(staging)
-        if dump_path.exists():
-            os.replace(dump_path, previous)
-        os.replace(staging, dump_path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if previous.exists() and not dump_path.exists():
-            os.replace(previous, dump_path)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
-    return dump_path
+    allowed = ", ".join(f"{cls.__module__}.{cls.__name__}" for cls in CHECKPOINT_DATA_GLOBALS)
+    with torch.serialization.safe_globals(list(CHECKPOINT_DATA_GLOBALS)):
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path) if zipfile.is_zipfile(path) else []
+        if unsafe:
+            raise UnsafePickleError(
+                f"Refusing to load {path}: its pickle asks for {', '.join(f'`{name}`' for name in sorted(unsafe))}, "
+                f"outside torch's weights-only globals and {allowed}, so it may run code. Nothing from it was executed."
+            )
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as error:
+            reason = str(error).strip().splitlines()[-1]
+            raise UnsafePickleError(f"Refusing to load {path}: {reason} Nothing from it was executed.") from None
 
 
 __all__ = [
+    "CHECKPOINT_DATA_GLOBALS",
     "CheckpointMismatchError",
     "TargetTensor",
     "check_checkpoint",
     "convert_state_dict",
-    "save_pretrained_atomically",
-    "write_folder_atomically",
+    "load_torch_checkpoint",
 ]

@@ -15,7 +15,6 @@ Every checkpoint key is mapped explicitly; missing, mis-shaped or unknown keys a
 architectures, ...) raise a ``ValueError`` that names them.
 """
 
-import argparse
 import math
 import os
 import re
@@ -27,7 +26,7 @@ import torch
 
 from ..models.stylegan2 import StyleGAN2Generator, fir_filter_2d
 from ..models.stylegan3 import StyleGAN3Generator
-from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict
+from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict, load_torch_checkpoint
 from .network_pickle import PersistentObject, load_network_pickle
 
 
@@ -507,14 +506,14 @@ def convert_rosinality_stylegan2(
 
 
 def load_rosinality_checkpoint(path: str | os.PathLike, **kwargs) -> StyleGAN2Generator:
-    """Read a rosinality checkpoint with ``torch.load(..., weights_only=True)`` and convert ``g_ema``.
+    """Read a rosinality checkpoint with `load_torch_checkpoint` (``torch.load(..., weights_only=True)``) and convert
+    ``g_ema``.
 
     Both layouts work: ``convert_weight.py``'s ``{"g_ema", "latent_avg"}`` and ``train.py``'s (``g_ema`` with
     ``g``, ``d``, optimiser states and the ``argparse.Namespace`` of its options, which is allowed as data; no
     ``latent_avg``). ``kwargs`` go to `convert_rosinality_stylegan2`.
     """
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_torch_checkpoint(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("g_ema"), dict):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointMismatchError(

@@ -7,14 +7,20 @@ with keys ``{p}_log_stds (1, 1, D)``, ``shared1``, ``shared2``, ``{p}_layer (K*D
 bound tau (2 for BigGAN, none otherwise) must be given.
 """
 
+import copy
 import json
 import os
 from pathlib import Path
 
 import torch
 
+from .. import models
 from ..models.translator import TranslatorModel
+from ..pipelines.loading import load_components
+from ..pipelines.usage import DEFAULT_PROMPT, pipeline_tags, usage_snippet
+from ..pretrained import resolve_pretrained_path
 from ..schedulers import LangevinScheduler
+from ..utils.constants import DIFFUSERS_PREFIX
 from .checkpoints import CheckpointMismatchError, TargetTensor, convert_state_dict
 
 
@@ -54,6 +60,8 @@ SAMPLING_PRESETS = {
         "default_num_augmentations": 8,
     },
 }
+# The method samples NVAE (FFHQ-256) with its StyleGAN settings: step size 0.1, noise 0.01, momentum 0.99, no clamp.
+SAMPLING_PRESETS["nvae"] = copy.deepcopy(SAMPLING_PRESETS["stylegan"])
 
 
 def _latent_prefix(state_dict: dict[str, torch.Tensor]) -> str:
@@ -131,16 +139,24 @@ def load_tr0n_translator(checkpoint_path: str | os.PathLike, latent_threshold: f
 # Assembly
 
 
-DIFFUSERS_PREFIX = "diffusers:"
+def tron_generator_class(folder: str | os.PathLike) -> type | None:
+    """The `TronGenerator` subclass that ``folder/config.json`` names in ``_class_name`` (looked up among
+    `tron_pipelines.models`), or ``None`` when the folder has no such config."""
+    try:
+        class_name = json.loads((Path(folder) / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):  # no file, not JSON, not a JSON object
+        return None
+    generator_class = getattr(models, class_name, None) if isinstance(class_name, str) else None
+    if isinstance(generator_class, type) and issubclass(generator_class, models.TronGenerator):
+        return generator_class
+    return None
 
 
 def load_generator(path: str | os.PathLike, **diffusers_kwargs):
-    """Load any `TronGenerator` folder, choosing the class from its ``config.json`` among `tron_pipelines.models`; or, for
+    """Load any `TronGenerator` folder, its class named by its ``config.json`` (`tron_generator_class`); or, for
     ``"diffusers:<repo id or folder>"``, turn a diffusers pipeline into G (`load_diffusers_generator`: DDPM / DDIM /
-    LDM / consistency-model pipelines, or an autoencoder), passing ``diffusers_kwargs`` on (e.g.
-    ``num_sampler_steps``)."""
-    from .. import models
-
+    LDM / consistency-model pipelines, Stable Diffusion / SDXL / pixel-space text-to-image pipelines, or an
+    autoencoder), passing ``diffusers_kwargs`` on (e.g. ``num_sampler_steps``, ``generator_prompt``)."""
     if str(path).startswith(DIFFUSERS_PREFIX):
         return models.load_diffusers_generator(str(path)[len(DIFFUSERS_PREFIX) :], **diffusers_kwargs)
     if diffusers_kwargs:
@@ -152,25 +168,46 @@ def load_generator(path: str | os.PathLike, **diffusers_kwargs):
         raise FileNotFoundError(
             f"`--generator` {path} is not a generator folder (no config.json); prefix a diffusers pipeline with {DIFFUSERS_PREFIX!r}."
         )
-    class_name = json.loads(config_file.read_text())["_class_name"]
-    generator_class = getattr(models, class_name, None)
-    if not isinstance(generator_class, type) or not issubclass(generator_class, models.TronGenerator):
-        raise ValueError(f"{config_file} names {class_name!r}, which is not a tron_pipelines generator.")
+    generator_class = tron_generator_class(path)
+    if generator_class is None:
+        raise ValueError(f"{config_file} does not name a tron_pipelines generator class in `_class_name`.")
     return generator_class.from_pretrained(path).eval()
 
 
+ENCODER_COMPONENTS = ("encoder", "tokenizer", "image_processor")
+# What a card's usage snippet loads when the pipeline has no Hub id yet.
+LOCAL_FOLDER = "path/to/this/folder"
+# What `load_encoder` reads, for error messages.
+ENCODER_SOURCES = "a pipeline folder or embedded name, a CLIP Hub id or folder, an OpenCLIP or a classifier folder"
+
+
+def encoder_pipeline_folder(name_or_path: str | os.PathLike) -> Path | None:
+    """The saved pipeline whose encoder ``name_or_path`` names, or ``None``: a pipeline folder, an embedded pipeline's
+    name, or the ``encoder/`` folder of a pipeline (whose tokenizer and image processor are beside it)."""
+    path = Path(resolve_pretrained_path(name_or_path))
+    for folder in (path, path.parent) if path.name == "encoder" else (path,):
+        if (folder / "model_index.json").is_file():
+            return folder
+    return None
+
+
 def load_encoder(name_or_path: str | os.PathLike):
-    """Load f with its tokenizer and image processor: a transformers CLIP (Hub id or folder), an `OpenCLIPEncoder`
+    """Load f with its tokenizer and image processor: those of a saved TronPipeline (a folder, an embedded name such
+    as ``"tron-mnist-text"``, or its ``encoder/`` folder), a transformers CLIP (Hub id or folder), an `OpenCLIPEncoder`
     folder, or a `ConvClassifier` folder. Returns ``(encoder, tokenizer or None, image_processor or None)``."""
     from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
 
-    import tron_pipelines
-
+    pipeline_folder = encoder_pipeline_folder(name_or_path)
+    if pipeline_folder is not None:
+        encoder, tokenizer, image_processor = load_components(pipeline_folder, ENCODER_COMPONENTS)
+        if encoder is None:
+            raise ValueError(f"the pipeline {pipeline_folder} has no encoder.")
+        return encoder, tokenizer, image_processor
     config_file = Path(name_or_path) / "config.json"
     if config_file.is_file():
         class_name = json.loads(config_file.read_text()).get("_class_name")
         if class_name is not None:  # a diffusers-style model of this package
-            encoder = getattr(tron_pipelines, class_name).from_pretrained(name_or_path).eval()
+            encoder = getattr(models, class_name).from_pretrained(name_or_path).eval()
             tokenizer = (
                 AutoTokenizer.from_pretrained(name_or_path)
                 if (Path(name_or_path) / "tokenizer_config.json").is_file()
@@ -214,7 +251,12 @@ def assemble_pipeline(
 
 
 def pipeline_model_card(
-    pipe, repo_id: str | None, base_models: dict[str, str], licenses: dict[str, str], translator_notes: str
+    pipe,
+    repo_id: str | None,
+    base_models: dict[str, str],
+    licenses: dict[str, str],
+    translator_notes: str,
+    example_prompt: str = DEFAULT_PROMPT,
 ):
     """A Hub model card (README.md with YAML metadata) for an assembled pipeline.
 
@@ -224,15 +266,17 @@ def pipeline_model_card(
         base_models: ``{"generator": id, "encoder": id}`` of the frozen parts.
         licenses: ``{component: license}`` of the base models (their terms carry over to this pipeline).
         translator_notes: How the translator was trained or converted.
+        example_prompt: The prompt of the usage snippet, for a text encoder.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
     scheduler = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
+    pipeline_tag, condition_tags = pipeline_tags(pipe.encoder_adapter)
     card_data = ModelCardData(
         library_name="tron_pipelines",
         base_model=[m for m in base_models.values() if m],
-        tags=["tron", "tr0n", "text-to-image", "langevin", "zero-shot"],
-        pipeline_tag="text-to-image" if pipe.encoder_adapter.kind == "clip" else "unconditional-image-generation",
+        tags=["tron", "tr0n", *condition_tags, "langevin", "zero-shot"],
+        pipeline_tag=pipeline_tag,
     )
     licence_lines = "\n".join(f"- {name}: {licence}" for name, licence in licenses.items()) or "- see the base models"
     content = f"""---
@@ -245,13 +289,7 @@ A [TR0N](https://arxiv.org/abs/2304.13742) pipeline: the frozen generator `{type
 (`{base_models.get("generator") or "local"}`) made conditional on `{type(pipe.encoder).__name__}`
 (`{base_models.get("encoder") or "local"}`) by a translator and Langevin refinement.
 
-```python
-import torch
-from tron_pipelines import TronPipeline
-
-pipe = TronPipeline.from_pretrained("{repo_id or "path/to/this/folder"}")
-image = pipe("a photo of a red fox in snow", generator=torch.Generator().manual_seed(0)).images[0]
-```
+{usage_snippet(repo_id or LOCAL_FOLDER, pipe.encoder_adapter, example_prompt)}
 
 ## Base models and licences
 
@@ -273,9 +311,11 @@ latent dim {pipe.translator.config.latent_dim}; auxiliary latents {pipe.translat
 
 
 __all__ = [
+    "ENCODER_SOURCES",
     "SAMPLING_PRESETS",
     "assemble_pipeline",
     "convert_tr0n_translator",
+    "encoder_pipeline_folder",
     "load_encoder",
     "load_generator",
     "load_tr0n_translator",

@@ -12,6 +12,7 @@ from .metrics import (
     clip_score,
     frechet_distance,
     frechet_distance_with_std,
+    frechet_sample_size_warning,
 )
 
 
@@ -24,6 +25,7 @@ __all__ = [
     "clip_score",
     "frechet_distance",
     "frechet_distance_with_std",
+    "frechet_sample_size_warning",
     "hog_features",
     "to_grey01",
 ]

@@ -15,6 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..encoders import EncoderAdapter
+from ..pretrained import resolve_pretrained_path
+from ..utils.fingerprints import module_fingerprint
+from ..utils.messages import first_line
 from .hog_classifier import HogMlpClassifier, to_grey01
 
 
@@ -26,10 +30,6 @@ INCEPTION_FEATURES = "2048"
 
 class ExtractorUnavailableError(RuntimeError):
     """A feature extractor cannot be built here: its library is not installed or its weights cannot be fetched."""
-
-
-def _first_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def centre_square(image: Image.Image, size: int) -> Image.Image:
@@ -57,13 +57,13 @@ class InceptionFeatures:
         except Exception as error:  # ImportError, or e.g. a torchvision built for another torch
             raise ExtractorUnavailableError(
                 "--features inception needs torch-fidelity (pip install 'tron-pipelines[evaluate]', with a torchvision "
-                f"built for your torch), which could not be imported ({_first_line(error)})."
+                f"built for your torch), which could not be imported ({first_line(error)})."
             ) from None
         try:
             self.model = FeatureExtractorInceptionV3(INCEPTION_NAME, [INCEPTION_FEATURES]).to(device).eval()
         except OSError as error:  # urllib's URLError is an OSError
             raise ExtractorUnavailableError(
-                f"--features inception: torch-fidelity could not download the Inception-v3 weights ({_first_line(error)}). It fetches them "
+                f"--features inception: torch-fidelity could not download the Inception-v3 weights ({first_line(error)}). It fetches them "
                 f"once into {Path(torch.hub.get_dir()) / 'checkpoints'}: run once where the network is reachable (or "
                 "copy the file there), or use --features clip or --features classifier."
             ) from None
@@ -93,13 +93,11 @@ class ClipFeatures:
     name = "clip"
 
     def __init__(self, name_or_path: str, device: torch.device):
-        from ..encoders import EncoderAdapter
-        from ..pretrained import resolve_pretrained_path
-        from ..training.pairs import module_fingerprint
-
         path = resolve_pretrained_path(name_or_path)
         try:
             if (Path(path) / "model_index.json").is_file():
+                # diffusers and transformers are imported only by the extractors that use them (the HOG
+                # classifier of the MNIST benchmarks needs neither).
                 from ..pipelines import TronPipeline
 
                 adapter = TronPipeline.from_pretrained(path).encoder_adapter
@@ -113,7 +111,7 @@ class ClipFeatures:
                 )
         except (OSError, ValueError) as error:
             raise ExtractorUnavailableError(
-                f"--clip {name_or_path!r} could not be loaded ({_first_line(error)})."
+                f"--clip {name_or_path!r} could not be loaded ({first_line(error)})."
             ) from None
         if adapter.kind != "clip" or adapter.tokenizer is None:
             raise ValueError(
@@ -165,9 +163,7 @@ class ClassifierFeatures:
                 digest.update(np.ascontiguousarray(array))
             self.num_classes = self.hog.num_classes
         elif config.get("_class_name") == "ConvClassifier":
-            from ..encoders import EncoderAdapter
-            from ..models.classifier import ConvClassifier
-            from ..training.pairs import module_fingerprint
+            from ..models.classifier import ConvClassifier  # imports diffusers: only for this kind of classifier
 
             self.hog = None
             self.model = ConvClassifier.from_pretrained(folder_path).to(device).eval()

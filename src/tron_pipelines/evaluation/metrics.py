@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.files import replace_atomically
+from ..utils.messages import first_line
+
 
 # Resamples of the generated features behind `frechet_distance_with_std`.
 FRECHET_BOOTSTRAP_RESAMPLES = 20
@@ -47,7 +50,6 @@ class FeatureStatistics:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write an ``.npz`` (plain arrays, no pickle) under a temporary name, then rename it to ``path``."""
-        from ..samples import replace_atomically
 
         def write(temporary: Path) -> None:
             with open(temporary, "wb") as file:  # a file object: np.savez would append ".npz" to a name
@@ -69,9 +71,7 @@ class FeatureStatistics:
             with np.load(path, allow_pickle=False) as arrays:
                 content = {name: arrays[name] for name in arrays.files}
         except (OSError, ValueError, EOFError) as error:  # not an npz, or one holding pickled objects
-            raise ValueError(
-                f"{path} could not be read as reference statistics ({type(error).__name__}: {str(error).splitlines()[0]})"
-            ) from None
+            raise ValueError(f"{path} could not be read as reference statistics ({first_line(error)})") from None
         if (
             str(content.get("format", "")) != STATISTICS_FORMAT
             or not {"mean", "covariance", "num_samples", "extractor"} <= content.keys()
@@ -100,6 +100,22 @@ def frechet_distance(a, b) -> float:
     root_a = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
     trace_root = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ b.covariance @ root_a), 0, None)).sum()
     return float(((a.mean - b.mean) ** 2).sum() + np.trace(a.covariance) + np.trace(b.covariance) - 2 * trace_root)
+
+
+def frechet_sample_size_warning(num_images: int, num_reference: int, feature_dim: int) -> str | None:
+    """What is wrong with a Fréchet distance of ``num_images`` against ``num_reference`` images in ``feature_dim``-dim
+    features, or ``None``: with fewer images than dimensions a covariance has rank N - 1 < D, so the distance mostly
+    measures how many images there are (it falls as images are added) rather than how they differ."""
+    fewest = min(num_images, num_reference)
+    if fewest >= feature_dim:
+        return None
+    sides = [f"{count} {name}" for name, count in (("images", num_images), ("reference images", num_reference))]
+    return (
+        f"a Fréchet distance of {' against '.join(sides)} in {feature_dim}-dim features: with fewer images than "
+        f"dimensions a covariance has rank {fewest - 1} of {feature_dim} at most, so the distance mostly reflects the "
+        f"number of images and means little on its own. Use at least {feature_dim} images on each side (FID is "
+        "usually reported on 10,000 to 50,000), and compare distances only at equal image counts."
+    )
 
 
 def frechet_distance_with_std(
@@ -141,4 +157,5 @@ __all__ = [
     "clip_score",
     "frechet_distance",
     "frechet_distance_with_std",
+    "frechet_sample_size_warning",
 ]

@@ -1,6 +1,6 @@
 """The models of TR0N pipelines: generators, the translator, encoders (imported on first use)."""
 
-from .._lazy import lazy_exports
+from ..utils.lazy import lazy_exports
 
 
 _EXPORTS = {
@@ -12,13 +12,20 @@ _EXPORTS = {
     "open_clip_encoder": ("OpenCLIPEncoder",),
     "stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
     "stylegan3": ("StyleGAN3Generator",),
+    "nvae": ("NVAEDecoderOutput", "NVAEGenerator"),
     "diffusers_generators": (
         "ConsistencyModelGenerator",
         "DiffusersGenerator",
         "DiffusionSamplerGenerator",
         "VAEDecoderGenerator",
-        "load_diffusers_generator",
     ),
+    "text_to_image_generators": (
+        "PromptConditionedGenerator",
+        "StableDiffusionXLGenerator",
+        "TextConditionalSamplerGenerator",
+        "TextToImageGenerator",
+    ),
+    "diffusers_loading": ("load_diffusers_generator",),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -22,10 +22,8 @@ sampler step.
 """
 
 import copy
-import json
 import math
 import os
-from pathlib import Path
 
 import diffusers
 import torch
@@ -63,18 +61,27 @@ def build_scheduler(scheduler_class: str, scheduler_config: dict | None, allowed
     return scheduler
 
 
-def build_decoder(decoder_class: str, decoder_config: dict) -> ModelMixin:
-    """The decoder half of an `AutoencoderKL` / `VQModel` built from its config (the encoder half is dropped)."""
-    if decoder_class not in DECODER_CLASSES:
-        raise ValueError(f"`decoder_class` must be one of {DECODER_CLASSES}, got {decoder_class!r}.")
+def build_decoder(decoder_class: str, decoder_config: dict, allowed: tuple[str, ...] = DECODER_CLASSES) -> ModelMixin:
+    """The decoder half of an autoencoder of a class in ``allowed`` built from its config (the encoder half is
+    dropped)."""
+    if decoder_class not in allowed:
+        raise ValueError(f"`decoder_class` must be one of {allowed}, got {decoder_class!r}.")
     return keep_decoder_only(getattr(diffusers, decoder_class).from_config(decoder_config))
 
 
 def keep_decoder_only(autoencoder: ModelMixin) -> ModelMixin:
     """Drop the encoder half of an autoencoder (G only decodes), keeping ``decode`` intact."""
     autoencoder.encoder = None
-    autoencoder.quant_conv = None
+    if hasattr(autoencoder, "quant_conv"):  # `AutoencoderTiny` has none
+        autoencoder.quant_conv = None
     return autoencoder
+
+
+def fixed_noise_generators(batch_size: int, seed: int) -> list[torch.Generator]:
+    """One CPU generator per image, all seeded with ``seed``: a scheduler that draws noise between steps then adds
+    the same sequence to every image whatever the batch it is in (diffusers draws each image's noise from its own
+    generator when given a list), so the sampler stays a function of its initial noise."""
+    return [torch.Generator().manual_seed(seed) for _ in range(batch_size)]
 
 
 def check_unconditional_unet(unet_config: dict) -> None:
@@ -145,17 +152,29 @@ class DiffusersGenerator(TronGenerator):
     def latent_specs(self) -> list[LatentSpec]:
         return [LatentSpec("z", math.prod(self.latent_shape))]
 
-    def render(self, latents: torch.Tensor) -> torch.Tensor:
+    def render(self, latents: torch.Tensor, **render_kwargs) -> torch.Tensor:
         """Latents ``(B, C, H, W)`` -> images (or decoder latents) ``(B, C', H', W')`` before decoding and clamping."""
         raise NotImplementedError
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        # The scaling of diffusers' latent pipelines: the decoder's latents are scaled by `scaling_factor`.
-        return self.decoder.decode(latents / self.decoder.config.scaling_factor).sample
+        # The scaling of diffusers' latent pipelines: the decoder's latents are scaled by `scaling_factor` (and, for
+        # an autoencoder that records per-channel latent statistics, normalised by them, as SDXL's pipeline undoes);
+        # the decoder runs in its own dtype.
+        config = self.decoder.config
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, -1, 1, 1)
+            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(shape)
+            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(shape)
+            latents = latents * std / config.scaling_factor + mean
+        else:
+            latents = latents / config.scaling_factor
+        return self.decoder.decode(latents.to(self.decoder.dtype)).sample
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        """Flat latents ``(B, latent_dim)`` -> images ``(B, C, H, W)`` in ``[-1, 1]``."""
-        output = self.render(latents.view(latents.shape[0], *self.latent_shape))
+    def forward(self, latents: torch.Tensor, **render_kwargs) -> torch.Tensor:
+        """Flat latents ``(B, latent_dim)`` -> images ``(B, C, H, W)`` in ``[-1, 1]``. Keyword arguments go to
+        `render` (a text-to-image G's per-call prompt conditioning)."""
+        output = self.render(latents.view(latents.shape[0], *self.latent_shape), **render_kwargs)
         if self.decoder is not None:
             output = self.checkpointed(self._decode, output)
         return output.clamp(-1, 1)
@@ -175,6 +194,9 @@ class UNetSamplerGenerator(DiffusersGenerator):
     """
 
     allowed_schedulers: tuple[str, ...] = ()
+    allowed_decoders: tuple[str, ...] = DECODER_CLASSES
+    # The diffusers class of ``self.unet``.
+    unet_class: str = "UNet2DModel"
 
     def __init__(
         self,
@@ -188,17 +210,22 @@ class UNetSamplerGenerator(DiffusersGenerator):
         super().__init__()
         if not isinstance(num_sampler_steps, int) or num_sampler_steps < 1:
             raise ValueError(f"`num_sampler_steps` must be a positive integer, got {num_sampler_steps!r}.")
-        check_unconditional_unet(unet_config)
+        self.check_unet_config(unet_config)
         self.scheduler = build_scheduler(scheduler_class, scheduler_config, self.allowed_schedulers)
-        self.unet = diffusers.UNet2DModel.from_config(unet_config)
+        self.unet = getattr(diffusers, self.unet_class).from_config(unet_config)
         self.decoder = None
         if decoder_class is not None:
-            self.decoder = build_decoder(decoder_class, decoder_config)
+            self.decoder = build_decoder(decoder_class, decoder_config, self.allowed_decoders)
             latent_channels = self.decoder.config.latent_channels
             if latent_channels != self.unet.config.in_channels:
                 raise ValueError(
                     f"The decoder reads {latent_channels}-channel latents; the UNet makes {self.unet.config.in_channels}."
                 )
+
+    @staticmethod
+    def check_unet_config(unet_config: dict) -> None:
+        """Raise ``ValueError`` for a UNet this generator cannot sample."""
+        check_unconditional_unet(unet_config)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -218,14 +245,22 @@ class UNetSamplerGenerator(DiffusersGenerator):
         """Extra keyword arguments of ``scheduler.step`` for one call (none: the deterministic samplers draw nothing)."""
         return {}
 
-    def with_num_sampler_steps(self, num_sampler_steps: int) -> "UNetSamplerGenerator":
-        """The same G with another number of sampler steps, sharing this one's networks (no copy of the weights) and
-        its gradient checkpointing setting."""
-        config = {**public_config(self.config), "num_sampler_steps": num_sampler_steps}
-        generator = assemble_with_modules(type(self), config, unet=self.unet, decoder=self.decoder)
+    def shared_components(self) -> dict:
+        """The loaded parts that `with_config` hands to the new generator instead of building them again."""
+        return {"unet": self.unet, "decoder": self.decoder}
+
+    def with_config(self, **changes) -> "UNetSamplerGenerator":
+        """The same G with some config values changed, sharing this one's networks (no copy of the weights) and its
+        gradient checkpointing setting."""
+        config = {**public_config(self.config), **changes}
+        generator = assemble_with_modules(type(self), config, **self.shared_components())
         if self.gradient_checkpointing:
             generator.enable_gradient_checkpointing()
         return generator.train(self.training)
+
+    def with_num_sampler_steps(self, num_sampler_steps: int) -> "UNetSamplerGenerator":
+        """The same G with another number of sampler steps (see `with_config`)."""
+        return self.with_config(num_sampler_steps=num_sampler_steps)
 
     @classmethod
     def _from_pipeline_components(
@@ -241,7 +276,7 @@ class UNetSamplerGenerator(DiffusersGenerator):
     ):
         """Load the UNet, the scheduler config and the decoder with diffusers' loaders, and assemble G around them
         (no second random initialisation: the loaded modules are put in place)."""
-        unet = diffusers.UNet2DModel.from_pretrained(name_or_path, subfolder="unet", **loading_kwargs)
+        unet = getattr(diffusers, cls.unet_class).from_pretrained(name_or_path, subfolder="unet", **loading_kwargs)
         source_class = index["scheduler"][1]
         source_config = public_config(
             getattr(diffusers, source_class).load_config(name_or_path, subfolder="scheduler", **loading_kwargs)
@@ -275,12 +310,17 @@ class UNetSamplerGenerator(DiffusersGenerator):
         return self.unet(sample, timestep).sample
 
     def render(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.run_sampler(latents, self._denoise)
+
+    def run_sampler(self, latents: torch.Tensor, denoise) -> torch.Tensor:
+        """The sampler loop from ``x_T = latents * init_noise_sigma`` ``(B, C, H, W)``, with ``denoise(model_input,
+        timestep)`` as the network evaluation of every step (checkpointed as a whole when enabled)."""
         scheduler = self.prepared_scheduler()
         sample = latents * scheduler.init_noise_sigma
         step_kwargs = self.step_kwargs(latents.shape[0], latents.device)
         for timestep in scheduler.timesteps:
             model_input = scheduler.scale_model_input(sample, timestep).to(self.unet.dtype)
-            model_output = self.checkpointed(self._denoise, model_input, timestep)
+            model_output = self.checkpointed(denoise, model_input, timestep)
             sample = scheduler.step(model_output.to(sample.dtype), timestep, sample, **step_kwargs).prev_sample
         return sample
 
@@ -408,9 +448,7 @@ class ConsistencyModelGenerator(UNetSamplerGenerator, ConfigMixin):
     def step_kwargs(self, batch_size: int, device: torch.device) -> dict:
         if (len(self.config.timesteps) if self.config.timesteps else self.config.num_sampler_steps) == 1:
             return {}
-        # One generator per image, all with the same seed: every image gets the same noise sequence, whatever the
-        # batch it is in (diffusers draws each image's noise from its own generator when given a list).
-        return {"generator": [torch.Generator().manual_seed(self.config.noise_seed) for _ in range(batch_size)]}
+        return {"generator": fixed_noise_generators(batch_size, self.config.noise_seed)}
 
     @classmethod
     def from_diffusers(
@@ -541,22 +579,6 @@ PIPELINE_KINDS_TEXT = (
 )
 
 
-def load_diffusers_generator(name_or_path: str | os.PathLike, **kwargs) -> DiffusersGenerator:
-    """The generator for a diffusers pipeline or autoencoder (Hub repo id or folder), chosen by its kind:
-    `DDPMPipeline` / `DDIMPipeline` / `LDMPipeline` -> `DiffusionSamplerGenerator`, `ConsistencyModelPipeline` ->
-    `ConsistencyModelGenerator`, an `AutoencoderKL` / `VQModel` folder -> `VAEDecoderGenerator`. Keyword arguments go
-    to that class's ``from_diffusers`` (e.g. ``num_sampler_steps``)."""
-    folder = Path(name_or_path)
-    if folder.is_dir() and not (folder / "model_index.json").is_file() and (folder / "config.json").is_file():
-        class_name = json.loads((folder / "config.json").read_text()).get("_class_name")
-        if class_name in DECODER_CLASSES:
-            return VAEDecoderGenerator.from_diffusers(name_or_path, **kwargs)
-    kind = read_pipeline_index(name_or_path).get("_class_name")
-    if kind not in PIPELINE_KINDS:
-        raise ValueError(f"{name_or_path} is a {kind}; diffusers generators read {PIPELINE_KINDS_TEXT}.")
-    return PIPELINE_KINDS[kind].from_diffusers(name_or_path, **kwargs)
-
-
 __all__ = [
     "ConsistencyModelGenerator",
     "DiffusersGenerator",
@@ -564,5 +586,4 @@ __all__ = [
     "UNetSamplerGenerator",
     "VAEDecoderGenerator",
     "PIPELINE_KINDS",
-    "load_diffusers_generator",
 ]

@@ -68,8 +68,22 @@ class TronGenerator(ModelMixin):
 
     Subclasses are `ModelMixin` + `ConfigMixin` models that implement `latent_specs` and `generate`. They may override
     `sample_latents` when an auxiliary latent has a prior of its own (BigGAN draws ``y`` from its class embedding
-    table).
+    table). A generator that takes a text prompt of its own (a text-to-image diffusion model) sets `accepts_prompts`
+    and implements `conditioned_on`.
     """
+
+    # Whether `conditioned_on` can give G the prompts of a call (a text-to-image G); otherwise G is a pushforward of
+    # its latents alone.
+    accepts_prompts = False
+
+    def conditioned_on(self, prompts: list[str], num_images_per_prompt: int = 1) -> "TronGenerator":
+        """G conditioned on a call's ``prompts``: a per-call view that renders image ``i`` of packed latents
+        ``(len(prompts) * num_images_per_prompt, total_latent_dim)`` for prompt ``i // num_images_per_prompt``, and
+        otherwise behaves as this generator. Only for generators with `accepts_prompts`."""
+        raise ValueError(
+            f"{type(self).__name__} takes no prompt of its own; only a text-to-image generator can be conditioned on "
+            "the call's prompt."
+        )
 
     @property
     def latent_specs(self) -> list[LatentSpec]:

@@ -11,7 +11,7 @@ import torch
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
-from ..encoders import CLIP_MEAN, CLIP_STD
+from ..utils.constants import CLIP_MEAN, CLIP_STD
 
 
 def _import_open_clip():

@@ -93,6 +93,33 @@ def import_component_modules(folder: str | os.PathLike) -> None:
         importlib.import_module(module)
 
 
+# Libraries whose classes `load_components` loads (besides this package's): those of the components a TronPipeline has.
+COMPONENT_LIBRARIES = ("transformers", "diffusers")
+
+
+def load_components(folder: str | os.PathLike, names: tuple[str, ...]) -> list:
+    """Some components of the saved pipeline in ``folder``, without the others: each loaded from its subfolder with
+    the class that ``model_index.json`` records (``None`` for a component the pipeline does not have), models in eval
+    mode. Only classes of this package, transformers and diffusers are loaded (the names come from a file)."""
+    model_index = read_model_index(folder)
+    ours = package_components(model_index)
+    components = []
+    for name in names:
+        entry = model_index.get(name)
+        if not isinstance(entry, list) or entry[0] is None:  # absent, or saved as [null, null]: the pipeline has none
+            components.append(None)
+            continue
+        library, class_name = ours.get(name, entry)
+        if name not in ours and library not in COMPONENT_LIBRARIES:
+            raise ValueError(
+                f"{Path(folder) / MODEL_INDEX}: the {name} is a {library}.{class_name}; only classes of {PACKAGE}, "
+                f"{' and '.join(COMPONENT_LIBRARIES)} are loaded."
+            )
+        component = getattr(importlib.import_module(library), class_name).from_pretrained(Path(folder) / name)
+        components.append(component.eval() if hasattr(component, "eval") else component)
+    return components
+
+
 def modules_cache_lock() -> FileLock:
     """A lock, across processes and threads, on diffusers' modules cache (``HF_MODULES_CACHE``).
 
@@ -163,6 +190,7 @@ __all__ = [
     "PipelineNotFoundError",
     "has_only_our_code",
     "import_component_modules",
+    "load_components",
     "locate_pipeline",
     "modules_cache_lock",
     "write_generic_loader_files",

@@ -21,7 +21,7 @@ from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_
 from huggingface_hub import create_repo, snapshot_download
 
 from ..encoders import EncoderAdapter
-from ..energies import AUGMENTATIONS, ConditionTerm, DiffAugment, TronEnergy
+from ..energies import AUGMENTATIONS, ConditionTerm, DiffAugment, RewardEnergy, TronEnergy
 from ..models.batch_norm_folding import fold_batch_norms, folds_of, refold_batch_norms, unfold_batch_norms
 from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
@@ -122,6 +122,12 @@ def _select_rows(mask: torch.Tensor, new: torch.Tensor | None, old: torch.Tensor
     return None if new is None else torch.where(mask.view(-1, *[1] * (new.ndim - 1)), new, old)
 
 
+def _evaluate_energy(energy: TronEnergy, latents: torch.Tensor, augmentations: torch.Tensor | None):
+    # What `enable_energy_compile` compiles: the `evaluate` of whichever energy the call builds (TronEnergy or
+    # RewardEnergy), as one graph.
+    return energy.evaluate(latents, augmentations)
+
+
 def prompt_words(text: str) -> list[str]:
     """The words of a prompt as `TronPipeline`'s ``prompt_vocabulary`` counts them: lower-case letters and digits."""
     return re.findall(r"[a-z0-9]+", text.lower())
@@ -145,9 +151,14 @@ class TronPipeline(DiffusionPipeline):
         generator ([`TronGenerator`]): the frozen generator G (packed latents -> images in [-1, 1]).
         encoder: the frozen auxiliary model f: a transformers `CLIPModel` (or anything with ``get_text_features`` and
             ``get_image_features``) for text/image conditions, or a classifier returning ``logits`` for classes.
-        scheduler ([`LangevinScheduler`] or [`GradientDescentScheduler`]): the refinement dynamics and its settings.
+        scheduler ([`LangevinScheduler`], [`GradientDescentScheduler`] or [`NoiseOptimizationScheduler`]): the
+            refinement dynamics and its settings.
         tokenizer (`CLIPTokenizer`, optional): needed for prompts.
         image_processor (`CLIPImageProcessor`, optional): preprocessing of real-image conditions.
+        rewards ([`RewardModels`], optional): reward models (PickScore, HPSv2, CLIP score, aesthetic). When present
+            the energy is minus their weighted sum, ``E = -sum_i w_i r_i(G(z), prompt)``, in place of the encoder's
+            cosine (the encoder still makes the translator's condition), and every call reports each reward per
+            image (``TronPipelineOutput.rewards``).
 
     Settings saved in ``model_index.json`` (override them in ``from_pretrained(..., name=value)``):
         default_num_inference_steps: Langevin steps when the call gives none (10 unless set).
@@ -162,10 +173,15 @@ class TronPipeline(DiffusionPipeline):
             ``tron-mnist-text``): its words, space-separated. A prompt with other words gets a warning naming them,
             since the encoder makes some embedding of any text and the images look just as confident. Empty (the
             default, e.g. for CLIP trained on the web): no check.
+        reward_weights: ``{name: w_i}`` for the ``rewards``; a reward not named gets its ReNO weighting (HPSv2 5.0,
+            PickScore 0.05, CLIP score 0.01, aesthetic 0: reported, not optimised). A call's ``reward_weights``
+            overrides it.
     """
 
-    model_cpu_offload_seq = "encoder->translator->generator"
-    _optional_components = ["tokenizer", "image_processor"]
+    # Rewards before the generator: each model call offloads the one before it in this chain, and the generator must
+    # stay on the device between its forward and its backward pass, which runs through the rewards.
+    model_cpu_offload_seq = "encoder->rewards->translator->generator"
+    _optional_components = ["tokenizer", "image_processor", "rewards"]
     _callback_tensor_inputs = ["latents", "condition_embeds", "energies"]
 
     def __init__(
@@ -176,11 +192,13 @@ class TronPipeline(DiffusionPipeline):
         scheduler,
         tokenizer=None,
         image_processor=None,
+        rewards=None,
         default_num_inference_steps: int = 10,
         default_num_augmentations: int = 8,
         default_num_candidates: int = 1,
         augmentation_policy: str = ",".join(AUGMENTATIONS),
         prompt_vocabulary: str = "",
+        reward_weights: dict[str, float] | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -190,6 +208,7 @@ class TronPipeline(DiffusionPipeline):
             scheduler=scheduler,
             tokenizer=tokenizer,
             image_processor=image_processor,
+            rewards=rewards,
         )
         self.register_to_config(
             default_num_inference_steps=default_num_inference_steps,
@@ -197,10 +216,11 @@ class TronPipeline(DiffusionPipeline):
             default_num_candidates=default_num_candidates,
             augmentation_policy=",".join(DiffAugment(policy=tuple(augmentation_policy.split(","))).policy),
             prompt_vocabulary=" ".join(sorted(set(prompt_words(prompt_vocabulary)))),
+            reward_weights={**(rewards.default_weights() if rewards is not None else {}), **(reward_weights or {})},
         )
         # Turns G's [-1, 1] output into PIL / numpy / torch images; a helper, not a component.
         self.postprocessor = VaeImageProcessor(do_resize=False)
-        # Set by `enable_energy_compile`: a compiled `TronEnergy.evaluate`, or None to run the energy eagerly.
+        # Set by `enable_energy_compile`: a compiled `_evaluate_energy`, or None to run the energy eagerly.
         self._compiled_energy = None
 
     # Loading ---------------------------------------------------------------------------------------------------------
@@ -332,7 +352,7 @@ class TronPipeline(DiffusionPipeline):
             >>> pipe(class_labels=[5] * 32)  # reuses the compiled graphs
             ```
         """
-        self._compiled_energy = torch.compile(TronEnergy.evaluate, **compile_kwargs)
+        self._compiled_energy = torch.compile(_evaluate_energy, **compile_kwargs)
 
     def disable_energy_compile(self):
         """Run the energy eagerly again (undoes `enable_energy_compile`)."""
@@ -489,7 +509,7 @@ class TronPipeline(DiffusionPipeline):
         diffusers' per-layer memory hooks (layerwise casting, group offloading), which break the backward pass."""
         if not isinstance(self.generator, TronGenerator):
             raise ValueError(f"`generator` must be a TronGenerator, got {type(self.generator).__name__}.")
-        for name in ("generator", "encoder", "translator"):
+        for name in ("generator", "encoder", "translator", "rewards"):
             hooks = per_layer_memory_hooks(getattr(self, name))
             if hooks:
                 raise ValueError(
@@ -640,6 +660,19 @@ class TronPipeline(DiffusionPipeline):
             )
         return batch_size
 
+    def check_generator_prompt(self, prompt, condition_generator_on_prompt: bool) -> None:
+        """Raise ``ValueError`` when ``condition_generator_on_prompt`` is set without a prompt or for a generator that
+        takes none."""
+        if not condition_generator_on_prompt:
+            return
+        if not self.generator.accepts_prompts:
+            raise ValueError(
+                f"`condition_generator_on_prompt=True` needs a generator that takes a prompt (a text-to-image model); "
+                f"this pipeline's {type(self.generator).__name__} takes none."
+            )
+        if prompt is None:
+            raise ValueError("`condition_generator_on_prompt=True` gives the call's `prompt` to G: give `prompt`.")
+
     def default_num_candidates_for(self, initialization: str, latents: torch.Tensor | None = None) -> int:
         """The candidates a call makes when not told: the saved ``default_num_candidates`` where there is something to
         search (random draws, no given ``latents``), else 1."""
@@ -724,6 +757,56 @@ class TronPipeline(DiffusionPipeline):
             best_energy = torch.where(better, energy, best_energy)
         return best
 
+    def reward_weights_for(self, reward_weights: dict[str, float] | None = None) -> dict[str, float]:
+        """The weight of every reward model in a call: the call's ``reward_weights``, else the pipeline's
+        ``reward_weights`` setting, else the reward's ReNO weighting (``{}`` without rewards). Raises ``ValueError``
+        for names that are not among the pipeline's rewards and ``TypeError`` for weights that are not numbers."""
+        given = dict(reward_weights or {})
+        if self.rewards is None:
+            if given:
+                raise ValueError("`reward_weights` needs reward models, and this pipeline's `rewards` is None.")
+            return {}
+        unknown = sorted(set(given) - set(self.rewards.names))
+        if unknown:
+            raise ValueError(f"`reward_weights` names {unknown}; this pipeline's rewards are {self.rewards.names}.")
+        bad = {
+            name: weight
+            for name, weight in given.items()
+            if isinstance(weight, bool) or not isinstance(weight, (int, float))
+        }
+        if bad:
+            raise TypeError(f"`reward_weights` must map reward names to numbers, got {bad}.")
+        saved = self.config.get("reward_weights") or {}
+        defaults = self.rewards.default_weights()
+        return {name: float(given.get(name, saved.get(name, defaults[name]))) for name in self.rewards.names}
+
+    def reward_terms(
+        self, prompt, negative_prompt, negative_prompt_weight, batch_size, num_images_per_prompt, device
+    ) -> list[ConditionTerm]:
+        """The prompts of a reward energy, one row per image: ``ConditionTerm({reward name: prompt encodings or
+        None}, 1)`` for the prompt, and one with ``-negative_prompt_weight`` for a negative prompt."""
+
+        def encoded(prompts):
+            embeds = self.rewards.encode_prompts(prompts, device)
+            return {
+                name: None if value is None else value.repeat_interleave(num_images_per_prompt, dim=0)
+                for name, value in embeds.items()
+            }
+
+        terms = [
+            ConditionTerm(
+                encoded(None if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)), 1.0
+            )
+        ]
+        if negative_prompt is not None:
+            negatives = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
+            terms.append(
+                ConditionTerm(
+                    encoded(negatives * batch_size if len(negatives) == 1 else negatives), -negative_prompt_weight
+                )
+            )
+        return terms
+
     def energy_and_gradients(self, energy_fn: TronEnergy, state: LangevinState, generator):
         """Per-sample energy ``(B,)`` and its gradients w.r.t. the Langevin and auxiliary variables.
 
@@ -757,12 +840,14 @@ class TronPipeline(DiffusionPipeline):
         num_candidates: int | None = None,
         negative_prompt_weight: float = 1.0,
         prior_weight: float = 0.0,
+        reward_weights: dict[str, float] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         return_energy_trace: bool = False,
         autocast_dtype: torch.dtype | None = None,
+        condition_generator_on_prompt: bool = False,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
     ) -> TronPipelineOutput | tuple:
@@ -798,15 +883,23 @@ class TronPipeline(DiffusionPipeline):
                 ``"translator_mean"``.
             negative_prompt_weight: Weight of the negative prompt term.
             prior_weight: Weight of ``0.5 * ||z||^2`` in the energy (0 disables it).
+            reward_weights: ``{name: weight}`` of the pipeline's ``rewards`` for this call (names not given keep the
+                pipeline's ``reward_weights`` setting); weight 0 reports a reward without optimising it.
             generator: RNG(s) for the initial draw, the augmentations and the Langevin noise; a list gives one per
                 image and makes each image reproducible on its own.
             latents: Initial packed latents ``(B * num_images_per_prompt, total_latent_dim)``; skips initialisation.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
-            return_dict: Return a [`TronPipelineOutput`] (default) or a tuple ``(images, latents, energies[, trace])``.
+            return_dict: Return a [`TronPipelineOutput`] (default) or a tuple ``(images, latents, energies[, trace][,
+                rewards])``.
             return_energy_trace: Also return the energy of every image before every step, ``(steps, B)``.
             autocast_dtype: Run G and f under ``torch.autocast`` in this dtype (``torch.bfloat16``; ``torch.float16``
                 on GPU). Latents, energies and the scheduler stay in float32. Not always faster: on a CPU it sped up the
                 convolutional `tron-mnist` 1.9x and slowed the CLIP-conditioned `tron-mnist-text` to 0.85x (README).
+            condition_generator_on_prompt: Give the call's ``prompt`` to G too, for a G that takes a prompt of its own
+                (a text-to-image diffusion model, ``generator.accepts_prompts``): image ``i`` is then G(z_i | its
+                prompt) and the latents are optimised for that conditional G, the setting of reward-based noise
+                optimisation (ReNO). ``False`` (default): G renders its own ``generator_prompt`` (``""``: an
+                unconditional pushforward, the setting the translator is trained in). Needs ``prompt``.
             callback_on_step_end: Called after each step as ``callback(pipe, step, timestep, tensors)``; may return
                 replacements for ``latents`` (packed, effective) and ``condition_embeds``.
             callback_on_step_end_tensor_inputs: Names passed to the callback, from ``_callback_tensor_inputs``.
@@ -843,6 +936,10 @@ class TronPipeline(DiffusionPipeline):
             output_type,
             callback_on_step_end_tensor_inputs,
         )
+        reward_weights = self.reward_weights_for(reward_weights)
+        if self.rewards is not None and self.rewards.needs_prompt and prompt is None:
+            raise ValueError("This pipeline's `rewards` score images against a text: give `prompt`.")
+        self.check_generator_prompt(prompt, condition_generator_on_prompt)
         self._interrupt = False
         self._call_state.num_candidates = num_candidates
         device = self._execution_device
@@ -865,18 +962,27 @@ class TronPipeline(DiffusionPipeline):
                 ConditionTerm(negative_embeds.repeat_interleave(num_images_per_prompt, dim=0), -negative_prompt_weight)
             )
 
-        # 2. The energy, and the initial latents (the best of `num_candidates` draws by that energy).
-        energy_fn = TronEnergy(
-            self.generator,
-            adapter,
-            adapter.feature_energy,
-            terms,
-            num_augmentations=num_augmentations,
-            augment=self.augmentation,
-            prior_weight=prior_weight,
-            autocast_dtype=autocast_dtype,
-            evaluate_fn=self._compiled_energy,
-        )
+        # 2. The energy (the encoder's, or the rewards' when the pipeline has them), and the initial latents (the best
+        # of `num_candidates` draws by that energy). A prompt for G makes a per-call view of it: the shared generator
+        # is never changed.
+        generator_model = self.generator
+        if condition_generator_on_prompt:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            generator_model = self.generator.conditioned_on(prompts, num_images_per_prompt)
+        energy_options = {
+            "num_augmentations": num_augmentations,
+            "augment": self.augmentation,
+            "prior_weight": prior_weight,
+            "autocast_dtype": autocast_dtype,
+            "evaluate_fn": self._compiled_energy,
+        }
+        if self.rewards is None:
+            energy_fn = TronEnergy(generator_model, adapter, adapter.feature_energy, terms, **energy_options)
+        else:
+            reward_terms = self.reward_terms(
+                prompt, negative_prompt, negative_prompt_weight, batch_size, num_images_per_prompt, device
+            )
+            energy_fn = RewardEnergy(generator_model, self.rewards, reward_weights, reward_terms, **energy_options)
         if num_candidates > 1:
             state = self.search_initial_state(
                 energy_fn, condition_embeds, initialization, generator, num_candidates, device
@@ -886,6 +992,8 @@ class TronPipeline(DiffusionPipeline):
 
         # 3. Langevin refinement, with this call's own copy of the scheduler (momentum and Adam state are per call).
         scheduler = copy.deepcopy(self.scheduler)
+        # A scheduler that returns its best evaluated iterate (ReNO's rule) is told every evaluation.
+        keeps_best = getattr(scheduler, "keeps_best_iterate", False)
         scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = scheduler.timesteps
         self._num_timesteps = len(timesteps)
@@ -898,6 +1006,8 @@ class TronPipeline(DiffusionPipeline):
                 if self.interrupt:
                     continue
                 energies, langevin_grad, auxiliary_grad = self.energy_and_gradients(energy_fn, state, generator)
+                if keeps_best:
+                    scheduler.keep_best(energies, state.langevin, state.auxiliary)
                 step = scheduler.step(
                     langevin_grad,
                     t,
@@ -932,9 +1042,20 @@ class TronPipeline(DiffusionPipeline):
                 "`skip_nonfinite=True` in the scheduler config to skip such updates."
             )
 
-        # 4. Final images and energies.
+        # 4. Final images and energies: of the last iterate, or of each image's best evaluated one.
         latents = state.packed().float()
         energies, images = energy_fn(latents, generator, return_images=True)
+        if keeps_best:
+            scheduler.keep_best(energies, state.langevin, state.auxiliary)
+            best = LangevinState(scheduler.best_sample, scheduler.best_auxiliary_sample, state.num_components)
+            best_latents = best.packed().float()
+            earlier = (best_latents != latents).any(dim=1)
+            if bool(earlier.any()):
+                with energy_fn.autocast(best_latents.device):
+                    rendered = energy_fn.render(best_latents)[0]
+                images = torch.where(earlier.view(-1, 1, 1, 1), rendered.to(images.dtype), images)
+            latents, energies = best_latents, scheduler.best_energies
+        rewards = energy_fn.plain_rewards(images) if self.rewards is not None else None
         if not bool(torch.isfinite(images).all()):
             raise FloatingPointError("The generator produced non-finite images from finite latents.")
         if output_type == "latent":
@@ -945,8 +1066,14 @@ class TronPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
 
         if not return_dict:
-            return (images, latents, energies) + ((trace,) if return_energy_trace else ())
-        return TronPipelineOutput(images=images, latents=latents, energies=energies, energy_trace=trace)
+            return (
+                (images, latents, energies)
+                + ((trace,) if return_energy_trace else ())
+                + ((rewards,) if rewards is not None else ())
+            )
+        return TronPipelineOutput(
+            images=images, latents=latents, energies=energies, energy_trace=trace, rewards=rewards
+        )
 
     @torch.no_grad()
     def interpolate(

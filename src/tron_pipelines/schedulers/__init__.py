@@ -1,2 +1,3 @@
 from .scheduling_gradient_descent import GradientDescentScheduler, GradientDescentSchedulerOutput
 from .scheduling_langevin import LangevinScheduler, LangevinSchedulerOutput
+from .scheduling_noise_optimization import NoiseOptimizationScheduler, NoiseOptimizationSchedulerOutput

@@ -45,7 +45,7 @@ class GradientDescentScheduler(SchedulerMixin, ConfigMixin):
 
     # Schedulers whose configs this one accepts without a warning (their extra keys are kept, unused, so that swapping
     # back restores them), as diffusers does for its own interchangeable schedulers.
-    _compatibles = ["LangevinScheduler"]
+    _compatibles = ["LangevinScheduler", "NoiseOptimizationScheduler"]
     order = 1
 
     @classmethod

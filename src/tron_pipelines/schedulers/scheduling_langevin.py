@@ -87,7 +87,7 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
 
     # Schedulers whose configs this one accepts without a warning (their extra keys are kept, unused, so that swapping
     # back restores them), as diffusers does for its own interchangeable schedulers.
-    _compatibles = ["GradientDescentScheduler"]
+    _compatibles = ["GradientDescentScheduler", "NoiseOptimizationScheduler"]
     order = 1
 
     @classmethod

@@ -1,4 +1,5 @@
-"""Translator training: synthetic pairs, the Accelerate training loop and model cards.
+"""Translator training: synthetic pairs, condition routes and captioners, the Accelerate training loop (with its
+checkpoints, which the example training scripts share), the command-line settings and model cards.
 
 ``import tron_pipelines`` does not import this package, and this package imports its modules on first use, so the
 ``tron`` command line can register its arguments without loading the training stack.
@@ -6,7 +7,7 @@
     >>> from tron_pipelines.training import PairCache, generate_pairs, train_translator
 """
 
-from .._lazy import lazy_exports
+from ..utils.lazy import lazy_exports
 
 
 _EXPORTS = {
@@ -30,7 +31,6 @@ _EXPORTS = {
         "check_shard",
         "read_manifest",
         "derive_seed",
-        "module_fingerprint",
     ),
     "train": (
         "train_translator",
@@ -42,8 +42,18 @@ _EXPORTS = {
         "evaluate_translator",
         "files_to_upload",
         "new_translator",
+        "resolve_resume_checkpoint",
+        "save_checkpoint",
     ),
     "routes": ("ConditionRoute", "ImageRoute", "CaptionRoute", "FunctionRoute", "RouteOutput", "load_condition_route"),
     "model_card": ("save_model_card", "metrics_table"),
+    "captioning": (
+        "Captioner",
+        "CallableCaptioner",
+        "TransformersCaptioner",
+        "check_caption_settings",
+        "load_captioner",
+        "seed_from",
+    ),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

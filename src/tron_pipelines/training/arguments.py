@@ -6,10 +6,24 @@ Only argparse is imported here, so that ``tron --help`` does not load the traini
 
 import argparse
 import json
+import math
 import shlex
 import sys
 
+from ..utils.options import non_negative_int, normalize_option_spelling, positive_int
 
+
+# The method's network learning rate: Adam 1e-4, cosine, for 10 epochs of 1M pairs at batch 16 (625,000 steps).
+METHOD_LEARNING_RATE = 1e-4
+# `resolve_learning_rate` chooses, for a run too short for the method's rate, the rate whose learning-rate budget
+# (`learning_rate_budget`) is CHOSEN_LEARNING_RATE_BUDGET, at most MAX_CHOSEN_LEARNING_RATE. On `tron-mnist`, 200 steps
+# of batch 64 (docs/training.md): 1e-4 (budget 0.01) leaves the validation NLL where it was, 1e-3 (0.1) lowers it by
+# 0.012 nats/dim, 3e-3 (0.3) by 0.032; wider translators (hidden 256) learn as well at 3e-3 as at 1e-3.
+CHOSEN_LEARNING_RATE_BUDGET = 0.3
+MAX_CHOSEN_LEARNING_RATE = 3e-3
+# Below this budget a run is warned about: half the README's 200-step recipe (1e-3, 100 warmup steps, cosine: 0.1),
+# five times the 0.01 that learns nothing.
+MIN_LEARNING_RATE_BUDGET = 0.05
 CONDITION_NOISES = ("none", "isotropic", "covariance", "adaptive")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
@@ -168,6 +182,14 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser, exclude: tup
         "--hidden_dim", type=int, default=None, help="Trunk width of a new translator (default 4 x condition size)."
     )
     model.add_argument(
+        "--mean_rank",
+        type=int,
+        default=None,
+        help="Rank of a new translator's shared-basis mean head (default: the method's full head). For latents of many "
+        "thousand values, e.g. 64 for Stable Diffusion's 16,384-value noise: 3 M weights instead of 503 M "
+        "(docs/text-to-image.md).",
+    )
+    model.add_argument(
         "--init_std",
         type=float,
         default=None,
@@ -206,7 +228,14 @@ def add_train_translator_arguments(parser: argparse.ArgumentParser, exclude: tup
         "--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimisation step."
     )
     optimization.add_argument(
-        "--learning_rate", type=float, default=1e-4, help="AdamW learning rate of the network (the method's 1e-4)."
+        "--learning_rate",
+        type=float,
+        default=None,
+        help="AdamW learning rate of the network. Default: the method's 1e-4 for a long run; for a short one, the rate "
+        f"whose sum over the run's schedule (about how far Adam can move a weight) is {CHOSEN_LEARNING_RATE_BUDGET}, "
+        f"at most {MAX_CHOSEN_LEARNING_RATE:g}: 3e-3 for 200 cosine steps, 3e-4 for 2,000, 1e-4 from 6,000 on "
+        f"(docs/training.md). A rate whose sum is under {MIN_LEARNING_RATE_BUDGET} cannot move the translator: the run "
+        "says so.",
     )
     optimization.add_argument(
         "--std_learning_rate",
@@ -370,21 +399,21 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``tron build``: its sources and output, every ``tron train-translator`` option it does not set
     itself, the sample grid, the model card and the Hub."""
-    from ..generate_command import non_negative_int, positive_int
-
     sources = parser.add_argument_group("generator, encoder and output")
     sources.add_argument(
         "--generator",
         type=str,
         required=True,
         help="A generator folder or checkpoint, its format detected from the files: a tron_pipelines generator folder, "
-        "a pytorch-pretrained-biggan folder, a BigGAN-PyTorch .pth, a rosinality .pt or an NVIDIA .pkl.",
+        "a pytorch-pretrained-biggan folder, a BigGAN-PyTorch .pth, a rosinality .pt, an NVIDIA .pkl or an NVAE checkpoint.pt.",
     )
     sources.add_argument(
         "--encoder",
         type=str,
         required=True,
-        help="A CLIP Hub id or folder, an OpenCLIP folder, or a classifier folder.",
+        help="A saved pipeline, whose encoder, tokenizer and image processor are used (an embedded name such as "
+        "tron-mnist-text, a pipeline folder or its encoder/ folder), a CLIP Hub id or folder, an OpenCLIP folder, or a "
+        "classifier folder.",
     )
     sources.add_argument(
         "--output",
@@ -396,7 +425,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         type=str,
         default=None,
-        help="Sampling preset of the pipeline: biggan or stylegan (`SAMPLING_PRESETS`; default: the one of the generator's format or class).",
+        help="Sampling preset of the pipeline: biggan, stylegan, nvae or diffusion (`SAMPLING_PRESETS`; default: the one of the generator's format or class).",
     )
     sources.add_argument(
         "--generator_config",
@@ -405,7 +434,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="Settings of the converted generator, e.g. default_truncation=0.5 (BigGAN-deep), truncation_psi=0.7 or "
-        "latent_space=w+ (StyleGAN), resolution=512 (BigGAN-PyTorch).",
+        "latent_space=w+ (StyleGAN), resolution=512 (BigGAN-PyTorch), noise_seed=0 (NVAE).",
     )
     add_train_translator_arguments(parser, exclude=BUILD_SETS)
     parser.set_defaults(num_pairs=BUILD_DEFAULT_NUM_PAIRS)
@@ -455,8 +484,6 @@ def build_build_parser(prog: str = "tron build") -> argparse.ArgumentParser:
 
 def parse_build_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``tron build`` arguments (``sys.argv[1:]`` when ``argv`` is None; dashes work as underscores)."""
-    from ..cli import normalize_option_spelling
-
     return build_build_parser().parse_args(normalize_option_spelling(sys.argv[1:] if argv is None else list(argv)))
 
 
@@ -471,8 +498,6 @@ def build_train_translator_parser(prog: str = "tron train-translator") -> argpar
 def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``tron train-translator`` arguments (``sys.argv[1:]`` when ``argv`` is None; dashes in option names work
     as underscores, as in ``tron``)."""
-    from ..cli import normalize_option_spelling
-
     return build_train_translator_parser().parse_args(
         normalize_option_spelling(sys.argv[1:] if argv is None else list(argv))
     )
@@ -503,7 +528,7 @@ def caption_settings(args: argparse.Namespace) -> dict:
 
 def check_pair_args(args: argparse.Namespace) -> None:
     """Raise ``ValueError`` naming the argument for impossible pair settings."""
-    from ..captioning import DECODINGS
+    # Imports torch: imported when arguments are checked, not when ``tron --help`` builds the parser.
     from .routes import check_route_arguments
 
     _require(args.num_pairs is None or args.num_pairs >= 1, f"`--num_pairs` must be >= 1, got {args.num_pairs}.")
@@ -513,21 +538,6 @@ def check_pair_args(args: argparse.Namespace) -> None:
     )
     _require(args.seed >= 0, f"`--seed` must be >= 0, got {args.seed}.")
     check_route_arguments(args.condition_route, args.captioner, args.caption_ratio, caption_settings(args))
-    _require(
-        args.caption_decoding is None or args.caption_decoding in DECODINGS,
-        f"`--caption_decoding` must be one of {DECODINGS}, got {args.caption_decoding!r}.",
-    )
-    for name in ("caption_num_beams", "caption_max_length"):
-        value = getattr(args, name)
-        _require(value is None or value >= 1, f"`--{name}` must be >= 1, got {value}.")
-    _require(
-        args.caption_min_length is None or args.caption_min_length >= 0,
-        f"`--caption_min_length` must be >= 0, got {args.caption_min_length}.",
-    )
-    _require(
-        args.caption_top_p is None or 0 < args.caption_top_p <= 1,
-        f"`--caption_top_p` must be in (0, 1], got {args.caption_top_p}.",
-    )
 
 
 def check_generate_pairs_args(args: argparse.Namespace) -> None:
@@ -560,7 +570,7 @@ def check_train_args(args: argparse.Namespace) -> None:
         "num_components",
     ):
         _require(getattr(args, name) >= 1, f"`--{name}` must be >= 1, got {getattr(args, name)}.")
-    for name in ("max_train_steps", "checkpoints_total_limit", "hidden_dim"):
+    for name in ("max_train_steps", "checkpoints_total_limit", "hidden_dim", "mean_rank"):
         value = getattr(args, name)
         _require(value is None or value >= 1, f"`--{name}` must be >= 1, got {value}.")
     _require(args.lr_warmup_steps >= 0, f"`--lr_warmup_steps` must be >= 0, got {args.lr_warmup_steps}.")
@@ -569,7 +579,8 @@ def check_train_args(args: argparse.Namespace) -> None:
         f"`--num_validation_conditions` must be between 0 and --num_validation_pairs ({args.num_validation_pairs}), got {args.num_validation_conditions}.",
     )
     for name in ("learning_rate", "std_learning_rate", "nll_weight"):
-        _require(getattr(args, name) > 0, f"`--{name}` must be > 0, got {getattr(args, name)}.")
+        value = getattr(args, name)
+        _require(value is None or value > 0, f"`--{name}` must be > 0, got {value}.")
     _require(args.init_std is None or args.init_std > 0, f"`--init_std` must be > 0, got {args.init_std}.")
     _require(
         args.max_grad_norm >= 0, f"`--max_grad_norm` must be >= 0 (0 disables clipping), got {args.max_grad_norm}."
@@ -577,6 +588,50 @@ def check_train_args(args: argparse.Namespace) -> None:
     _require(
         args.condition_noise == "none" or args.condition_noise_scale > 0,
         f"`--condition_noise_scale` must be > 0 with --condition_noise {args.condition_noise}, got {args.condition_noise_scale}.",
+    )
+
+
+def learning_rate_budget(learning_rate: float, steps: int, warmup_steps: int, lr_scheduler: str) -> float:
+    """The sum of the learning rates a run of ``steps`` optimisation steps is scheduled to take: Adam moves a weight
+    by about the learning rate per step, so this is about the farthest any weight can move. A linear warmup and a
+    decaying schedule (cosine, linear, polynomial) each count half their steps; diffusers' ``constant`` has no
+    warmup."""
+    warmup = 0 if lr_scheduler == "constant" else min(warmup_steps, steps)
+    after_warmup = 1.0 if lr_scheduler in ("constant", "constant_with_warmup") else 0.5
+    return learning_rate * (warmup / 2 + (steps - warmup) * after_warmup)
+
+
+def resolve_learning_rate(args: argparse.Namespace, steps: int) -> tuple[float, str | None]:
+    """The network learning rate of a run of ``steps`` optimisation steps, and a warning when it cannot move the
+    translator in those steps (its `learning_rate_budget` is under `MIN_LEARNING_RATE_BUDGET`), else ``None``.
+
+    ``--learning_rate`` when given. Otherwise the method's 1e-4 for a run long enough for it, and for a shorter one the
+    rate whose budget is `CHOSEN_LEARNING_RATE_BUDGET`, at most `MAX_CHOSEN_LEARNING_RATE`: the default of a long run
+    stays the method's, and a short run learns.
+    """
+    unit_budget = learning_rate_budget(1.0, steps, args.lr_warmup_steps, args.lr_scheduler)
+    chosen = args.learning_rate is None
+    if chosen:
+        wanted = CHOSEN_LEARNING_RATE_BUDGET / unit_budget  # a run has a step, so the unit budget is >= 0.5
+        learning_rate = min(MAX_CHOSEN_LEARNING_RATE, max(METHOD_LEARNING_RATE, wanted))
+    else:
+        learning_rate = args.learning_rate
+    budget = learning_rate * unit_budget
+    if budget >= MIN_LEARNING_RATE_BUDGET:
+        return learning_rate, None
+    schedule = f"{steps} {args.lr_scheduler} steps ({args.lr_warmup_steps} warmup)"
+    if chosen:
+        rate = f"The learning rate {learning_rate:g} (the most it is raised to for a short run)"
+        advice = f"train for about {math.ceil(steps * CHOSEN_LEARNING_RATE_BUDGET / budget)} steps"
+    else:
+        rate = f"--learning_rate {learning_rate:g}"
+        advice = (
+            f"raise it to {CHOSEN_LEARNING_RATE_BUDGET / unit_budget:.2g}, or leave it out to have it chosen from the "
+            "number of steps"
+        )
+    return learning_rate, (
+        f"{rate} over {schedule} lets Adam move a weight by {budget:.3g} at most: too little for the translator to "
+        f"learn (a run needs {MIN_LEARNING_RATE_BUDGET} at least; docs/training.md). To learn, {advice}."
     )
 
 
@@ -627,4 +682,6 @@ __all__ = [
     "check_generate_pairs_args",
     "check_train_args",
     "command_line",
+    "learning_rate_budget",
+    "resolve_learning_rate",
 ]

@@ -6,6 +6,9 @@ from pathlib import Path
 from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
 from huggingface_hub import ModelCard, ModelCardData
 
+from ..encoders import EncoderAdapter
+from ..pipelines.usage import pipeline_tags, usage_snippet
+
 
 METRIC_DESCRIPTIONS = {
     "nll_per_dim": "held-out negative log-likelihood of z per latent dimension (nats)",
@@ -14,18 +17,6 @@ METRIC_DESCRIPTIONS = {
     "auxiliary_mse": "held-out MSE of the auxiliary latents",
     "energy": "mean energy E(z, c) of translator-only samples on fixed validation conditions (Langevin's start)",
 }
-
-
-def _usage_snippet(repo_id: str, encoder_kind: str) -> str:
-    condition = '"a photo of a cat"' if encoder_kind == "clip" else "class_labels=[0, 1, 2]"
-    return (
-        "```python\n"
-        "import torch\n"
-        "from tron_pipelines import TronPipeline\n\n"
-        f'pipe = TronPipeline.from_pretrained("{repo_id}")\n'
-        f"images = pipe({condition}, generator=torch.Generator().manual_seed(0)).images\n"
-        "```"
-    )
 
 
 def captioner_name(captioner: dict) -> str:
@@ -68,6 +59,7 @@ def save_model_card(
     metrics: dict,
     initial_metrics: dict,
     command: str,
+    encoder_adapter: EncoderAdapter,
     base_model: str | None = None,
     on_hub: bool = False,
 ) -> ModelCard:
@@ -82,6 +74,7 @@ def save_model_card(
         training: Training settings (steps, batch, processes, learning rates, ...).
         metrics / initial_metrics: Validation metrics after and before training.
         command: The command that trained the translator.
+        encoder_adapter: The pipeline's encoder: the conditions it takes set the usage snippet and the tags.
         base_model: Hub id of the pipeline the generator and encoder come from, when it is on the Hub.
         on_hub: ``repo_id`` exists on the Hub (the run pushes there): start from the card it may already have.
     """
@@ -96,7 +89,7 @@ and refines the latents with Langevin dynamics on the energy E(z, c).
 
 ## Usage
 
-{_usage_snippet(repo_id, kind)}
+{usage_snippet(repo_id, encoder_adapter)}
 
 The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="translator")`.
 
@@ -146,9 +139,8 @@ The translator alone: `TranslatorModel.from_pretrained("{repo_id}", subfolder="t
     card.data.metrics = {name: round(float(value), 6) for name, value in metrics.items()}
     card.data.initial_metrics = {name: round(float(value), 6) for name, value in initial_metrics.items()}
     card.data.train_command = command
-    populate_model_card(
-        card, tags=["tron", "translator", "text-to-image" if kind == "clip" else "class-conditional-image-generation"]
-    )
+    card.data.pipeline_tag, condition_tags = pipeline_tags(encoder_adapter)
+    populate_model_card(card, tags=["tron", "translator", *condition_tags])
     card.save(Path(output_dir) / "README.md")
     return card
 

@@ -35,8 +35,10 @@ from ..encoders import EncoderAdapter
 from ..models.generator import TronGenerator
 from ..pipelines.pipeline_tron import TronPipeline
 from ..pretrained import resolve_pretrained_path
-from ..samples import write_json_atomically
 from ..schedulers import LangevinScheduler
+from ..utils.files import write_json_atomically
+from ..utils.fingerprints import module_fingerprint
+from .arguments import caption_settings
 from .routes import ConditionRoute, ImageRoute, caption_conditions, load_condition_route
 
 
@@ -65,16 +67,6 @@ def derive_seed(seed: int, stream: int, index: int) -> int:
     """A 63-bit seed for item ``index`` of random ``stream``, independent of how the work is split over processes."""
     words = np.random.SeedSequence([seed, stream, index]).generate_state(2, dtype=np.uint32)
     return ((int(words[0]) << 32) | int(words[1])) & (2**63 - 1)
-
-
-def module_fingerprint(module: torch.nn.Module) -> str:
-    """Short SHA-256 of a module's class and state dict: tells two sets of weights apart, whatever their config says."""
-    digest = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}".encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:16]
 
 
 def load_training_pipeline(pretrained_pipeline: str | os.PathLike, **kwargs) -> TronPipeline:
@@ -821,31 +813,9 @@ def open_pair_cache(pairs_dir: str | os.PathLike, verify_checksums: bool = True,
     return PairCache(pairs_dir, verify_checksums=False)
 
 
-def generate_pairs_command(args) -> PairCache:
-    """``tron generate-pairs``: write a pair cache with every process of an `accelerate launch` (args from
-    `add_generate_pairs_arguments`), or re-encode one (``--reencode_from``)."""
-    from accelerate import Accelerator
-
-    from .arguments import check_generate_pairs_args
-
-    check_generate_pairs_args(args)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    if args.reencode_from is not None:
-        pipeline = load_training_pipeline(args.pipeline).to(accelerator.device)
-        cache = reencode_pairs(pipeline, args.reencode_from, args.pairs_dir, accelerator=accelerator)
-    else:
-        cache = generate_pairs_from_args(args, accelerator)
-    accelerator.print(
-        f"Pair cache {args.pairs_dir!r}: {len(cache)} pairs in {cache.manifest['num_shards']} shard(s), complete."
-    )
-    return cache
-
-
 def generate_pairs_from_args(args, accelerator) -> "PairCache":
     """`generate_pairs` with the generator and encoder of ``args.pipeline``, the condition route and the cache settings
     of ``args`` (`add_pair_arguments`), split over the processes of ``accelerator``."""
-    from .arguments import caption_settings
-
     pipeline = load_training_pipeline(args.pipeline)
     pipeline.to(accelerator.device)
     route = load_condition_route(args.condition_route, args.captioner, args.caption_ratio, caption_settings(args))
@@ -869,7 +839,6 @@ __all__ = [
     "ReencodingSource",
     "generate_pairs",
     "reencode_pairs",
-    "generate_pairs_command",
     "generate_pairs_from_args",
     "open_pair_cache",
     "load_training_pipeline",
@@ -877,5 +846,4 @@ __all__ = [
     "check_shard",
     "read_manifest",
     "derive_seed",
-    "module_fingerprint",
 ]

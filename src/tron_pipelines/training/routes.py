@@ -18,8 +18,8 @@ from typing import Callable
 
 import torch
 
-from ..captioning import IMPORT_SPEC, Captioner, import_object, load_captioner
 from ..encoders import EncoderAdapter
+from .captioning import IMPORT_SPEC, Captioner, check_caption_settings, import_object, load_captioner
 
 
 ROUTES = ("image", "caption", "mix")
@@ -155,7 +155,9 @@ def check_route_arguments(
     route: str, captioner=None, caption_ratio: float | None = None, caption_settings: dict | None = None
 ) -> float | None:
     """Raise ``ValueError`` naming the argument when the command-line route values cannot go together; return the
-    caption fraction of a caption (1) or mix route, ``None`` for the others. Checks names only: nothing is loaded."""
+    caption fraction of a caption (1) or mix route, ``None`` for the others. The caption decoding settings (keyword
+    names, see `TransformersCaptioner`) are checked by `check_caption_settings`, named as ``--caption_*`` options.
+    Checks values only: nothing is loaded."""
     if route not in ROUTES and not IMPORT_SPEC.match(route):
         raise ValueError(
             f"`--condition_route` must be 'image', 'caption', 'mix' or 'package.module:function', got {route!r}."
@@ -174,6 +176,7 @@ def check_route_arguments(
         raise ValueError(
             f"`--condition_route {route}` needs `--captioner` (a captioning model, or 'package.module:name')."
         )
+    check_caption_settings(caption_settings or {}, option_prefix="--caption_")
     if caption_ratio is not None and (route == "caption" or not 0 < caption_ratio < 1):
         raise ValueError(
             f"`--caption_ratio` is the caption fraction of `--condition_route mix`, strictly between 0 and 1; got "

@@ -34,7 +34,7 @@ from ..models.generator import TronGenerator
 from ..models.translator import TranslatorModel
 from ..pipelines.pipeline_tron import TronPipeline
 from ..pretrained import EMBEDDED_ROOT
-from .arguments import caption_settings, check_train_args, command_line, parse_train_args
+from .arguments import caption_settings, check_train_args, command_line, parse_train_args, resolve_learning_rate
 from .model_card import save_model_card
 from .pairs import (
     ENERGY_STREAM,
@@ -341,10 +341,11 @@ def new_translator(
     num_components: int = 10,
     hidden_dim: int | None = None,
     init_std: float | None = None,
+    mean_rank: int | None = None,
 ) -> TranslatorModel:
     """An untrained translator sized for ``generator``'s latents (main, its bound, auxiliary ones) and ``adapter``'s
     conditions (CLIP embeddings or class probabilities). ``init_std`` defaults to 1 (training then sets the spread of
-    G's latents, see `--init_std`)."""
+    G's latents, see `--init_std`); ``mean_rank`` chooses a shared-basis mean head (`TranslatorModel`)."""
     auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
     return TranslatorModel(
         condition_dim=adapter.condition_dim,
@@ -354,6 +355,7 @@ def new_translator(
         latent_threshold=generator.main_latent.threshold,
         auxiliary_latent_dims=auxiliary or None,
         init_std=init_std or 1.0,
+        mean_rank=mean_rank,
     )
 
 
@@ -361,7 +363,9 @@ def build_translator(pipeline: TronPipeline, args: argparse.Namespace) -> Transl
     """A new translator fitting the pipeline's generator and encoder, or ``--translator_name_or_path`` checked against them."""
     adapter, generator = pipeline.encoder_adapter, pipeline.generator
     if args.translator_name_or_path is None:
-        return new_translator(generator, adapter, args.num_components, args.hidden_dim, args.init_std)
+        return new_translator(
+            generator, adapter, args.num_components, args.hidden_dim, args.init_std, mean_rank=args.mean_rank
+        )
     auxiliary = {spec.name: spec.dim for spec in generator.auxiliary_latents}
     path = Path(args.translator_name_or_path)
     subfolder = "translator" if (path / "translator" / "config.json").is_file() else None
@@ -392,8 +396,9 @@ def build_translator(pipeline: TronPipeline, args: argparse.Namespace) -> Transl
     return translator
 
 
-def build_optimizer(translator: TranslatorModel, args: argparse.Namespace) -> torch.optim.AdamW:
-    """AdamW with two parameter groups: the network, and the per-dimension log-std.
+def build_optimizer(translator: TranslatorModel, args: argparse.Namespace, learning_rate: float) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: the network (at ``learning_rate``, `resolve_learning_rate`'s), and the
+    per-dimension log-std.
 
     The log-std has its own learning rate, its own (short) second-moment memory and no weight decay (decay would pull
     every std towards 1). Its gradient ``1 - residual^2 / std^2`` shrinks a hundredfold while the std grows from 0.01 to
@@ -402,7 +407,7 @@ def build_optimizer(translator: TranslatorModel, args: argparse.Namespace) -> to
     network_parameters = [parameter for name, parameter in translator.named_parameters() if name != "log_stds"]
     return torch.optim.AdamW(
         [
-            {"params": network_parameters, "lr": args.learning_rate, "weight_decay": args.adam_weight_decay},
+            {"params": network_parameters, "lr": learning_rate, "weight_decay": args.adam_weight_decay},
             {
                 "params": [translator.log_stds],
                 "lr": args.std_learning_rate,
@@ -429,7 +434,7 @@ def files_to_upload(folder: str | os.PathLike, ignore_patterns: list[str] = UPLO
     return list(filter_repo_objects(paths, ignore_patterns=ignore_patterns))
 
 
-def _save_checkpoint(
+def save_checkpoint(
     accelerator: Accelerator, output_dir: Path, global_step: int, limit: int | None, state: dict
 ) -> None:
     """``accelerator.save_state`` into ``checkpoint-<step>.partial``, renamed once every process has written: a run
@@ -465,6 +470,7 @@ def _write_model_card(
     accelerator,
     global_step,
     steps_per_epoch,
+    learning_rate,
     metrics,
     initial_metrics,
 ):
@@ -492,15 +498,20 @@ def _write_model_card(
             "processes": num_processes,
             "train batch size (per process)": args.train_batch_size,
             "gradient accumulation steps": args.gradient_accumulation_steps,
-            "learning rate (network / log-std)": f"{args.learning_rate} / {args.std_learning_rate}",
+            "learning rate (network / log-std)": f"{learning_rate:g}"
+            f"{' (chosen for the number of steps)' if args.learning_rate is None else ''} / {args.std_learning_rate}",
             "lr scheduler": f"{args.lr_scheduler}, {args.lr_warmup_steps} warmup steps",
             "mixed precision": accelerator.mixed_precision,
             "EMA": f"max decay {args.ema_max_decay}" if args.use_ema else "no",
             "mixture components": translator.config.num_components,
+            "mean head": f"shared basis of rank {translator.config.mean_rank}"
+            if translator.config.mean_rank
+            else "full",
         },
         metrics=metrics,
         initial_metrics=initial_metrics,
         command=command_line(args, launcher),
+        encoder_adapter=source.adapter,
         base_model=_hub_base_model(args.pipeline),
         on_hub=repo_id is not None,
     )
@@ -561,6 +572,9 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
             f"but there are only {num_pairs} pairs (incomplete batches are dropped): lower the batch size or add pairs."
         )
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    learning_rate, short_run_warning = resolve_learning_rate(args, max_train_steps)
+    if short_run_warning is not None and accelerator.is_main_process:
+        warnings.warn(short_run_warning, stacklevel=2)
     repo_id = None
     if args.push_to_hub and accelerator.is_main_process:
         repo_id = create_repo(
@@ -628,7 +642,7 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         cache, source, num_pairs, args.train_batch_size, accelerator, args.seed, args.generation_batch_size
     )
 
-    optimizer = build_optimizer(translator, args)
+    optimizer = build_optimizer(translator, args, learning_rate)
     # The prepared scheduler steps once per process at every step, hence the factors (as in diffusers' examples).
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
@@ -698,6 +712,7 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         tracker_config = {
             k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"
         }
+        tracker_config["learning_rate"] = learning_rate
         accelerator.init_trackers("tron_translator", config=tracker_config)
 
     def validate() -> dict[str, float]:
@@ -726,7 +741,8 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
     accelerator.print(
         f"Training: {num_pairs} pairs ({'cache ' + str(args.pairs_dir) if cache is not None else 'made on the fly'}), "
         f"{num_processes} process(es) x {args.train_batch_size} pairs x {args.gradient_accumulation_steps} accumulation, "
-        f"{steps_per_epoch} steps per epoch, steps {global_step} -> {max_train_steps}."
+        f"{steps_per_epoch} steps per epoch, steps {global_step} -> {max_train_steps}, learning rate {learning_rate:g}"
+        f"{' (chosen for the number of steps)' if args.learning_rate is None else ''}."
     )
     progress = tqdm(
         total=max_train_steps, initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
@@ -774,7 +790,7 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
         accelerator.log(logs, step=global_step)
 
         if global_step % args.checkpointing_steps == 0:
-            _save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, training_state())
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, training_state())
         if accelerator.is_main_process and (
             global_step % args.validation_steps == 0 or global_step == max_train_steps
         ):
@@ -811,6 +827,7 @@ def train_translator(args: argparse.Namespace, end_training: bool = True) -> Tra
             accelerator,
             global_step,
             steps_per_epoch,
+            learning_rate,
             metrics,
             initial_metrics,
         )
