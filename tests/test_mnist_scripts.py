@@ -296,6 +296,23 @@ def test_train_t2i_resumes_exactly_and_saves_loadable_components(tmp_path, eval_
         saved = CLIPTextModel.from_pretrained(model / "text_encoder").eval()(ids).last_hidden_state
         torch.testing.assert_close(saved, clip.text_model(ids).last_hidden_state, rtol=0, atol=0)
 
+    # The folder loads as the package's G, which renders what the evaluation scored.
+    from train_t2i import Sampler, load_model
+
+    from tron_pipelines.models import TextToImageGenerator, load_diffusers_generator
+
+    generator = load_diffusers_generator(model, num_sampler_steps=2, generator_prompt="")
+    assert isinstance(generator, TextToImageGenerator) and generator.decoder is None
+    sampler = Sampler(*load_model(model))
+    latents = sampler.latents([5, 6])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            generator.conditioned_on(["a bold seven", ""]).generate(latents),
+            sampler.render(latents, ["a bold seven", ""], 2, 1.0),
+            rtol=0,
+            atol=0,
+        )
+
     assert_resuming_gives_the_same_unet(
         "train_t2i.py", tmp_path, tiny, lambda run: UNet2DConditionModel.from_pretrained(run / "model" / "unet"), unet
     )
@@ -339,34 +356,40 @@ def test_t2i_captions_drop_to_the_empty_prompt_and_repeat_per_step():
 def test_t2i_sampler_is_ddim_with_v_prediction_and_classifier_free_guidance():
     from diffusers import DDIMScheduler
     from diffusion_training import build_noise_scheduler
-    from train_t2i import build_unet, parse_args, sample
+    from train_t2i import Sampler, build_unet, encode_prompts, load_text_tower, parse_args
+
+    from tron_pipelines.pretrained import EMBEDDED_ROOT
 
     args = parse_args(["--output_dir", "unused", "--block_out_channels", "8", "16", "--norm_num_groups", "4"])
     torch.manual_seed(0)
     unet = build_unet(args, cross_attention_dim=64).eval()
     scheduler = DDIMScheduler.from_config(build_noise_scheduler(args).config)
-    generator = torch.Generator().manual_seed(0)
-    latents = torch.randn(3, 1, 28, 28, generator=generator)
-    conditional, unconditional = torch.randn(2, 3, 32, 64, generator=generator)
+    text_encoder, tokenizer = load_text_tower(EMBEDDED_ROOT / "tron-mnist-text")
+    sampler = Sampler(unet, scheduler, text_encoder, tokenizer)
+    prompts = ["a bold seven", "a thin two leaning left", "a four"]
+    latents = sampler.latents([0, 1, 2])
+    assert latents.shape == (3, 784)
+    x_T = latents.view(3, 1, 28, 28)
+    # The UNet is conditioned on what training fed it (`encode_prompts`), the empty prompt for guidance.
+    conditional = encode_prompts(text_encoder, tokenizer, prompts)
+    unconditional = encode_prompts(text_encoder, tokenizer, [""] * 3)
     with torch.no_grad():
-        images = sample(unet, scheduler, latents, conditional, 1, 2.5, unconditional)
+        images = sampler.render(latents, prompts, 1, 2.5)
         # One trailing step from t = 999 to the end: x_0 = sqrt(a) x_T - sqrt(1 - a) v (v-prediction), with the guided
         # v = v_uncond + 2.5 (v_cond - v_uncond).
         timestep = torch.tensor(999)
-        v_cond = unet(latents, timestep, encoder_hidden_states=conditional).sample
-        v_uncond = unet(latents, timestep, encoder_hidden_states=unconditional).sample
+        v_cond = unet(x_T, timestep, encoder_hidden_states=conditional).sample
+        v_uncond = unet(x_T, timestep, encoder_hidden_states=unconditional).sample
         alpha = scheduler.alphas_cumprod[999]
-        expected = alpha.sqrt() * latents - (1 - alpha).sqrt() * (v_uncond + 2.5 * (v_cond - v_uncond))
+        expected = alpha.sqrt() * x_T - (1 - alpha).sqrt() * (v_uncond + 2.5 * (v_cond - v_uncond))
         torch.testing.assert_close(images, expected.clamp(-1, 1), rtol=0, atol=1e-5)
         # Guidance 1 is the plain conditional model; two steps pass through t = 499.
-        plain = sample(unet, scheduler, latents, conditional, 1)
-        x0 = alpha.sqrt() * latents - (1 - alpha).sqrt() * v_cond
+        plain = sampler.render(latents, prompts, 1, 1.0)
+        x0 = alpha.sqrt() * x_T - (1 - alpha).sqrt() * v_cond
         torch.testing.assert_close(plain, x0.clamp(-1, 1), rtol=0, atol=1e-5)
         two = scheduler.alphas_cumprod[499]
-        eps = (1 - alpha).sqrt() * latents + alpha.sqrt() * v_cond
+        eps = (1 - alpha).sqrt() * x_T + alpha.sqrt() * v_cond
         middle = two.sqrt() * x0 + (1 - two).sqrt() * eps
         v_middle = unet(middle, torch.tensor(499), encoder_hidden_states=conditional).sample
         final = two.sqrt() * middle - (1 - two).sqrt() * v_middle
-        torch.testing.assert_close(
-            sample(unet, scheduler, latents, conditional, 2), final.clamp(-1, 1), atol=1e-5, rtol=0
-        )
+        torch.testing.assert_close(sampler.render(latents, prompts, 2, 1.0), final.clamp(-1, 1), atol=1e-5, rtol=0)

@@ -40,6 +40,7 @@ of a step), so captions are encoded on the fly rather than cached.
 The result, ``<output_dir>/model``, is a set of diffusers / transformers component folders (a
 `StableDiffusionPipeline` without a VAE, which no diffusers pipeline class is):
 
+    model_index.json  the component classes (`load_diffusers_generator` reads the folder as a pixel-space model)
     unet/          UNet2DConditionModel (EMA weights), 1 x 28 x 28 samples in [-1, 1]
     scheduler/     DDIMScheduler of the training schedule (cosine, v-prediction, trailing spacing, no clipping)
     text_encoder/  CLIPTextModel: the text tower of tron-mnist-text's CLIP, unchanged
@@ -47,9 +48,10 @@ The result, ``<output_dir>/model``, is a set of diffusers / transformers compone
 
 Prompts are encoded as `StableDiffusionPipeline.encode_prompt` does (`encode_prompts`): padded to the tokenizer's
 ``model_max_length`` (32) with its pad token (the end-of-text token), truncated there, and the text encoder's
-``last_hidden_state`` (B, 32, 64) is the UNet's ``encoder_hidden_states``, with no attention mask. G(z) is `sample`:
-x_T = z (prior N(0, I), shape 1 x 28 x 28), then DDIM with eta = 0; ``guidance_scale`` 1 is plain conditional
-sampling, above 1 classifier-free guidance against the empty prompt.
+``last_hidden_state`` (B, 32, 64) is the UNet's ``encoder_hidden_states``, with no attention mask. G(z) is the
+package's `TextToImageGenerator` on these parts (`Sampler`; `load_diffusers_generator` reads the saved folder the same
+way): x_T = z (prior N(0, I), 784 values, 1 x 28 x 28), then DDIM with eta = 0; ``guidance_scale`` 1 is plain
+conditional sampling, above 1 classifier-free guidance against the empty prompt.
 
 At the end the saved model's conditional samples are scored on the text benchmark's prompts and evaluation seeds with
 the benchmark's own measures (`benchmarks/metrics.py`): `evaluate`, also on its own with ``--evaluate_only``.
@@ -63,12 +65,12 @@ import sys
 import time
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import torch
 from captions import ATTRIBUTE_PROBABILITY, attribute_codes, sample_captions
 from data import load_split
 from diffusers import DDIMScheduler, UNet2DConditionModel
-from diffusers.utils.torch_utils import randn_tensor
 from diffusion_training import (
     DiffusionTrainer,
     build_noise_scheduler,
@@ -80,6 +82,7 @@ from train_generator import save_sample_grid
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from tron_pipelines.evaluation import frechet_distance_with_std
+from tron_pipelines.models import TextToImageGenerator
 from tron_pipelines.pretrained import EMBEDDED_ROOT
 from tron_pipelines.utils.files import write_folder_atomically
 
@@ -89,8 +92,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from common import seeded_generators  # noqa: E402
 from metrics import DEFAULT_EVAL_CLASSIFIER, MnistEvaluator  # noqa: E402
-from quality import EVALUATION_SEED, TUNING_SEED, make_conditions  # noqa: E402
-from workloads import Workload  # noqa: E402
+from workloads import EVALUATION_SEED, TUNING_SEED, Workload, make_conditions  # noqa: E402
 
 
 IMAGE_SIDE = 28
@@ -158,6 +160,9 @@ def parse_args(argv=None):
     check_unet_arguments(parser, args, IMAGE_SIDE)
     if not 1 <= args.cross_attention_levels <= len(args.block_out_channels):
         parser.error(f"--cross_attention_levels must be 1 to {len(args.block_out_channels)}.")
+    if not 2 <= args.num_unconditional <= 3000:
+        # 3000 keeps the real baseline's balanced classes within the training split (at least 387 digits a class).
+        parser.error(f"--num_unconditional must be 2 to 3000, got {args.num_unconditional}.")
     if not 0 <= args.caption_dropout < 1:
         parser.error(f"--caption_dropout must be in [0, 1), got {args.caption_dropout}.")
     return args
@@ -206,36 +211,6 @@ def encode_prompts(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, prompt
         return text_encoder(input_ids.to(text_encoder.device)).last_hidden_state
 
 
-def sample(
-    unet: UNet2DConditionModel,
-    scheduler: DDIMScheduler,
-    latents: torch.Tensor,
-    prompt_embeds: torch.Tensor,
-    num_inference_steps: int,
-    guidance_scale: float = 1.0,
-    negative_prompt_embeds: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """G(z): DDIM (eta = 0) from ``x_T = latents`` ``(B, 1, 28, 28)`` under ``prompt_embeds`` ``(B, L, H)``; images
-    ``(B, 1, 28, 28)`` clamped to ``[-1, 1]``. With ``guidance_scale`` > 1, classifier-free guidance away from
-    ``negative_prompt_embeds`` (the empty prompt's). Differentiable in ``latents``."""
-    scheduler = DDIMScheduler.from_config(scheduler.config)  # a fresh copy: `set_timesteps` changes its state
-    scheduler.set_timesteps(num_inference_steps, device=latents.device)
-    guided = guidance_scale != 1.0
-    if guided:
-        prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
-    images = latents * scheduler.init_noise_sigma
-    for timestep in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(images, timestep)
-        prediction = unet(
-            torch.cat([model_input] * 2) if guided else model_input, timestep, encoder_hidden_states=prompt_embeds
-        ).sample
-        if guided:
-            unconditional, conditional = prediction.chunk(2)
-            prediction = unconditional + guidance_scale * (conditional - unconditional)
-        images = scheduler.step(prediction, timestep, images).prev_sample
-    return images.clamp(-1, 1)
-
-
 class CaptionedDigits:
     """The training digits ``(N, 1, 28, 28)`` in ``[-1, 1]``, their labels and measured attribute codes, and the
     batches of one training step: images and the hidden states of their captions."""
@@ -270,8 +245,23 @@ def save_model(folder: Path, unet, noise_scheduler, text_encoder: CLIPTextModel,
         DDIMScheduler.from_config(noise_scheduler.config).save_pretrained(staging / "scheduler")
         text_encoder.save_pretrained(staging / "text_encoder", safe_serialization=True)
         tokenizer.save_pretrained(staging / "tokenizer")
+        write_model_index(staging)
 
     return write_folder_atomically(folder, write)
+
+
+def write_model_index(folder: Path) -> None:
+    """The folder's ``model_index.json``: what each component folder holds, so that diffusers' config loader and
+    `load_diffusers_generator` read the folder as a pixel-space text-to-image model."""
+    index = {
+        "_class_name": "TextToImagePipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+    }
+    (Path(folder) / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def load_model(folder: str | Path):
@@ -285,29 +275,25 @@ def load_model(folder: str | Path):
 
 # Evaluation -------------------------------------------------------------------------------------------------------
 class Sampler:
-    """A saved (or in-training) model with its text tower, making images for prompts on per-image seeds."""
+    """A saved (or in-training) model with its text tower as the package's G (`TextToImageGenerator`, sharing the
+    weights), making images for prompts on per-image seeds: G(z | prompt) is DDIM (eta = 0) from ``x_T = z``, with
+    classifier-free guidance against the empty prompt above guidance scale 1, exactly what `tron-mnist-t2i` samples."""
 
     def __init__(self, unet, scheduler, text_encoder, tokenizer, batch_size: int = 200):
-        self.unet, self.scheduler, self.text_encoder, self.tokenizer = unet, scheduler, text_encoder, tokenizer
+        self.generator = TextToImageGenerator.from_components(unet, text_encoder, tokenizer, scheduler)
         self.batch_size = batch_size
-        self.empty_embeds = encode_prompts(text_encoder, tokenizer, [""])
 
     def latents(self, seeds: list[int]) -> torch.Tensor:
-        """x_T per seed, drawn as TR0N draws a generator's prior latents (one generator per image)."""
-        flat = randn_tensor((len(seeds), IMAGE_SIDE * IMAGE_SIDE), generator=seeded_generators(seeds, "cpu"))
-        return flat.view(len(seeds), 1, IMAGE_SIDE, IMAGE_SIDE)
+        """x_T per seed ``(B, 784)``, drawn as TR0N draws a generator's prior latents (one generator per image)."""
+        return self.generator.sample_latents(len(seeds), generator=seeded_generators(seeds, "cpu"))
+
+    def conditioned(self, prompts: list[str], num_steps: int, guidance_scale: float = 1.0):
+        """G with ``num_steps`` DDIM steps and ``guidance_scale``, conditioned on ``prompts`` (one per image)."""
+        generator = self.generator.with_config(num_sampler_steps=num_steps, guidance_scale=guidance_scale)
+        return generator.conditioned_on(prompts)
 
     def render(self, latents, prompts: list[str], num_steps: int, guidance_scale: float) -> torch.Tensor:
-        embeds = encode_prompts(self.text_encoder, self.tokenizer, prompts)
-        return sample(
-            self.unet,
-            self.scheduler,
-            latents,
-            embeds,
-            num_steps,
-            guidance_scale,
-            self.empty_embeds.expand(len(prompts), -1, -1),
-        )
+        return self.conditioned(prompts, num_steps, guidance_scale).generate(latents)
 
     @torch.no_grad()
     def images(self, prompts: list[str], seeds: list[int], num_steps: int, guidance_scale: float = 1.0):
@@ -387,7 +373,7 @@ def evaluate(model_dir: Path, args, output_dir: Path) -> dict:
         "samples_per_prompt": args.samples_per_prompt,
         "seeds": f"{EVALUATION_SEED}..{EVALUATION_SEED + len(conditions) - 1}",
         "real_digits": summary(evaluator.real_baseline(conditions.labels)),
-        "num_parameters_unet": sum(p.numel() for p in sampler.unet.parameters()),
+        "num_parameters_unet": sum(p.numel() for p in sampler.generator.unet.parameters()),
         "settings": [],
     }
     scales = list(dict.fromkeys(args.guidance_scales))
@@ -398,10 +384,8 @@ def evaluate(model_dir: Path, args, output_dir: Path) -> dict:
         scales = list(dict.fromkeys(scales + [best]))
     shown = [i for i in range(len(conditions)) if i % args.samples_per_prompt < 8]
     for num_steps in args.sampler_steps:
-        latents = sampler.latents([0] * 32)
-        embeds = encode_prompts(sampler.text_encoder, sampler.tokenizer, ["a bold seven leaning right"] * 32)
         seconds_gradient = seconds_per_gradient_pass(
-            lambda z, steps=num_steps: sample(sampler.unet, sampler.scheduler, z, embeds, steps), latents
+            sampler.conditioned(["a bold seven leaning right"] * 32, num_steps).generate, sampler.latents([0] * 32)
         )
         for scale in scales:
             scores, images = score_prompts(evaluator, sampler, conditions, seeds, num_steps, scale)
@@ -421,7 +405,10 @@ def evaluate(model_dir: Path, args, output_dir: Path) -> dict:
         features = evaluator.classifier.features(grey)
         predicted = evaluator.classifier.logits_from_features(features).argmax(axis=1)
         distance, distance_std = frechet_distance_with_std(features, evaluator.real_statistics)
-        real = evaluator.real_baseline(predicted)
+        # The empty prompt's Fréchet distance is to all held-out digits, so its floor is that of as many real digits
+        # in the real (balanced) class proportions, not in the model's: those may ask for more digits of one class
+        # than the training split holds.
+        real = evaluator.real_baseline(np.arange(args.num_unconditional) % 10)
         row = {
             "sampler_steps": num_steps,
             "predicted_class_histogram": np.bincount(predicted, minlength=10).tolist(),
