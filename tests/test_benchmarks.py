@@ -83,6 +83,8 @@ def test_head_to_head_conclusions_follow_cost_and_the_diversity_bar():
         row("slower, better attributes, collapsed", 0.4, 1.00, 0.90, 0.50),
         row("slower and worse", 0.3, 0.98, 0.80, 0.70),
         row("slowest, no better", 2.0, 1.00, 0.90, 0.60),
+        # Another G: shown, never part of the conclusions.
+        {**row("reference", 0.001, 1.0, 1.0, 1.0), "reference": True},
     ]
     found = conclusions(rows)
     # "slower and worse" is dominated by plain; "slowest" by the 0.4 s arm (as good on both, cheaper); the 0.5 s arm
