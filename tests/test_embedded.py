@@ -114,6 +114,7 @@ def test_t2i_pipeline_is_tr0n_on_the_unconditional_text_to_image_model_and_its_o
         num_images_per_prompt=2,
         condition_generator_on_prompt=True,
         initialization="prior",
+        num_candidates=1,
         num_inference_steps=0,
         generator=torch.Generator().manual_seed(0),
         output_type="np",
