@@ -126,25 +126,19 @@ TRAINING_ARGS = [
     "--overwrite_output_dir",
 ]
 # How each translator's pairs are made (`tron train-translator` options).
+CAPTION_ROUTE_ARGS = [
+    "--condition_route",
+    "caption",
+    "--captioner",
+    "captions:MnistCaptioner",
+    "--condition_noise",
+    "none",
+]
 PAIR_ARGS = {
     "tron-mnist": ["--condition_noise", "none"],
-    "tron-mnist-text": [
-        "--condition_route",
-        "caption",
-        "--captioner",
-        "captions:MnistCaptioner",
-        "--condition_noise",
-        "none",
-    ],
+    "tron-mnist-text": CAPTION_ROUTE_ARGS,
     "tron-mnist-ddim": ["--condition_noise", "none"],
-    "tron-mnist-t2i": [
-        "--condition_route",
-        "caption",
-        "--captioner",
-        "captions:MnistCaptioner",
-        "--condition_noise",
-        "none",
-    ],
+    "tron-mnist-t2i": CAPTION_ROUTE_ARGS,
 }
 # Recipe changes per pipeline. tron-mnist-t2i: the shared-basis mean head (rank 64) keeps the translator of a
 # 784-value latent at 1.2 MB instead of 8 MB (all embedded pipelines must stay under 25 MB together); 25,000 pairs
@@ -248,7 +242,9 @@ def main():
     missing = sorted({f"--{part} (for {name})" for name in names for part in PARTS[name] if not folders[part]})
     if args.reassemble_from is None and (missing or not names):
         parser.error(
-            f"training needs {', '.join(missing) or 'the parts of a pipeline'} or --from_embedded (or --reassemble_from to skip training)."
+            f"training needs {', '.join(missing) or 'the parts of a pipeline'}"
+            # --from_embedded supplies the GAN, the CNN and the CLIP, not the diffusion models.
+            f"{'' if args.from_embedded else ' or --from_embedded'} (or --reassemble_from to skip training)."
         )
     torch.manual_seed(args.seed)
     work = Path(args.work_dir)
