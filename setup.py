@@ -23,6 +23,8 @@ setup(
             "pretrained/*/*.md",
             "pretrained/*/*.py",
             "pretrained/*/*/*",
+            # tron-mnist-t2i's G keeps its tokenizer in generator/tokenizer/.
+            "pretrained/*/*/*/*",
             "commands/demo_examples.json",
         ]
     },

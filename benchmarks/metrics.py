@@ -154,7 +154,13 @@ class MnistEvaluator:
         chosen = []
         for k in np.unique(labels):
             candidates = np.flatnonzero(self.split.train_labels == k)
-            chosen.append(rng.choice(candidates, size=(labels == k).sum(), replace=False))
+            wanted = int((labels == k).sum())
+            if wanted > len(candidates):
+                raise ValueError(
+                    f"labels asks for {wanted} real digits of class {k}, but the training split has only "
+                    f"{len(candidates)}: pass class counts the split can supply (e.g. balanced ones)."
+                )
+            chosen.append(rng.choice(candidates, size=wanted, replace=False))
         order = np.concatenate(chosen)
         return self.score(self.split.train_images[order], self.split.train_labels[order])
 

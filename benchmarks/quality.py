@@ -18,6 +18,10 @@ runs once for the largest T and snapshots the latents on the way.
 
 All snapshots are scored the same way: the energy with the same augmentation draws for every arm, and, with an
 evaluation model, accuracy, within-class diversity and Fréchet distance (`metrics.MnistEvaluator`).
+
+The section also runs `head_to_head.py` on ``--t2i_pipeline`` (the embedded `tron-mnist-t2i` by default; '' skips
+it): plain conditional sampling, ReNO's noise optimisation, TR0N and the translator-started noise optimisation on one
+text-to-image G, with ``--t2i_reference`` (`tron-mnist-text`) as the reference arm.
 """
 
 import time
@@ -29,8 +33,18 @@ import numpy as np
 import torch
 from common import format_table, new_figure, save_figure, seeded_generators
 from harness import Section
+from head_to_head import HeadToHeadSettings, head_to_head, head_to_head_tables
 from metrics import DEFAULT_EVAL_CLASSIFIER, MnistEvaluator
-from workloads import Workload, load_workload, mnist_prompts
+from workloads import (
+    CANDIDATE_SEED,
+    EVALUATION_SEED,
+    SCORING_SEED,
+    TUNING_SEED,
+    Conditions,
+    Workload,
+    load_workload,
+    make_conditions,
+)
 
 from tron_pipelines import LangevinScheduler
 from tron_pipelines.evaluation import to_grey01
@@ -39,8 +53,6 @@ from tron_pipelines.pipelines.pipeline_tron import INITIALIZATIONS
 
 ARMS = ("translator", "translator_search", "translator_mean", "prior", "best_of_n_prior", "fusedream")
 TRANSLATOR_ARMS = ("translator", "translator_search", "translator_mean")
-# Seed blocks: evaluation images, grid tuning images, prior candidates, and the augmentations of the final scoring.
-EVALUATION_SEED, TUNING_SEED, CANDIDATE_SEED, SCORING_SEED = 1_000, 500_000, 2_000_000, 900_000
 
 
 @dataclass
@@ -64,48 +76,6 @@ class QualitySettings:
     tuning_samples_per_condition: int = 4
     fusedream_candidates: int = 101
     one_prompt_per_digit: bool = False
-
-
-@dataclass
-class Conditions:
-    """One row of pipeline conditions per image, and what the metrics need to know about them."""
-
-    call_kwargs: dict
-    labels: np.ndarray
-    requests: list[dict] | None = None
-    names: list[str] = field(default_factory=list)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def subset(self, indices) -> dict:
-        """Pipeline keyword arguments for the images at ``indices``."""
-        indices = list(indices)
-        return {key: [value[i] for i in indices] for key, value in self.call_kwargs.items()}
-
-
-def make_conditions(workload: Workload, samples_per_condition: int, one_prompt_per_digit: bool = False) -> Conditions:
-    """Every class (or benchmark prompt) ``samples_per_condition`` times, condition-major."""
-    if workload.kind == "class":
-        labels = np.repeat(np.arange(workload.num_classes), samples_per_condition)
-        return Conditions(
-            {"class_labels": labels.tolist()}, labels, names=[str(k) for k in range(workload.num_classes)]
-        )
-    if workload.kind == "text":
-        prompts, requests = mnist_prompts()
-        chosen = np.arange(len(prompts))
-        if one_prompt_per_digit:
-            kinds = len(prompts) // len({request["label"] for request in requests})
-            chosen = np.array([digit * kinds + digit % kinds for digit in range(len(prompts) // kinds)])
-        prompts, requests = [prompts[i] for i in chosen], [requests[i] for i in chosen]
-        order = np.repeat(np.arange(len(prompts)), samples_per_condition)
-        return Conditions(
-            {"prompt": [prompts[i] for i in order]},
-            np.array([requests[i]["label"] for i in order]),
-            requests=[requests[i] for i in order],
-            names=prompts,
-        )
-    raise ValueError(f"The quality benchmark needs a class or text pipeline, got a {workload.kind!r} workload.")
 
 
 # Running the arms -------------------------------------------------------------------------------------------------
@@ -640,6 +610,17 @@ def add_arguments(group) -> None:
         "runs the sampler; '' to skip it); skipped with a note when it cannot be loaded.",
     )
     group.add_argument(
+        "--t2i_pipeline",
+        default="tron-mnist-t2i",
+        help="Pipeline with a text-to-image G for the head-to-head of conditional sampling, noise optimisation and "
+        "TR0N on that G (`head_to_head.py`; '' to skip it).",
+    )
+    group.add_argument(
+        "--t2i_reference",
+        default="tron-mnist-text",
+        help="The head-to-head's reference arm, a text pipeline at its shipped settings ('' for none).",
+    )
+    group.add_argument(
         "--eval_classifier",
         default=None,
         help="Evaluation classifier folder of the sections that score digits (quality, compare, demo-examples; "
@@ -671,7 +652,28 @@ def run(args, sizes: dict, report) -> None:
         result = quality(workload, settings, evaluator, report.output_dir, label)
         results[label or workload.kind] = result
         report.emit(f"Quality: {workload.name} ({workload.kind}, {result['seconds']:.0f} s)", quality_tables(result))
+    if args.t2i_pipeline:
+        result = run_head_to_head(args, sizes["head_to_head"], evaluator)
+        results["head_to_head"] = result
+        title = f"Head to head on one text-to-image G: {args.t2i_pipeline}"
+        if "skipped" in result:
+            report.emit(title, result["skipped"])
+        else:
+            report.emit(f"{title} ({result['seconds']:.0f} s)", head_to_head_tables(result))
     report.write_json("quality", results)
+
+
+def run_head_to_head(args, sizes: dict, evaluator: MnistEvaluator | None) -> dict:
+    """`head_to_head.head_to_head` on ``--t2i_pipeline`` with ``--t2i_reference`` as the reference arm, or
+    ``{"skipped": why}``."""
+    if evaluator is None:
+        return {"skipped": "Skipped: the head-to-head is scored by the evaluation classifier, and there is none."}
+    try:
+        t2i = load_workload(args.t2i_pipeline, args.device)
+        reference = load_workload(args.t2i_reference, args.device) if args.t2i_reference else None
+    except (OSError, ValueError) as error:
+        return {"skipped": f"Skipped: cannot load a pipeline ({type(error).__name__}: {str(error)[:200]})."}
+    return head_to_head(t2i, reference, HeadToHeadSettings(**sizes), evaluator)
 
 
 SECTION = Section(
@@ -695,6 +697,7 @@ SECTION = Section(
             "tuning_samples_per_condition": 1,
             "fusedream_candidates": 21,
         },
+        "head_to_head": {"images_per_prompt": 1, "noise_optimization_iterations": [10]},
     },
     full={
         "quality": {},
@@ -707,6 +710,9 @@ SECTION = Section(
             "tuning_samples_per_condition": 2,
             "fusedream_candidates": 51,
         },
+        # 4 images per prompt (200 in all) keeps the section under 30 minutes on 2 shared cores: the 50-iteration
+        # noise optimisation costs about 2 s per image.
+        "head_to_head": {"images_per_prompt": 4},
     },
     default=True,
 )

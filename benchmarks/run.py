@@ -10,8 +10,10 @@
     python benchmarks/run.py compare --compare_pipelines tron-mnist-text other/tron-mnist-text
     python benchmarks/run.py demo-examples                            # re-measure the demo's examples
     python benchmarks/run.py demo-load                                # `tron demo` under 1, 4, 16 clients
+    python benchmarks/run.py quality --pipeline '' --text_pipeline '' --diffusion_pipeline ''   # the head-to-head only
 
-Sections run by default: ``quality`` (initialisations x T steps, with the evaluation model), ``throughput``
+Sections run by default: ``quality`` (initialisations x T steps, with the evaluation model; and the head-to-head of
+conditional sampling, noise optimisation and TR0N on the text-to-image G of `tron-mnist-t2i`), ``throughput``
 (batched vs one at a time), ``overhead`` (pipeline vs bare forward+backward, per-step breakdown), ``memory`` (peak vs
 batch size and steps, memory after every step), ``features`` (bf16/fp16 autocast, channels_last, torch.compile).
 Only when named: ``sampler`` (a diffusion-sampler G, `ddpm-cifar10-32-clip` by default: seconds, GFLOP and peak

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
@@ -28,6 +29,8 @@ from tron_pipelines.models import DiffusionSamplerGenerator
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MNIST_EXAMPLES = REPO_ROOT / "examples" / "mnist"
 SYNTHETIC_WORKLOADS = ("biggan-tiny", "biggan-deep-256-clip", "ddpm-cifar10-32-clip")
+# Seed blocks: evaluation images, grid tuning images, prior candidates, and the augmentations of the final scoring.
+EVALUATION_SEED, TUNING_SEED, CANDIDATE_SEED, SCORING_SEED = 1_000, 500_000, 2_000_000, 900_000
 
 
 @dataclass
@@ -403,7 +406,51 @@ def mnist_prompts() -> tuple[list[str], list[dict]]:
     return prompts, requests
 
 
+@dataclass
+class Conditions:
+    """One row of pipeline conditions per image, and what the metrics need to know about them."""
+
+    call_kwargs: dict
+    labels: np.ndarray
+    requests: list[dict] | None = None
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, indices) -> dict:
+        """Pipeline keyword arguments for the images at ``indices``."""
+        indices = list(indices)
+        return {key: [value[i] for i in indices] for key, value in self.call_kwargs.items()}
+
+
+def make_conditions(workload: Workload, samples_per_condition: int, one_prompt_per_digit: bool = False) -> Conditions:
+    """Every class (or benchmark prompt) ``samples_per_condition`` times, condition-major."""
+    if workload.kind == "class":
+        labels = np.repeat(np.arange(workload.num_classes), samples_per_condition)
+        return Conditions(
+            {"class_labels": labels.tolist()}, labels, names=[str(k) for k in range(workload.num_classes)]
+        )
+    if workload.kind == "text":
+        prompts, requests = mnist_prompts()
+        chosen = np.arange(len(prompts))
+        if one_prompt_per_digit:
+            kinds = len(prompts) // len({request["label"] for request in requests})
+            chosen = np.array([digit * kinds + digit % kinds for digit in range(len(prompts) // kinds)])
+        prompts, requests = [prompts[i] for i in chosen], [requests[i] for i in chosen]
+        order = np.repeat(np.arange(len(prompts)), samples_per_condition)
+        return Conditions(
+            {"prompt": [prompts[i] for i in order]},
+            np.array([requests[i]["label"] for i in order]),
+            requests=[requests[i] for i in order],
+            names=prompts,
+        )
+    raise ValueError(f"The quality benchmark needs a class or text pipeline, got a {workload.kind!r} workload.")
+
+
 __all__ = [
+    "Conditions",
+    "make_conditions",
     "Workload",
     "load_workload",
     "biggan_tiny_workload",

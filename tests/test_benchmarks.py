@@ -14,6 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from common import FlopCounter  # noqa: E402
+from head_to_head import conclusions  # noqa: E402
 from metrics import MnistEvaluator  # noqa: E402
 from quality import (  # noqa: E402
     CANDIDATE_SEED,
@@ -55,6 +56,45 @@ def _row(arm, steps, energy, accuracy, diversity, frechet, frechet_std=1.0):
         "frechet_distance": frechet,
         "frechet_distance_std": frechet_std,
     }
+
+
+def test_real_baseline_takes_the_counts_the_split_holds_and_says_when_it_cannot(evaluator):
+    counts = np.bincount(evaluator.split.train_labels, minlength=10)
+    # Every training digit of a class is available, one more is not.
+    assert evaluator.real_baseline(np.full(counts[1], 1))["accuracy"] > 0.9
+    too_many = np.full(counts[1] + 1, 1)
+    with pytest.raises(ValueError, match=rf"{counts[1] + 1} real digits of class 1.*only {counts[1]}"):
+        evaluator.real_baseline(too_many)
+
+
+def test_head_to_head_conclusions_follow_cost_and_the_diversity_bar():
+    def row(arm, seconds, accuracy, attributes, diversity):
+        return {
+            "arm": arm,
+            "seconds_per_image": seconds,
+            "accuracy": accuracy,
+            "attributes_obeyed": attributes,
+            "diversity_ratio": diversity,
+        }
+
+    rows = [
+        row("plain", 0.01, 0.99, 0.80, 0.60),
+        row("slower, better attributes, diverse", 0.5, 0.99, 0.85, 0.55),
+        row("slower, better attributes, collapsed", 0.4, 1.00, 0.90, 0.50),
+        row("slower and worse", 0.3, 0.98, 0.80, 0.70),
+        row("slowest, no better", 2.0, 1.00, 0.90, 0.60),
+        # Another G: shown, never part of the conclusions.
+        {**row("reference", 0.001, 1.0, 1.0, 1.0), "reference": True},
+    ]
+    found = conclusions(rows)
+    # "slower and worse" is dominated by plain; "slowest" by the 0.4 s arm (as good on both, cheaper); the 0.5 s arm
+    # is beaten on attributes by the cheaper 0.4 s arm.
+    assert found["best_for_their_cost"] == ["plain", "slower, better attributes, collapsed"]
+    # 0.55 >= 0.9 * 0.60 keeps enough diversity; 0.50 does not.
+    assert found["beat_plain_on_attributes_keeping_diversity"] == [
+        "slower, better attributes, diverse",
+        "slowest, no better",
+    ]
 
 
 def test_claim_judges_diversity_by_distance_from_real_digits_and_fd_within_noise():

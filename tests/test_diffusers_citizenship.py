@@ -450,7 +450,7 @@ def test_missing_pipeline_is_one_clear_error(name, reason, tmp_path, monkeypatch
     with pytest.raises(PipelineNotFoundError) as error:
         TronPipeline.from_pretrained(name, cache_dir=tmp_path)
     assert str(error.value) == (
-        f"{name!r} is neither a local folder, nor an embedded pipeline (tron-mnist, tron-mnist-ddim, tron-mnist-text), nor a pipeline on "
+        f"{name!r} is neither a local folder, nor an embedded pipeline (tron-mnist, tron-mnist-ddim, tron-mnist-t2i, tron-mnist-text), nor a pipeline on "
         f"the Hub: {reason}."
     )
     assert error.value.__cause__ is None and error.value.__suppress_context__  # no 60-line chained traceback

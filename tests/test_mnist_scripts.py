@@ -123,14 +123,9 @@ def test_train_generator(tmp_path, eval_classifier_dir):
     assert images.shape == (4, 1, 28, 28) and images.abs().max() <= 1
 
 
-def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, eval_classifier_dir):
-    import shutil
-
-    from diffusers import DDPMPipeline
-
-    from tron_pipelines.models import DiffusionSamplerGenerator
-
-    tiny = [
+def tiny_unet_training(eval_classifier_dir: Path) -> list[str]:
+    """Options of `train_ddpm.py` and `train_t2i.py` for 4 steps of a tiny UNet, with a checkpoint at step 2."""
+    return [
         "--max_train_steps",
         "4",
         "--checkpointing_steps",
@@ -139,8 +134,6 @@ def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, 
         "100",
         "--sampler_steps",
         "1",
-        "--num_eval_samples",
-        "20",
         "--block_out_channels",
         "8",
         "16",
@@ -155,19 +148,36 @@ def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, 
         "--eval_classifier_dir",
         str(eval_classifier_dir),
     ]
+
+
+def assert_resuming_gives_the_same_unet(script: str, tmp_path: Path, options: list[str], load_unet, expected) -> None:
+    """A second run of ``script`` from the step-2 checkpoint of the run in ``tmp_path / "run"`` ends with the same
+    (EMA) weights as that uninterrupted run, ``expected``; ``load_unet(run_dir)`` reads a run's final UNet."""
+    import shutil
+
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    run_script(script, tmp_path / "resumed", *options, "--resume_from_checkpoint", "latest")
+    resumed = load_unet(tmp_path / "resumed").state_dict()
+    for name, tensor in expected.state_dict().items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_train_ddpm_resumes_exactly_and_ends_with_a_loadable_pipeline(tmp_path, eval_classifier_dir):
+    from diffusers import DDPMPipeline
+
+    from tron_pipelines.models import DiffusionSamplerGenerator
+
+    tiny = tiny_unet_training(eval_classifier_dir) + ["--num_eval_samples", "20"]
     metrics = run_script("train_ddpm.py", tmp_path / "run", *tiny)
     assert metrics["steps"] == 4 and sum(metrics["sampler_steps"]["1"]["predicted_class_histogram"]) == 20
     assert (tmp_path / "run" / "samples_1_steps.png").is_file()
     pipeline = DDPMPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     generator = DiffusionSamplerGenerator.from_diffusers(tmp_path / "run" / "pipeline", num_sampler_steps=2)
     assert generator.latent_shape == (1, 28, 28) and pipeline.scheduler.config.prediction_type == "v_prediction"
-    # A second run from the step-2 checkpoint ends with the same (EMA) weights as the uninterrupted run.
-    (tmp_path / "resumed").mkdir()
-    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
-    run_script("train_ddpm.py", tmp_path / "resumed", *tiny, "--resume_from_checkpoint", "latest")
-    resumed = DDPMPipeline.from_pretrained(tmp_path / "resumed" / "pipeline").unet.state_dict()
-    for name, tensor in pipeline.unet.state_dict().items():
-        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert_resuming_gives_the_same_unet(
+        "train_ddpm.py", tmp_path, tiny, lambda run: DDPMPipeline.from_pretrained(run / "pipeline").unet, pipeline.unet
+    )
 
 
 def test_train_clip(tmp_path):
@@ -256,3 +266,130 @@ def test_mnist_captioner_describes_digits_as_the_clip_training_captions_did():
     grey = ((pixels[:, 0] + 1) / 2).numpy()
     assert captions == sample_captions(read, attribute_codes(grey, read), 1.0, rng)[0]
     assert captioner.identity()["attribute_probability"] == 1.0
+
+
+def test_train_t2i_resumes_exactly_and_saves_loadable_components(tmp_path, eval_classifier_dir):
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
+
+    from tron_pipelines.pretrained import EMBEDDED_ROOT
+
+    tiny = tiny_unet_training(eval_classifier_dir) + ["--samples_per_prompt", "1", "--num_unconditional", "10"]
+    metrics = run_script("train_t2i.py", tmp_path / "run", *tiny)
+    assert metrics["steps"] == 4
+    (setting,) = metrics["evaluation"]["settings"]
+    assert setting["num_images"] == 50 and 0 <= setting["accuracy"] <= 1 and setting["stroke_weight_obeyed"] >= 0
+    assert sum(metrics["evaluation"]["empty_prompt"][0]["predicted_class_histogram"]) == 10
+    assert (tmp_path / "run" / "samples_1_steps_guidance_1.png").is_file()
+
+    model = tmp_path / "run" / "model"
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    scheduler = DDIMScheduler.from_pretrained(model / "scheduler")
+    assert unet.config.sample_size == 28 and unet.config.cross_attention_dim == 64
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.timestep_spacing == "trailing"
+    # The saved text encoder is the embedded CLIP's text tower, unchanged.
+    tokenizer = CLIPTokenizer.from_pretrained(model / "tokenizer")
+    ids = tokenizer(["a bold seven leaning right", ""], padding="max_length", return_tensors="pt").input_ids
+    assert ids.shape == (2, 32)
+    clip = CLIPModel.from_pretrained(EMBEDDED_ROOT / "tron-mnist-text" / "encoder").eval()
+    with torch.no_grad():
+        saved = CLIPTextModel.from_pretrained(model / "text_encoder").eval()(ids).last_hidden_state
+        torch.testing.assert_close(saved, clip.text_model(ids).last_hidden_state, rtol=0, atol=0)
+
+    # The folder loads as the package's G, which renders what the evaluation scored.
+    from train_t2i import Sampler, load_model
+
+    from tron_pipelines.models import TextToImageGenerator, load_diffusers_generator
+
+    generator = load_diffusers_generator(model, num_sampler_steps=2, generator_prompt="")
+    assert isinstance(generator, TextToImageGenerator) and generator.decoder is None
+    sampler = Sampler(*load_model(model))
+    latents = sampler.latents([5, 6])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            generator.conditioned_on(["a bold seven", ""]).generate(latents),
+            sampler.render(latents, ["a bold seven", ""], 2, 1.0),
+            rtol=0,
+            atol=0,
+        )
+
+    assert_resuming_gives_the_same_unet(
+        "train_t2i.py", tmp_path, tiny, lambda run: UNet2DConditionModel.from_pretrained(run / "model" / "unet"), unet
+    )
+
+
+def test_t2i_captions_drop_to_the_empty_prompt_and_repeat_per_step():
+    from diffusion_training import step_generator
+    from train_t2i import CaptionedDigits, encode_prompts, load_text_tower, parse_args
+
+    from tron_pipelines.pretrained import EMBEDDED_ROOT
+
+    text_encoder, tokenizer = load_text_tower(EMBEDDED_ROOT / "tron-mnist-text")
+    args = parse_args(["--output_dir", "unused", "--train_batch_size", "64", "--caption_dropout", "0.5"])
+    digits = CaptionedDigits(args, text_encoder, tokenizer)
+    images, kwargs = digits.batch(3, step_generator(args.seed, 3), torch.device("cpu"))
+    # The same step draws the same digits, captions and dropout (what makes a resumed run exact).
+    again, kwargs_again = digits.batch(3, step_generator(args.seed, 3), torch.device("cpu"))
+    torch.testing.assert_close(again, images, rtol=0, atol=0)
+    torch.testing.assert_close(kwargs_again["encoder_hidden_states"], kwargs["encoder_hidden_states"], rtol=0, atol=0)
+
+    draws = step_generator(args.seed, 3)
+    indices = torch.randint(len(digits.images), (64,), generator=draws)
+    dropped = (torch.rand(64, generator=draws) < 0.5).numpy()
+    captions = digits.captions(3, indices.numpy(), dropped)
+    assert 16 < dropped.sum() < 48 and all((caption == "") == drop for caption, drop in zip(captions, dropped))
+    expected = encode_prompts(text_encoder, tokenizer, captions)
+    torch.testing.assert_close(kwargs["encoder_hidden_states"], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(images, digits.images[indices], rtol=0, atol=0)
+    # Every kept caption names its digit (the label of the training image).
+    for caption, label in zip(captions, digits.labels[indices.numpy()]):
+        if caption:
+            words = caption.replace(",", " ").split()
+            assert data.DIGIT_WORDS[label] in words or str(label) in words, caption
+    # Without dropout no caption is empty.
+    no_dropout = CaptionedDigits(
+        parse_args(["--output_dir", "unused", "--caption_dropout", "0"]), text_encoder, tokenizer
+    )
+    assert all(no_dropout.captions(3, indices.numpy(), np.zeros(64, dtype=bool)))
+
+
+def test_t2i_sampler_is_ddim_with_v_prediction_and_classifier_free_guidance():
+    from diffusers import DDIMScheduler
+    from diffusion_training import build_noise_scheduler
+    from train_t2i import Sampler, build_unet, encode_prompts, load_text_tower, parse_args
+
+    from tron_pipelines.pretrained import EMBEDDED_ROOT
+
+    args = parse_args(["--output_dir", "unused", "--block_out_channels", "8", "16", "--norm_num_groups", "4"])
+    torch.manual_seed(0)
+    unet = build_unet(args, cross_attention_dim=64).eval()
+    scheduler = DDIMScheduler.from_config(build_noise_scheduler(args).config)
+    text_encoder, tokenizer = load_text_tower(EMBEDDED_ROOT / "tron-mnist-text")
+    sampler = Sampler(unet, scheduler, text_encoder, tokenizer)
+    prompts = ["a bold seven", "a thin two leaning left", "a four"]
+    latents = sampler.latents([0, 1, 2])
+    assert latents.shape == (3, 784)
+    x_T = latents.view(3, 1, 28, 28)
+    # The UNet is conditioned on what training fed it (`encode_prompts`), the empty prompt for guidance.
+    conditional = encode_prompts(text_encoder, tokenizer, prompts)
+    unconditional = encode_prompts(text_encoder, tokenizer, [""] * 3)
+    with torch.no_grad():
+        images = sampler.render(latents, prompts, 1, 2.5)
+        # One trailing step from t = 999 to the end: x_0 = sqrt(a) x_T - sqrt(1 - a) v (v-prediction), with the guided
+        # v = v_uncond + 2.5 (v_cond - v_uncond).
+        timestep = torch.tensor(999)
+        v_cond = unet(x_T, timestep, encoder_hidden_states=conditional).sample
+        v_uncond = unet(x_T, timestep, encoder_hidden_states=unconditional).sample
+        alpha = scheduler.alphas_cumprod[999]
+        expected = alpha.sqrt() * x_T - (1 - alpha).sqrt() * (v_uncond + 2.5 * (v_cond - v_uncond))
+        torch.testing.assert_close(images, expected.clamp(-1, 1), rtol=0, atol=1e-5)
+        # Guidance 1 is the plain conditional model; two steps pass through t = 499.
+        plain = sampler.render(latents, prompts, 1, 1.0)
+        x0 = alpha.sqrt() * x_T - (1 - alpha).sqrt() * v_cond
+        torch.testing.assert_close(plain, x0.clamp(-1, 1), rtol=0, atol=1e-5)
+        two = scheduler.alphas_cumprod[499]
+        eps = (1 - alpha).sqrt() * x_T + alpha.sqrt() * v_cond
+        middle = two.sqrt() * x0 + (1 - two).sqrt() * eps
+        v_middle = unet(middle, torch.tensor(499), encoder_hidden_states=conditional).sample
+        final = two.sqrt() * middle - (1 - two).sqrt() * v_middle
+        torch.testing.assert_close(sampler.render(latents, prompts, 2, 1.0), final.clamp(-1, 1), atol=1e-5, rtol=0)

@@ -1,5 +1,5 @@
-"""Train the translators of the embedded MNIST pipelines and assemble `tron-mnist`, `tron-mnist-text` and
-`tron-mnist-ddim`.
+"""Train the translators of the embedded MNIST pipelines and assemble `tron-mnist`, `tron-mnist-text`,
+`tron-mnist-ddim` and `tron-mnist-t2i`.
 
 Needs the frozen parts from the other scripts of this folder (GAN generator, classifier f, CLIP, diffusion model).
 Each translator is trained with this package's own trainer (`tron train-translator`) on synthetic pairs
@@ -7,13 +7,17 @@ z ~ N(0, I), c = f(G(z)): class probabilities for `tron-mnist` and `tron-mnist-d
 or the diffusion model sampled by DDIM); for `tron-mnist-text`, the route in `PAIR_ARGS` (the CLIP *text* embedding of
 a caption of G(z) written by `captions.MnistCaptioner`, as the CLIP's training captions were, so that training and
 prompt conditions come from the same text encoder; see its model card for the comparison with image embeddings).
+`tron-mnist-t2i` takes the same caption route and CLIP, with G the text-to-image diffusion model of `train_t2i.py`
+rendering the empty prompt (TR0N's unconditional mode; its own conditional mode is `condition_generator_on_prompt`).
 
     python examples/mnist/build_pipelines.py --generator outputs/mnist/generator --classifier outputs/mnist/classifier \
-        --clip outputs/mnist/clip --ddpm outputs/mnist/ddpm/pipeline --work_dir outputs/build \
-        --output_root src/tron_pipelines/pretrained
+        --clip outputs/mnist/clip --ddpm outputs/mnist/ddpm/pipeline --t2i outputs/mnist/t2i/model \
+        --work_dir outputs/build --output_root src/tron_pipelines/pretrained
 
 Every pipeline whose parts are given is trained, or those named by ``--pipelines``; e.g. ``--classifier
-src/tron_pipelines/pretrained/tron-mnist/encoder --ddpm outputs/mnist/ddpm/pipeline`` builds `tron-mnist-ddim` alone.
+src/tron_pipelines/pretrained/tron-mnist/encoder --ddpm outputs/mnist/ddpm/pipeline`` builds `tron-mnist-ddim` alone,
+and ``--from_embedded --t2i outputs/mnist/t2i/model --pipelines tron-mnist-t2i`` builds `tron-mnist-t2i` (what the
+committed one was made with).
 
 Rebuild a translator from the frozen parts the package ships (what the committed `tron-mnist-text` was made with):
 
@@ -40,7 +44,7 @@ from captions import caption_words
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from tron_pipelines import ConvClassifier, ConvGenerator, LangevinScheduler, TranslatorModel, TronPipeline
-from tron_pipelines.models import DiffusionSamplerGenerator
+from tron_pipelines.models import DiffusionSamplerGenerator, load_diffusers_generator
 from tron_pipelines.pretrained import EMBEDDED_ROOT
 from tron_pipelines.training.arguments import parse_train_args
 from tron_pipelines.training.train import train_translator
@@ -79,9 +83,24 @@ SAMPLING = {
         "default_num_candidates": 8,
         "augmentation_policy": "translation",
     },
+    # Chosen on tuning seeds (`benchmarks/studies/t2i_sampling.py`, one image per benchmark prompt, 10 steps; share of
+    # requests obeyed): 1 / 4 / 16 / 64 candidates x 0 / 4 augmentations x step size 1 / 3. The translator barely
+    # narrows the prior (validation NLL 1.420 per dimension against 1.431 untrained), so the search and a larger step
+    # do the work: best of 16 + 4 augmentations + step 3: digit 0.90, FD 187.5 (one draw, step 1: 0.62, FD 331.7).
+    "tron-mnist-t2i": {
+        "scheduler": {"step_size": 3.0, "noise_std": 0.01, "momentum": 0.5, "max_grad_norm": 1.0},
+        "default_num_inference_steps": 10,
+        "default_num_augmentations": 4,
+        "default_num_candidates": 16,
+        "augmentation_policy": "translation",
+        "prompt_vocabulary": " ".join(caption_words()),
+    },
 }
 # DDIM steps of the diffusion G of `tron-mnist-ddim` (each one a UNet pass forward, and backward in every Langevin step).
 DDIM_SAMPLER_STEPS = 4
+# DDIM steps of the text-to-image G of `tron-mnist-t2i`: its model card's evaluation (train_t2i.py) shows one step
+# blurred (posterior-mean digits: FD 349, diversity 0.31 of real) and two steps sharp at half the cost of four.
+T2I_SAMPLER_STEPS = 2
 
 TRAINING_ARGS = [
     "--num_pairs",
@@ -107,30 +126,38 @@ TRAINING_ARGS = [
     "--overwrite_output_dir",
 ]
 # How each translator's pairs are made (`tron train-translator` options).
+CAPTION_ROUTE_ARGS = [
+    "--condition_route",
+    "caption",
+    "--captioner",
+    "captions:MnistCaptioner",
+    "--condition_noise",
+    "none",
+]
 PAIR_ARGS = {
     "tron-mnist": ["--condition_noise", "none"],
-    "tron-mnist-text": [
-        "--condition_route",
-        "caption",
-        "--captioner",
-        "captions:MnistCaptioner",
-        "--condition_noise",
-        "none",
-    ],
+    "tron-mnist-text": CAPTION_ROUTE_ARGS,
     "tron-mnist-ddim": ["--condition_noise", "none"],
+    "tron-mnist-t2i": CAPTION_ROUTE_ARGS,
 }
+# Recipe changes per pipeline. tron-mnist-t2i: the shared-basis mean head (rank 64) keeps the translator of a
+# 784-value latent at 1.2 MB instead of 8 MB (all embedded pipelines must stay under 25 MB together); 25,000 pairs
+# because each pair costs two UNet passes.
+TRAINING_OVERRIDES = {"tron-mnist-t2i": ["--mean_rank", "64", "--num_pairs", "25000"]}
 # The frozen parts each pipeline is trained from (command-line arguments).
 PARTS = {
     "tron-mnist": ("generator", "classifier"),
     "tron-mnist-text": ("generator", "clip"),
     "tron-mnist-ddim": ("ddpm", "classifier"),
+    "tron-mnist-t2i": ("t2i", "clip"),
 }
+TEXT_PIPELINES = ("tron-mnist-text", "tron-mnist-t2i")
 
 
 def part_folders(args) -> dict:
     """Folders of the frozen parts: the command line's, or with ``--from_embedded`` the embedded pipelines' own
     (tron-mnist's generator and CNN f, tron-mnist-text's CLIP; the DDPM is not embedded as a diffusers pipeline)."""
-    folders = {part: getattr(args, part) for part in ("generator", "classifier", "clip", "ddpm")}
+    folders = {part: getattr(args, part) for part in ("generator", "classifier", "clip", "ddpm", "t2i")}
     if args.from_embedded:
         folders.update(
             generator=EMBEDDED_ROOT / "tron-mnist" / "generator",
@@ -145,9 +172,11 @@ def base_pipeline(name: str, folders: dict) -> TronPipeline:
     own)."""
     if name == "tron-mnist-ddim":
         generator = DiffusionSamplerGenerator.from_diffusers(folders["ddpm"], num_sampler_steps=DDIM_SAMPLER_STEPS)
+    elif name == "tron-mnist-t2i":
+        generator = load_diffusers_generator(folders["t2i"], num_sampler_steps=T2I_SAMPLER_STEPS, generator_prompt="")
     else:
         generator = ConvGenerator.from_pretrained(folders["generator"]).eval()
-    if name == "tron-mnist-text":
+    if name in TEXT_PIPELINES:
         # train_clip.py writes model, tokenizer and image processor to one folder; a pipeline keeps them in subfolders.
         clip_folder = Path(folders["clip"])
         subfolder = (lambda part: {"subfolder": part}) if (clip_folder / "encoder").is_dir() else (lambda part: {})
@@ -183,6 +212,7 @@ def main():
     )
     parser.add_argument("--clip", help="CLIP folder, train_clip.py (training tron-mnist-text).")
     parser.add_argument("--ddpm", help="DDPMPipeline folder, train_ddpm.py's pipeline/ (training tron-mnist-ddim).")
+    parser.add_argument("--t2i", help="Text-to-image model folder, train_t2i.py's model/ (training tron-mnist-t2i).")
     parser.add_argument(
         "--from_embedded",
         action="store_true",
@@ -202,7 +232,7 @@ def main():
         "--reassemble_from",
         default=None,
         help="Skip training: take each pipeline's trained parts from this folder pattern ({name} = tron-mnist, "
-        "tron-mnist-text, tron-mnist-ddim), e.g. 'outputs/build/trained-{name}' or the embedded 'src/tron_pipelines/pretrained/{name}', "
+        "tron-mnist-text, tron-mnist-ddim, tron-mnist-t2i), e.g. 'outputs/build/trained-{name}' or the embedded 'src/tron_pipelines/pretrained/{name}', "
         "and reassemble them with SAMPLING.",
     )
     args = parser.parse_args()
@@ -212,7 +242,9 @@ def main():
     missing = sorted({f"--{part} (for {name})" for name in names for part in PARTS[name] if not folders[part]})
     if args.reassemble_from is None and (missing or not names):
         parser.error(
-            f"training needs {', '.join(missing) or 'the parts of a pipeline'} or --from_embedded (or --reassemble_from to skip training)."
+            f"training needs {', '.join(missing) or 'the parts of a pipeline'}"
+            # --from_embedded supplies the GAN, the CNN and the CLIP, not the diffusion models.
+            f"{'' if args.from_embedded else ' or --from_embedded'} (or --reassemble_from to skip training)."
         )
     torch.manual_seed(args.seed)
     work = Path(args.work_dir)
@@ -235,6 +267,7 @@ def main():
                     str(args.seed),
                     *TRAINING_ARGS,
                     *PAIR_ARGS[name],
+                    *TRAINING_OVERRIDES.get(name, []),
                     *shlex.split(args.train_overrides),
                 ]
             )

@@ -36,7 +36,7 @@ def register_generate(subparsers) -> None:
         "generate",
         help="Generate images for a prompt or a class label (offline with the embedded pipelines).",
         description="Generate images with a TR0N pipeline: a local folder, an embedded name (tron-mnist, "
-        "tron-mnist-text, tron-mnist-ddim) or a Hub id. One condition writes OUT/0.png ..., OUT/grid.png and OUT/manifest.json. Many "
+        "tron-mnist-text, tron-mnist-ddim, tron-mnist-t2i) or a Hub id. One condition writes OUT/0.png ..., OUT/grid.png and OUT/manifest.json. Many "
         "(--prompts_file, --class_labels) write OUT/000000.png ... and OUT/manifest.jsonl, resumably, in batches, with "
         "every process of `accelerate launch -m tron_pipelines.cli generate ...`.",
     )
