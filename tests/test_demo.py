@@ -827,7 +827,8 @@ def test_page_in_a_real_browser(tmp_path):
             # An empty prompt: the message at the field, the results of the last request kept, no error badges.
             page.get_by_label("Prompt", exact=True).fill("")
             page.get_by_role("button", name="Generate").click()
-            page.get_by_text("Prompt: type what to draw").wait_for(timeout=30_000)
+            # At the field (Gradio also announces it once to screen readers, in an invisible live region).
+            page.locator(".validation-error", has_text="Prompt: type what to draw").wait_for(timeout=30_000)
             page.wait_for_timeout(500)
             expect(page.locator("#images img")).to_have_count(4)
             expect(page.locator("#status")).to_contain_text("4 images · 10 Langevin steps")
