@@ -22,15 +22,21 @@ _EXPORTS = {
     "models.biggan_deep": ("BigGANDeepGenerator",),
     "models.stylegan2": ("StyleGAN2Generator", "StyleGANGenerator"),
     "models.stylegan3": ("StyleGAN3Generator",),
-    "models.nvae": ("NVAEGenerator",),
+    "models.nvae": ("NVAEDecoderOutput", "NVAEGenerator"),
     "models.open_clip_encoder": ("OpenCLIPEncoder",),
     "models.diffusers_generators": (
         "ConsistencyModelGenerator",
         "DiffusersGenerator",
         "DiffusionSamplerGenerator",
         "VAEDecoderGenerator",
-        "load_diffusers_generator",
     ),
+    "models.text_to_image_generators": (
+        "PromptConditionedGenerator",
+        "StableDiffusionXLGenerator",
+        "TextConditionalSamplerGenerator",
+        "TextToImageGenerator",
+    ),
+    "models.diffusers_loading": ("load_diffusers_generator",),
     "encoders": ("EncoderAdapter",),
     "energies": (
         "ConditionTerm",
