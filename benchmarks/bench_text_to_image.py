@@ -1,14 +1,19 @@
-"""Cost of reward-based noise optimisation with a text-to-image G: one optimisation step (forward through an SD-Turbo
-UNet + VAE decode + a CLIP ViT-H/14 image encoder, backward to the initial noise) at 512 px, batch 1, random weights
-(the cost does not depend on the weights), with and without gradient checkpointing and with the tiny decoder; and the
-translator's mean-head sizes for the 16,384-value noise latent, with the NLL trade-off of the shared-basis head.
+"""The ``text-to-image`` section of ``benchmarks/run.py``: the cost of reward-based noise optimisation with a
+text-to-image G. One optimisation step (forward through an SD-Turbo UNet + VAE decode + a CLIP ViT-H/14 image
+encoder, backward to the initial noise) at 512 px, batch 1, random weights (the cost does not depend on the weights),
+with and without gradient checkpointing and with the tiny decoder; low-precision (fp8) weight storage for the UNet's
+backward pass; and the translator's mean-head sizes for the 16,384-value noise latent, with the NLL trade-off of the
+shared-basis head.
 
-    python benchmarks/run.py text-to-image                      # CPU (minutes per configuration)
-    python benchmarks/run.py text-to-image --device cuda        # the same on a GPU
-    python benchmarks/bench_text_to_image.py --configuration vae-none --device cpu   # one configuration, JSON line
+    python benchmarks/run.py text-to-image                                      # CPU (minutes per configuration)
+    python benchmarks/run.py text-to-image --device cuda                        # the same on a GPU
+    python benchmarks/run.py text-to-image --text_to_image_parts steps --text_to_image_configurations taesd-blocks
+    python benchmarks/bench_text_to_image.py --configuration vae-none --device cpu   # one measured run, a JSON line
 
-Every configuration runs in a fresh process (memory a process has freed but kept would hide part of the next
-measurement), which is stopped when its resident memory passes ``--memory_limit_gib`` on a CPU.
+Every measured run is a fresh process (memory a process has freed but kept would hide part of the next
+measurement; this file's own command line is that process's entry point), stopped when its resident memory passes
+``--memory_limit_gib`` on a CPU. GFLOP are counted on the meta device, so they are reported even where a run is
+stopped.
 
 The architectures are those of ``stabilityai/sd-turbo`` (Stable Diffusion 2.1's UNet and VAE and its OpenCLIP ViT-H
 text encoder, written from their published config.json values), ``madebyollin/taesd`` (AutoencoderTiny's defaults)
@@ -24,7 +29,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import FlopCounter, clip_langevin_step, synchronize
+from common import FlopCounter, clip_langevin_step, format_table, synchronize
+from harness import Section
 
 
 # stabilityai/sd-turbo unet/config.json (Stable Diffusion 2.1 base: 512 px, 64 x 64 x 4 latent), 865.9 M parameters.
@@ -332,10 +338,10 @@ def measure_in_subprocess(name: str, device: str, threads: int, memory_limit_gib
     return {**json.loads(stdout.strip().splitlines()[-1]), "process_peak_RSS_GiB": peak_rss_gib}
 
 
-def weight_storage_costs(device: str, threads: int, memory_limit_gib: float) -> list[dict]:
-    """One row per `WEIGHT_STORAGE_VARIANTS` entry, each measured in its own process."""
+def weight_storage_costs(device: str, threads: int, memory_limit_gib: float, variants=WEIGHT_STORAGE_VARIANTS):
+    """One row per variant (of `WEIGHT_STORAGE_VARIANTS`), each measured in its own process."""
     rows = []
-    for variant in WEIGHT_STORAGE_VARIANTS:
+    for variant in variants:
         row = {"variant": variant, **measure_in_subprocess(variant, device, threads, memory_limit_gib)}
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -471,80 +477,142 @@ def translator_head_nll(num_pairs: int = 4096, steps: int = 1500, ranks=(None, 1
     return rows
 
 
-def run_section(args, output_dir: Path, emit) -> None:
-    """The ``text-to-image`` section of ``benchmarks/run.py``: translator head sizes, the head NLL trade-off, and the
-    cost of an optimisation step per configuration."""
-    from common import format_table, write_json
+# The section of run.py ----------------------------------------------------------------------------------------------
+PARTS = ("heads", "steps", "weight-storage", "head-nll")
 
-    heads = translator_head_sizes()
-    write_json(output_dir / "text_to_image_heads.json", heads)
-    emit(
-        "Translator mean head for a 4 x 64 x 64 noise latent (K = 10, hidden = 4 x condition)",
-        format_table(
-            heads,
-            [
-                ("condition_dim", "condition", "d"),
-                ("mean_rank", "mean head", ""),
-                ("mean_head_M", "mean head M params", ".1f"),
-                ("translator_M", "translator M params", ".1f"),
-                ("weights_GiB", "weights GiB (fp32)", ".2f"),
-                ("training_GiB", "+ grads + Adam GiB", ".2f"),
-            ],
-        ),
+
+def add_arguments(group) -> None:
+    group.add_argument(
+        "--text_to_image_parts",
+        nargs="+",
+        default=list(PARTS),
+        choices=PARTS,
+        help="text-to-image: what to measure (default: all): translator head sizes, one optimisation step per "
+        "configuration, low-precision weight storage, the full vs shared-basis head NLL.",
     )
-    costs = optimisation_step_costs(args.device, args.threads, args.memory_limit_gib)
-    write_json(output_dir / "text_to_image_cost.json", costs)
-    emit(
-        f"One optimisation step, SD-Turbo UNet + decoder + CLIP ViT-H/14 at 512 px, batch 1, float32, {args.device}",
-        format_table(
-            [{**row, "result": row.get("stopped") or row.get("failed") or ""} for row in costs],
-            [
-                ("configuration", "configuration", ""),
-                ("step_gflop", "GFLOP / step", ".0f"),
-                ("generator_gflop", "of which G", ".0f"),
-                ("decoder_gflop", "of which decoder", ".0f"),
-                ("seconds_per_step", "s / step", ".1f"),
-                ("peak_MiB_above_weights", "peak MiB above weights", ".0f"),
-                ("weights_MiB", "weights MiB", ".0f"),
-                ("result", "note", ""),
-            ],
-        ),
+    group.add_argument(
+        "--text_to_image_configurations",
+        nargs="+",
+        default=[name for name, _, _ in CONFIGURATIONS],
+        choices=[name for name, _, _ in CONFIGURATIONS],
+        metavar="CONFIGURATION",
+        help="text-to-image: decoder-checkpointing configurations of the steps part, of "
+        f"{', '.join(name for name, _, _ in CONFIGURATIONS)} (default: all). GFLOP are counted for every one named "
+        "even when its measured run is stopped.",
     )
-    emit_weight_storage(
-        weight_storage_costs(args.device, args.threads, args.memory_limit_gib), args.device, output_dir, emit
+    group.add_argument(
+        "--weight_storage_variants",
+        nargs="+",
+        default=list(WEIGHT_STORAGE_VARIANTS),
+        choices=WEIGHT_STORAGE_VARIANTS,
+        help="text-to-image: weight storage variants of the weight-storage part (default: all).",
     )
-    nll = translator_head_nll(steps=300 if args.quick else 1500)
-    write_json(output_dir / "text_to_image_head_nll.json", nll)
-    emit(
-        "Full vs shared-basis mean head: held-out NLL on pairs of a tiny random SD (256-value noise) + tiny CLIP",
-        format_table(
-            nll,
-            [
-                ("mean_rank", "mean head", ""),
-                ("mean_head_parameters", "mean head params", "d"),
-                ("held_out_nll_per_dim", "NLL nats / dim (prior 1.4189)", ".4f"),
-            ],
-        ),
+    group.add_argument(
+        "--memory_limit_gib",
+        type=float,
+        default=12.0,
+        help="text-to-image: on a CPU, stop a configuration's process when its resident memory passes this "
+        "(default 12; the row says it was stopped).",
     )
 
 
-def emit_weight_storage(rows: list[dict], device: str, output_dir: Path, emit) -> None:
-    from common import format_table, write_json
+def check(args) -> str | None:
+    if args.memory_limit_gib <= 0:
+        return f"--memory_limit_gib must be positive, got {args.memory_limit_gib}"
+    return None
 
-    write_json(output_dir / "text_to_image_weight_storage.json", rows)
-    emit(
-        f"Weight storage for a backward pass: SD-Turbo UNet forward + backward to its input, bfloat16 compute, {device}",
-        format_table(
-            rows,
-            [
-                ("variant", "weights stored as", ""),
-                ("backward", "backward pass", ""),
-                ("weights_MiB", "weights MiB", ".0f"),
-                ("peak_MiB_above_weights", "peak MiB above weights", ".0f"),
-                ("weights_plus_peak_MiB", "weights + peak MiB", ".0f"),
-            ],
-        ),
-    )
+
+STEP_COLUMNS = [
+    ("configuration", "configuration", ""),
+    ("step_gflop", "GFLOP / step", ".0f"),
+    ("generator_gflop", "of which G", ".0f"),
+    ("decoder_gflop", "of which decoder", ".0f"),
+    ("seconds_per_step", "s / step", ".1f"),
+    ("peak_MiB_above_weights", "peak MiB above weights", ".0f"),
+    ("weights_MiB", "weights MiB", ".0f"),
+    ("process_peak_RSS_GiB", "process peak RSS GiB", ".1f"),
+    ("note", "note", ""),
+]
+HEAD_COLUMNS = [
+    ("condition_dim", "condition", "d"),
+    ("mean_rank", "mean head", ""),
+    ("mean_head_M", "mean head M params", ".1f"),
+    ("translator_M", "translator M params", ".1f"),
+    ("weights_GiB", "weights GiB (fp32)", ".2f"),
+    ("training_GiB", "+ grads + Adam GiB", ".2f"),
+]
+WEIGHT_STORAGE_COLUMNS = [
+    ("variant", "weights stored as", ""),
+    ("backward", "backward pass", ""),
+    ("weights_MiB", "weights MiB", ".0f"),
+    ("peak_MiB_above_weights", "peak MiB above weights", ".0f"),
+    ("weights_plus_peak_MiB", "weights + peak MiB", ".0f"),
+    ("note", "note", ""),
+]
+NLL_COLUMNS = [
+    ("mean_rank", "mean head", ""),
+    ("mean_head_parameters", "mean head params", "d"),
+    ("held_out_nll_per_dim", "NLL nats / dim (prior 1.4189)", ".4f"),
+]
+
+
+def with_note(rows: list[dict]) -> list[dict]:
+    """Rows with a ``note`` column saying why a measured run gave no numbers (stopped or failed)."""
+    return [{**row, "note": row.get("stopped") or row.get("failed") or ""} for row in rows]
+
+
+def run(args, sizes: dict, report) -> None:
+    """Translator head sizes, the cost of an optimisation step per configuration, low-precision weight storage and
+    the head NLL trade-off, as ``--text_to_image_parts`` asks; each measured run in a fresh process."""
+    results = {}
+    if "heads" in args.text_to_image_parts:
+        results["heads"] = translator_head_sizes()
+        report.emit(
+            "Text-to-image: translator mean head for a 4 x 64 x 64 noise latent (K = 10, hidden = 4 x condition)",
+            format_table(results["heads"], HEAD_COLUMNS),
+        )
+    if "steps" in args.text_to_image_parts:
+        results["steps"] = optimisation_step_costs(
+            args.device, args.threads, args.memory_limit_gib, args.text_to_image_configurations
+        )
+        report.emit(
+            f"Text-to-image: one optimisation step, SD-Turbo UNet + decoder + CLIP ViT-H/14 at 512 px, batch 1, "
+            f"float32, {args.device}, {args.threads} threads",
+            format_table(with_note(results["steps"]), STEP_COLUMNS)
+            + "\n\nGFLOP: matrix products and convolutions, forward and backward, recomputation included, counted on "
+            "the meta device (exact, machine-independent). Peak memory above the weights: max allocated on a GPU, "
+            "the process's resident high-water mark on a CPU.",
+        )
+    if "weight-storage" in args.text_to_image_parts:
+        results["weight_storage"] = weight_storage_costs(
+            args.device, args.threads, args.memory_limit_gib, args.weight_storage_variants
+        )
+        report.emit(
+            f"Text-to-image: weight storage for a backward pass, SD-Turbo UNet forward + backward to its input, "
+            f"bfloat16 compute, {args.device}",
+            format_table(with_note(results["weight_storage"]), WEIGHT_STORAGE_COLUMNS),
+        )
+    if "head-nll" in args.text_to_image_parts:
+        results["head_nll"] = translator_head_nll(num_pairs=sizes["nll_pairs"], steps=sizes["nll_steps"])
+        report.emit(
+            f"Text-to-image: full vs shared-basis mean head, held-out NLL on {sizes['nll_pairs']} pairs of a tiny "
+            f"random SD (256-value noise) + tiny CLIP, {sizes['nll_steps']} Adam steps",
+            format_table(results["head_nll"], NLL_COLUMNS),
+        )
+    report.write_json("text-to-image", results)
+
+
+SECTION = Section(
+    names=("text-to-image",),
+    summary="A text-to-image G (SD-Turbo-sized UNet + VAE or TAESD, CLIP ViT-H/14 f, 512 px, random weights): "
+    "GFLOP, seconds and peak memory of one optimisation step with and without checkpointing, fp8 weight storage, "
+    "translator head sizes and the shared-basis head's NLL trade-off.",
+    run=run,
+    add_arguments=add_arguments,
+    check=check,
+    quick={"nll_pairs": 1024, "nll_steps": 300},
+    full={"nll_pairs": 4096, "nll_steps": 1500},
+)
 
 
 def main(argv=None):

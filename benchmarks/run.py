@@ -5,6 +5,7 @@
     python benchmarks/run.py throughput overhead --device cuda --speed_workloads biggan-deep-256-clip
     python benchmarks/run.py sampler --device cuda                    # diffusion G: cost per Langevin step
     python benchmarks/run.py cost --cost_workloads biggan-deep-256 stylegan2-1024   # per-stage costs, full-size G
+    python benchmarks/run.py text-to-image --device cuda               # SD-Turbo-sized G + CLIP ViT-H: cost per step
     python benchmarks/run.py pairs --num_pairs 100000                 # pair generation, cache reads, training
     python benchmarks/run.py eval-cost --eval_cost_workload tron-mnist-text --eval_cost_batch_size 16
     python benchmarks/run.py compare --compare_pipelines tron-mnist-text other/tron-mnist-text
@@ -19,6 +20,9 @@ batch size and steps, memory after every step), ``features`` (bf16/fp16 autocast
 Only when named: ``sampler`` (a diffusion-sampler G, `ddpm-cifar10-32-clip` by default: seconds, GFLOP and peak
 memory of a Langevin step at 1, 5 and 10 sampler steps, with and without gradient checkpointing), ``cost`` (seconds,
 FLOPs and memory of each stage of TR0N for full-size generators with random weights, `cost.COST_WORKLOADS`),
+``text-to-image`` (an SD-Turbo-sized text-to-image G with a CLIP ViT-H/14 f at 512 px, random weights: GFLOP,
+seconds and peak memory of one optimisation step with and without checkpointing and with the tiny decoder, fp8
+weight storage, translator head sizes and the shared-basis head's NLL trade-off; `bench_text_to_image.py`),
 ``pairs`` (pair generation, cache reads and translator training throughput at 1M pairs), ``eval-cost`` (per-image
 cost of a prompts-file run, extrapolated to an evaluation's size), ``compare`` (candidate pipelines' shipped sampling
 per digit and prompt, on tuning or evaluation seeds) and ``demo-examples`` (which prompts the embedded
@@ -38,6 +42,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_text_to_image  # noqa: E402
 import compare  # noqa: E402
 import cost  # noqa: E402
 import demo_examples  # noqa: E402
@@ -57,6 +62,7 @@ SECTIONS = (
     speed.SPEED_SECTION,
     speed.SAMPLER_SECTION,
     cost.SECTION,
+    bench_text_to_image.SECTION,
     pair_throughput.SECTION,
     evaluation_cost.SECTION,
     compare.SECTION,

@@ -326,6 +326,41 @@ def test_run_py_rejects_a_sections_mistake_before_running_any(capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_run_py_takes_the_text_to_image_section_on_request_with_its_options(capsys):
+    import bench_text_to_image
+    import run
+
+    assert "text-to-image" not in run.parse_args(run.SECTIONS, []).sections  # heavy: only when named
+    args = run.parse_args(
+        run.SECTIONS,
+        ["text-to-image", "--text_to_image_parts", "steps", "--text_to_image_configurations", "taesd-blocks"]
+        + ["--memory_limit_gib", "6"],
+    )
+    assert args.sections == ["text-to-image"] and bench_text_to_image.SECTION in run.SECTIONS
+    assert (args.text_to_image_parts, args.text_to_image_configurations) == (["steps"], ["taesd-blocks"])
+    assert args.memory_limit_gib == 6 and args.weight_storage_variants == list(
+        bench_text_to_image.WEIGHT_STORAGE_VARIANTS
+    )
+    for argv, message in (
+        (["text-to-image", "--memory_limit_gib", "0"], "--memory_limit_gib must be positive"),
+        (["text-to-image", "--text_to_image_configurations", "vae-fast"], "invalid choice: 'vae-fast'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            run.parse_args(run.SECTIONS, argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert "text-to-image" in run.__doc__
+
+
+def test_text_to_image_section_writes_its_head_table_through_run_py(tmp_path):
+    import run
+
+    run.main(["text-to-image", "--text_to_image_parts", "heads", "--output_dir", str(tmp_path), "--threads", "1"])
+    heads = json.loads((tmp_path / "text-to-image.json").read_text())["heads"]
+    assert [(row["condition_dim"], row["mean_rank"]) for row in heads][:3] == [(768, "full"), (768, 256), (768, 64)]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Text-to-image: translator mean head" in report and "| 768 | full | 503.5 |" in report
+
+
 def test_eval_cost_section_through_run_py(tmp_path):
     import run
 

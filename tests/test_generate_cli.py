@@ -248,3 +248,127 @@ def test_a_real_process_shows_one_progress_bar_and_no_traceback(class_pipeline_d
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("tron generate: error: --pipeline")
+
+
+# A text-to-image G with reward models: --condition_generator_on_prompt, --reward_weights, rewards per image ----------
+@pytest.fixture(scope="module")
+def reward_pipeline_dir(tokenizer, tmp_path_factory) -> str:
+    """A pipeline over a tiny Stable Diffusion G with PickScore and CLIP-score rewards (weights 2 and 0.5), scoring
+    plain images (no augmentations: its energy is minus the weighted sum of the reported rewards)."""
+    from conftest import tiny_clip
+    from test_text_to_image_generators import text_to_image_tron_pipeline
+
+    from tron_pipelines import ClipScoreReward, NoiseOptimizationScheduler, PickScoreReward, RewardModels
+
+    rewards = RewardModels(
+        {
+            "pickscore": PickScoreReward.from_clip(tiny_clip(len(tokenizer), seed=3), tokenizer),
+            "clip_score": ClipScoreReward.from_clip(tiny_clip(len(tokenizer), seed=5), tokenizer),
+        }
+    )
+    folder = tmp_path_factory.mktemp("reward-pipe")
+    TronPipeline.from_pipe(
+        text_to_image_tron_pipeline(tokenizer),
+        rewards=rewards,
+        reward_weights={"pickscore": 2.0, "clip_score": 0.5},
+        scheduler=NoiseOptimizationScheduler(learning_rate=0.5),
+        default_num_augmentations=0,
+    ).save_pretrained(folder)
+    return str(folder)
+
+
+REWARD_RUN = ["--num_images", "2", "--seed", "3", "--steps", "2", "--init", "prior"]
+
+
+def test_reward_options_reach_the_call_and_each_images_rewards_are_recorded(reward_pipeline_dir, tmp_path, capsys):
+    import torch
+
+    out_dir = tmp_path / "cars"
+    options = ["--condition_generator_on_prompt", "--reward_weights", "clip_score=4"]
+    generate("a red car", "--pipeline", reward_pipeline_dir, *REWARD_RUN, *options, "--out", str(out_dir))
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["condition_generator_on_prompt"] is True
+    assert manifest["reward_weights"] == {"pickscore": 2.0, "clip_score": 4.0}  # the call's, over the saved ones
+    # The same call made directly: the recorded rewards and energies are its.
+    pipe = TronPipeline.from_pretrained(reward_pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    direct = pipe(
+        "a red car",
+        num_images_per_prompt=2,
+        num_inference_steps=2,
+        initialization="prior",
+        generator=[torch.Generator().manual_seed(3 + i) for i in range(2)],
+        condition_generator_on_prompt=True,
+        reward_weights={"clip_score": 4.0},
+    )
+    printed = capsys.readouterr().out
+    weights = ", ".join(f"{name} {weight:g}" for name, weight in manifest["reward_weights"].items())
+    assert f"Rewards per image (weights {weights}):" in printed and "clip_score 4" in weights
+    for index, entry in enumerate(manifest["images"]):
+        expected = {name: float(values[index]) for name, values in direct.rewards.items()}
+        assert entry["rewards"] == pytest.approx(expected, abs=1e-5)
+        assert entry["energy"] == pytest.approx(float(direct.energies[index]), abs=1e-5)
+        assert entry["energy"] == pytest.approx(-2.0 * expected["pickscore"] - 4.0 * expected["clip_score"], abs=1e-5)
+        line = next(line for line in printed.splitlines() if line.startswith(f"  {index}.png: "))
+        assert line.endswith(f" (energy {entry['energy']:.4f})")
+        assert all(f"{name} {value:.4f}" in line for name, value in expected.items())
+    # Without the option G renders its own generator prompt: other images from the same seeds.
+    generate("a red car", "--pipeline", reward_pipeline_dir, *REWARD_RUN, "--out", str(tmp_path / "own"))
+    assert json.loads((tmp_path / "own" / "manifest.json").read_text())["reward_weights"] == {
+        "pickscore": 2.0,
+        "clip_score": 0.5,
+    }
+    assert Image.open(tmp_path / "own" / "0.png").tobytes() != Image.open(out_dir / "0.png").tobytes()
+
+
+def test_many_conditions_record_each_images_rewards_and_refuse_other_weights_on_rerun(reward_pipeline_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red car\na cat\n")
+    run = [
+        "--pipeline",
+        reward_pipeline_dir,
+        "--prompts_file",
+        str(prompts),
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    generate(*run, "--condition_generator_on_prompt", "--reward_weights", "pickscore=1")
+    lines = [json.loads(line) for line in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines()]
+    assert [sorted(line["rewards"]) for line in lines] == [["clip_score", "pickscore"]] * 2
+    for line in lines:
+        weighted = 1.0 * line["rewards"]["pickscore"] + 0.5 * line["rewards"]["clip_score"]
+        assert line["energy"] == pytest.approx(-weighted, abs=1e-5)
+    with pytest.raises(SystemExit) as exit_info:  # the same folder with other weights, or without the option
+        generate(*run, "--reward_weights", "pickscore=1")
+    assert "condition_generator_on_prompt True -> None" in str(exit_info.value.code)
+
+
+@pytest.mark.parametrize(
+    "pipeline,options,message",
+    [
+        ("class", ["--class_label", "1", "--reward_weights", "pickscore=1"], "--reward_weights needs reward models"),
+        ("class", ["--class_label", "1", "--condition_generator_on_prompt"], "--condition_generator_on_prompt needs"),
+        ("reward", ["a cat", "--reward_weights", "hps=5"], "--reward_weights names ['hps']"),
+        ("reward", ["a cat", "--reward_weights", "pickscore=1", "pickscore=2"], "gives pickscore more than once"),
+    ],
+)
+def test_reward_option_mistakes_are_one_line(
+    class_pipeline_dir, reward_pipeline_dir, tmp_path, pipeline, options, message
+):
+    folder = class_pipeline_dir if pipeline == "class" else reward_pipeline_dir
+    with pytest.raises(SystemExit) as exit_info:
+        generate("--pipeline", folder, *options, "--steps", "0", "--num_images", "1", "--out", str(tmp_path / "o"))
+    error = str(exit_info.value.code)
+    assert error.startswith("tron generate: error:") and message in error and "\n" not in error
+
+
+@pytest.mark.parametrize("value", ["pickscore", "=1", "pickscore=high"])
+def test_reward_weights_are_name_equals_number_before_loading(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        generate("--pipeline", "no-such-pipeline", "a cat", "--reward_weights", value, "--out", str(tmp_path / "o"))
+    assert exit_info.value.code == 2
+    assert (
+        f"argument --reward_weights: must be NAME=WEIGHT like pickscore=0.05, got {value!r}" in capsys.readouterr().err
+    )

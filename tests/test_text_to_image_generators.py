@@ -4,6 +4,7 @@ saved and loaded with their tokenizers; conditioned per call by `TronPipeline(co
 
 import json
 import threading
+from pathlib import Path
 
 import diffusers
 import pytest
@@ -21,7 +22,16 @@ from diffusers import (
 from test_diffusers_generators import TINY_BUILD_OPTIONS, classifier_tron_pipeline, energy_of, tiny_unet
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from tron_pipelines import GradientDescentScheduler, LangevinScheduler, TranslatorModel, TronPipeline
+from tron_pipelines import (
+    ClipScoreReward,
+    GradientDescentScheduler,
+    LangevinScheduler,
+    NoiseOptimizationScheduler,
+    PickScoreReward,
+    RewardModels,
+    TranslatorModel,
+    TronPipeline,
+)
 from tron_pipelines.models import (
     DiffusionSamplerGenerator,
     StableDiffusionXLGenerator,
@@ -610,14 +620,15 @@ def test_unets_that_do_not_fit_are_refused(tokenizer, unet, match):
 
 
 # tron build ------------------------------------------------------------------------------------------------------
-def test_tron_build_turns_a_stable_diffusion_folder_into_a_pipeline(
-    sd_turbo_folder, tokenizer, tmp_path, fresh_accelerate_state
-):
+@pytest.fixture(scope="module")
+def sd_turbo_build(sd_turbo_folder, tokenizer, tmp_path_factory) -> Path:
+    """`tron build --generator diffusers:<tiny SD-Turbo folder> --encoder <tiny CLIP>`: the build's output folder."""
+    from conftest import reset_accelerate_state
     from test_build import save_clip
 
     from tron_pipelines.cli import main
 
-    output = tmp_path / "build"
+    root = tmp_path_factory.mktemp("sd-turbo-build")
     argv = [
         "build",
         "--generator",
@@ -626,18 +637,37 @@ def test_tron_build_turns_a_stable_diffusion_folder_into_a_pipeline(
         "num_sampler_steps=1",
         "generator_prompt=",
         "--encoder",
-        save_clip(tmp_path / "clip", tokenizer, seed=0),
+        save_clip(root / "clip", tokenizer, seed=0),
         "--output",
-        output,
+        root / "build",
         "--mean_rank",
         "4",
         "--sample_prompts",
         "a cat",
         *TINY_BUILD_OPTIONS,
     ]
-    assert main([str(word) for word in argv]) == 0
-    pipe = TronPipeline.from_pretrained(output / "pipeline")
+    try:
+        assert main([str(word) for word in argv]) == 0
+    finally:
+        reset_accelerate_state()
+    return root / "build"
+
+
+def loaded(folder: Path) -> TronPipeline:
+    pipe = TronPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def rendered_by_generator(pipe, out, prompts: list[str], on_prompt: bool) -> torch.Tensor:
+    """G(returned latents), G given the images' prompts (ReNO's mode) or its own generator prompt (TR0N's)."""
+    generator = pipe.generator.conditioned_on(prompts, 1) if on_prompt else pipe.generator
+    with torch.no_grad():
+        return generator.generate(out.latents)
+
+
+def test_tron_build_turns_a_stable_diffusion_folder_into_a_pipeline(sd_turbo_build, sd_turbo_folder):
+    pipe = loaded(sd_turbo_build / "pipeline")
     assert isinstance(pipe.generator, TextToImageGenerator) and pipe.generator.tokenizer is not None
     assert type(pipe.generator.scheduler).__name__ == "EulerDiscreteScheduler"
     assert pipe.translator.config.latent_dim == 4 * SIDE * SIDE and isinstance(pipe.scheduler, LangevinScheduler)
@@ -649,11 +679,65 @@ def test_tron_build_turns_a_stable_diffusion_folder_into_a_pipeline(
     with torch.no_grad():
         rendered = pipe.generator.generate(latents.flatten(1))
     assert (rendered - pipeline_images(reference, "", latents, num_inference_steps=1)).abs().max() <= 1e-5
-    # Sampling with Langevin (the preset) and plain gradient descent, with and without the prompt for G.
-    for scheduler_pipe in (
-        pipe,
-        TronPipeline.from_pipe(pipe, scheduler=GradientDescentScheduler.from_config(pipe.scheduler.config)),
-    ):
+    # Sampling with Langevin (the preset), ReNO's noise optimisation and plain gradient descent, each swapped in with
+    # `from_config`, in TR0N's mode (G renders its generator prompt "") and with the call's prompt for G (ReNO's).
+    for scheduler_class in (LangevinScheduler, NoiseOptimizationScheduler, GradientDescentScheduler):
+        swapped = TronPipeline.from_pipe(pipe, scheduler=scheduler_class.from_config(pipe.scheduler.config))
+        assert type(swapped.scheduler) is scheduler_class
         for on_prompt in (False, True):
-            out = call(scheduler_pipe, "a red car", condition_generator_on_prompt=on_prompt)
+            out = call(swapped, "a red car", condition_generator_on_prompt=on_prompt, return_energy_trace=True)
             assert out.images.shape == (1, 3, 2 * SIDE, 2 * SIDE) and torch.isfinite(out.energies).all()
+            # The images are G of the returned latents, in the mode asked for (the modes render differently).
+            rendered = rendered_by_generator(pipe, out, ["a red car"], on_prompt)
+            assert (out.images * 2 - 1 - rendered).abs().max() < 1e-5
+            assert (
+                out.images * 2 - 1 - rendered_by_generator(pipe, out, ["a red car"], not on_prompt)
+            ).abs().max() > 1e-3
+            if scheduler_class is NoiseOptimizationScheduler:
+                # ReNO's defaults, not Langevin's, after the swap; and its best iterate is the one returned.
+                assert swapped.scheduler.config.learning_rate == 5.0 and swapped.scheduler.config.grad_clip_norm == 0.1
+                assert bool((out.energies <= out.energy_trace.min(dim=0).values + 1e-6).all())
+
+
+def test_the_built_pipeline_with_rewards_optimises_their_weighted_sum(sd_turbo_build, tokenizer, tmp_path):
+    """ReNO's setting on the built pipeline: reward models as f (a `rewards` component, weights in the config), the
+    call's prompt for G, noise optimisation from the prior; each reward reported per image, the energy minus their
+    weighted sum; saved and loaded with the rewards."""
+    rewards = RewardModels(
+        {
+            "pickscore": PickScoreReward.from_clip(tiny_clip(len(tokenizer), seed=3), tokenizer),
+            "clip_score": ClipScoreReward.from_clip(tiny_clip(len(tokenizer), seed=5), tokenizer),
+        }
+    )
+    weights = {"pickscore": 2.0, "clip_score": 0.5}
+    built = loaded(sd_turbo_build / "pipeline")
+    TronPipeline.from_pipe(
+        built,
+        rewards=rewards,
+        reward_weights=weights,
+        scheduler=NoiseOptimizationScheduler.from_config(built.scheduler.config),
+    ).save_pretrained(tmp_path / "reno")
+    pipe = loaded(tmp_path / "reno")  # the built pipeline plus rewards, as a user would load it
+    assert isinstance(pipe.rewards, RewardModels) and isinstance(pipe.scheduler, NoiseOptimizationScheduler)
+    assert pipe.config.reward_weights == weights
+    prompts = ["a red car", "a cat"]
+    options = {"initialization": "prior", "condition_generator_on_prompt": True, "num_augmentations": 0}
+    out = pipe(prompts, num_inference_steps=3, output_type="pt", generator=torch.Generator().manual_seed(0), **options)
+    assert (out.images * 2 - 1 - rendered_by_generator(pipe, out, prompts, on_prompt=True)).abs().max() < 1e-5
+    scored = {name: model.score(out.images * 2 - 1, prompts) for name, model in rewards.models.items()}
+    assert set(out.rewards) == set(weights)
+    for name, values in out.rewards.items():
+        torch.testing.assert_close(values, scored[name], rtol=0, atol=2e-5)
+    torch.testing.assert_close(
+        out.energies, -sum(w * out.rewards[name] for name, w in weights.items()), rtol=0, atol=1e-5
+    )
+    # A call's weights replace the saved ones; weight 0 reports a reward without optimising it.
+    only_pick = pipe(
+        prompts,
+        num_inference_steps=0,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+        reward_weights={"clip_score": 0.0},
+        **options,
+    )
+    torch.testing.assert_close(only_pick.energies, -2.0 * only_pick.rewards["pickscore"], rtol=0, atol=1e-5)

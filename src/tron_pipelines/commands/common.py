@@ -79,6 +79,8 @@ PIPELINE_ARGUMENT_OPTIONS = {
     "`initialization`": "--init",
     "`num_candidates`": "--candidates",
     "initialization='translator_mean'": "--init translator_mean",
+    "`reward_weights`": "--reward_weights",
+    "`condition_generator_on_prompt=True`": "--condition_generator_on_prompt",
 }
 
 
@@ -89,6 +91,30 @@ def in_cli_terms(message: str) -> str:
     return message
 
 
+def reward_call_options(args) -> dict:
+    """The pipeline call's ``condition_generator_on_prompt`` and ``reward_weights`` from ``tron generate``'s
+    ``--condition_generator_on_prompt`` and ``--reward_weights NAME=WEIGHT ...`` (a `CommandError` for a name given
+    twice; names the pipeline lacks are the pipeline's to refuse)."""
+    pairs = args.reward_weights or []
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise CommandError(f"--reward_weights gives {', '.join(repeated)} more than once.")
+    return {
+        "condition_generator_on_prompt": args.condition_generator_on_prompt,
+        "reward_weights": dict(pairs) or None,
+    }
+
+
+def rewards_per_image(out) -> list[dict[str, float]] | None:
+    """``[{reward name: value}, ...]``, one per image of a pipeline output, or None when the pipeline has no
+    rewards."""
+    if out.rewards is None:
+        return None
+    names = list(out.rewards)
+    return [dict(zip(names, values)) for values in zip(*(out.rewards[name].tolist() for name in names))]
+
+
 __all__ = [
     "CommandError",
     "PIPELINE_ARGUMENT_OPTIONS",
@@ -96,5 +122,7 @@ __all__ = [
     "in_cli_terms",
     "load_pipeline",
     "one_line_errors",
+    "reward_call_options",
+    "rewards_per_image",
     "writable_folder",
 ]

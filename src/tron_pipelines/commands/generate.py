@@ -2,6 +2,8 @@
 
     tron generate "a bold seven leaning right" --num_images 8 --seed 0 --out samples
     tron generate --pipeline tron-mnist --class_label 3 --num_images 8 --out threes
+    tron generate "a red car" --pipeline my-sd-turbo-reno --condition_generator_on_prompt --init prior \
+        --reward_weights pickscore=0.05 clip_score=0.01 --out cars      # a text-to-image G with reward models
 
 Many conditions at once (a prompts file, or a list of class labels), batched, resumable and split over the processes
 of ``accelerate launch``, are `generate_many`'s:
@@ -12,8 +14,15 @@ of ``accelerate launch``, are `generate_many`'s:
 
 import argparse
 
-from ..utils.options import non_negative_int, positive_int
-from .common import CommandError, in_cli_terms, load_pipeline, writable_folder
+from ..utils.options import name_and_weight, non_negative_int, positive_int
+from .common import (
+    CommandError,
+    in_cli_terms,
+    load_pipeline,
+    reward_call_options,
+    rewards_per_image,
+    writable_folder,
+)
 from .samples import write_samples
 
 
@@ -95,6 +104,23 @@ def register_generate(subparsers) -> None:
         help="Initialisation of the latents.",
     )
     parser.add_argument(
+        "--condition_generator_on_prompt",
+        action="store_true",
+        help="Give the prompt to G too (a text-to-image G): images are G(z | prompt) and the latents are optimised "
+        "for it, reward-based noise optimisation's (ReNO's) setting. Default: G renders its own generator prompt "
+        "(TR0N's setting, the one the translator was trained in).",
+    )
+    parser.add_argument(
+        "--reward_weights",
+        nargs="+",
+        type=name_and_weight,
+        default=None,
+        metavar="NAME=WEIGHT",
+        help="A pipeline with reward models: each reward's weight in the energy for this run, e.g. pickscore=0.05 "
+        "hps=5 (rewards not named keep the pipeline's weights; 0 reports a reward without optimising it). Every "
+        "image's rewards are printed and recorded in the manifest whenever the pipeline has reward models.",
+    )
+    parser.add_argument(
         "--device",
         default=None,
         help="torch device, e.g. cpu or cuda (default cpu; with --prompts_file or --class_labels, the device "
@@ -133,6 +159,7 @@ def _generate(args: argparse.Namespace) -> None:
         args.num_images = args.num_images or 1
         return generate_many(args)
     args.num_images = args.num_images or 8
+    reward_options = reward_call_options(args)
     folder = writable_folder(args.out)
     pipe = load_pipeline(args.pipeline, args.device or "cpu")
 
@@ -148,11 +175,14 @@ def _generate(args: argparse.Namespace) -> None:
             initialization=args.init,
             num_candidates=args.candidates,
             generator=generators,
+            **reward_options,
         )
     except (ValueError, TypeError) as error:
         raise CommandError(in_cli_terms(str(error))) from None
 
     label = {"prompt": args.prompt} if args.prompt is not None else {"class_label": args.class_label}
+    rewards = rewards_per_image(out)
+    reward_settings = {"reward_weights": pipe.reward_weights_for(reward_options["reward_weights"])} if rewards else {}
     write_samples(
         folder,
         out.images,
@@ -164,6 +194,15 @@ def _generate(args: argparse.Namespace) -> None:
             "num_inference_steps": pipe.num_timesteps,
             "initialization": args.init,
             "num_candidates": pipe.num_candidates,
+            "condition_generator_on_prompt": args.condition_generator_on_prompt,
+            **reward_settings,
         },
+        rewards=rewards,
     )
+    if rewards:
+        weights = ", ".join(f"{name} {weight:g}" for name, weight in reward_settings["reward_weights"].items())
+        print(f"Rewards per image (weights {weights}):")
+        for index, (energy, values) in enumerate(zip(out.energies.tolist(), rewards)):
+            scores = ", ".join(f"{name} {value:.4f}" for name, value in values.items())
+            print(f"  {index}.png: {scores} (energy {energy:.4f})")
     print(f"Wrote {args.num_images} images, grid.png and manifest.json to {folder}")

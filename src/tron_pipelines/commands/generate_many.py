@@ -40,7 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..utils.files import replace_atomically, write_json_atomically
-from .common import CommandError, in_cli_terms, load_pipeline, writable_folder
+from .common import (
+    CommandError,
+    in_cli_terms,
+    load_pipeline,
+    reward_call_options,
+    rewards_per_image,
+    writable_folder,
+)
 
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -49,7 +56,7 @@ RUN_FORMAT = "tron-generate-run"
 PART_GLOB = "manifest.part-*.jsonl"
 CONDITION_KINDS = ("prompt", "class_label", "image")
 # Fields of a manifest line; a JSON line's other fields (e.g. a COCO image_id) are copied next to them.
-RESERVED_FIELDS = {"index", "condition", "line", "seed", "energy", "file", "process", *CONDITION_KINDS}
+RESERVED_FIELDS = {"index", "condition", "line", "seed", "energy", "rewards", "file", "process", *CONDITION_KINDS}
 
 
 @dataclass(frozen=True)
@@ -181,10 +188,17 @@ def plan_items(conditions: list[Condition], num_images: int, seed: int) -> list[
 
 # Run record and manifest --------------------------------------------------------------------------------------
 def run_record(
-    args: argparse.Namespace, conditions: list[Condition], num_inference_steps: int, num_candidates: int
+    args: argparse.Namespace,
+    conditions: list[Condition],
+    num_inference_steps: int,
+    num_candidates: int,
+    call_options: dict | None = None,
 ) -> dict:
-    """What makes the images of a run: pipeline, sampling settings, seeds, batches and the conditions themselves."""
+    """What makes the images of a run: pipeline, sampling settings, seeds, batches and the conditions themselves;
+    ``call_options`` (`reward_call_options`) only where they are not the defaults, so that the records of earlier
+    runs still match."""
     listed = [[c.kind, c.value, c.seed] for c in conditions]
+    given = {name: value for name, value in (call_options or {}).items() if value}
     return {
         "format": RUN_FORMAT,
         "pipeline": args.pipeline,
@@ -196,6 +210,7 @@ def run_record(
         "num_inference_steps": num_inference_steps,
         "num_candidates": num_candidates,
         "initialization": args.init,
+        **given,
     }
 
 
@@ -258,6 +273,7 @@ def generate_many(args: argparse.Namespace) -> None:
         conditions, source = read_prompts_file(args.prompts_file), f"--prompts_file {args.prompts_file}"
     else:
         conditions, source = [Condition("class_label", label) for label in args.class_labels], "--class_labels"
+    call_options = reward_call_options(args)
     folder = writable_folder(args.out)
     # Several CPU processes need cpu=True; `Accelerator` reads it from the same variable (docs/training.md).
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
@@ -267,7 +283,7 @@ def generate_many(args: argparse.Namespace) -> None:
 
     num_inference_steps = pipe.config.default_num_inference_steps if args.steps is None else args.steps
     num_candidates = pipe.default_num_candidates_for(args.init) if args.candidates is None else args.candidates
-    record = run_record(args, conditions, num_inference_steps, num_candidates)
+    record = run_record(args, conditions, num_inference_steps, num_candidates, call_options)
     items = plan_items(conditions, args.num_images, args.seed)
 
     # Every process checks the folder before the main process changes it.
@@ -300,7 +316,15 @@ def generate_many(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     for batch in pending:
         entries = _sample_batch(
-            pipe, batch, conditions, folder, args, num_inference_steps, num_candidates, state.process_index
+            pipe,
+            batch,
+            conditions,
+            folder,
+            args,
+            num_inference_steps,
+            num_candidates,
+            state.process_index,
+            call_options,
         )
         append_lines(own_part, entries)
         progress.update(len(batch))
@@ -338,7 +362,9 @@ def _check_run_record(folder: Path, record: dict, recorded: dict) -> None:
     except json.JSONDecodeError:
         existing = {}
     differences = [
-        f"{key} {existing.get(key)!r} -> {value!r}" for key, value in record.items() if existing.get(key) != value
+        f"{key} {existing.get(key)!r} -> {record.get(key)!r}"
+        for key in dict.fromkeys([*record, *existing])
+        if existing.get(key) != record.get(key)
     ]
     if differences:
         raise CommandError(
@@ -356,6 +382,7 @@ def _sample_batch(
     num_inference_steps: int,
     num_candidates: int,
     process_index: int,
+    call_options: dict,
 ) -> list[dict]:
     """Sample one batch (one pipeline call per run of conditions of one kind), write its PNGs, return its manifest lines."""
     import torch
@@ -374,10 +401,12 @@ def _sample_batch(
                 initialization=args.init,
                 num_candidates=num_candidates,
                 generator=[torch.Generator().manual_seed(item.seed) for item in group],
+                **call_options,
             )
         except (ValueError, TypeError) as error:
             raise CommandError(in_cli_terms(str(error))) from None
-        for item, image, energy in zip(group, out.images, out.energies.tolist()):
+        rewards = rewards_per_image(out) or [None] * len(group)
+        for item, image, energy, image_rewards in zip(group, out.images, out.energies.tolist(), rewards):
             replace_atomically(folder / item.file, lambda path, image=image: image.save(path, format="PNG"))
             condition = conditions[item.condition]
             entry = {"index": item.index, "condition": item.condition}
@@ -389,6 +418,7 @@ def _sample_batch(
                     **condition.extra,
                     "seed": item.seed,
                     "energy": float(energy),
+                    **({"rewards": image_rewards} if image_rewards is not None else {}),
                     "file": item.file,
                     "process": process_index,
                 }

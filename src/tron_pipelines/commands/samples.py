@@ -33,6 +33,7 @@ def write_samples(
     seeds: list[int | None],
     settings: dict,
     grid_columns: int = 8,
+    rewards: list[dict[str, float]] | None = None,
 ) -> dict:
     """Write ``images`` (PIL) as ``folder/0.png ...``, their grid and the manifest; return the manifest.
 
@@ -43,12 +44,14 @@ def write_samples(
         settings: How the images were made (pipeline, steps, initialisation, candidates, ...), the manifest's top
             level.
         grid_columns: Width of ``grid.png`` in images (fewer when there are fewer images).
+        rewards: For a pipeline with reward models, each image's ``{reward name: value}`` (``out.rewards``).
 
-    The manifest is ``{**settings, "images": [{"file", **condition, "seed", "energy"}, ...]}``.
+    The manifest is ``{**settings, "images": [{"file", **condition, "seed", "energy"[, "rewards"]}, ...]}``.
     """
-    if not len(images) == len(energies) == len(conditions) == len(seeds):
+    if not len(images) == len(energies) == len(conditions) == len(seeds) == len(rewards or images):
         raise ValueError(
-            f"One energy, condition and seed per image: got {len(images)}, {len(energies)}, {len(conditions)}, {len(seeds)}."
+            f"One energy, condition, seed (and rewards) per image: got {len(images)}, {len(energies)}, "
+            f"{len(conditions)}, {len(seeds)}{f', {len(rewards)}' if rewards is not None else ''}."
         )
     folder = Path(folder)
     entries = []
@@ -56,6 +59,8 @@ def write_samples(
         name = f"{index}.png"
         replace_atomically(folder / name, lambda path, image=image: image.save(path, format="PNG"))
         entries.append({"file": name, **condition, "seed": seed, "energy": float(energy)})
+        if rewards is not None:
+            entries[-1]["rewards"] = rewards[index]
     grid = image_grid(images, min(len(images), grid_columns))
     replace_atomically(folder / GRID_NAME, lambda path: grid.save(path, format="PNG"))
     manifest = {**settings, "images": entries}

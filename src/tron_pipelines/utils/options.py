@@ -36,4 +36,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-__all__ = ["non_negative_int", "normalize_option_spelling", "positive_int"]
+def name_and_weight(text: str) -> tuple[str, float]:
+    """argparse type: ``NAME=WEIGHT`` (a reward's weight, e.g. ``pickscore=0.05``), as ``("pickscore", 0.05)``."""
+    name, equals, weight = text.partition("=")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = None
+    if not equals or not name or value is None:
+        raise argparse.ArgumentTypeError(f"must be NAME=WEIGHT like pickscore=0.05, got {text!r}")
+    return name, value
+
+
+__all__ = ["name_and_weight", "non_negative_int", "normalize_option_spelling", "positive_int"]
