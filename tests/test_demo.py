@@ -241,7 +241,11 @@ def test_a_pipeline_with_rewards_reports_them_and_noise_optimisation_takes_the_s
     assert f"mean pickscore {reference.rewards['pickscore'].mean().item():.3f}" in out.status
     manifest, _ = zip_contents(out.download)
     assert manifest["reward_weights"] == {"pickscore": 2.0}
-    np.testing.assert_allclose(manifest["rewards"]["pickscore"], reference.rewards["pickscore"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        [entry["rewards"]["pickscore"] for entry in manifest["images"]],
+        reference.rewards["pickscore"].numpy(),
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(
         [entry["energy"] for entry in manifest["images"]], -2.0 * reference.rewards["pickscore"].numpy(), rtol=1e-5
     )

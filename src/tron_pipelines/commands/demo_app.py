@@ -52,7 +52,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from ..pipelines.pipeline_tron import INITIALIZATIONS, TronPipeline  # noqa: E402
 from ..pretrained import embedded_pipelines, resolve_pretrained_path  # noqa: E402
 from ..utils.messages import first_line  # noqa: E402
-from .common import CommandError, load_pipeline  # noqa: E402
+from .common import CommandError, load_pipeline, rewards_per_image  # noqa: E402
 from .samples import write_samples  # noqa: E402
 
 
@@ -747,17 +747,18 @@ class TronDemo:
             "noise_std": settings["noise_std"],
             **{key: value for key, value in (extra_settings or {}).items() if value is not None},
         }
-        # A pipeline with reward models reports each reward per image: in the zip's manifest, their means in the
-        # status line (the energy is minus their weighted sum: the weights are the pipeline's `reward_weights`).
+        # A pipeline with reward models reports each reward per image: in the zip's manifest as `tron generate`
+        # records them, their means in the status line (the energy is minus their weighted sum).
         rewards_text = ""
         if out.rewards is not None:
-            manifest_settings["reward_weights"] = dict(view.config.reward_weights)
-            manifest_settings["rewards"] = {name: values.tolist() for name, values in out.rewards.items()}
+            manifest_settings["reward_weights"] = view.reward_weights_for(None)
             rewards_text = " · mean " + ", ".join(
                 f"{name} {values.mean().item():.3f}" for name, values in out.rewards.items()
             )
         folder = self._new_output_folder()
-        download = self._zip_samples(folder, out.images, energies, conditions, seeds, manifest_settings)
+        download = self._zip_samples(
+            folder, out.images, energies, conditions, seeds, manifest_settings, rewards_per_image(out)
+        )
         animation = None
         if interpolation:
             animation = export_to_gif(enlarged(out.images), str(folder / "interpolation.gif"), fps=GIF_FPS)
@@ -803,11 +804,11 @@ class TronDemo:
         return Path(tempfile.mkdtemp(dir=self.output_dir))
 
     @staticmethod
-    def _zip_samples(folder: Path, images, energies, conditions, seeds, settings) -> Path:
+    def _zip_samples(folder: Path, images, energies, conditions, seeds, settings, rewards=None) -> Path:
         """``folder/tron-samples.zip``: ``0.png ...``, ``grid.png`` and ``manifest.json`` as `write_samples` writes
         them (the format of ``tron generate``)."""
         with tempfile.TemporaryDirectory(dir=folder) as samples:
-            write_samples(samples, images, energies, conditions, seeds, settings)
+            write_samples(samples, images, energies, conditions, seeds, settings, rewards=rewards)
             path = folder / "tron-samples.zip"
             with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for file in sorted(Path(samples).iterdir()):
