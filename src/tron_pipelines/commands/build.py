@@ -9,13 +9,15 @@ The options are `tron_pipelines.training.arguments`'s (they extend ``tron train-
 
 import argparse
 
-from ..conversion.formats import SourceError, check_generator_source
 from ..training.arguments import BUILD_DESCRIPTION, add_build_arguments
 
 
 def run_build(args: argparse.Namespace) -> None:
     # A --generator that does not exist is said at once, not after the tens of seconds torch, accelerate and
-    # transformers take to load (the format table checks paths with the standard library alone).
+    # transformers take to load (the format table checks paths with the standard library alone). Imported here, not
+    # at the top: its zipfile and dataclasses imports would add 40 ms to `tron --help`.
+    from ..conversion.formats import SourceError, check_generator_source
+
     try:
         check_generator_source(args.generator, "--generator")
     except SourceError as error:
