@@ -355,7 +355,8 @@ def test_a_planted_global_is_refused_by_name_without_running(tmp_path):
 
 
 def test_the_planted_payload_is_live_under_a_plain_load(tmp_path):
-    # Control for the test above: the same file does run code when loaded without weights_only.
+    # Control for the test above: the same file does run code when loaded without weights_only. The only unsafe load
+    # in the project, on purpose: the file is this test's own, and its payload only creates the sentinel in tmp_path.
     path, sentinel = malicious_checkpoint(tmp_path)
     torch.load(path, weights_only=False)
     assert sentinel.exists()

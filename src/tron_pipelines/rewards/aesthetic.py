@@ -40,7 +40,8 @@ class AestheticReward(RewardModel):
     Example:
         ```py
         >>> from transformers import CLIPModel
-        >>> head = torch.load("sac+logos+ava1-l14-linearMSE.pth")  # LAION's state dict: layers.0.weight, ...
+        >>> # LAION's state dict (layers.0.weight, ...): tensors only, so it loads without unpickling code.
+        >>> head = torch.load("sac+logos+ava1-l14-linearMSE.pth", weights_only=True)
         >>> reward = AestheticReward.from_clip(CLIPModel.from_pretrained("openai/clip-vit-large-patch14"), head)
         ```
     """

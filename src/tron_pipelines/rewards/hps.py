@@ -27,7 +27,8 @@ class HPSv2Reward(CLIPSimilarityReward):
 
     Example:
         ```py
-        >>> checkpoint = torch.load("HPS_v2.1_compressed.pt", map_location="cpu")  # from the xswu/HPSv2 repo
+        >>> # From the xswu/HPSv2 repo: a dict of tensors, so it loads without unpickling code.
+        >>> checkpoint = torch.load("HPS_v2.1_compressed.pt", map_location="cpu", weights_only=True)
         >>> reward = HPSv2Reward.from_hps_checkpoint(checkpoint, CLIPTokenizer.from_pretrained(
         ...     "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"))
         ```
