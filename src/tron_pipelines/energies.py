@@ -246,10 +246,13 @@ class TronEnergy:
         """Energy per sample ``(B,)`` (float32) and G's images for given augmentation parameters; no randomness."""
         features, images = self.features(latents, augmentations)
         energy = sum(term.weight * self.feature_energy(features, term.condition) for term in self.terms)
-        if self.prior_weight:
-            main = latents[:, : self.generator_model.latent_dim]
-            energy = energy + self.prior_weight * gaussian_prior_energy(main)
-        return energy, images
+        return self.with_prior(energy, latents), images
+
+    def with_prior(self, energy: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """``energy`` ``(B,)`` plus ``prior_weight * 0.5 * ||z_main||^2`` of packed ``latents`` (unchanged at weight 0)."""
+        if not self.prior_weight:
+            return energy
+        return energy + self.prior_weight * gaussian_prior_energy(latents[:, : self.generator_model.latent_dim])
 
     def unaugmented(self, latents: torch.Tensor) -> torch.Tensor:
         """Energy per sample ``(B,)`` (float32) of the plain images of packed ``latents``; draws no random numbers."""
@@ -324,10 +327,7 @@ class RewardEnergy(TronEnergy):
             for term in self.terms:
                 values = self.reward_values(copies, term.condition, weighted)
                 energy = energy - term.weight * sum(self.reward_weights[name] * values[name] for name in weighted)
-        if self.prior_weight:
-            main = latents[:, : self.generator_model.latent_dim]
-            energy = energy + self.prior_weight * gaussian_prior_energy(main)
-        return energy, images
+        return self.with_prior(energy, latents), images
 
     @torch.no_grad()
     def plain_rewards(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
