@@ -122,6 +122,11 @@ def _select_rows(mask: torch.Tensor, new: torch.Tensor | None, old: torch.Tensor
     return None if new is None else torch.where(mask.view(-1, *[1] * (new.ndim - 1)), new, old)
 
 
+def as_prompt_list(prompts: str | list[str]) -> list[str]:
+    """A call's ``prompt`` or ``negative_prompt`` as a list: one string becomes ``[string]``."""
+    return [prompts] if isinstance(prompts, str) else list(prompts)
+
+
 def _evaluate_energy(energy: TronEnergy, latents: torch.Tensor, augmentations: torch.Tensor | None):
     # What `enable_energy_compile` compiles: the `evaluate` of whichever energy the call builds (TronEnergy or
     # RewardEnergy), as one graph.
@@ -714,7 +719,7 @@ class TronPipeline(DiffusionPipeline):
         if condition_embeds is not None:
             return condition_embeds.to(device=device, dtype=torch.float32)
         if prompt is not None:
-            return adapter.encode_prompts([prompt] if isinstance(prompt, str) else list(prompt), device)
+            return adapter.encode_prompts(as_prompt_list(prompt), device)
         if class_labels is not None:
             labels = [class_labels] if isinstance(class_labels, int) else list(class_labels)
             return adapter.encode_class_labels(labels, device)
@@ -802,13 +807,9 @@ class TronPipeline(DiffusionPipeline):
                 for name, value in embeds.items()
             }
 
-        terms = [
-            ConditionTerm(
-                encoded(None if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)), 1.0
-            )
-        ]
+        terms = [ConditionTerm(encoded(None if prompt is None else as_prompt_list(prompt)), 1.0)]
         if negative_prompt is not None:
-            negatives = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
+            negatives = as_prompt_list(negative_prompt)
             terms.append(
                 ConditionTerm(
                     encoded(negatives * batch_size if len(negatives) == 1 else negatives), -negative_prompt_weight
@@ -955,16 +956,14 @@ class TronPipeline(DiffusionPipeline):
 
         # 1. Conditions, one row per image.
         if prompt is not None:
-            self.warn_about_unknown_words([prompt] if isinstance(prompt, str) else prompt)
+            self.warn_about_unknown_words(as_prompt_list(prompt))
         if negative_prompt is not None:
-            self.warn_about_unknown_words(
-                [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt, "negative_prompt"
-            )
+            self.warn_about_unknown_words(as_prompt_list(negative_prompt), "negative_prompt")
         condition_embeds = self.encode_condition(adapter, prompt, image, class_labels, condition_embeds, device)
         condition_embeds = condition_embeds.repeat_interleave(num_images_per_prompt, dim=0)
         terms = [ConditionTerm(condition_embeds, 1.0)]
         if negative_prompt is not None:
-            negatives = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
+            negatives = as_prompt_list(negative_prompt)
             negative_embeds = adapter.encode_prompts(negatives, device)
             negative_embeds = negative_embeds.expand(batch_size, -1) if len(negatives) == 1 else negative_embeds
             terms.append(
@@ -976,7 +975,7 @@ class TronPipeline(DiffusionPipeline):
         # is never changed.
         generator_model = self.generator
         if condition_generator_on_prompt:
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompts = as_prompt_list(prompt)
             generator_model = self.generator.conditioned_on(prompts, num_images_per_prompt)
         energy_options = {
             "num_augmentations": num_augmentations,
